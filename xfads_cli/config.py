@@ -1,0 +1,236 @@
+"""Configuration: YAML files mapped onto frozen dataclasses, strictly.
+
+    config = load_config("run.yaml", overrides=["train.lr=3e-4", "data.bin_ms=10"])
+
+Unknown keys and wrong types are errors that name the closest valid key; `--set` overrides are applied
+last. `resolved_config(config)` is the plain dict saved with every checkpoint and output file, and
+`Config.from_dict(resolved_config(config))` rebuilds the same config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from xfads_cli.errors import UsageError, closest
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a recording becomes binned trials."""
+
+    bin_ms: float = 20.0
+    # Interval table that defines trials: 'trials' or the name of any /intervals/<table>.
+    # None: the 'trials' table when the file has one, else fixed windows over the whole recording.
+    intervals: Optional[str] = None
+    # Column of that table giving each trial's alignment time (e.g. 'move_onset_time').
+    align: str = "start_time"
+    # Window around the alignment time, [start, stop] in ms. None: [0, shortest trial duration].
+    window_ms: Optional[tuple[float, float]] = None
+    # Recordings without trials are chopped into windows of this length and overlap.
+    chop_ms: float = 1000.0
+    overlap_ms: float = 0.0
+    # Unit selection on the units table, e.g. 'quality == "good"', 'is_good' (a boolean column),
+    # 'snr > 3'. None keeps every unit.
+    units: Optional[str] = None
+    # Behaviour series to load by name (searched in processing/* and acquisition), e.g. ['hand_vel'].
+    behavior: tuple[str, ...] = ()
+    # Held-out neurons (never read by the encoder; scored by co-bps). Priority: an explicit list of
+    # unit ids, then a seeded random fraction, then a boolean units column with this name, if present.
+    heldout_units: tuple[str, ...] = ()
+    heldout_fraction: float = 0.0
+    heldout_column: str = "heldout"
+    # Trials-table column with a condition label per trial (PSTH metrics).
+    condition: Optional[str] = None
+    # Train / valid / test fractions of trials and the seed of the random split.
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int = 0
+    # Session name; None uses the file name without its extension.
+    session: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The state-space model (MODEL.md sections 1-3)."""
+
+    kind: Literal["xfads", "meta"] = "xfads"
+    latent_dim: int = 8
+    dynamics: Literal["mlp", "gru", "linear"] = "mlp"
+    dynamics_hidden: int = 128
+    dynamics_layers: int = 1
+    likelihood: Literal["poisson", "gaussian", "bernoulli"] = "poisson"
+    link: Literal["exp", "softplus"] = "exp"
+    read_dims: Optional[int] = None
+    rank_local: int = 8
+    rank_backward: int = 4
+    encoder_hidden: int = 64
+    samples: int = 20
+    mode: Literal["smoother", "two_filter", "filter"] = "smoother"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation (MODEL.md section 4)."""
+
+    max_epochs: int = 300
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_decay: float = 0.997
+    grad_clip: float = 1.0
+    patience: int = 40
+    drop_local: float = 0.2
+    time_limit_min: Optional[float] = None
+    device: str = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, raw: dict | None, source: str = "config") -> "Config":
+        return _build(cls, raw or {}, source)
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Defaults <- YAML file (optional) <- `section.key=value` overrides, validated strictly."""
+    raw: dict = {}
+    source = "config"
+    if path is not None:
+        raw = _read_yaml(Path(path))
+        source = Path(path).name
+    for item in overrides:
+        _apply_override(raw, item)
+    return Config.from_dict(raw, source)
+
+
+def resolved_config(config: Config) -> dict:
+    """The full config as plain YAML/JSON-friendly data (tuples become lists)."""
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def dump_config(config: Config) -> str:
+    import yaml
+
+    return yaml.safe_dump(resolved_config(config), sort_keys=False)
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}; pass an existing YAML file to --config")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise UsageError(f"{path} is not valid YAML{line}; check its indentation and quoting") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path} must be a mapping of sections (data:, model:, train:), not {type(raw).__name__}")
+    return raw
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    import yaml
+
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UsageError(f"--set expects section.key=value, got '{item}'; e.g. --set train.lr=3e-4")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UsageError(f"--set {key}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls, raw: dict, where: str):
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where} must be a mapping, got {_describe(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise UsageError(
+                f"unknown key '{key}' in {where}{closest(key, names)}; valid keys: {', '.join(names)}"
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where != "config" else key)
+    return cls(**kwargs)
+
+
+def _coerce(value, hint, where: str):
+    """Check `value` against the annotation `hint`, converting only where it is lossless."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is Literal:
+        if value not in args:
+            hint_text = closest(value, args)
+            raise UsageError(f"{where} must be one of {', '.join(map(str, args))}; got '{value}'{hint_text}")
+        return value
+    if origin is tuple:
+        if isinstance(value, (str, int, float)) and args[-1] is Ellipsis:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"{where} must be a list, got {_describe(value)}")
+        if args[-1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise UsageError(f"{where} must be a list of {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise UsageError(f"{where} must be true or false, got {_describe(value)}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise UsageError(f"{where} must be an integer, got {_describe(value)}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UsageError(f"{where} must be a number, got {_describe(value)}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise UsageError(f"{where} must be a string, got {_describe(value)}")
+    return value
+
+
+def _describe(value) -> str:
+    return f"{type(value).__name__} {value!r}" if value is not None else "null"

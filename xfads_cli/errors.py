@@ -1,0 +1,41 @@
+"""User-facing errors.
+
+Anything the user can fix (a wrong path, a bad option, a malformed file) raises `UsageError` with a
+one-line message that names the problem and the fix. The CLI prints it and exits with code 2,
+without a traceback. Everything else is a bug or a runtime failure (exit code 1).
+"""
+
+from __future__ import annotations
+
+
+class UsageError(Exception):
+    """Bad input or usage: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        # One line only: a multi-line message breaks log parsers on clusters.
+        super().__init__(" ".join(str(message).split()))
+
+
+class RunFailure(Exception):
+    """The job itself failed (e.g. the loss diverged): exit code 1."""
+
+    exit_code = 1
+
+
+def closest(name: str, choices) -> str:
+    """A ' (did you mean X?)' hint for a misspelled `name`, or '' when nothing is close."""
+    import difflib
+
+    match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def listing(choices, limit: int = 12) -> str:
+    """Comma-separated list of available names for error messages."""
+    items = [str(c) for c in choices]
+    if not items:
+        return "none"
+    more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
