@@ -96,20 +96,18 @@ class Config:
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, raw: dict | None, source: str = "config") -> "Config":
-        return _build(cls, raw or {}, source)
+    def from_dict(cls, raw: dict | None) -> "Config":
+        return _build(cls, raw or {}, "config")
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
     """Defaults <- YAML file (optional) <- `section.key=value` overrides, validated strictly."""
     raw: dict = {}
-    source = "config"
     if path is not None:
         raw = _read_yaml(Path(path))
-        source = Path(path).name
     for item in overrides:
         _apply_override(raw, item)
-    return Config.from_dict(raw, source)
+    return Config.from_dict(raw)
 
 
 def resolved_config(config: Config) -> dict:
@@ -224,6 +222,11 @@ def _coerce(value, hint, where: str):
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads '3e-4' (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise UsageError(f"{where} must be a number, got {_describe(value)}")
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):

@@ -123,7 +123,7 @@ def assign_split(n_trials: int, fractions: tuple[float, float, float], seed: int
     frac = frac / frac.sum()
     counts = np.floor(frac * n_trials).astype(int)
     for i in (1, 2):  # valid and test get one trial each before train takes the remainder
-        if frac[i] > 0 and counts[i] == 0 and n_trials - counts.sum() > 1:
+        if frac[i] > 0 and counts[i] == 0 and n_trials - counts[1:].sum() > 1:
             counts[i] = 1
     counts[0] = n_trials - counts[1] - counts[2]
     labels = np.repeat(np.array(SPLITS), counts)

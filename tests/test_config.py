@@ -1,0 +1,72 @@
+import pytest
+
+from xfads_cli.config import Config, DataConfig, dump_config, load_config, resolved_config
+from xfads_cli.errors import UsageError
+
+
+def test_defaults_work_without_a_file():
+    cfg = load_config()
+    assert cfg.data.bin_ms == 20.0
+    assert cfg.data == DataConfig()
+
+
+def test_yaml_then_overrides_last(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  bin_ms: 10\n  window_ms: [-250, 450]\ntrain:\n  lr: 0.01\n")
+    cfg = load_config(path, ["train.lr=3e-4", "data.behavior=hand_vel"])
+    assert cfg.data.bin_ms == 10.0 and isinstance(cfg.data.bin_ms, float)
+    assert cfg.data.window_ms == (-250.0, 450.0)
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.data.behavior == ("hand_vel",)
+
+
+def test_resolved_config_round_trips():
+    cfg = load_config(None, ["data.split=[0.6, 0.2, 0.2]", "model.latent_dim=16", "seed=3"])
+    raw = resolved_config(cfg)
+    assert raw["data"]["split"] == [0.6, 0.2, 0.2]
+    assert Config.from_dict(raw) == cfg
+    import yaml
+
+    assert Config.from_dict(yaml.safe_load(dump_config(cfg))) == cfg
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("data.bin_m=1", "did you mean 'bin_ms'"),
+        ("dat.bin_ms=1", "did you mean 'data'"),
+        ("model.dynamics=mpl", "did you mean 'mlp'"),
+        ("train.lr=fast", "must be a number"),
+        ("train.batch_size=1.5", "must be an integer"),
+        ("data.window_ms=[1]", "list of 2 values"),
+        ("data.bin_ms", "section.key=value"),
+        ("data=3", "must be a mapping"),
+    ],
+)
+def test_strict_errors_name_the_fix(override, fragment):
+    with pytest.raises(UsageError) as err:
+        load_config(None, [override])
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_yaml_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(UsageError, match="not valid YAML"):
+        load_config(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(UsageError, match="mapping"):
+        load_config(listing)
+    with pytest.raises(UsageError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_sample_configs_are_valid():
+    from conftest import ROOT
+
+    files = sorted((ROOT / "sample_configs").glob("*.yaml"))
+    assert files, "sample_configs/ should hold examples"
+    for path in files:
+        load_config(path)

@@ -1,0 +1,146 @@
+"""The `xfads` command line: a thin Typer layer.
+
+Each command parses its arguments, calls one library function and maps errors to exit codes:
+0 ok, 1 runtime failure, 2 bad usage or input (one line on stderr, no traceback). Heavy modules
+(torch, pynwb, h5py) are imported inside the commands so that `xfads --help` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from xfads_cli.errors import RunFailure, UsageError
+
+app = typer.Typer(
+    name="xfads",
+    help="Fit and forecast neural population recordings with low-rank nonlinear state-space models (XFADS).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file (sections data, model, train).")]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a config value, e.g. --set data.bin_ms=10 (repeatable; applied last)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def handle_errors(command):
+    """Turn library errors into one-line messages and exit codes (2 usage, 1 runtime)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UsageError as exc:
+            _stderr(f"error: {exc}")
+            raise typer.Exit(2) from None
+        except RunFailure as exc:
+            _stderr(f"failed: {exc}")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            _stderr("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _print_json(payload) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+@app.command()
+@handle_errors
+def inspect(
+    data: Annotated[list[Path], typer.Argument(help="NWB (.nwb) or HDF5 (.h5) files.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+):
+    """Does my file work? Summarise each file and show how xfads would cut it into trials."""
+    from xfads_cli.config import load_config
+    from xfads_cli.inspect import inspect_files, render_reports
+
+    cfg = load_config(config, set_ or [])
+    reports = inspect_files(data, cfg.data, strict=bool(config or set_))
+    if json_out:
+        _print_json(reports if len(reports) > 1 else reports[0])
+    else:
+        render_reports(reports)
+
+
+@app.command()
+@handle_errors
+def simulate(
+    system: Annotated[str, typer.Argument(help="lorenz | vdp | ring | duffing | hopf")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .nwb (NWB) or .h5 (plain HDF5 layout).")],
+    neurons: Annotated[int, typer.Option(help="Number of neurons.")] = 50,
+    trials: Annotated[int, typer.Option(help="Number of trials.")] = 100,
+    bins: Annotated[int, typer.Option(help="Bins per trial.")] = 100,
+    bin_ms: Annotated[float, typer.Option(help="Bin width in ms.")] = 20.0,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 0,
+    base_rate: Annotated[float, typer.Option(help="Typical firing rate in Hz.")] = 10.0,
+    param: Annotated[Optional[float], typer.Option(help="Regime parameter (duffing alpha, hopf mu, vdp mu).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+    json_out: JsonOpt = False,
+):
+    """Write a synthetic recording with known latents and rates (for demos, tests and benchmarks)."""
+    from xfads_cli.data.simulate import simulate as run_simulation
+
+    summary = run_simulation(
+        system, out, neurons=neurons, trials=trials, bins=bins, bin_ms=bin_ms, seed=seed,
+        base_rate_hz=base_rate, param=param, overwrite=overwrite,
+    )
+    if json_out:
+        _print_json(summary)
+    else:
+        _stderr(f"wrote {out} ({summary.get('trials')} trials x {summary.get('bins')} bins x {summary.get('neurons')} neurons, system {system})")
+
+
+def _not_yet(name: str, issue: str):
+    def command(ctx: typer.Context):
+        _stderr(f"failed: 'xfads {name}' is not implemented yet ({issue})")
+        raise typer.Exit(1)
+
+    command.__doc__ = f"[not implemented yet] {issue}."
+    app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(command)
+
+
+_not_yet("fit", "train a model on one or more recordings; arrives with the model core")
+_not_yet("smooth", "smoothed latents and rates from a trained run")
+_not_yet("forecast", "forecast rates from a context window")
+_not_yet("embed", "per-session embeddings of a meta-dynamical run")
+_not_yet("adapt", "few-shot adaptation of a meta-dynamical run to a new session")
+
+
+def main() -> None:
+    """Console entry point: click's own usage errors also become one line and exit code 2."""
+    import click
+
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=sys.argv[1:], prog_name="xfads", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        _stderr(f"error: {exc.format_message()} (see xfads --help)")
+        code = 2
+    except click.exceptions.Abort:
+        _stderr("aborted")
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

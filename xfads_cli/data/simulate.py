@@ -1,0 +1,549 @@
+"""Synthetic spike recordings with known ground truth (numpy + pynwb + h5py; no torch).
+
+Every system is a low-dimensional latent process z_t observed through Poisson neurons:
+
+    log-rate_n(t) = C_n . z_t + d_n,        counts_n(t) ~ Poisson(exp(log-rate_n(t)))
+
+with z standardised (zero mean, unit variance per dimension over all trials and bins), `C`
+random and `d` set so that each neuron fires at about `base_rate_hz` on average. Rates are
+expected counts per bin; in Hz they are divided by the bin width. A second, independent draw of
+counts from the same rates ("retest") bounds what any model can achieve on held-out data.
+
+Dynamics run in physical time: each system has a `time_scale` (system time units per second), so
+the bin width changes the resolution of a trial, not its dynamics. The state is integrated with
+RK4 substeps (at most `max_step` system time units) plus additive Gaussian process noise
+(Euler-Maruyama), and sampled at bin centres.
+
+Output files (chosen by suffix):
+  .nwb       Units table (spike times), trials table, and a `ground_truth` processing module with
+             TimeSeries `true_latents`, `true_rates` (Hz) and `retest_counts`.
+  .h5/.hdf5  the plain layout: `spikes` [trial, time, neuron] and `truth/{latents,rates,retest_counts}`
+             (rates in expected counts per bin).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from xfads_cli.errors import UsageError, closest, listing
+
+SYSTEMS = ("lorenz", "vdp", "ring", "duffing", "hopf")
+
+DESCRIPTIONS = {
+    "lorenz": "3-D chaotic Lorenz attractor (sigma 10, beta 8/3); param = rho (default 28)",
+    "vdp": "2-D noisy Van der Pol limit cycle; param = mu, the nonlinearity (default 1.5, >= 0)",
+    "ring": "2-D ring attractor: noisy rotation on the unit circle; param = rotation frequency in Hz (default 0.75)",
+    "duffing": "2-D noisy Duffing oscillator x'' + 0.3x' - alpha x + x^3 = noise; param = alpha "
+    "(default 1: double well; < 0: single well)",
+    "hopf": "2-D Hopf normal form r' = mu r - r^3, theta' = omega; param = mu (default 1: limit cycle; "
+    "< 0: stable focus)",
+}
+
+# Gap between consecutive trials in the NWB file, in bins: trials are separate windows of time.
+TRIAL_GAP_BINS = 10
+# Spikes are kept strictly inside their bin so that re-binning never moves one across an edge.
+SPIKE_MARGIN = 0.001
+# Standard deviation over time of each neuron's log-rate modulation, drawn per neuron.
+MODULATION_STD = (0.5, 1.0)
+# Per-neuron spread of mean firing rates around base_rate_hz (log-normal sd).
+RATE_JITTER = 0.4
+SESSION_START = datetime(2020, 1, 1, tzinfo=timezone.utc)
+
+
+# --------------------------------------------------------------------------------------------
+# Dynamical systems
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class System:
+    """One latent dynamical system dz/dt = drift(z) + noise * dW/dt (in system time units).
+
+    drift:      f(z, params) for z of shape [trial, latent]
+    initial:    draws starting states [trial, latent] from (rng, n_trial, params)
+    time_scale: system time units per second of recording
+    max_step:   largest integration substep in system time units
+    noise:      process noise standard deviation per sqrt(system time unit), per latent dimension
+    burn_in:    system time integrated (noise-free) before the trial starts, e.g. to land on an attractor
+    """
+
+    name: str
+    latent_dim: int
+    param_name: str
+    param_default: float
+    param_range: tuple[float, float]
+    constants: dict
+    drift: Callable[[np.ndarray, dict], np.ndarray]
+    initial: Callable[[np.random.Generator, int, dict], np.ndarray]
+    time_scale: float
+    max_step: Callable[[dict], float]
+    noise: tuple[float, ...]
+    burn_in: float = 0.0
+
+    def params(self, param: float | None) -> dict:
+        """All constants of this system, with the free parameter set (default when None)."""
+        value = self.param_default if param is None else float(param)
+        lo, hi = self.param_range
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise UsageError(
+                f"--param for '{self.name}' is {self.param_name}, which must lie in [{lo:g}, {hi:g}]; got {param}"
+            )
+        return {**self.constants, self.param_name: value}
+
+
+def _lorenz_drift(z, p):
+    """x' = sigma (y - x), y' = x (rho - z) - y, z' = x y - beta z."""
+    x, y, w = z[:, 0], z[:, 1], z[:, 2]
+    return np.stack([p["sigma"] * (y - x), x * (p["rho"] - w) - y, x * y - p["beta"] * w], axis=1)
+
+
+def _lorenz_initial(rng, n, p):
+    # Anywhere in the basin; the noise-free burn-in then carries each start onto the attractor.
+    return rng.uniform([-15.0, -20.0, 5.0], [15.0, 20.0, 40.0], size=(n, 3))
+
+
+def _vdp_drift(z, p):
+    """x' = y, y' = mu (1 - x^2) y - x."""
+    x, y = z[:, 0], z[:, 1]
+    return np.stack([y, p["mu"] * (1.0 - x * x) * y - x], axis=1)
+
+
+def _vdp_initial(rng, n, p):
+    return rng.uniform(-3.0, 3.0, size=(n, 2))
+
+
+def _ring_drift(z, p):
+    """In polar form theta' = 2 pi freq_hz, r' = relax (1 - r): rotation at a fixed speed, with the
+    radius pulled back onto the unit circle."""
+    r = np.sqrt(np.sum(z * z, axis=1, keepdims=True))
+    radial = p["relax"] * (1.0 - r) / np.maximum(r, 1e-9)
+    omega = 2.0 * np.pi * p["freq_hz"]
+    rot = np.stack([-z[:, 1], z[:, 0]], axis=1)
+    return radial * z + omega * rot
+
+
+def _ring_initial(rng, n, p):
+    angle = rng.uniform(0.0, 2.0 * np.pi, size=n)
+    radius = rng.uniform(0.5, 1.5, size=n)
+    return radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+
+
+def _duffing_drift(z, p):
+    """x' = v, v' = -delta v + alpha x - beta x^3: a double well at x = +-sqrt(alpha / beta) for
+    alpha > 0, a single (hardening) well at 0 for alpha <= 0."""
+    x, v = z[:, 0], z[:, 1]
+    return np.stack([v, -p["delta"] * v + p["alpha"] * x - p["beta"] * x**3], axis=1)
+
+
+def _duffing_initial(rng, n, p):
+    return np.stack([rng.uniform(-2.0, 2.0, size=n), rng.uniform(-1.0, 1.0, size=n)], axis=1)
+
+
+def _hopf_drift(z, p):
+    """Cartesian form of r' = mu r - r^3, theta' = omega (no singularity at r = 0)."""
+    r2 = np.sum(z * z, axis=1, keepdims=True)
+    rot = np.stack([-z[:, 1], z[:, 0]], axis=1)
+    return (p["mu"] - r2) * z + p["omega"] * rot
+
+
+def _hopf_initial(rng, n, p):
+    angle = rng.uniform(0.0, 2.0 * np.pi, size=n)
+    radius = rng.uniform(0.2, 2.0, size=n)
+    return radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+
+
+_SYSTEMS = {
+    "lorenz": System(
+        name="lorenz", latent_dim=3, param_name="rho", param_default=28.0, param_range=(0.5, 100.0),
+        constants={"sigma": 10.0, "beta": 8.0 / 3.0},
+        drift=_lorenz_drift, initial=_lorenz_initial,
+        # 2 time units per second: a 2 s trial loops ~6 times and switches lobes ~3 times.
+        time_scale=2.0, max_step=lambda p: 0.0025 * min(1.0, 28.0 / p["rho"]),
+        noise=(0.0, 0.0, 0.0), burn_in=10.0,
+    ),
+    "vdp": System(
+        name="vdp", latent_dim=2, param_name="mu", param_default=1.5, param_range=(0.0, 10.0),
+        constants={},
+        drift=_vdp_drift, initial=_vdp_initial,
+        # The mu = 1.5 cycle lasts ~7.6 time units: about two cycles per 2 s trial.
+        time_scale=7.0, max_step=lambda p: 0.01 / max(1.0, p["mu"]),
+        noise=(0.0, 0.3),
+    ),
+    "ring": System(
+        name="ring", latent_dim=2, param_name="freq_hz", param_default=0.75, param_range=(-10.0, 10.0),
+        constants={"relax": 2.0},
+        drift=_ring_drift, initial=_ring_initial,
+        time_scale=1.0, max_step=lambda p: 0.005 / max(1.0, abs(p["freq_hz"])),
+        noise=(0.3, 0.3),
+    ),
+    "duffing": System(
+        name="duffing", latent_dim=2, param_name="alpha", param_default=1.0, param_range=(-5.0, 5.0),
+        constants={"delta": 0.3, "beta": 1.0},
+        drift=_duffing_drift, initial=_duffing_initial,
+        # Noise on the velocity only; strong enough for occasional hops over the alpha = 1 barrier.
+        time_scale=4.0, max_step=lambda p: 0.01 / max(1.0, math.sqrt(abs(p["alpha"]))),
+        noise=(0.0, 0.5),
+    ),
+    "hopf": System(
+        name="hopf", latent_dim=2, param_name="mu", param_default=1.0, param_range=(-5.0, 5.0),
+        constants={"omega": np.pi},
+        drift=_hopf_drift, initial=_hopf_initial,
+        # 2 time units per second with omega = pi: one rotation per second.
+        time_scale=2.0, max_step=lambda p: 0.01 / max(1.0, abs(p["mu"])),
+        noise=(0.1, 0.1),
+    ),
+}
+
+
+def get_system(name: str) -> System:
+    """The `System` called `name`; UsageError with a suggestion for unknown names."""
+    key = str(name).strip().lower()
+    if key not in _SYSTEMS:
+        raise UsageError(f"unknown system '{name}'{closest(key, SYSTEMS)}; available: {listing(SYSTEMS)}")
+    return _SYSTEMS[key]
+
+
+def _rk4(f, z, h, p):
+    k1 = f(z, p)
+    k2 = f(z + 0.5 * h * k1, p)
+    k3 = f(z + 0.5 * h * k2, p)
+    k4 = f(z + h * k3, p)
+    return z + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+
+def _advance(system: System, z, duration, p, rng, noisy=True):
+    """Integrate all trials [trial, latent] forward by `duration` system time units."""
+    n_sub = max(1, math.ceil(duration / system.max_step(p) - 1e-9))
+    h = duration / n_sub
+    sigma = np.asarray(system.noise) * math.sqrt(h)
+    add_noise = noisy and np.any(sigma > 0)
+    for _ in range(n_sub):
+        z = _rk4(system.drift, z, h, p)
+        if add_noise:
+            # RK4 for the drift plus an Euler-Maruyama noise increment (additive noise).
+            z = z + sigma * rng.standard_normal(z.shape)
+    return z
+
+
+def simulate_latents(system: System, p: dict, trials: int, bins: int, bin_s: float, rng) -> np.ndarray:
+    """Raw (unstandardised) latent states at the bin centres: [trial, time, latent] float64."""
+    z = system.initial(rng, trials, p)
+    if system.burn_in > 0:
+        z = _advance(system, z, system.burn_in, p, rng, noisy=False)
+    step = bin_s * system.time_scale
+    z = _advance(system, z, 0.5 * step, p, rng)  # trial start -> first bin centre
+    out = np.empty((trials, bins, system.latent_dim))
+    for i in range(bins):
+        if i:
+            z = _advance(system, z, step, p, rng)
+        out[:, i] = z
+    if not np.all(np.isfinite(out)):
+        raise RuntimeError(f"simulation of '{system.name}' diverged with params {p}")
+    return out
+
+
+def standardise(latents: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance per latent dimension over all trials and bins ([trial, time, latent])."""
+    flat = latents.reshape(-1, latents.shape[-1])
+    std = flat.std(axis=0)
+    # A dimension that never moves (e.g. a decayed focus) is centred but not blown up.
+    return (latents - flat.mean(axis=0)) / np.where(std > 1e-12, std, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Observations
+# --------------------------------------------------------------------------------------------
+
+
+def readout(latents: np.ndarray, neurons: int, base_rate_hz: float, bin_s: float, rng):
+    """Random log-linear readout of standardised `latents` [trial, time, latent].
+
+    Returns (C [neuron, latent], d [neuron]). Each row of C is scaled so that the neuron's
+    log-rate varies over time with a standard deviation drawn from MODULATION_STD, and d is set
+    so that the neuron's mean rate is base_rate_hz times a log-normal jitter (mean 1).
+    """
+    flat = latents.reshape(-1, latents.shape[-1])
+    C = rng.standard_normal((neurons, flat.shape[1]))
+    drive = flat @ C.T  # [sample, neuron]
+    target = rng.uniform(*MODULATION_STD, size=neurons)
+    C *= (target / np.maximum(drive.std(axis=0), 1e-12))[:, None]
+    drive = flat @ C.T
+    jitter = RATE_JITTER * rng.standard_normal(neurons) - 0.5 * RATE_JITTER**2
+    # Subtract log E_t[exp(C z)] so the time-averaged rate equals the intended one.
+    log_mean_gain = np.log(np.mean(np.exp(drive - drive.max(axis=0)), axis=0)) + drive.max(axis=0)
+    d = np.log(base_rate_hz * bin_s) + jitter - log_mean_gain
+    return C, d
+
+
+def oracle_bits_per_spike(counts: np.ndarray, rates: np.ndarray) -> float:
+    """Bits per spike of the true rates (expected counts per bin) over a per-neuron constant rate,
+    both scored on `counts` [trial, time, neuron]: the ceiling a perfect model reaches."""
+    counts = counts.reshape(-1, counts.shape[-1]).astype(np.float64)
+    rates = rates.reshape(-1, rates.shape[-1])
+    mean = counts.mean(axis=0, keepdims=True)
+    # Poisson log-likelihood without the log(k!) term, which cancels in the difference.
+    ll_true = np.sum(counts * np.log(rates) - rates)
+    ll_null = np.sum(np.where(counts > 0, counts * np.log(np.maximum(mean, 1e-300)), 0.0) - mean)
+    n_spikes = counts.sum()
+    return float((ll_true - ll_null) / (n_spikes * np.log(2))) if n_spikes > 0 else float("nan")
+
+
+_STREAMS = ("dynamics", "readout", "counts", "retest", "spike_times")
+
+
+def _rng(seed: int, stream: str) -> np.random.Generator:
+    """One independent random stream per purpose, so that e.g. drawing the retest counts or the
+    spike times never changes the first draw of counts."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STREAMS.index(stream),)))
+
+
+def _check_args(neurons, trials, bins, bin_ms, seed, base_rate_hz):
+    for name, value in (("neurons", neurons), ("trials", trials), ("bins", bins)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise UsageError(f"--{name} must be a whole number >= 1; got {value}")
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise UsageError(f"--seed must be a whole number >= 0; got {seed}")
+    if not (math.isfinite(bin_ms) and bin_ms > 0):
+        raise UsageError(f"--bin-ms must be > 0; got {bin_ms}")
+    if not (math.isfinite(base_rate_hz) and base_rate_hz > 0):
+        raise UsageError(f"--base-rate must be > 0 Hz; got {base_rate_hz}")
+
+
+def simulate_arrays(
+    system: str,
+    *,
+    neurons: int = 50,
+    trials: int = 100,
+    bins: int = 100,
+    bin_ms: float = 20.0,
+    seed: int = 0,
+    base_rate_hz: float = 10.0,
+    param: float | None = None,
+) -> dict:
+    """Simulate in memory; nothing is written. Deterministic for a given seed.
+
+    Returns a dict with
+      system, params (dict), seed, bin_ms
+      latents        [trial, time, latent] float64, standardised
+      rates          [trial, time, neuron] float64, expected counts per bin
+      rates_hz       [trial, time, neuron] float64, rates / bin width
+      counts         [trial, time, neuron] int64 spike counts ~ Poisson(rates)
+      retest_counts  [trial, time, neuron] int64, an independent draw from the same rates
+      C [neuron, latent], d [neuron]: the readout, log(rates) = latents @ C.T + d
+      start_s        [trial] trial start times in the recording (seconds), back to back with gaps
+    """
+    spec = get_system(system)
+    _check_args(neurons, trials, bins, bin_ms, seed, base_rate_hz)
+    neurons, trials, bins, seed = int(neurons), int(trials), int(bins), int(seed)
+    p = spec.params(param)
+    bin_s = float(bin_ms) / 1000.0
+    dyn_rng, out_rng, count_rng, retest_rng = (_rng(seed, s) for s in ("dynamics", "readout", "counts", "retest"))
+
+    latents = standardise(simulate_latents(spec, p, trials, bins, bin_s, dyn_rng))
+    C, d = readout(latents, neurons, float(base_rate_hz), bin_s, out_rng)
+    rates = np.exp(latents @ C.T + d)
+    return {
+        "system": spec.name,
+        "params": {**p, "base_rate_hz": float(base_rate_hz), "time_scale": spec.time_scale,
+                   "noise": list(spec.noise)},
+        "seed": seed,
+        "bin_ms": float(bin_ms),
+        "latents": latents,
+        "rates": rates,
+        "rates_hz": rates / bin_s,
+        "counts": count_rng.poisson(rates),
+        "retest_counts": retest_rng.poisson(rates),
+        "C": C,
+        "d": d,
+        "start_s": np.arange(trials) * (bins + TRIAL_GAP_BINS) * bin_s,
+    }
+
+
+def spike_times_from_counts(counts: np.ndarray, start_s: np.ndarray, bin_s: float, rng) -> list[np.ndarray]:
+    """Sorted spike times (seconds) per neuron: each count becomes a uniform time strictly inside
+    its bin. counts: [trial, time, neuron]; start_s: [trial]."""
+    n_trial, n_time, n_neuron = counts.shape
+    bin_start = (np.asarray(start_s, dtype=np.float64)[:, None] + np.arange(n_time) * bin_s).ravel()
+    times = []
+    for j in range(n_neuron):
+        c = counts[:, :, j].ravel()
+        t = np.repeat(bin_start, c) + rng.uniform(SPIKE_MARGIN, 1.0 - SPIKE_MARGIN, size=int(c.sum())) * bin_s
+        times.append(np.sort(t))
+    return times
+
+
+# --------------------------------------------------------------------------------------------
+# Writers
+# --------------------------------------------------------------------------------------------
+
+
+def _description(sim: dict, neurons: int, trials: int, bins: int) -> dict:
+    return {
+        "system": sim["system"],
+        "bin_ms": sim["bin_ms"],
+        "seed": sim["seed"],
+        "params": sim["params"],
+        "neurons": neurons,
+        "trials": trials,
+        "bins": bins,
+    }
+
+
+def _write_nwb(path: Path, sim: dict) -> None:
+    from hdmf.backends.hdf5.h5_utils import H5DataIO
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+
+    n_trial, n_time, n_neuron = sim["counts"].shape
+    bin_s = sim["bin_ms"] / 1000.0
+    meta = _description(sim, n_neuron, n_trial, n_time)
+    params = ", ".join(f"{k}={v:g}" for k, v in sim["params"].items() if isinstance(v, float))
+    nwb = NWBFile(
+        session_description=f"xfads simulated '{sim['system']}' recording ({params}; seed {sim['seed']})",
+        identifier=f"xfads-simulate-{sim['system']}-seed{sim['seed']}",
+        session_start_time=SESSION_START,
+        file_create_date=SESSION_START,  # a fixed date keeps files reproducible
+    )
+
+    nwb.add_trial_column(name="condition", description="condition label (all 0: no conditions in simulated data)")
+    for k, start in enumerate(sim["start_s"]):
+        nwb.add_trial(start_time=float(start), stop_time=float(start + n_time * bin_s), condition=0)
+
+    spike_rng = _rng(sim["seed"], "spike_times")
+    spikes = spike_times_from_counts(sim["counts"], sim["start_s"], bin_s, spike_rng)
+    nwb.add_unit_column(name="readout_weight", description="row of C: log-rate = C z + d, z = true_latents")
+    nwb.add_unit_column(name="readout_bias", description="d: log expected count per bin at z = 0")
+    for j in range(n_neuron):
+        nwb.add_unit(id=j, spike_times=spikes[j], readout_weight=sim["C"][j], readout_bias=float(sim["d"][j]))
+
+    # Bin centres of every trial, in time order.
+    centres = (sim["start_s"][:, None] + (np.arange(n_time) + 0.5) * bin_s).ravel()
+    flat = lambda a, dtype: H5DataIO(  # noqa: E731
+        a.reshape(n_trial * n_time, -1).astype(dtype), compression="gzip", shuffle=True
+    )
+    module = nwb.create_processing_module(name="ground_truth", description=json.dumps(meta))
+    latents = TimeSeries(
+        name="true_latents", data=flat(sim["latents"], np.float32), unit="a.u.",
+        timestamps=H5DataIO(centres, compression="gzip"),
+        description="standardised latent state z at each bin centre [time, latent]",
+    )
+    module.add(latents)
+    module.add(TimeSeries(
+        name="true_rates", data=flat(sim["rates_hz"], np.float32), unit="Hz", timestamps=latents,
+        description="true firing rate of each unit in each bin [time, neuron]",
+    ))
+    module.add(TimeSeries(
+        name="retest_counts", data=flat(sim["retest_counts"], _count_dtype(sim["retest_counts"])),
+        unit="spikes", timestamps=latents,
+        description="independent second Poisson draw from true_rates, per bin [time, neuron]",
+    ))
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+
+
+def _count_dtype(counts: np.ndarray):
+    return np.uint16 if counts.max(initial=0) <= np.iinfo(np.uint16).max else np.int32
+
+
+def _write_h5(path: Path, sim: dict) -> None:
+    import h5py
+
+    n_trial, n_time, n_neuron = sim["counts"].shape
+    gz = {"compression": "gzip", "shuffle": True}
+    with h5py.File(path, "w") as f:
+        f.attrs["bin_ms"] = float(sim["bin_ms"])
+        f.attrs["system"] = sim["system"]
+        f.attrs["seed"] = int(sim["seed"])
+        f.attrs["params_json"] = json.dumps(sim["params"])
+        f.create_dataset("spikes", data=sim["counts"].astype(_count_dtype(sim["counts"])), **gz)
+        f.create_dataset("trial_ids", data=np.arange(n_trial, dtype=np.int64))
+        f.create_dataset("unit_ids", data=np.arange(n_neuron, dtype=np.int64))
+        truth = f.create_group("truth")
+        truth.create_dataset("latents", data=sim["latents"].astype(np.float32), **gz)
+        truth.create_dataset("rates", data=sim["rates"].astype(np.float32), **gz)
+        truth.create_dataset(
+            "retest_counts", data=sim["retest_counts"].astype(_count_dtype(sim["retest_counts"])), **gz
+        )
+        # Outside truth/: these are not [trial, ...] arrays.
+        ro = f.create_group("readout")
+        ro.attrs["description"] = "log(truth/rates) = truth/latents @ weight.T + bias"
+        ro.create_dataset("weight", data=sim["C"])
+        ro.create_dataset("bias", data=sim["d"])
+
+
+_WRITERS = {".nwb": _write_nwb, ".h5": _write_h5, ".hdf5": _write_h5}
+
+
+def _atomic_write(out: Path, writer, sim: dict) -> None:
+    """Write to a temporary file next to `out`, then rename it into place: a failure (or Ctrl-C)
+    never leaves a partial file under the final name."""
+    # Same suffix as the target (pynwb warns about non-.nwb names); the pid keeps concurrent runs apart.
+    tmp = out.parent / f".{out.stem}.partial-{os.getpid()}{out.suffix}"
+    try:
+        writer(tmp, sim)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def simulate(
+    system: str,
+    out: Path,
+    *,
+    neurons: int = 50,
+    trials: int = 100,
+    bins: int = 100,
+    bin_ms: float = 20.0,
+    seed: int = 0,
+    base_rate_hz: float = 10.0,
+    param: float | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Simulate `system` and write it to `out` (.nwb or .h5/.hdf5). Returns a plain summary dict."""
+    out = Path(out)
+    writer = _WRITERS.get(out.suffix.lower())
+    if writer is None:
+        raise UsageError(f"cannot write '{out.name}': use .nwb or .h5 as the output suffix")
+    if out.is_dir():
+        raise UsageError(f"output '{out}' is a directory; give a file name ending in .nwb or .h5")
+    if out.exists() and not overwrite:
+        raise UsageError(f"output '{out}' already exists; pass --overwrite to replace it")
+    sim = simulate_arrays(
+        system, neurons=neurons, trials=trials, bins=bins, bin_ms=bin_ms, seed=seed,
+        base_rate_hz=base_rate_hz, param=param,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out, writer, sim)
+    return summarise(sim, out)
+
+
+def summarise(sim: dict, path: Path | None = None) -> dict:
+    """Plain-data summary of a `simulate_arrays` result (JSON-serialisable)."""
+    n_trial, n_time, n_neuron = sim["counts"].shape
+    spikes = int(sim["counts"].sum())
+    seconds = n_trial * n_time * sim["bin_ms"] / 1000.0
+    return {
+        "system": sim["system"],
+        "params": sim["params"],
+        "seed": sim["seed"],
+        "path": None if path is None else str(path),
+        "format": None if path is None else ("nwb" if path.suffix.lower() == ".nwb" else "h5"),
+        "neurons": n_neuron,
+        "trials": n_trial,
+        "bins": n_time,
+        "bin_ms": sim["bin_ms"],
+        "latent_dim": int(sim["latents"].shape[-1]),
+        "spikes": spikes,
+        "mean_rate_hz": spikes / max(seconds * n_neuron, 1e-12),
+        "truth": ["latents", "rates", "retest_counts"],
+        "oracle_bits_per_spike": oracle_bits_per_spike(sim["counts"], sim["rates"]),
+        "retest_oracle_bits_per_spike": oracle_bits_per_spike(sim["retest_counts"], sim["rates"]),
+    }

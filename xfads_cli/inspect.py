@@ -1,0 +1,100 @@
+"""`xfads inspect`: what is in a file, and what xfads would make of it with the current config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xfads_cli.config import DataConfig
+from xfads_cli.errors import UsageError
+
+
+def inspect_files(paths: list[Path], cfg: DataConfig, strict: bool = False) -> list[dict]:
+    """One report per file: the file's contents (`describe`) and the SpikeData summary that loading
+    it with `cfg` gives. With `strict` (the user chose data options) a load error is an error;
+    otherwise it is reported, because inspect is how users find the options their file needs."""
+    from xfads_cli.data.load import describe, load_data
+
+    reports = []
+    for path in paths:
+        report = describe(path)
+        try:
+            report["loaded"] = load_data(path, cfg).summary()
+        except UsageError as exc:
+            if strict:
+                raise
+            report["loaded"] = {"error": str(exc)}
+        reports.append(report)
+    return reports
+
+
+def render_reports(reports: list[dict], console=None) -> None:
+    """Rich tables on stdout, one block per file."""
+    from rich.console import Console
+
+    console = console or Console()
+    for report in reports:
+        _render_one(report, console)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value) if len(value) <= 8 else f"{len(value)} items"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _kv_table(title: str, items: dict):
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column()
+    for key, value in items.items():
+        table.add_row(str(key), _fmt(value))
+    return table
+
+
+def _render_one(report: dict, console) -> None:
+    from rich.rule import Rule
+    from rich.table import Table
+
+    console.print(Rule(f"[bold]{report['path']}[/bold]  ({report.get('format', '?')}, {report['size_bytes'] / 1e6:.2f} MB)"))
+    skip = {"path", "size_bytes", "format", "units", "intervals", "behavior", "loaded", "datasets", "defaults"}
+    head = {k: v for k, v in report.items() if k not in skip and not isinstance(v, (dict, list)) and v not in (None, "")}
+    if head:
+        console.print(_kv_table("file", head))
+    if isinstance(report.get("units"), dict):
+        console.print(_kv_table("units", report["units"]))
+    if report.get("intervals"):
+        table = Table(title="interval tables", title_justify="left")
+        table.add_column("table", style="bold cyan")
+        table.add_column("rows", justify="right")
+        table.add_column("columns")
+        for name, info in report["intervals"].items():
+            table.add_row(name, str(info.get("rows", "")), ", ".join(info.get("columns", [])))
+        console.print(table)
+    if report.get("behavior"):
+        table = Table(title="behaviour series (use with --set data.behavior=NAME)", title_justify="left")
+        for col in ("name", "path", "shape", "sampling"):
+            table.add_column(col, style="bold cyan" if col == "name" else None)
+        for series in report["behavior"]:
+            rate = series.get("rate_hz")
+            sampling = f"{rate:g} Hz" if rate else f"{series.get('n_timestamps', '?')} timestamps"
+            table.add_row(series.get("name", ""), series.get("path", ""), str(series.get("shape", "")), sampling)
+        console.print(table)
+    if report.get("datasets"):
+        console.print(_kv_table("datasets", report["datasets"]))
+    for key, value in report.items():
+        if key not in skip and isinstance(value, (dict, list)) and value:
+            console.print(_kv_table(key, value if isinstance(value, dict) else {"": value}))
+    if report.get("defaults"):
+        console.print(_kv_table("with default options", report["defaults"]))
+    loaded = report.get("loaded", {})
+    if "error" in loaded:
+        console.print(f"[yellow]loading with these options fails:[/yellow] {loaded['error']}")
+    else:
+        console.print(_kv_table("loaded with the current config", loaded))
+    console.print()
