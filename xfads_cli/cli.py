@@ -129,18 +129,20 @@ _not_yet("adapt", "few-shot adaptation of a meta-dynamical run to a new session"
 
 
 def main() -> None:
-    """Console entry point: click's own usage errors also become one line and exit code 2."""
-    import click
-
+    """Console entry point: the parser's own usage errors also become one line and exit code 2."""
     command = typer.main.get_command(app)
     try:
         code = command.main(args=sys.argv[1:], prog_name="xfads", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.ClickException as exc:
-        _stderr(f"error: {exc.format_message()} (see xfads --help)")
-        code = 2
-    except click.exceptions.Abort:
-        _stderr("aborted")
-        code = 130
+    except Exception as exc:  # noqa: BLE001 - typer vendors click in newer releases; match by shape
+        kind = type(exc).__name__
+        if kind == "Exit":
+            code = exc.exit_code
+        elif kind == "Abort":
+            _stderr("aborted")
+            code = 130
+        elif hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            _stderr(f"error: {exc.format_message()} (see xfads --help)")
+            code = 2 if exc.exit_code == 2 else exc.exit_code
+        else:
+            raise
     sys.exit(code if isinstance(code, int) else 0)

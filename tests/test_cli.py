@@ -1,0 +1,104 @@
+"""The CLI end to end: CliRunner for the commands, a subprocess for the console entry point."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from xfads_cli.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def run_main(*args, cwd=None):
+    """The installed entry point's code path (`python -m xfads_cli`), with real stdout/stderr."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "xfads_cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_help_lists_every_command():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for name in ("fit", "smooth", "forecast", "embed", "adapt", "inspect", "simulate"):
+        assert name in result.output
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from xfads_cli import cli; assert 'torch' not in sys.modules and 'pynwb' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_simulate_then_inspect_json_names_ground_truth(tmp_path):
+    out = tmp_path / "x.nwb"
+    result = invoke("simulate", "lorenz", "--out", out, "--neurons", 12, "--trials", 6, "--bins", 30)
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+    result = run_main("inspect", out, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    text = json.dumps(report)
+    for series in ("true_latents", "true_rates", "retest_counts"):
+        assert series in text
+    assert report["loaded"]["trials"] == 6 and report["loaded"]["neurons"] == 12
+    assert report["loaded"]["bins"] == 30
+
+
+def test_simulate_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "x.h5"
+    assert invoke("simulate", "vdp", "--out", out, "--neurons", 5, "--trials", 4, "--bins", 10).exit_code == 0
+    before = out.read_bytes()
+    result = invoke("simulate", "vdp", "--out", out, "--neurons", 5, "--trials", 4, "--bins", 10, "--seed", 9)
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert out.read_bytes() == before
+    again = invoke("simulate", "vdp", "--out", out, "--neurons", 5, "--trials", 4, "--bins", 10, "--seed", 9, "--overwrite")
+    assert again.exit_code == 0 and out.read_bytes() != before
+
+
+def test_inspect_the_bundled_real_fixture(fixtures_dir):
+    result = run_main("inspect", fixtures_dir / "mc_maze_2trials.nwb", "--set", "data.behavior=hand_vel")
+    assert result.returncode == 0, result.stderr
+    assert "hand_vel" in result.stdout and "182" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["inspect", "missing.nwb"], "no such file"),
+        (["inspect", "notes.txt"], "not an HDF5 file"),
+        (["inspect", "empty.h5"], "neither 'spikes'"),
+        (["inspect", "plain.h5", "--set", "data.bin_ms=0"], "bin_ms must be > 0"),
+        (["inspect", "plain.h5", "--set", "data.bin_mz=5"], "did you mean 'bin_ms'"),
+        (["simulate", "lorenzz", "--out", "y.nwb"], "did you mean 'lorenz'"),
+        (["simulate", "lorenz", "--out", "y.txt"], ".nwb"),
+        (["inspect", "--no-such-flag"], "No such option"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, args, fragment):
+    import h5py
+    import numpy as np
+
+    (tmp_path / "notes.txt").write_text("not a recording")
+    with h5py.File(tmp_path / "empty.h5", "w") as f:
+        f["other"] = np.zeros(2)
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["spikes"] = np.ones((3, 4, 2))
+        f.attrs["bin_ms"] = 10.0
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run_main(*args, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_unimplemented_commands_exit_nonzero():
+    result = invoke("fit", "x.nwb")
+    assert result.exit_code == 1 and "not implemented yet" in result.output

@@ -1,0 +1,758 @@
+"""Read NWB files into `SpikeData` (`load_nwb`) and summarise them for `xfads inspect` (`describe_nwb`).
+
+Spike times come from the units table, trials from an interval table ('trials' or any
+/intervals/<name>) or, without one, from fixed windows chopped out of the whole recording.
+Behaviour is any TimeSeries in processing/* or acquisition, averaged onto the same bins.
+Files written by `xfads simulate` also carry a `ground_truth` processing module, loaded into
+`SpikeData.truth`.
+
+Everything is copied into numpy arrays while the file is open; no pynwb object escapes this module.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xfads_cli.config import DataConfig
+from xfads_cli.data.binning import bin_edges, bin_spikes, observed_bins, resample, window_starts
+from xfads_cli.data.provenance import file_sha256
+from xfads_cli.data.selection import choose_heldout
+from xfads_cli.data.spikedata import SpikeData, assign_split
+from xfads_cli.errors import UsageError, closest, listing
+
+TRUTH_MODULE = "ground_truth"
+BIN_CHOICES_MS = (5, 10, 20, 50, 100)
+SPIKES_PER_BIN = 0.1  # median unit's expected spikes per bin that `describe_nwb` aims for
+_EPS = 1e-9  # float slack for window edges computed from ms options
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+
+
+def load_nwb(path: Path, cfg: DataConfig = DataConfig()) -> SpikeData:
+    """Bin the units of an NWB file into trials as `cfg` says.
+
+    Returns SpikeData with counts [trial, time, neuron] (NaN where a bin is not fully inside a unit's
+    obs_intervals), behavior [trial, time, dim] when `cfg.behavior` names series, and for simulated
+    files truth 'latents' [trial, time, latent], 'rates' [trial, time, neuron] in expected counts per
+    bin and, when the bin is a whole multiple of the simulation bin, 'retest_counts'.
+    Raises UsageError for anything the user can fix (paths, options, malformed files).
+    """
+    path = Path(path)
+    if not cfg.bin_ms > 0:
+        raise UsageError(f"data.bin_ms must be positive, got {cfg.bin_ms}; e.g. --set data.bin_ms=20")
+    bin_s = cfg.bin_ms / 1000.0
+    notes: list[str] = []  # user warnings, issued after pynwb's own warnings are no longer muted
+    with _open_nwb(path) as (io, nwb):
+        units = _read_units(nwb, cfg.units)
+        series = [_find_series(nwb, name) for name in cfg.behavior]
+        times = [_series_times(ts) for _, _, ts in series]
+        behaviour_end = max((float(np.nanmax(t)) for t in times if len(t)), default=-np.inf)
+        windows = _trial_windows(nwb, cfg, units, behaviour_end, notes)
+        edges = bin_edges(windows.starts, windows.n_bins, bin_s)
+        behavior, behavior_names = _resample_behaviour(series, times, edges)
+        truth, simulation = _read_truth(nwb, edges, cfg.bin_ms, units, notes)
+        conditions = _conditions(windows, cfg.condition)
+        heldout = _heldout(cfg, units)
+        nwb_version = _nwb_version(io)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+
+    counts = bin_spikes(units.spikes, edges)
+    if units.obs is not None:
+        for j, intervals in enumerate(units.obs):
+            counts[:, :, j][~observed_bins(intervals, edges)] = np.nan
+
+    provenance = {
+        "path": str(path.resolve()),
+        "sha256": file_sha256(path),
+        "format": "nwb",
+        "nwb_version": nwb_version,
+        "trials_from": windows.source,
+    }
+    if simulation is not None:
+        provenance["simulation"] = simulation
+    return SpikeData(
+        counts=counts,
+        bin_ms=float(cfg.bin_ms),
+        unit_ids=units.ids,
+        trial_ids=windows.trial_ids,
+        split=assign_split(len(windows.starts), cfg.split, cfg.split_seed),
+        session=cfg.session or path.stem,
+        heldout=heldout,
+        behavior=behavior,
+        behavior_names=behavior_names,
+        start_s=windows.starts,
+        truth=truth,
+        conditions=conditions,
+        provenance=provenance,
+    )
+
+
+def describe_nwb(path: Path) -> dict:
+    """Plain JSON-serialisable summary of an NWB file for `xfads inspect`.
+
+    Per-unit mean rates are spikes / observed time, where observed time is the unit's
+    obs_intervals when given, else the recording's active time: the span from first to last spike
+    (any unit) minus pauses, i.e. gaps between consecutive spikes of all units merged that are
+    longer than max(10 s, 50 x the median such gap). That keeps files holding only a few trials
+    cut from a long session (e.g. mc_maze_2trials) from reporting near-zero rates.
+
+    suggested_bin_ms: the smallest of 5, 10, 20, 50, 100 ms at which the median unit expects at
+    least 0.1 spikes per bin (100 ms when none does).
+
+    defaults: what `load_nwb(path, DataConfig())` would produce (trials source, trial and bin
+    counts), or the error it would raise.
+    """
+    path = Path(path)
+    with _open_nwb(path) as (io, nwb):
+        info = {
+            "path": str(path.resolve()),
+            "identifier": _text(nwb.identifier),
+            "session_description": _text(nwb.session_description),
+            "nwb_version": _nwb_version(io),
+        }
+        units = None
+        try:
+            units = _read_units(nwb, None)
+            info["units"] = _describe_units(units)
+        except UsageError as exc:
+            info["units"] = {"count": 0, "error": str(exc)}
+        info["intervals"] = {
+            name: {"rows": len(table), "columns": list(table.colnames)}
+            for name, table in _interval_tables(nwb).items()
+        }
+        info["behavior"] = [_describe_series(p, ts) for p, ts in _all_series(nwb)]
+        info["ground_truth"] = _describe_truth(nwb)
+        rate = info["units"].get("rate_hz_quantiles", [0.0] * 5)[2]
+        info["suggested_bin_ms"] = suggest_bin_ms(rate)
+        info["defaults"] = _describe_defaults(nwb, units)
+    return info
+
+
+def suggest_bin_ms(median_rate_hz: float) -> int:
+    """Smallest bin of BIN_CHOICES_MS where a unit firing at `median_rate_hz` expects at least
+    SPIKES_PER_BIN spikes per bin; the largest choice when none does."""
+    for bin_ms in BIN_CHOICES_MS:
+        if median_rate_hz * bin_ms / 1000.0 >= SPIKES_PER_BIN:
+            return bin_ms
+    return BIN_CHOICES_MS[-1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Opening the file
+
+
+@contextmanager
+def _open_nwb(path: Path):
+    """Yield (io, nwbfile), closing the file afterwards. pynwb's warnings are muted throughout: real
+    files trigger many harmless ones (e.g. OpticalSeries checks) that would flood the terminal."""
+    from pynwb import NWBHDF5IO
+
+    if not path.exists():
+        raise UsageError(f"file not found: {path}; check the path (an .nwb file is expected)")
+    if not path.is_file():
+        raise UsageError(f"{path} is a directory, not an NWB file; pass the path of an .nwb file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            io = NWBHDF5IO(str(path), "r")
+        except OSError as exc:
+            raise UsageError(
+                f"cannot open {path.name} as HDF5 ({_first_line(exc)}); expected an NWB 2.x file"
+                " (HDF5) as written by pynwb or MatNWB"
+            ) from None
+        try:
+            try:
+                nwb = io.read()
+            except Exception as exc:  # any failure here is the file's: not NWB, truncated, bad schema
+                raise UsageError(
+                    f"{path.name} is not a readable NWB file ({type(exc).__name__}: {_first_line(exc)});"
+                    " expected an NWB 2.x file (HDF5) as written by pynwb or MatNWB"
+                ) from None
+            yield io, nwb
+        finally:
+            io.close()
+
+
+def _nwb_version(io) -> str | None:
+    version = getattr(io, "nwb_version", None)
+    if isinstance(version, tuple):
+        version = version[0]
+    return _text(version) if version is not None else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Units
+
+
+@dataclass
+class _Units:
+    """The selected units of a file, copied out of it.
+
+    ids:     [neuron] unit ids as strings
+    rows:    [neuron] their rows in the units table (ground-truth columns follow these rows)
+    spikes:  per selected unit, spike times in seconds
+    obs:     per selected unit, [k, 2] observation intervals in seconds, or None for no such column
+    n_rows:  units in the table before selection
+    t_first, t_last: first and last spike of any unit (widened by obs_intervals), seconds
+    table:   the pynwb units table (valid only while the file is open)
+    """
+
+    ids: np.ndarray
+    rows: np.ndarray
+    spikes: list[np.ndarray]
+    obs: list[np.ndarray] | None
+    n_rows: int
+    t_first: float
+    t_last: float
+    table: object
+
+
+def _read_units(nwb, selection: str | None) -> _Units:
+    table = nwb.units
+    if table is None:
+        raise UsageError("the file has no units table (/units); xfads needs sorted spike times per unit")
+    n_rows = len(table)
+    if n_rows == 0:
+        raise UsageError("the units table has no units; xfads needs at least one unit with spikes")
+    if "spike_times" not in table.colnames:
+        raise UsageError("the units table has no spike_times column; xfads needs sorted spike times per unit")
+    spikes = [s.astype(np.float64) for s in _ragged(table, "spike_times")]
+    obs = _ragged(table, "obs_intervals") if "obs_intervals" in table.colnames else None
+    if obs is not None:
+        obs = [np.asarray(iv, dtype=np.float64).reshape(-1, 2) for iv in obs]
+
+    everything = np.concatenate(spikes)
+    everything = everything[np.isfinite(everything)]
+    if everything.size == 0:
+        raise UsageError(f"the units table has {n_rows} units but no spikes; nothing to model")
+    t_first, t_last = float(everything.min()), float(everything.max())
+    if obs is not None and any(len(iv) for iv in obs):
+        bounds = np.concatenate(obs)
+        t_first, t_last = min(t_first, float(np.nanmin(bounds))), max(t_last, float(np.nanmax(bounds)))
+
+    rows = np.arange(n_rows)
+    if selection:
+        rows = rows[_select_units(table, selection)]
+        if rows.size == 0:
+            raise UsageError(f"units selection '{selection}' matches none of the {n_rows} units; loosen data.units")
+        if sum(len(spikes[r]) for r in rows) == 0:
+            raise UsageError(f"the {rows.size} units matching '{selection}' have no spikes; loosen data.units")
+    ids = np.array([_text(i) for i in np.asarray(table.id.data[:])[rows]])
+    return _Units(
+        ids=ids,
+        rows=rows,
+        spikes=[spikes[r] for r in rows],
+        obs=None if obs is None else [obs[r] for r in rows],
+        n_rows=n_rows,
+        t_first=t_first,
+        t_last=t_last,
+        table=table,
+    )
+
+
+def _ragged(table, name: str) -> list[np.ndarray]:
+    """A ragged column as one array per row. Reads the flat data and the index once and splits them:
+    per-row access through pynwb is orders of magnitude slower on 10^5 spikes."""
+    from hdmf.common.table import VectorIndex
+
+    column = table[name]
+    if not isinstance(column, VectorIndex):  # a non-ragged column: one value per row
+        return [np.atleast_1d(np.asarray(v)) for v in np.asarray(column.data[:])]
+    ends = np.asarray(column.data[:], dtype=np.int64)
+    values = np.asarray(column.target.data[: int(ends[-1]) if len(ends) else 0])
+    return np.split(values, ends[:-1])
+
+
+def _column(table, name: str, what: str) -> np.ndarray:
+    """A one-value-per-row column as a numpy array; byte strings are decoded to str."""
+    from hdmf.common.table import DynamicTableRegion, VectorIndex
+
+    column = table[name]
+    if isinstance(column, (VectorIndex, DynamicTableRegion)):
+        raise UsageError(
+            f"{what} column '{name}' holds lists or references, not one value per row; pick another column"
+        )
+    values = np.asarray(column.data[:])
+    if values.ndim != 1:
+        raise UsageError(f"{what} column '{name}' holds several values per row; pick a column with one value per row")
+    if values.dtype.kind in "OSU":
+        values = np.array([_text(v) for v in values], dtype=object)
+    return values
+
+
+_SELECT = re.compile(
+    r"^\s*(?P<neg>not\s+|!)?\s*(?P<col>[A-Za-z_][\w.]*)\s*"
+    r"(?:(?P<op>==|!=|>=|<=|>|<)\s*(?P<val>\"[^\"]*\"|'[^']*'|[\w.+\-]+))?\s*$"
+)
+_OPS = {"==": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+_SELECT_HELP = "write 'column' (a boolean column), 'column == \"value\"' or 'column > number'"
+
+
+def _select_units(table, expr: str) -> np.ndarray:
+    """[row] bool mask of `expr`: 'col', 'not col', or 'col OP value' with OP one of == != > >= < <=.
+    Parsed with a regex and compared with numpy; never evaluated as Python."""
+    match = _SELECT.match(expr)
+    if not match or (match["neg"] and match["op"]):
+        raise UsageError(f"cannot parse units selection '{expr}'; {_SELECT_HELP}")
+    name, op, raw = match["col"], match["op"], match["val"]
+    columns = [c for c in table.colnames if c not in ("spike_times", "obs_intervals")]
+    if name not in table.colnames:
+        raise UsageError(
+            f"units selection '{expr}': no units column '{name}'{closest(name, columns)};"
+            f" available columns: {listing(columns)}"
+        )
+    values = _column(table, name, "units")
+    if op is None:
+        if values.dtype.kind != "b":
+            raise UsageError(
+                f"units column '{name}' is not boolean; compare it instead, e.g. '{name} == \"good\"' or '{name} > 3'"
+            )
+        return ~values if match["neg"] else values.astype(bool)
+
+    quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\""
+    text = raw[1:-1] if quoted else raw
+    if values.dtype.kind == "O":  # strings: equality only, compared as text
+        if op not in ("==", "!="):
+            raise UsageError(f"units column '{name}' holds text; only == and != work on it, e.g. '{name} == \"good\"'")
+        return _OPS[op](values.astype(str), text)
+    if values.dtype.kind == "b":
+        if quoted or text.lower() not in ("true", "false", "1", "0") or op not in ("==", "!="):
+            raise UsageError(f"units column '{name}' is boolean; write '{name}', 'not {name}' or '{name} == true'")
+        return _OPS[op](values, text.lower() in ("true", "1"))
+    if values.dtype.kind in "iuf":
+        try:
+            number = float(text)
+        except ValueError:
+            raise UsageError(f"units column '{name}' is numeric; compare it with a number, e.g. '{name} > 3'") from None
+        with np.errstate(invalid="ignore"):
+            return _OPS[op](values.astype(np.float64), number)
+    raise UsageError(f"units column '{name}' has values of type {values.dtype} that cannot be compared; {_SELECT_HELP}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Trials
+
+
+@dataclass
+class _Windows:
+    """Where the trials are.
+
+    starts:    [trial] window start in seconds
+    n_bins:    bins per trial
+    trial_ids: [trial] ids: the interval table's id column, or 0..n-1 for chopped windows
+    table:     the pynwb interval table, None for chopped windows (valid while the file is open)
+    rows:      [trial] the trials' rows in `table`, None for chopped windows
+    source:    the table's name, or 'chopped'
+    """
+
+    starts: np.ndarray
+    n_bins: int
+    trial_ids: np.ndarray
+    table: object
+    rows: np.ndarray | None
+    source: str
+
+
+def _interval_tables(nwb) -> dict:
+    """Every interval table by name: /intervals/* plus 'trials'."""
+    tables = dict(nwb.intervals.items()) if nwb.intervals is not None else {}
+    if nwb.trials is not None:
+        tables["trials"] = nwb.trials
+    return tables
+
+
+def _trial_windows(nwb, cfg: DataConfig, units: _Units, behaviour_end: float, notes: list[str]) -> _Windows:
+    tables = _interval_tables(nwb)
+    name = cfg.intervals if cfg.intervals is not None else ("trials" if "trials" in tables else None)
+    if name is None:
+        if cfg.align != "start_time" or cfg.window_ms is not None:
+            notes.append("the file has no trials table: data.align and data.window_ms are ignored and the"
+                         " recording is chopped into data.chop_ms windows; set data.intervals to use an interval table")
+        return _chopped_windows(cfg, units)
+    if name not in tables:
+        raise UsageError(
+            f"no interval table '{name}' in the file{closest(name, tables)}; available: {listing(tables)};"
+            " set data.intervals to one of them, or leave it unset to chop the recording into windows"
+        )
+    return _aligned_windows(tables[name], name, cfg, units, behaviour_end, notes)
+
+
+def _aligned_windows(table, name: str, cfg: DataConfig, units: _Units, behaviour_end: float, notes) -> _Windows:
+    columns = list(table.colnames)
+    if cfg.align not in columns:
+        raise UsageError(
+            f"interval table '{name}' has no column '{cfg.align}'{closest(cfg.align, columns)};"
+            f" set data.align to one of: {listing(columns)}"
+        )
+    align = _numeric_column(table, cfg.align, name)
+    stop = _numeric_column(table, "stop_time", name) if "stop_time" in columns else np.full(len(align), np.nan)
+    ids = np.asarray(table.id.data[:]).astype(np.int64)
+    rows = np.flatnonzero(np.isfinite(align))
+    if rows.size < len(align):
+        dropped = len(align) - rows.size
+        notes.append(f"dropped {dropped} of {len(align)} trials of '{name}' that have no '{cfg.align}' time")
+    if rows.size == 0:
+        raise UsageError(f"no trial of '{name}' has a '{cfg.align}' time; choose another data.align column")
+
+    bin_s = cfg.bin_ms / 1000.0
+    if cfg.window_ms is not None:
+        w0, w1 = (float(w) / 1000.0 for w in cfg.window_ms)
+        if not w1 > w0:
+            raise UsageError(f"data.window_ms must be [start, stop] with stop > start, got {list(cfg.window_ms)}")
+    else:
+        durations = stop[rows] - align[rows]
+        w0, w1 = 0.0, float(np.nanmin(durations)) if np.isfinite(durations).any() else np.nan
+        if not w1 > 0:
+            raise UsageError(
+                f"cannot take the window from the trial durations of '{name}' (no trial has stop_time after"
+                f" '{cfg.align}'); set data.window_ms, e.g. [-200, 500]"
+            )
+    n_bins = int(np.floor((w1 - w0) / bin_s + _EPS))
+    if n_bins < 1:
+        raise UsageError(
+            f"the trial window ({(w1 - w0) * 1e3:g} ms) is shorter than one bin ({cfg.bin_ms:g} ms);"
+            " widen data.window_ms or lower data.bin_ms"
+        )
+
+    starts = align[rows] + w0
+    ends = starts + n_bins * bin_s
+    rec_start = min(0.0, units.t_first)
+    rec_end = max(units.t_last, float(np.nanmax(stop)) if np.isfinite(stop).any() else -np.inf, behaviour_end)
+    outside = (starts < rec_start - _EPS) | (ends > rec_end + _EPS)
+    if outside.any():
+        window = list(cfg.window_ms) if cfg.window_ms is not None else [0, round(w1 * 1e3, 3)]
+        raise UsageError(
+            f"{int(outside.sum())} of {rows.size} trial windows of '{name}' ({window} ms around '{cfg.align}')"
+            f" extend outside the recording ({rec_start:.3f} to {rec_end:.3f} s); shorten data.window_ms"
+        )
+    return _Windows(starts=starts, n_bins=n_bins, trial_ids=ids[rows], table=table, rows=rows, source=name)
+
+
+def _chopped_windows(cfg: DataConfig, units: _Units) -> _Windows:
+    if cfg.condition is not None:
+        raise UsageError(
+            f"data.condition='{cfg.condition}' needs an interval table, but the file has no trials table;"
+            " set data.intervals or unset data.condition"
+        )
+    if not cfg.chop_ms > 0 or not 0 <= cfg.overlap_ms < cfg.chop_ms:
+        raise UsageError(
+            f"data.chop_ms must be positive and 0 <= data.overlap_ms < data.chop_ms, got {cfg.chop_ms:g}"
+            f" and {cfg.overlap_ms:g}"
+        )
+    n_bins = int(np.floor(cfg.chop_ms / cfg.bin_ms + _EPS))
+    if n_bins < 1:
+        raise UsageError(
+            f"data.chop_ms ({cfg.chop_ms:g}) is shorter than one bin ({cfg.bin_ms:g} ms); raise data.chop_ms"
+        )
+    starts = window_starts(units.t_first, units.t_last, cfg.chop_ms / 1000.0, cfg.overlap_ms / 1000.0)
+    if starts.size == 0:
+        raise UsageError(
+            f"the recording ({units.t_last - units.t_first:.3f} s) is shorter than one window of"
+            f" data.chop_ms={cfg.chop_ms:g}; lower data.chop_ms"
+        )
+    ids = np.arange(starts.size)
+    return _Windows(starts=starts, n_bins=n_bins, trial_ids=ids, table=None, rows=None, source="chopped")
+
+
+def _numeric_column(table, column: str, name: str) -> np.ndarray:
+    values = _column(table, column, f"interval table '{name}'")
+    if values.dtype.kind not in "iuf":
+        raise UsageError(f"column '{column}' of '{name}' is not numeric (seconds); set data.align to a time column")
+    return values.astype(np.float64)
+
+
+def _conditions(windows: _Windows, column: str | None) -> np.ndarray | None:
+    """[trial] condition labels as strings (3.0 -> '3'), from the trials' interval table."""
+    if column is None:
+        return None
+    columns = list(windows.table.colnames)
+    if column not in columns:
+        raise UsageError(
+            f"interval table '{windows.source}' has no column '{column}'{closest(column, columns)};"
+            f" set data.condition to one of: {listing(columns)}"
+        )
+    values = _column(windows.table, column, f"interval table '{windows.source}'")[windows.rows]
+    return np.array([_label(v) for v in values])
+
+
+# --------------------------------------------------------------------------------------------------
+# Held-out neurons
+
+
+def _heldout(cfg: DataConfig, units: _Units) -> np.ndarray:
+    """[neuron] bool: explicit ids, else a seeded random fraction, else a boolean units column
+    (the shared rule of `choose_heldout`; the column is read only when it decides)."""
+    column = None
+    uses_column = not cfg.heldout_units and not cfg.heldout_fraction > 0
+    if uses_column and cfg.heldout_column in units.table.colnames:
+        column = _column(units.table, cfg.heldout_column, "units")[units.rows]
+        if column.dtype.kind not in "biu" or not np.isin(column, (0, 1)).all():
+            raise UsageError(
+                f"units column '{cfg.heldout_column}' is not boolean, so it cannot mark held-out units;"
+                " set data.heldout_column to a boolean column (or to a name that does not exist)"
+            )
+    mask = choose_heldout(units.ids, cfg, column)
+    if mask.all():
+        raise UsageError(f"all {mask.size} units are held out, leaving none for the encoder; hold out fewer units")
+    return mask
+
+
+# --------------------------------------------------------------------------------------------------
+# Behaviour
+
+
+def _all_series(nwb, include_truth: bool = False):
+    """(path, TimeSeries) for every series in processing/* and acquisition, looking one level into
+    containers such as Position or BehavioralTimeSeries."""
+    from pynwb import TimeSeries
+    from pynwb.core import MultiContainerInterface
+
+    def inside(obj, path):
+        if isinstance(obj, TimeSeries):
+            yield path, obj
+        elif isinstance(obj, MultiContainerInterface):
+            for child in obj.children:
+                if isinstance(child, TimeSeries):
+                    yield f"{path}/{child.name}", child
+
+    for module_name, module in nwb.processing.items():
+        if module_name == TRUTH_MODULE and not include_truth:
+            continue
+        for name, obj in module.data_interfaces.items():
+            yield from inside(obj, f"processing/{module_name}/{name}")
+    for name, obj in nwb.acquisition.items():
+        yield from inside(obj, f"acquisition/{name}")
+
+
+def _find_series(nwb, name: str):
+    """(name, path, TimeSeries) for a behaviour name: a series name ('hand_vel'), the tail of its path
+    ('kinematics/hand_vel'), or a container holding exactly one series ('Position')."""
+    found = list(_all_series(nwb))
+    hits = [(p, ts) for p, ts in found if p == name or p.endswith("/" + name)]
+    if not hits:  # a container's name stands for its only series
+        hits = [(p, ts) for p, ts in found if (p.rsplit("/", 1)[0] + "/").endswith("/" + name + "/")]
+        if len(hits) > 1:
+            raise UsageError(
+                f"behaviour '{name}' is a container of {len(hits)} series; name one of them:"
+                f" {listing(p.rsplit('/', 1)[1] for p, _ in hits)}"
+            )
+    if not hits:
+        names = sorted({p.rsplit("/", 1)[1] for p, _ in found})
+        raise UsageError(
+            f"no behaviour series '{name}' in processing/* or acquisition{closest(name, names)};"
+            f" available: {listing(names)}"
+        )
+    if len(hits) > 1:
+        raise UsageError(
+            f"behaviour name '{name}' is ambiguous; give its path instead, one of: {listing(p for p, _ in hits)}"
+        )
+    path, ts = hits[0]
+    if np.dtype(ts.data.dtype).kind not in "biuf":
+        raise UsageError(f"behaviour series '{path}' is not numeric ({ts.data.dtype}); choose another series")
+    return name, path, ts
+
+
+def _series_times(ts) -> np.ndarray:
+    """[sample] time of every sample of a TimeSeries, in seconds."""
+    n = int(ts.data.shape[0])
+    if ts.timestamps is not None:
+        return np.asarray(ts.timestamps[:], dtype=np.float64)
+    start = ts.starting_time if ts.starting_time is not None else 0.0
+    return float(start) + np.arange(n) / float(ts.rate)
+
+
+def _series_values(ts, times: np.ndarray, t_lo: float, t_hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Samples of `ts` covering [t_lo, t_hi] (plus one on each side, for interpolation) as
+    (times [sample], values [sample, dim]) in the series' unit (data * conversion + offset).
+    Only that slice is read, so an hour of 1 kHz data costs nothing when trials are short."""
+    if len(times) > 1 and np.all(np.diff(times) >= 0):
+        i0 = max(int(np.searchsorted(times, t_lo, side="left")) - 1, 0)
+        i1 = min(int(np.searchsorted(times, t_hi, side="right")) + 1, len(times))
+    else:
+        i0, i1 = 0, len(times)
+    values = np.asarray(ts.data[i0:i1], dtype=np.float64)
+    values = values.reshape(len(values), -1) * float(ts.conversion or 1.0) + float(getattr(ts, "offset", 0.0) or 0.0)
+    return times[i0:i1], values
+
+
+def _resample_behaviour(series, times, edges: np.ndarray) -> tuple[np.ndarray | None, list[str]]:
+    """behavior [trial, time, dim] (the requested series side by side) and one label per dim."""
+    if not series:
+        return None, []
+    blocks, names = [], []
+    for (name, _, ts), t in zip(series, times):
+        t_sel, values = _series_values(ts, t, float(edges.min()), float(edges.max()))
+        blocks.append(resample(t_sel, values, edges))
+        names += [name] if len(ts.data.shape) == 1 else [f"{name}[{i}]" for i in range(values.shape[1])]
+    return np.concatenate(blocks, axis=2).astype(np.float32), names
+
+
+# --------------------------------------------------------------------------------------------------
+# Ground truth of simulated files
+
+
+def _read_truth(nwb, edges: np.ndarray, bin_ms: float, units: _Units, notes) -> tuple[dict, dict | None]:
+    """SpikeData.truth from the `ground_truth` module and its parsed JSON description.
+
+    latents [trial, time, latent]; rates [trial, time, neuron] in expected counts per bin (the
+    simulation's Hz times the bin); retest_counts [trial, time, neuron] summed over the simulation
+    bins inside each bin, only when bin_ms is a whole multiple of the simulation's bin.
+    """
+    if TRUTH_MODULE not in nwb.processing:
+        return {}, None
+    module = nwb.processing[TRUTH_MODULE]
+    simulation = _parse_simulation(module.description, notes)
+    series = module.data_interfaces
+    truth = {}
+    if "true_latents" in series:
+        truth["latents"] = _resample_series(series["true_latents"], edges)
+    if "true_rates" in series:
+        rates = _resample_series(series["true_rates"], edges, units, notes)
+        if rates is not None:
+            truth["rates"] = rates * np.float32(bin_ms / 1000.0)
+    sim_bin_ms = simulation.get("bin_ms") if isinstance(simulation, dict) else None
+    if "retest_counts" in series and isinstance(sim_bin_ms, (int, float)) and sim_bin_ms > 0:
+        ratio = bin_ms / float(sim_bin_ms)
+        if abs(ratio - round(ratio)) < 1e-6 and round(ratio) >= 1:
+            retest = _resample_series(series["retest_counts"], edges, units, notes)
+            if retest is not None:
+                truth["retest_counts"] = retest * np.float32(round(ratio))
+    return truth, simulation
+
+
+def _parse_simulation(description, notes) -> dict:
+    try:
+        simulation = json.loads(_text(description))
+    except (TypeError, ValueError):
+        notes.append(f"the '{TRUTH_MODULE}' module's description is not JSON; simulation parameters are not recorded")
+        return {}
+    return simulation if isinstance(simulation, dict) else {"description": simulation}
+
+
+def _resample_series(ts, edges: np.ndarray, units: _Units | None = None, notes=None) -> np.ndarray | None:
+    """A ground-truth series on the bins, [trial, time, dim]; with `units`, only the columns of the
+    selected units (column j belongs to row j of the units table). None when the columns do not
+    match the units table."""
+    times = _series_times(ts)
+    t_sel, values = _series_values(ts, times, float(edges.min()), float(edges.max()))
+    if units is not None:
+        if values.shape[1] != units.n_rows:
+            notes.append(
+                f"ground truth '{ts.name}' has {values.shape[1]} columns but the units table has {units.n_rows}"
+                " rows; it is left out"
+            )
+            return None
+        values = values[:, units.rows]
+    return resample(t_sel, values, edges)
+
+
+# --------------------------------------------------------------------------------------------------
+# describe_nwb helpers
+
+
+def _describe_units(units: _Units) -> dict:
+    spikes = units.spikes
+    n_spikes = np.array([len(s) for s in spikes])
+    active = _active_seconds(spikes)
+    observed = np.full(len(spikes), active)
+    for j, iv in enumerate(units.obs or []):
+        if len(iv):
+            observed[j] = float(np.sum(iv[:, 1] - iv[:, 0]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates = np.where(observed > 0, n_spikes / observed, 0.0)
+    return {
+        "count": len(spikes),
+        "columns": list(units.table.colnames),
+        "total_spikes": int(n_spikes.sum()),
+        "start_s": units.t_first,
+        "stop_s": units.t_last,
+        "duration_s": units.t_last - units.t_first,
+        "active_s": active,
+        "rate_hz_quantiles": [float(q) for q in np.quantile(rates, [0, 0.25, 0.5, 0.75, 1])],
+        "units_below_0.1hz": int(np.sum(rates < 0.1)),
+        "has_obs_intervals": units.obs is not None,
+    }
+
+
+def _active_seconds(spikes: list[np.ndarray]) -> float:
+    """Recording time with spiking: first-to-last spike minus gaps (all units merged) longer than
+    max(10 s, 50 x the median gap), which are taken as pauses between recorded segments."""
+    merged = np.sort(np.concatenate(spikes))
+    merged = merged[np.isfinite(merged)]
+    if merged.size < 2:
+        return 0.0
+    gaps = np.diff(merged)
+    pause = max(10.0, 50.0 * float(np.median(gaps)))
+    return float(np.sum(gaps[gaps <= pause]))
+
+
+def _describe_series(path: str, ts) -> dict:
+    entry = {"name": ts.name, "path": path, "shape": [int(n) for n in ts.data.shape], "unit": _text(ts.unit)}
+    if ts.timestamps is not None:
+        stamps = ts.timestamps
+        entry["n_timestamps"] = int(len(stamps))
+        if len(stamps):
+            entry["time_range_s"] = [float(stamps[0]), float(stamps[len(stamps) - 1])]
+    elif ts.rate is not None:
+        entry["rate_hz"] = float(ts.rate)
+        start = float(ts.starting_time or 0.0)
+        entry["time_range_s"] = [start, start + (int(ts.data.shape[0]) - 1) / float(ts.rate)]
+    return entry
+
+
+def _describe_truth(nwb) -> dict | None:
+    if TRUTH_MODULE not in nwb.processing:
+        return None
+    module = nwb.processing[TRUTH_MODULE]
+    return {"series": sorted(module.data_interfaces), "simulation": _parse_simulation(module.description, [])}
+
+
+def _describe_defaults(nwb, units: _Units | None) -> dict:
+    cfg = DataConfig()
+    if units is None:
+        return {"error": "no units to load"}
+    try:
+        windows = _trial_windows(nwb, cfg, units, -np.inf, [])
+    except UsageError as exc:
+        return {"error": str(exc)}
+    return {
+        "trials_from": "chopped" if windows.table is None else windows.source,
+        "n_trials": int(len(windows.starts)),
+        "bins_per_trial": windows.n_bins,
+        "bin_ms": cfg.bin_ms,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.generic):
+        value = value.item()
+    return str(value)
+
+
+def _label(value) -> str:
+    """A condition label: numbers without a spurious '.0', everything else as text."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return _text(value)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

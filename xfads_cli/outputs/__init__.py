@@ -1,0 +1,1 @@
+"""Outputs: metrics, HDF5/NWB writers and plots."""
