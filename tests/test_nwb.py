@@ -444,8 +444,8 @@ def test_describe_truth_and_chopped_and_unitless(files, tmp_path):
 
 
 def test_suggest_bin_ms():
-    assert suggest_bin_ms(25.0) == 5
-    assert suggest_bin_ms(5.0) == 20
+    assert suggest_bin_ms(500.0) == 20  # 10 population spikes per 20 ms bin
+    assert suggest_bin_ms(150.0) == 50
     assert suggest_bin_ms(0.01) == 100
 
 

@@ -67,7 +67,10 @@ def _render_one(report: dict, console) -> None:
     if head:
         console.print(_kv_table("file", head))
     if isinstance(report.get("units"), dict):
-        console.print(_kv_table("units", report["units"]))
+        units = dict(report["units"])
+        if "rate_hz_quantiles" in units:
+            units["rate Hz min/25/50/75/max"] = units.pop("rate_hz_quantiles")
+        console.print(_kv_table("units", units))
     if report.get("intervals"):
         table = Table(title="interval tables", title_justify="left")
         table.add_column("table", style="bold cyan")
@@ -88,8 +91,12 @@ def _render_one(report: dict, console) -> None:
     if report.get("datasets"):
         console.print(_kv_table("datasets", report["datasets"]))
     for key, value in report.items():
-        if key not in skip and isinstance(value, (dict, list)) and value:
-            console.print(_kv_table(key, value if isinstance(value, dict) else {"": value}))
+        if key in skip or not value:
+            continue
+        if isinstance(value, dict):
+            console.print(_kv_table(key, value))
+        elif isinstance(value, list):
+            console.print(f"[bold]{key}[/bold]: {_fmt(value)}")
     if report.get("defaults"):
         console.print(_kv_table("with default options", report["defaults"]))
     loaded = report.get("loaded", {})

@@ -29,8 +29,10 @@ from xfads_cli.data.spikedata import SpikeData, assign_split
 from xfads_cli.errors import UsageError, closest, listing
 
 TRUTH_MODULE = "ground_truth"
-BIN_CHOICES_MS = (5, 10, 20, 50, 100)
-SPIKES_PER_BIN = 0.1  # median unit's expected spikes per bin that `describe_nwb` aims for
+BIN_CHOICES_MS = (20, 50, 100)
+# Population spikes per bin that `describe_nwb` aims for: the latent state is inferred from the
+# whole population, so what matters is how many spikes all units fire together in one bin.
+SPIKES_PER_BIN = 5.0
 _EPS = 1e-9  # float slack for window edges computed from ms options
 
 
@@ -107,8 +109,8 @@ def describe_nwb(path: Path) -> dict:
     longer than max(10 s, 50 x the median such gap). That keeps files holding only a few trials
     cut from a long session (e.g. mc_maze_2trials) from reporting near-zero rates.
 
-    suggested_bin_ms: the smallest of 5, 10, 20, 50, 100 ms at which the median unit expects at
-    least 0.1 spikes per bin (100 ms when none does).
+    suggested_bin_ms: the smallest of 20, 50, 100 ms at which the whole population fires at least
+    5 spikes per bin on average (100 ms when none does).
 
     defaults: what `load_nwb(path, DataConfig())` would produce (trials source, trial and bin
     counts), or the error it would raise.
@@ -133,17 +135,18 @@ def describe_nwb(path: Path) -> dict:
         }
         info["behavior"] = [_describe_series(p, ts) for p, ts in _all_series(nwb)]
         info["ground_truth"] = _describe_truth(nwb)
-        rate = info["units"].get("rate_hz_quantiles", [0.0] * 5)[2]
-        info["suggested_bin_ms"] = suggest_bin_ms(rate)
+        active = info["units"].get("active_s") or 0.0
+        population_rate = info["units"].get("total_spikes", 0) / active if active > 0 else 0.0
+        info["suggested_bin_ms"] = suggest_bin_ms(population_rate)
         info["defaults"] = _describe_defaults(nwb, units)
     return info
 
 
-def suggest_bin_ms(median_rate_hz: float) -> int:
-    """Smallest bin of BIN_CHOICES_MS where a unit firing at `median_rate_hz` expects at least
-    SPIKES_PER_BIN spikes per bin; the largest choice when none does."""
+def suggest_bin_ms(population_rate_hz: float) -> int:
+    """Smallest bin of BIN_CHOICES_MS where a population firing `population_rate_hz` spikes per second
+    in total expects at least SPIKES_PER_BIN spikes per bin; the largest choice when none does."""
     for bin_ms in BIN_CHOICES_MS:
-        if median_rate_hz * bin_ms / 1000.0 >= SPIKES_PER_BIN:
+        if population_rate_hz * bin_ms / 1000.0 >= SPIKES_PER_BIN:
             return bin_ms
     return BIN_CHOICES_MS[-1]
 

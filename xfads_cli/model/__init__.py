@@ -1,0 +1,1 @@
+"""Model family: dynamics, likelihoods, encoders, the low-rank filter and the XFADS model."""

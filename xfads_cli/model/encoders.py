@@ -1,0 +1,62 @@
+"""Amortised encoders producing Gaussian potentials in information form (MODEL.md section 2).
+
+local:    y_t -> alpha_t = (a_t, A_t A_t^T),   a_t: [batch, time, latent], A_t: [batch, time, latent, rank_local]
+backward: GRU over reversed time on [a_t, vec(A_t)] -> beta_t = (b_t, B_t B_t^T) that depends on
+          y_{t+1:T} only (shifted one step; beta_T = 0).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LocalEncoder(nn.Module):
+    """MLP on one bin's observations: y_t -> (a_t, A_t). Missing bins (any NaN) give a zero potential."""
+
+    def __init__(self, n_inputs: int, latent_dim: int, rank: int, hidden: int = 64, log_inputs: bool = True):
+        super().__init__()
+        self.latent_dim, self.rank, self.log_inputs = latent_dim, rank, log_inputs
+        self.net = nn.Sequential(
+            nn.Linear(n_inputs, hidden), nn.SiLU(),
+            nn.Linear(hidden, hidden), nn.SiLU(),
+            nn.Linear(hidden, latent_dim * (rank + 1)),
+        )
+
+    def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """y: [batch, time, neuron] -> a [batch, time, latent], A [batch, time, latent, rank],
+        observed [batch, time] bool."""
+        observed = torch.isfinite(y).all(dim=-1)
+        x = torch.where(torch.isfinite(y), y, torch.zeros_like(y))
+        if self.log_inputs:
+            x = torch.log1p(x.clamp(min=0))
+        out = self.net(x)
+        a = out[..., : self.latent_dim]
+        A = out[..., self.latent_dim :].unflatten(-1, (self.latent_dim, self.rank))
+        keep = observed[..., None].to(out.dtype)
+        return a * keep, A * keep[..., None], observed
+
+
+class BackwardEncoder(nn.Module):
+    """Reverse-time GRU over the local potentials: beta_t summarises y_{t+1:T}."""
+
+    def __init__(self, latent_dim: int, rank_local: int, rank: int, hidden: int = 64):
+        super().__init__()
+        self.latent_dim, self.rank = latent_dim, rank
+        self.gru = nn.GRU(latent_dim * (rank_local + 1), hidden, batch_first=True)
+        self.proj = nn.Linear(hidden, latent_dim * (rank + 1))
+        # Start with weak backward messages: early training then relies on the local potentials.
+        nn.init.normal_(self.proj.weight, std=1e-2)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, a: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """a: [batch, time, latent], A: [batch, time, latent, rank_local]
+        -> b [batch, time, latent], B [batch, time, latent, rank]."""
+        x = torch.cat([a, A.flatten(-2)], dim=-1)
+        h, _ = self.gru(torch.flip(x, dims=[1]))
+        out = self.proj(torch.flip(h, dims=[1]))  # out[:, t] has seen y_{t:T}
+        # Shift one step so that beta_t carries y_{t+1:T} only; nothing comes after the last bin.
+        out = torch.cat([out[:, 1:], torch.zeros_like(out[:, :1])], dim=1)
+        b = out[..., : self.latent_dim]
+        B = out[..., self.latent_dim :].unflatten(-1, (self.latent_dim, self.rank))
+        return b, B

@@ -1,0 +1,107 @@
+"""Observation models p(y_t | eta_t), eta_t = C z_t + d, as small plug-in modules (MODEL.md section 1).
+
+All share one interface:
+    log_prob(eta, y) -> [..., neuron]   log-density per neuron (NaN in y = missing, contributes 0)
+    mean(eta)        -> [..., neuron]   expected observation per bin (spike counts for Poisson)
+    sample(eta)      -> [..., neuron]
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _observed(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mask = torch.isfinite(y)
+    return torch.where(mask, y, torch.zeros_like(y)), mask
+
+
+class Poisson(nn.Module):
+    """y ~ Poisson(dt * g(eta)), g = exp (default) or softplus; rates in Hz, `dt` the bin in seconds."""
+
+    def __init__(self, n_neurons: int, dt: float, link: str = "exp"):
+        super().__init__()
+        self.dt = dt
+        self.link = link
+
+    def rate_hz(self, eta: torch.Tensor) -> torch.Tensor:
+        return torch.exp(eta) if self.link == "exp" else F.softplus(eta)
+
+    def mean(self, eta: torch.Tensor) -> torch.Tensor:
+        return self.dt * self.rate_hz(eta)
+
+    def log_prob(self, eta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        y, mask = _observed(y)
+        if self.link == "exp":
+            log_rate = eta + math.log(self.dt)
+        else:
+            log_rate = torch.log(self.mean(eta) + 1e-8)
+        lp = y * log_rate - self.mean(eta) - torch.lgamma(y + 1)
+        return torch.where(mask, lp, torch.zeros_like(lp))
+
+    def sample(self, eta: torch.Tensor) -> torch.Tensor:
+        return torch.poisson(self.mean(eta))
+
+    def init_bias(self, mean_counts: torch.Tensor) -> torch.Tensor:
+        """Readout bias d that makes the initial model predict each neuron's mean count per bin."""
+        rate = mean_counts.clamp(min=1e-3) / self.dt
+        return torch.log(rate) if self.link == "exp" else rate + torch.log(-torch.expm1(-rate))
+
+
+class Gaussian(nn.Module):
+    """y ~ N(eta, diag(R)), R = softplus(raw_R) (rates, calcium, behaviour)."""
+
+    def __init__(self, n_neurons: int, dt: float = 1.0, link: str = "identity"):
+        super().__init__()
+        self.raw_R = nn.Parameter(torch.zeros(n_neurons))
+
+    def variance(self) -> torch.Tensor:
+        return F.softplus(self.raw_R) + 1e-4
+
+    def mean(self, eta: torch.Tensor) -> torch.Tensor:
+        return eta
+
+    def log_prob(self, eta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        y, mask = _observed(y)
+        var = self.variance()
+        lp = -0.5 * ((y - eta) ** 2 / var + torch.log(2 * math.pi * var))
+        return torch.where(mask, lp, torch.zeros_like(lp))
+
+    def sample(self, eta: torch.Tensor) -> torch.Tensor:
+        return eta + self.variance().sqrt() * torch.randn_like(eta)
+
+    def init_bias(self, mean_obs: torch.Tensor) -> torch.Tensor:
+        return mean_obs
+
+
+class Bernoulli(nn.Module):
+    """y ~ Bernoulli(sigmoid(eta)) (binary rasters)."""
+
+    def __init__(self, n_neurons: int, dt: float = 1.0, link: str = "logit"):
+        super().__init__()
+
+    def mean(self, eta: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(eta)
+
+    def log_prob(self, eta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        y, mask = _observed(y)
+        lp = -F.binary_cross_entropy_with_logits(eta, y.clamp(0, 1), reduction="none")
+        return torch.where(mask, lp, torch.zeros_like(lp))
+
+    def sample(self, eta: torch.Tensor) -> torch.Tensor:
+        return torch.bernoulli(torch.sigmoid(eta))
+
+    def init_bias(self, mean_obs: torch.Tensor) -> torch.Tensor:
+        p = mean_obs.clamp(1e-3, 1 - 1e-3)
+        return torch.log(p) - torch.log1p(-p)
+
+
+LIKELIHOODS = {"poisson": Poisson, "gaussian": Gaussian, "bernoulli": Bernoulli}
+
+
+def build_likelihood(kind: str, n_neurons: int, dt: float, link: str = "exp") -> nn.Module:
+    return LIKELIHOODS[kind](n_neurons, dt, link)

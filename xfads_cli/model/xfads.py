@@ -1,0 +1,141 @@
+"""The XFADS model: generative model + amortised low-rank posterior (MODEL.md sections 1-5).
+
+    z_1 ~ N(m0, diag(q0)),  z_t = f(z_{t-1}) + e_t,  e_t ~ N(0, diag(q))
+    y_t | z_t ~ p(y_t | C z_t[:L_read] + d)
+    q(z_{1:T}) = filter of the potentials alpha_t (local encoder on held-in y_t) and
+                 beta_t (backward encoder, y_{t+1:T}) through f            (model/filtering.py)
+    ELBO = sum_t E_q log p(y_t | z_t) - sum_t KL_t
+
+Learned state lives here; inference is the pure `low_rank_filter`. The encoder reads only the held-in
+neurons; the likelihood covers every neuron, so held-out neurons are predicted from the latents.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from xfads_cli.config import ModelConfig
+from xfads_cli.model.dynamics import build_dynamics
+from xfads_cli.model.encoders import BackwardEncoder, LocalEncoder
+from xfads_cli.model.filtering import Posterior, low_rank_filter
+from xfads_cli.model.likelihoods import build_likelihood
+
+
+class Elbo(NamedTuple):
+    """Per-trial terms, each [batch]: elbo = loglik - kl; n_bins counts observed bins."""
+
+    elbo: torch.Tensor
+    loglik: torch.Tensor
+    kl: torch.Tensor
+    posterior: Posterior
+
+
+class Forecast(NamedTuple):
+    """latents [sample, batch, horizon, latent]; rates [sample, batch, horizon, neuron] (expected per bin)."""
+
+    latents: torch.Tensor
+    rates: torch.Tensor
+
+
+class XFADS(nn.Module):
+    def __init__(self, cfg: ModelConfig, n_neurons: int, heldin: torch.Tensor, dt: float):
+        """heldin: [neuron] bool, the neurons the encoder may read."""
+        super().__init__()
+        self.cfg = cfg
+        L = cfg.latent_dim
+        self.read_dims = cfg.read_dims or L
+        self.register_buffer("heldin", torch.as_tensor(heldin, dtype=torch.bool).clone())
+        n_in = int(self.heldin.sum())
+        self.dynamics = build_dynamics(cfg.dynamics, L, cfg.dynamics_hidden, cfg.dynamics_layers)
+        self.likelihood = build_likelihood(cfg.likelihood, n_neurons, dt, cfg.link)
+        self.readout = nn.Linear(self.read_dims, n_neurons)
+        nn.init.normal_(self.readout.weight, std=1.0 / self.read_dims**0.5)
+        self.local = LocalEncoder(n_in, L, cfg.rank_local, cfg.encoder_hidden, log_inputs=cfg.likelihood == "poisson")
+        self.backward = BackwardEncoder(L, cfg.rank_local, cfg.rank_backward, cfg.encoder_hidden)
+        self.m0 = nn.Parameter(torch.zeros(L))
+        self.raw_q0 = nn.Parameter(torch.full((L,), _softplus_inv(1.0)))
+        self.raw_q = nn.Parameter(torch.full((L,), _softplus_inv(0.05)))
+
+    # -- generative model ---------------------------------------------------------------------
+    def q(self) -> torch.Tensor:
+        return F.softplus(self.raw_q).clamp(min=1e-4)
+
+    def q0(self) -> torch.Tensor:
+        return F.softplus(self.raw_q0).clamp(min=1e-2)
+
+    def eta(self, z: torch.Tensor) -> torch.Tensor:
+        """z: [..., latent] -> natural parameters [..., neuron]."""
+        return self.readout(z[..., : self.read_dims])
+
+    def rates(self, z: torch.Tensor) -> torch.Tensor:
+        """Expected observation per bin for latents z: [..., latent] -> [..., neuron]."""
+        return self.likelihood.mean(self.eta(z))
+
+    @torch.no_grad()
+    def init_from_data(self, counts: torch.Tensor) -> None:
+        """Readout bias from each neuron's mean count per bin (MODEL.md section 1)."""
+        mean = torch.nanmean(counts.reshape(-1, counts.shape[-1]), dim=0)
+        self.readout.bias.copy_(self.likelihood.init_bias(torch.nan_to_num(mean, nan=0.0)))
+
+    # -- inference ----------------------------------------------------------------------------
+    def posterior(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
+                  drop_local: float = 0.0, local_mask: torch.Tensor | None = None) -> Posterior:
+        """y: [batch, time, neuron] (all neurons; NaN = missing) -> Posterior over [batch, time, latent].
+
+        drop_local: during training, the fraction of bins whose local potential is dropped at random so
+        that the dynamics learn to predict (MODEL.md section 2). local_mask [batch, time] bool keeps
+        alpha_t only where True (used for forecasting contexts).
+        """
+        mode = mode or self.cfg.mode
+        a, A, _ = self.local(y[..., self.heldin])
+        b = B = None
+        if mode != "filter":
+            b, B = self.backward(a, A)
+        keep = torch.ones(a.shape[:2], dtype=torch.bool, device=a.device)
+        if drop_local > 0:
+            keep = keep & (torch.rand(a.shape[:2], device=a.device) >= drop_local)
+        if local_mask is not None:
+            keep = keep & local_mask
+        if drop_local > 0 or local_mask is not None:
+            w = keep.to(a.dtype)
+            a, A = a * w[..., None], A * w[..., None, None]
+        return low_rank_filter(
+            self.dynamics, self.m0, self.q0(), self.q(), a, A, b, B,
+            n_samples=n_samples or self.cfg.samples, mode=mode,
+        )
+
+    def elbo(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
+             drop_local: float = 0.0) -> Elbo:
+        """Monte Carlo ELBO per trial. y: [batch, time, neuron]."""
+        post = self.posterior(y, mode=mode, n_samples=n_samples, drop_local=drop_local)
+        loglik = self.likelihood.log_prob(self.eta(post.samples), y).sum(-1).mean(0).sum(-1)
+        kl = post.kl.sum(-1)
+        return Elbo(loglik - kl, loglik, kl, post)
+
+    # -- forecasting --------------------------------------------------------------------------
+    def rollout(self, z: torch.Tensor, horizon: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample z_{t+1:t+H} from the prior dynamics. z: [sample, batch, latent] -> [sample, batch, horizon, latent]."""
+        std = self.q().sqrt()
+        out = []
+        for _ in range(horizon):
+            eps = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+            z = self.dynamics(z) + std * eps
+            out.append(z)
+        return torch.stack(out, dim=2)
+
+    @torch.no_grad()
+    def forecast(self, y_context: torch.Tensor, horizon: int, *, n_samples: int | None = None,
+                 mode: str = "filter") -> Forecast:
+        """Filter the context y_{1:t0} [batch, t0, neuron], then roll the samples of q(z_t0) forward.
+        The causal filter is the default: the posterior at t0 then depends on the context only."""
+        post = self.posterior(y_context, mode=mode, n_samples=n_samples)
+        z = self.rollout(post.samples[:, :, -1], horizon)
+        return Forecast(z, self.rates(z))
+
+
+def _softplus_inv(x: float) -> float:
+    return float(torch.log(torch.expm1(torch.tensor(x))))

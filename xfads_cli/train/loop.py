@@ -1,0 +1,115 @@
+"""One readable training loop (nanoGPT-style): Adam, exponential lr decay, gradient clipping, early
+stopping on the validation loss, a time limit, divergence handling and a progress callback."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from xfads_cli.config import TrainConfig
+from xfads_cli.errors import RunFailure
+
+MAX_DIVERGENCES = 3
+
+
+@dataclass
+class FitResult:
+    """history: one dict per epoch (epoch, train_loss, valid_loss, lr, seconds); losses are -ELBO per bin."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_valid_loss: float = math.inf
+    best_state: Optional[dict] = None
+    stopped: str = ""
+
+
+def elbo_loss(model, y: torch.Tensor, drop_local: float = 0.0) -> torch.Tensor:
+    """-ELBO per observed bin of a batch y: [batch, time, neuron]."""
+    terms = model.elbo(y, drop_local=drop_local)
+    return -terms.elbo.sum() / (y.shape[0] * y.shape[1])
+
+
+@torch.no_grad()
+def evaluate_loss(model, y: torch.Tensor, batch_size: int) -> float:
+    """Mean -ELBO per bin over all trials of y (no dropout)."""
+    model.eval()
+    total = 0.0
+    for start in range(0, y.shape[0], batch_size):
+        chunk = y[start : start + batch_size]
+        total += float(elbo_loss(model, chunk)) * chunk.shape[0]
+    model.train()
+    return total / max(y.shape[0], 1)
+
+
+def fit(
+    model: torch.nn.Module,
+    train_y: torch.Tensor,
+    valid_y: torch.Tensor | None,
+    cfg: TrainConfig,
+    *,
+    seed: int = 0,
+    callback: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Train `model` on train_y [trial, time, neuron] (on the model's device), early-stopping on the
+    -ELBO per bin of valid_y. Returns the history and the best parameters (already loaded into model)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
+    result = FitResult()
+    start = time.monotonic()
+    divergences, since_best = 0, 0
+    model.train()
+    for epoch in range(cfg.max_epochs):
+        t0 = time.monotonic()
+        order = torch.randperm(train_y.shape[0], generator=gen)
+        losses = []
+        for i in range(0, len(order), cfg.batch_size):
+            batch = train_y[order[i : i + cfg.batch_size].to(train_y.device)]
+            loss = elbo_loss(model, batch, drop_local=cfg.drop_local)
+            opt.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                divergences += 1
+                if divergences > MAX_DIVERGENCES:
+                    raise RunFailure(f"the loss diverged {divergences} times (last at epoch {epoch}); lower train.lr")
+                for group in opt.param_groups:
+                    group["lr"] *= 0.5
+                continue
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            losses.append(float(loss))
+        sched.step()
+        valid_loss = evaluate_loss(model, valid_y, cfg.batch_size) if valid_y is not None and len(valid_y) else float("nan")
+        record = {
+            "epoch": epoch,
+            "train_loss": sum(losses) / max(len(losses), 1),
+            "valid_loss": valid_loss,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": time.monotonic() - t0,
+        }
+        result.history.append(record)
+        score = valid_loss if math.isfinite(valid_loss) else record["train_loss"]
+        if score < result.best_valid_loss:
+            result.best_valid_loss, result.best_epoch, since_best = score, epoch, 0
+            result.best_state = copy.deepcopy(model.state_dict())
+        else:
+            since_best += 1
+        if callback is not None:
+            callback(record)
+        if since_best >= cfg.patience:
+            result.stopped = f"no validation improvement for {cfg.patience} epochs"
+            break
+        if cfg.time_limit_min is not None and time.monotonic() - start > 60 * cfg.time_limit_min:
+            result.stopped = f"time limit of {cfg.time_limit_min:g} min reached"
+            break
+    else:
+        result.stopped = f"max_epochs={cfg.max_epochs} reached"
+    if result.best_state is not None:
+        model.load_state_dict(result.best_state)
+    return result
