@@ -25,7 +25,8 @@ test: install
 demo: install
 	mkdir -p $(DEMO)
 	$(BIN)/xfads simulate lorenz --out $(DEMO)/lorenz.nwb --neurons 40 --trials 60 --bins 100 --seed 1 --overwrite
-	$(BIN)/xfads inspect $(DEMO)/lorenz.nwb data_fixtures/mc_maze_2trials.nwb --set data.behavior=hand_vel
+	$(BIN)/xfads inspect $(DEMO)/lorenz.nwb
+	$(BIN)/xfads inspect data_fixtures/mc_maze_2trials.nwb --set data.behavior=hand_vel
 
 # Regenerate the synthetic fixtures (fixed seeds, so the files are reproducible).
 fixtures: install
