@@ -28,7 +28,7 @@ def dense_pbar(Mt, d):
 
 
 def dense_post_cov(upd, Mt, d):
-    return dense_pbar(Mt, d) - upd.W @ upd.W.transpose(1, 2)
+    return dense_pbar(Mt, d) - upd.PK @ upd.Z
 
 
 class LGSSM:
@@ -94,13 +94,13 @@ def test_update_equals_dense_information_form():
         m_ref, P_ref = ref.info_update(mbar[b], dense_pbar(Mt, d)[b], k[b], K[b])
         torch.testing.assert_close(upd.mean[b], m_ref, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(P[b], P_ref, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(F.marginal_var(Mt, d, upd.W), P.diagonal(dim1=-2, dim2=-1))
+    torch.testing.assert_close(F.marginal_var(Mt, d, upd), P.diagonal(dim1=-2, dim2=-1))
 
 
 def test_kl_step_equals_dense_kl():
     mbar, Mt, d, k, K = random_prediction(seed=1)
     upd = F.update(mbar, Mt, d, k, K)
-    kl = F.kl_step(upd.mean - mbar, k, K, upd.a, upd.Linv)
+    kl = F.kl_step(upd.mean - mbar, k, K, upd.Ktv, upd.chol)
     P, Pbar = dense_post_cov(upd, Mt, d), dense_pbar(Mt, d)
     for b in range(mbar.shape[0]):
         torch.testing.assert_close(kl[b], ref.gaussian_kl(upd.mean[b], P[b], mbar[b], Pbar[b]),
@@ -112,8 +112,9 @@ def test_kl_lowrank_equals_dense_kl():
     upd = F.update(mbar, Mt, d, k, K)
     m2 = torch.randn_like(mbar)
     Mt2 = torch.randn(mbar.shape[0], 4, mbar.shape[1], dtype=f64)
-    logdet_U = -2 * upd.Linv.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    kl = F.kl_lowrank(upd.mean - m2, d, Mt, upd.W, logdet_U, Mt2)
+    logdet_U = 2 * upd.chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    W = upd.PK @ torch.linalg.inv(upd.chol).transpose(1, 2)
+    kl = F.kl_lowrank(upd.mean - m2, d, Mt, W, logdet_U, Mt2)
     P, P2 = dense_post_cov(upd, Mt, d), dense_pbar(Mt2, d)
     for b in range(mbar.shape[0]):
         torch.testing.assert_close(kl[b], ref.gaussian_kl(upd.mean[b], P[b], m2[b], P2[b]),

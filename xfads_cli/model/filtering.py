@@ -57,18 +57,20 @@ class Posterior(NamedTuple):
 
 
 class Update(NamedTuple):
-    """Factored result of one information-form update (see `update`).
+    """Factored result of one information-form update (see `update`), with U = I + K^T Pbar K = chol chol^T.
 
     mean: [batch, latent]         posterior mean m
-    W:    [batch, latent, rank]   Pbar K Lu^{-T}, so P = Pbar - W W^T
-    Linv: [batch, rank, rank]     Lu^{-1}, lower triangular; U^{-1} = Linv^T Linv
-    a:    [batch, rank]           Linv K^T (mbar + Pbar k)
+    PK:   [batch, latent, rank]   Pbar K
+    Z:    [batch, rank, latent]   U^{-1} (Pbar K)^T, so P = Pbar - PK Z
+    chol: [batch, rank, rank]     lower Cholesky factor of U
+    Ktv:  [batch, rank]           K^T (mbar + Pbar k)
     """
 
     mean: Tensor
-    W: Tensor
-    Linv: Tensor
-    a: Tensor
+    PK: Tensor
+    Z: Tensor
+    chol: Tensor
+    Ktv: Tensor
 
 
 # ----------------------------------------------------------------------------------------------
@@ -98,18 +100,11 @@ def cholesky_jitter(A: Tensor, max_tries: int = 8) -> Tensor:
     raise FloatingPointError("low_rank_filter: Cholesky failed even with jitter")
 
 
-def tril_inverse(L: Tensor) -> Tensor:
-    """Inverse of lower-triangular L [..., n, n]."""
-    eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
+def tril_inverse(L: Tensor, eye: Optional[Tensor] = None) -> Tensor:
+    """Inverse of lower-triangular L [..., n, n] (eye: a cached identity [n, n])."""
+    if eye is None:
+        eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
     return torch.linalg.solve_triangular(L, eye.expand_as(L), upper=False)
-
-
-def pbar_times(Mt: Tensor, d: Tensor, X: Tensor) -> Tensor:
-    """Pbar X for Pbar = diag(d) + Mt^T Mt.
-
-    Mt [batch, sample, latent], d [latent] or [batch, latent], X [batch, latent, n] -> [batch, latent, n]
-    """
-    return torch.baddbmm(d.unsqueeze(-1) * X, Mt.transpose(1, 2), Mt @ X)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,28 +140,44 @@ def update(mbar: Tensor, Mt: Tensor, d: Tensor, k: Tensor, K: Tensor) -> Update:
     mbar [batch, latent], Mt [batch, sample, latent], d [latent], k [batch, latent],
     K [batch, latent, rank] -> Update (P^{-1} = Pbar^{-1} + K K^T, m = P (Pbar^{-1} mbar + k)).
     """
+    Kx = torch.cat([K, k.unsqueeze(-1)], -1)
+    eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
+    return _update(mbar, Mt, K, Kx, d.unsqueeze(-1) * Kx, eye)
+
+
+def _update(mbar: Tensor, Mt: Tensor, K: Tensor, Kx: Tensor, dKx: Tensor, eye: Tensor) -> Update:
+    """`update` with the per-step constants prepared by the caller (the filter hoists them out of
+    the time loop): Kx = [K, k] [batch, latent, rank + 1], dKx = diag(d) Kx, eye [rank, rank]."""
     r = K.shape[-1]
-    # k rides along as an extra column so Pbar k costs no extra matmul
-    PKx = pbar_times(Mt, d, torch.cat([K, k.unsqueeze(-1)], -1))
+    # Pbar [K, k] in one product: diag(d) Kx + Mt^T (Mt Kx)
+    PKx = torch.baddbmm(dKx, Mt.transpose(1, 2), torch.bmm(Mt, Kx))
     PK = PKx[..., :r]
-    v = mbar + PKx[..., r]
+    v = PKx[..., r:] + mbar.unsqueeze(-1)  # mbar + Pbar k, [batch, latent, 1]
     Kt = K.transpose(1, 2)
-    eye = torch.eye(r, dtype=K.dtype, device=K.device)
-    Linv = tril_inverse(cholesky_jitter(torch.baddbmm(eye, Kt, PK)))
-    W = PK @ Linv.transpose(1, 2)
-    a = (Linv @ (Kt @ v.unsqueeze(-1))).squeeze(-1)
-    # m = v - Pbar K U^{-1} K^T v with U^{-1} = Linv^T Linv
-    mean = v - (W @ a.unsqueeze(-1)).squeeze(-1)
-    return Update(mean, W, Linv, a)
+    chol = cholesky_jitter(torch.baddbmm(eye, Kt, PK))
+    Z = torch.cholesky_solve(PK.transpose(1, 2), chol)
+    Ktv = torch.bmm(Kt, v)
+    # m = v - Pbar K U^{-1} K^T v
+    mean = torch.baddbmm(v, Z.transpose(1, 2), Ktv, alpha=-1.0).squeeze(-1)
+    return Update(mean, PK, Z, chol, Ktv.squeeze(-1))
 
 
-def marginal_var(Mt: Tensor, d: Tensor, W: Tensor) -> Tensor:
-    """diag(P) for P = diag(d) + Mt^T Mt - W W^T.
+def marginal_var(Mt: Tensor, d: Tensor, upd: Update) -> Tensor:
+    """diag(P) for P = diag(d) + Mt^T Mt - PK Z.
 
-    Mt [batch, sample, latent], d [latent], W [batch, latent, rank] -> [batch, latent]
+    Mt [batch, sample, latent], d [latent], upd from `update` -> [batch, latent]
     """
+    return _var(d, Mt.square().sum(1), _wsq(upd))
+
+
+def _wsq(upd: Update) -> Tensor:
+    """diag(Pbar K U^{-1} K^T Pbar) [batch, latent]."""
+    return (upd.PK * upd.Z.transpose(1, 2)).sum(-1)
+
+
+def _var(d: Tensor, msq: Tensor, wsq: Tensor) -> Tensor:
     # round-off can push a tightly constrained variance just below zero in float32
-    return (d + Mt.square().sum(1) - W.square().sum(-1)).clamp_min(0.0)
+    return (d + msq - wsq).clamp_min(0.0)
 
 
 def sample_posterior(upd: Update, Mt: Tensor, d: Tensor, K: Tensor, noise: Tensor) -> Tensor:
@@ -181,10 +192,15 @@ def sample_posterior(upd: Update, Mt: Tensor, d: Tensor, K: Tensor, noise: Tenso
     """
     S, L, r = Mt.shape[1], Mt.shape[2], K.shape[-1]
     w1, w2, u = noise[..., :S], noise[..., S:S + L], noise[..., S + L:S + L + r]
-    zt = torch.baddbmm(d.sqrt() * w2, w1, Mt)
-    # U^{-1} = Linv^T Linv, so Pbar K U^{-1} e = W (Linv e)
-    e = torch.baddbmm(u, zt, K) @ upd.Linv.transpose(1, 2)
-    return torch.baddbmm(zt + upd.mean.unsqueeze(1), e, upd.W.transpose(1, 2), alpha=-1.0)
+    return _sample(upd, Mt, K, w1, d.sqrt() * w2, u)
+
+
+def _sample(upd: Update, Mt: Tensor, K: Tensor, w1: Tensor, dw2: Tensor, u: Tensor) -> Tensor:
+    """`sample_posterior` with the noise split by the caller: w1 [batch, n, sample],
+    dw2 = d^{1/2} w2 [batch, n, latent], u [batch, n, rank]."""
+    zt = torch.baddbmm(dw2, w1, Mt)
+    # rows: (ztilde^T K + u^T) U^{-1} (Pbar K)^T = (...) Z
+    return torch.baddbmm(zt + upd.mean.unsqueeze(1), torch.baddbmm(u, zt, K), upd.Z, alpha=-1.0)
 
 
 def cubature_points(upd: Update, Mt: Tensor, d: Tensor) -> Tensor:
@@ -196,25 +212,25 @@ def cubature_points(upd: Update, Mt: Tensor, d: Tensor) -> Tensor:
     for tests and small latent only.
     """
     L = Mt.shape[-1]
-    P = torch.diag_embed(d.expand_as(upd.mean)) + Mt.transpose(1, 2) @ Mt - upd.W @ upd.W.transpose(1, 2)
+    P = torch.diag_embed(d.expand_as(upd.mean)) + Mt.transpose(1, 2) @ Mt - upd.PK @ upd.Z
     dev = cholesky_jitter(P).transpose(1, 2) * math.sqrt(L)
     return upd.mean.unsqueeze(1) + torch.cat([dev, -dev], 1)
 
 
-def kl_step(delta: Tensor, k: Tensor, K: Tensor, a: Tensor, Linv: Tensor) -> Tensor:
+def kl_step(delta: Tensor, k: Tensor, K: Tensor, Ktv: Tensor, chol: Tensor) -> Tensor:
     """KL(N(m, P) || N(mbar, Pbar)) for P^{-1} = Pbar^{-1} + K K^T, in closed form.
 
-    delta = m - mbar [..., latent], k [..., latent], K [..., latent, rank], a and Linv from `update`
+    delta = m - mbar [..., latent], k [..., latent], K [..., latent, rank], Ktv and chol from `update`
     ([..., rank], [..., rank, rank]) -> [...].
 
     KL = 1/2 [tr(U^{-1}) - r + delta^T Pbar^{-1} delta + log det U], and Pbar^{-1} delta = k - K c with
-    c = U^{-1} K^T (mbar + Pbar k) = Linv^T a, so no Pbar^{-1} (and no sample x sample factor) is needed.
+    c = U^{-1} K^T (mbar + Pbar k), so no Pbar^{-1} (and no sample x sample factor) is needed.
     """
-    c = Linv.transpose(-1, -2) @ a.unsqueeze(-1)
+    c = torch.cholesky_solve(Ktv.unsqueeze(-1), chol)
     w = k - (K @ c).squeeze(-1)
     quad = (delta * w).sum(-1)
-    logdet_U = -2.0 * Linv.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    return 0.5 * (Linv.square().sum((-2, -1)) - K.shape[-1] + quad + logdet_U)
+    logdet_U = 2.0 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    return 0.5 * (tril_inverse(chol).square().sum((-2, -1)) - K.shape[-1] + quad + logdet_U)
 
 
 def kl_lowrank(delta: Tensor, d: Tensor, Mt1: Tensor, W1: Tensor, logdet_U1: Tensor, Mt2: Tensor) -> Tensor:
@@ -301,70 +317,84 @@ def low_rank_filter(
     k = k_local if k_back is None else k_local + k_back
     K = K_local if K_back is None else torch.cat([K_local, K_back], -1)
     r_a, r = K_local.shape[-1], K.shape[-1]
+    like = dict(dtype=k_local.dtype, device=k_local.device)
+
+    # Everything that does not depend on the recursion is computed for all bins before the loop and
+    # then split into per-step views: this keeps small ops out of the loop, and indexing [:, t]
+    # inside it would make each step's backward zero a gradient the size of the whole sequence.
+    d_all = torch.cat([q0.unsqueeze(0), q.expand(T - 1, L)])  # [time, latent], diag of the noise
+    eye = torch.eye(r, **like)
+    full = _per_step(k, K, d_all)
+    causal = _per_step(k_local, K_local, d_all) if mode == "two_filter" else full
 
     if sampler == "cubature":
         eps = None
-    elif isinstance(noise, Tensor):
-        eps = noise.to(k_local)
     else:
-        shape = noise_shape(mode, T, B, S, L, r)
-        eps = torch.randn(shape, generator=noise, dtype=k_local.dtype, device=k_local.device)
+        if isinstance(noise, Tensor):
+            eps = noise.to(k_local)
+        else:
+            shape = noise_shape(mode, T, B, S, L, r)
+            eps = torch.randn(shape, generator=noise, **like)
+        w1 = eps[..., :S].unbind(0)
+        dw2 = (eps[..., S:S + L] * d_all.sqrt()[:, None, None, None]).unbind(0)
+        u = eps[..., S + L:S + L + r].unbind(0)
 
-    def draw(upd: Update, Mt: Tensor, d: Tensor, Kt: Tensor, t: int, stream: int) -> Tensor:
+    def draw(upd: Update, Mt: Tensor, t: int, stream: int) -> Tensor:
         if eps is None:
-            return cubature_points(upd, Mt, d)
-        return sample_posterior(upd, Mt, d, Kt, eps[t, stream])
+            return cubature_points(upd, Mt, d_all[t])
+        rank = upd.chol.shape[-1]
+        return _sample(upd, Mt, (causal if stream == 0 else full)[0][t], w1[t][stream], dw2[t][stream],
+                       u[t][stream][..., :rank])
 
     def prior() -> tuple[Tensor, Tensor]:
         # the first bin's prediction N(m0, diag(q0)) is the general form with M = 0
-        return m0.expand(B, L), torch.zeros(B, S, L, dtype=k_local.dtype, device=k_local.device)
+        return m0.expand(B, L), torch.zeros(B, S, L, **like)
 
     if mode == "two_filter":
         def chunk(t0: int, t1: int, zf: Optional[Tensor], zs: Optional[Tensor]):
             out = []
             for t in range(t0, t1):
                 if t == 0:
-                    d = q0
                     mbar_f, Mt_f = mbar_2, Mt_2 = prior()
                 else:
-                    d = q
                     # one pass of f over both particle sets: filtered (to propagate) and smoothed (for KL)
                     mu = propagate(dynamics, torch.cat([zf, zs], 1))
                     (mbar_f, Mt_f), (mbar_2, Mt_2) = moments(mu[:, :S]), moments(mu[:, S:])
-                upd_f = update(mbar_f, Mt_f, d, k_local[:, t], K_local[:, t])
-                upd_s = update(mbar_f, Mt_f, d, k[:, t], K[:, t])
-                zf = draw(upd_f, Mt_f, d, K_local[:, t], t, 0)
-                zs = draw(upd_s, Mt_f, d, K[:, t], t, 1)
-                logdet_U = -2.0 * upd_s.Linv.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-                kl = kl_lowrank(upd_s.mean - mbar_2, d, Mt_f, upd_s.W, logdet_U, Mt_2)
-                out.append((upd_s.mean, marginal_var(Mt_f, d, upd_s.W), zs.transpose(0, 1), kl,
-                            upd_f.mean, marginal_var(Mt_f, d, upd_f.W), zf.transpose(0, 1)))
+                upd_f = _update(mbar_f, Mt_f, *(x[t] for x in causal), eye[:r_a, :r_a])
+                upd_s = _update(mbar_f, Mt_f, *(x[t] for x in full), eye)
+                zf, zs = draw(upd_f, Mt_f, t, 0), draw(upd_s, Mt_f, t, 1)
+                logdet_U = 2.0 * upd_s.chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+                W = torch.linalg.solve_triangular(upd_s.chol, upd_s.PK.transpose(1, 2), upper=False)
+                kl = kl_lowrank(upd_s.mean - mbar_2, d_all[t], Mt_f, W.transpose(1, 2), logdet_U, Mt_2)
+                out.append((upd_s.mean, _wsq(upd_s), zs.transpose(0, 1), kl,
+                            upd_f.mean, _wsq(upd_f), zf.transpose(0, 1), Mt_f.square().sum(1)))
             return tuple(torch.stack(x, dim) for x, dim in zip(zip(*out), dims)) + (zf, zs)
 
-        dims = (1, 1, 2, 1, 1, 1, 2)
-        parts = _run_chunks(chunk, T, checkpoint_steps, 2, dims)
-        mean, var, samples, kl, fmean, fvar, fsamples = parts
-        return Posterior(mean, var, samples, kl, fmean, fvar, fsamples)
+        dims = (1, 1, 2, 1, 1, 1, 2, 1)
+        mean, wsq, samples, kl, fmean, fwsq, fsamples, msq = _run_chunks(chunk, T, checkpoint_steps, 2, dims)
+        return Posterior(mean, _var(d_all, msq, wsq), samples, kl, fmean, _var(d_all, msq, fwsq), fsamples)
 
     def chunk(t0: int, t1: int, z: Optional[Tensor]):
         out = []
         for t in range(t0, t1):
-            if t == 0:
-                d = q0
-                mbar, Mt = prior()
-            else:
-                d = q
-                mbar, Mt = predict_moments(dynamics, z)
-            upd = update(mbar, Mt, d, k[:, t], K[:, t])
-            z = draw(upd, Mt, d, K[:, t], t, 0)
-            out.append((upd.mean, marginal_var(Mt, d, upd.W), z.transpose(0, 1), mbar, upd.a, upd.Linv))
+            mbar, Mt = prior() if t == 0 else predict_moments(dynamics, z)
+            upd = _update(mbar, Mt, *(x[t] for x in full), eye)
+            z = draw(upd, Mt, t, 0)
+            out.append((upd.mean, Mt.square().sum(1), _wsq(upd), z.transpose(0, 1), mbar, upd.Ktv, upd.chol))
         return tuple(torch.stack(x, dim) for x, dim in zip(zip(*out), dims)) + (z,)
 
-    dims = (1, 1, 2, 1, 1, 1)
-    mean, var, samples, mbar, a, Linv = _run_chunks(chunk, T, checkpoint_steps, 1, dims)
+    dims = (1, 1, 1, 2, 1, 1, 1)
+    mean, msq, wsq, samples, mbar, Ktv, chol = _run_chunks(chunk, T, checkpoint_steps, 1, dims)
     # the KL needs nothing sequential, so it is computed for all bins at once
-    kl = kl_step(mean - mbar, k, K, a, Linv)
-    return Posterior(mean, var, samples, kl)
+    kl = kl_step(mean - mbar, k, K, Ktv, chol)
+    return Posterior(mean, _var(d_all, msq, wsq), samples, kl)
+
+
+def _per_step(k: Tensor, K: Tensor, d_all: Tensor) -> tuple[tuple[Tensor, ...], ...]:
+    """Per-bin views (K, [K, k], diag(d) [K, k]) of k [batch, time, latent], K [batch, time, latent, rank],
+    d_all [time, latent]; each a tuple over time of [batch, latent, rank (+1)]."""
+    Kx = torch.cat([K, k.unsqueeze(-1)], -1)
+    return K.unbind(1), Kx.unbind(1), (d_all.unsqueeze(-1) * Kx).unbind(1)
 
 
 def _run_chunks(chunk, T: int, checkpoint_steps: int, n_state: int, dims: tuple[int, ...]):

@@ -89,7 +89,8 @@ class Bernoulli(nn.Module):
 
     def log_prob(self, eta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         y, mask = _observed(y)
-        lp = -F.binary_cross_entropy_with_logits(eta, y.clamp(0, 1), reduction="none")
+        y = y.clamp(0, 1).expand_as(eta)  # broadcast over leading sample dims
+        lp = y * eta - F.softplus(eta)
         return torch.where(mask, lp, torch.zeros_like(lp))
 
     def sample(self, eta: torch.Tensor) -> torch.Tensor:

@@ -83,7 +83,7 @@ def fit(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         sched.step()
         valid_loss = evaluate_loss(model, valid_y, cfg.batch_size) if valid_y is not None and len(valid_y) else float("nan")
         record = {
