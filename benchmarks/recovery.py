@@ -44,6 +44,7 @@ def main():
     p.add_argument("--context", type=int, default=40)
     p.add_argument("--horizon", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=16)
     args = p.parse_args()
     torch.set_num_threads(2)
 
@@ -56,7 +57,7 @@ def main():
     y = torch.tensor(sim["counts"], dtype=torch.float32)
 
     mcfg = ModelConfig(latent_dim=args.latent, mode=args.mode)
-    tcfg = TrainConfig(max_epochs=100000, time_limit_min=args.minutes, drop_local=args.drop, patience=10**9)
+    tcfg = TrainConfig(max_epochs=100000, time_limit_min=args.minutes, drop_local=args.drop, patience=10**9, batch_size=args.batch)
     torch.manual_seed(args.seed)
     model = XFADS(mcfg, args.neurons, torch.ones(args.neurons, dtype=torch.bool), dt=0.02)
     model.init_from_data(y[tr])
