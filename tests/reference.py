@@ -108,10 +108,3 @@ def gaussian_kl(m1, P1, m2, P2) -> Tensor:
     dm = m2 - m1
     return 0.5 * (torch.trace(P2inv @ P1) - n + dm @ P2inv @ dm
                   + torch.logdet(P2) - torch.logdet(P1))
-
-
-def expected_gaussian_loglik(y, C, d, R, m, P) -> Tensor:
-    """E_{z ~ N(m, P)} log N(y; C z + d, diag(R)) for one bin, in closed form."""
-    resid = y - C @ m - d
-    return (-0.5 * (resid.square() / R).sum() - 0.5 * (torch.diagonal(C @ P @ C.T) / R).sum()
-            - 0.5 * torch.log(2 * math.pi * R).sum())

@@ -100,7 +100,7 @@ def test_update_equals_dense_information_form():
 def test_kl_step_equals_dense_kl():
     mbar, Mt, d, k, K = random_prediction(seed=1)
     upd = F.update(mbar, Mt, d, k, K)
-    kl = F.kl_step(upd.mean - mbar, k, K, upd.Ktv, upd.chol)
+    kl = F.kl_step(upd.mean - mbar, k, K, upd.Ktv, upd.U)
     P, Pbar = dense_post_cov(upd, Mt, d), dense_pbar(Mt, d)
     for b in range(mbar.shape[0]):
         torch.testing.assert_close(kl[b], ref.gaussian_kl(upd.mean[b], P[b], mbar[b], Pbar[b]),
@@ -112,9 +112,7 @@ def test_kl_lowrank_equals_dense_kl():
     upd = F.update(mbar, Mt, d, k, K)
     m2 = torch.randn_like(mbar)
     Mt2 = torch.randn(mbar.shape[0], 4, mbar.shape[1], dtype=f64)
-    logdet_U = 2 * upd.chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    W = upd.PK @ torch.linalg.inv(upd.chol).transpose(1, 2)
-    kl = F.kl_lowrank(upd.mean - m2, d, Mt, W, logdet_U, Mt2)
+    kl = F.kl_lowrank(upd.mean - m2, d, Mt, upd.PK, upd.Z, upd.U, Mt2)
     P, P2 = dense_post_cov(upd, Mt, d), dense_pbar(Mt2, d)
     for b in range(mbar.shape[0]):
         torch.testing.assert_close(kl[b], ref.gaussian_kl(upd.mean[b], P[b], m2[b], P2[b]),
@@ -135,10 +133,13 @@ def test_matheron_samples_have_covariance_P():
     emp = torch.cov(z.T, correction=0)
     assert ((z.mean(0) - upd.mean[0]).abs() < 5 * mean_se).all()
     assert ((emp - P).abs() < 5 * cov_se).all()
-    # the omitted-Pbar variant (correction K U^{-1} (...) instead of Pbar K U^{-1} (...)) differs by
-    # far more than this tolerance, so the test would catch it
-    Pbar = dense_pbar(Mt, d)[0]
-    assert ((P - Pbar).abs() > 5 * cov_se).any()
+    # the variant without Pbar in the correction, z = m + zt - K U^{-1} (K^T zt + u), has a covariance
+    # far outside this tolerance, so the test would catch that bug
+    Pbar, Kb = dense_pbar(Mt, d)[0], K[0]
+    Uinv = torch.linalg.inv(torch.eye(2, dtype=f64) + Kb.T @ Pbar @ Kb)
+    G = torch.eye(4, dtype=f64) - Kb @ Uinv @ Kb.T
+    P_bug = G @ Pbar @ G.T + Kb @ Uinv @ Uinv @ Kb.T
+    assert ((P_bug - P).abs() > 5 * cov_se).any()
 
 
 def test_cubature_points_match_moments():
@@ -165,6 +166,22 @@ def test_cholesky_jitter_only_touches_failing_matrices():
 # gradients
 
 
+def test_spd_inverse_values_and_gradcheck():
+    g = torch.Generator().manual_seed(6)
+    X = torch.randn(3, 4, 6, generator=g, dtype=f64, requires_grad=True)
+
+    def fn(X):
+        # symmetric U as a function of X, so gradcheck perturbs only symmetric directions
+        return F.spd_inverse(torch.eye(4, dtype=f64) + X @ X.transpose(1, 2))
+
+    Uinv, logdet = fn(X)
+    U = torch.eye(4, dtype=f64) + X @ X.transpose(1, 2)
+    torch.testing.assert_close(Uinv, torch.linalg.inv(U))
+    torch.testing.assert_close(logdet, torch.logdet(U))
+    assert torch.autograd.gradcheck(fn, (X,))
+    assert torch.autograd.gradcheck(lambda X: fn(X)[1], (X,))
+
+
 def small_problem(mode, seed=0, T=3, B=2, L=3, S=3, r_a=2, r_b=1, H=4):
     g = torch.Generator().manual_seed(seed)
     rn = lambda *s: torch.randn(*s, generator=g, dtype=f64)
@@ -186,7 +203,8 @@ def run_small(params, noise, mode, checkpoint_steps=0):
 
 @pytest.mark.parametrize("mode", ["smoother", "two_filter"])
 def test_gradcheck(mode):
-    params, noise = small_problem(mode)
+    # two steps: the first bin's update and one full predict + update + sample step
+    params, noise = small_problem(mode, T=2)
     names = list(params)
 
     def fn(*xs):
@@ -262,6 +280,16 @@ def test_zero_potentials_give_the_prior():
     torch.testing.assert_close(post.var[:, 0], q0.expand(B, L))
     # the mean at t is the moment-matched prediction: the average of f over the samples at t-1
     torch.testing.assert_close(post.mean[:, 1:], dyn(post.samples[:, :, :-1]).mean(0), rtol=1e-5, atol=1e-5)
+    # dropped bins (zero potential) among informative ones: the posterior there is the prediction
+    g = torch.Generator().manual_seed(1)
+    k, K = torch.randn(B, T, L, generator=g), torch.randn(B, T, L, 4, generator=g)
+    keep = torch.rand(B, T, generator=g) > 0.5
+    k, K = k * keep[..., None], K * keep[..., None, None]
+    post = F.low_rank_filter(dyn, m0, q0, q, k, K, n_samples=S, noise=g)
+    assert all(torch.isfinite(x).all() for x in post[:4])
+    pred = torch.cat([m0.expand(B, 1, L), dyn(post.samples[:, :, :-1]).mean(0)], 1)
+    torch.testing.assert_close(post.mean[~keep], pred[~keep], rtol=1e-5, atol=1e-5)
+    assert post.kl[~keep].abs().max() < 1e-5 and post.kl[keep].min() > 0
     # linear f with cubature points: the mean follows f exactly
     A = torch.eye(L, dtype=f64) * 0.9
     post = F.low_rank_filter(lambda z: z @ A.T, m0.double(), q0.double(), q.double(), zeros_k.double(),
@@ -285,3 +313,5 @@ def test_modes_and_noise_options():
         F.low_rank_filter(*args, n_samples=3, mode="smooth")
     with pytest.raises(ValueError):
         F.low_rank_filter(*args, n_samples=3, sampler="cubature")
+    with pytest.raises(ValueError):
+        F.low_rank_filter(*args, n_samples=3, noise=noise[:, :, :, :2])

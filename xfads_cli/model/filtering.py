@@ -4,11 +4,11 @@
                            n_samples=20, mode="smoother")
     elbo = loglik(post.samples).mean(0).sum() - post.kl.sum()
 
-The posterior at each bin is the moment-matched prediction N(mbar, Pbar), Pbar = diag(d) + M M^T
-(d = q, or q0 at the first bin; M = Mt^T holds the scaled deviations of the S propagated samples),
-times a Gaussian potential in information form (k, K K^T). Everything is kept in factored form:
+The posterior at each bin is the moment-matched prediction N(mbar, Pbar), Pbar = diag(d) + Mt^T Mt
+(d = q, or q0 at the first bin; the rows of Mt are the scaled deviations of the S propagated
+samples), times a Gaussian potential in information form (k, K K^T). Everything stays factored:
 
-    P = diag(d) + Mt^T Mt - W W^T,     W = Pbar K Lu^{-T},   U = I + K^T Pbar K = Lu Lu^T
+    U = I + K^T Pbar K (rank x rank),   Z = U^{-1} (Pbar K)^T,   P = diag(d) + Mt^T Mt - (Pbar K) Z
 
 so no latent x latent matrix is formed and one step costs O(batch * latent * (sample + rank)^2).
 
@@ -18,8 +18,8 @@ want; `dynamics` is always called on [sample, batch, latent] (per-trial dynamics
 batch dim, recurrent cells may flatten the leading dims).
 
 Noise: the Matheron sampler consumes standard normals of shape `noise_shape(...)`,
-[time, stream, batch, sample, sample + latent + rank] (stream 2 only in two_filter mode): per step
-and stream, the first `sample` columns weight the columns of M, the next `latent` the diagonal part,
+[time, stream, batch, sample, sample + latent + rank] (two streams, filtered and smoothed, in
+two_filter mode; one otherwise): per step and stream, the first `sample` columns weight the columns of M, the next `latent` the diagonal part,
 the last `rank` columns are the pseudo-observation noise u. Pass a tensor for fixed draws or a
 torch.Generator.
 """
@@ -31,6 +31,7 @@ from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 Dynamics = Callable[[Tensor], Tensor]
@@ -44,6 +45,9 @@ class Posterior(NamedTuple):
     mean, var: [batch, time, latent], marginal mean and diag(P_t) of q(z_t).
     samples:   [sample, batch, time, latent], draws of q(z_t) (the likelihood's Monte Carlo samples).
     kl:        [batch, time], KL_t = KL(q(z_t) || moment-matched prediction from q(z_{t-1})).
+               For a linear-Gaussian model sum_t KL_t <= KL(q(z_{1:T}) || p(z_{1:T})) (data
+               processing), so the ELBO built from it equals log p(y) for the causal filter with
+               exact potentials but can exceed log p(y) in the smoothing modes (see the tests).
     filtered_*: two_filter mode only, the causal filter's q(z_t | y_{1:t}) (same shapes).
     """
 
@@ -57,19 +61,19 @@ class Posterior(NamedTuple):
 
 
 class Update(NamedTuple):
-    """Factored result of one information-form update (see `update`), with U = I + K^T Pbar K = chol chol^T.
+    """Factored result of one information-form update (see `update`).
 
     mean: [batch, latent]         posterior mean m
     PK:   [batch, latent, rank]   Pbar K
     Z:    [batch, rank, latent]   U^{-1} (Pbar K)^T, so P = Pbar - PK Z
-    chol: [batch, rank, rank]     lower Cholesky factor of U
+    U:    [batch, rank, rank]     I + K^T Pbar K
     Ktv:  [batch, rank]           K^T (mbar + Pbar k)
     """
 
     mean: Tensor
     PK: Tensor
     Z: Tensor
-    chol: Tensor
+    U: Tensor
     Ktv: Tensor
 
 
@@ -100,11 +104,42 @@ def cholesky_jitter(A: Tensor, max_tries: int = 8) -> Tensor:
     raise FloatingPointError("low_rank_filter: Cholesky failed even with jitter")
 
 
-def tril_inverse(L: Tensor, eye: Optional[Tensor] = None) -> Tensor:
-    """Inverse of lower-triangular L [..., n, n] (eye: a cached identity [n, n])."""
-    if eye is None:
-        eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
+def tril_inverse(L: Tensor) -> Tensor:
+    """Inverse of lower-triangular L [..., n, n]."""
+    eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
     return torch.linalg.solve_triangular(L, eye.expand_as(L), upper=False)
+
+
+class _SPDInverse(torch.autograd.Function):
+    """(U^{-1}, log det U) of symmetric positive definite U through its Cholesky factor.
+
+    The backward is two small matmuls (dU = -U^{-1} dX U^{-1} + g U^{-1}); letting autograd
+    differentiate cholesky_ex and a triangular solve instead costs several times more for the small
+    r x r systems of the filter, and batched LAPACK solves are slower than matmuls at these sizes.
+    """
+
+    @staticmethod
+    def forward(ctx, U: Tensor):
+        ctx.set_materialize_grads(False)
+        chol = cholesky_jitter(U)
+        Linv = tril_inverse(chol)
+        Uinv = Linv.transpose(-1, -2) @ Linv
+        ctx.save_for_backward(Uinv)
+        return Uinv, 2.0 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_inv: Optional[Tensor], g_logdet: Optional[Tensor]):
+        (Uinv,) = ctx.saved_tensors
+        dU = torch.zeros_like(Uinv) if g_inv is None else -(Uinv @ g_inv @ Uinv)
+        if g_logdet is not None:
+            dU = dU + g_logdet[..., None, None] * Uinv
+        return dU
+
+
+def spd_inverse(U: Tensor) -> tuple[Tensor, Tensor]:
+    """(U^{-1} [..., n, n], log det U [...]) for SPD U [..., n, n] (Cholesky with jitter fallback)."""
+    return _SPDInverse.apply(U)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,24 +177,24 @@ def update(mbar: Tensor, Mt: Tensor, d: Tensor, k: Tensor, K: Tensor) -> Update:
     """
     Kx = torch.cat([K, k.unsqueeze(-1)], -1)
     eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
-    return _update(mbar, Mt, K, Kx, d.unsqueeze(-1) * Kx, eye)
+    return _update(mbar, Mt, d, K, Kx, eye)
 
 
-def _update(mbar: Tensor, Mt: Tensor, K: Tensor, Kx: Tensor, dKx: Tensor, eye: Tensor) -> Update:
+def _update(mbar: Tensor, Mt: Tensor, d: Tensor, K: Tensor, Kx: Tensor, eye: Tensor) -> Update:
     """`update` with the per-step constants prepared by the caller (the filter hoists them out of
-    the time loop): Kx = [K, k] [batch, latent, rank + 1], dKx = diag(d) Kx, eye [rank, rank]."""
+    the time loop): Kx = [K, k] [batch, latent, rank + 1], eye [rank, rank]."""
     r = K.shape[-1]
     # Pbar [K, k] in one product: diag(d) Kx + Mt^T (Mt Kx)
-    PKx = torch.baddbmm(dKx, Mt.transpose(1, 2), torch.bmm(Mt, Kx))
+    PKx = torch.baddbmm(d.unsqueeze(-1) * Kx, Mt.transpose(1, 2), torch.bmm(Mt, Kx))
     PK = PKx[..., :r]
     v = PKx[..., r:] + mbar.unsqueeze(-1)  # mbar + Pbar k, [batch, latent, 1]
     Kt = K.transpose(1, 2)
-    chol = cholesky_jitter(torch.baddbmm(eye, Kt, PK))
-    Z = torch.cholesky_solve(PK.transpose(1, 2), chol)
+    U = torch.baddbmm(eye, Kt, PK)
+    Z = torch.bmm(spd_inverse(U)[0], PK.transpose(1, 2))
     Ktv = torch.bmm(Kt, v)
     # m = v - Pbar K U^{-1} K^T v
     mean = torch.baddbmm(v, Z.transpose(1, 2), Ktv, alpha=-1.0).squeeze(-1)
-    return Update(mean, PK, Z, chol, Ktv.squeeze(-1))
+    return Update(mean, PK, Z, U, Ktv.squeeze(-1))
 
 
 def marginal_var(Mt: Tensor, d: Tensor, upd: Update) -> Tensor:
@@ -217,51 +252,51 @@ def cubature_points(upd: Update, Mt: Tensor, d: Tensor) -> Tensor:
     return upd.mean.unsqueeze(1) + torch.cat([dev, -dev], 1)
 
 
-def kl_step(delta: Tensor, k: Tensor, K: Tensor, Ktv: Tensor, chol: Tensor) -> Tensor:
+def kl_step(delta: Tensor, k: Tensor, K: Tensor, Ktv: Tensor, U: Tensor) -> Tensor:
     """KL(N(m, P) || N(mbar, Pbar)) for P^{-1} = Pbar^{-1} + K K^T, in closed form.
 
-    delta = m - mbar [..., latent], k [..., latent], K [..., latent, rank], Ktv and chol from `update`
+    delta = m - mbar [..., latent], k [..., latent], K [..., latent, rank], Ktv and U from `update`
     ([..., rank], [..., rank, rank]) -> [...].
 
     KL = 1/2 [tr(U^{-1}) - r + delta^T Pbar^{-1} delta + log det U], and Pbar^{-1} delta = k - K c with
     c = U^{-1} K^T (mbar + Pbar k), so no Pbar^{-1} (and no sample x sample factor) is needed.
     """
-    c = torch.cholesky_solve(Ktv.unsqueeze(-1), chol)
-    w = k - (K @ c).squeeze(-1)
-    quad = (delta * w).sum(-1)
-    logdet_U = 2.0 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    return 0.5 * (tril_inverse(chol).square().sum((-2, -1)) - K.shape[-1] + quad + logdet_U)
+    Uinv, logdet_U = spd_inverse(U)
+    c = Uinv @ Ktv.unsqueeze(-1)
+    return _kl(delta, k - (K @ c).squeeze(-1), Uinv, logdet_U)
 
 
-def kl_lowrank(delta: Tensor, d: Tensor, Mt1: Tensor, W1: Tensor, logdet_U1: Tensor, Mt2: Tensor) -> Tensor:
-    """KL(N(m1, P1) || N(m2, P2)) for P1 = diag(d) + Mt1^T Mt1 - W1 W1^T and P2 = diag(d) + Mt2^T Mt2.
+def _kl(delta: Tensor, w: Tensor, Uinv: Tensor, logdet_U: Tensor) -> Tensor:
+    """`kl_step` given w = Pbar^{-1} delta [..., latent], U^{-1} and log det U."""
+    trace = Uinv.diagonal(dim1=-2, dim2=-1).sum(-1)
+    return 0.5 * (trace - Uinv.shape[-1] + (delta * w).sum(-1) + logdet_U)
 
-    delta = m1 - m2 [batch, latent], d [latent], Mt1 [batch, sample, latent], W1 [batch, latent, rank],
-    logdet_U1 [batch] (= log det(diag(d) + Mt1^T Mt1) - log det P1), Mt2 [batch, sample2, latent]
+
+def kl_lowrank(delta: Tensor, d: Tensor, Mt1: Tensor, PK1: Tensor, Z1: Tensor, U1: Tensor, Mt2: Tensor) -> Tensor:
+    """KL(N(m1, P1) || N(m2, P2)) for P1 = diag(d) + Mt1^T Mt1 - PK1 Z1 and P2 = diag(d) + Mt2^T Mt2.
+
+    delta = m1 - m2 [batch, latent], d [latent] or [batch, latent], Mt1 [batch, sample, latent],
+    PK1 [batch, latent, rank], Z1 [batch, rank, latent], U1 [batch, rank, rank] (PK1, Z1, U1 as in
+    `Update`, so log det(diag(d) + Mt1^T Mt1) - log det P1 = log det U1), Mt2 [batch, sample2, latent]
     -> [batch]. Woodbury with G = I + Mt D^{-1} Mt^T: O(latent * sample^2) per trial.
     """
-    S1, S2, r = Mt1.shape[1], Mt2.shape[1], W1.shape[-1]
     dinv = 1.0 / d
-    eye1 = torch.eye(S1, dtype=d.dtype, device=d.device)
-    eye2 = torch.eye(S2, dtype=d.dtype, device=d.device)
-    Mt2d = Mt2 * dinv
-    Lg2 = cholesky_jitter(torch.baddbmm(eye2, Mt2d, Mt2.transpose(1, 2)))
-    Lg1 = cholesky_jitter(torch.baddbmm(eye1, Mt1 * dinv, Mt1.transpose(1, 2)))
-    X = torch.cat([Mt1.transpose(1, 2), W1, delta.unsqueeze(-1)], -1)
-    # one triangular solve gives both Lg2^{-1} Mt2 D^{-1} X and Lg2^{-1} (for tr G2^{-1})
-    Y = torch.linalg.solve_triangular(Lg2, torch.cat([Mt2d @ X, eye2.expand(Mt2.shape[0], S2, S2)], -1),
-                                      upper=False)
-    Yx, Yi = Y[..., :X.shape[-1]], Y[..., X.shape[-1]:]
-    # diag(X^T P2^{-1} X) per column of X
-    xpx = (X.square() * dinv.unsqueeze(-1)).sum(1) - Yx.square().sum(1)
-    trace = -S2 + Yi.square().sum((-2, -1)) + xpx[:, :S1].sum(-1) - xpx[:, S1:S1 + r].sum(-1)
-    logdet = (2.0 * (Lg2.diagonal(dim1=-2, dim2=-1).log().sum(-1) - Lg1.diagonal(dim1=-2, dim2=-1).log().sum(-1))
-              + logdet_U1)
-    return 0.5 * (trace + xpx[:, -1] + logdet)
+    eye1 = torch.eye(Mt1.shape[1], dtype=d.dtype, device=d.device)
+    eye2 = torch.eye(Mt2.shape[1], dtype=d.dtype, device=d.device)
+    Mt2d = Mt2 * dinv.unsqueeze(-2)
+    G2inv, logdet_G2 = spd_inverse(torch.baddbmm(eye2, Mt2d, Mt2.transpose(1, 2)))
+    logdet_G1 = spd_inverse(torch.baddbmm(eye1, Mt1 * dinv.unsqueeze(-2), Mt1.transpose(1, 2)))[1]
 
+    def inner(X: Tensor, Y: Tensor) -> Tensor:
+        """tr(X^T P2^{-1} Y) for X, Y [batch, latent, n], by Woodbury."""
+        return ((X * dinv.unsqueeze(-1)) * Y).sum((-2, -1)) - ((Mt2d @ X) * (G2inv @ (Mt2d @ Y))).sum((-2, -1))
 
-# ----------------------------------------------------------------------------------------------
-# the filter
+    Mt1T, dl = Mt1.transpose(1, 2), delta.unsqueeze(-1)
+    # tr(P2^{-1} P1) - L = -S2 + tr(G2^{-1}) + tr(Mt1 P2^{-1} Mt1^T) - tr(P2^{-1} PK1 Z1)
+    trace = (G2inv.diagonal(dim1=-2, dim2=-1).sum(-1) - Mt2.shape[1] + inner(Mt1T, Mt1T)
+             - inner(PK1, Z1.transpose(1, 2)))
+    logdet = logdet_G2 - logdet_G1 + spd_inverse(U1)[1]
+    return 0.5 * (trace + inner(dl, dl) + logdet)
 
 
 def noise_shape(mode: str, time: int, batch: int, n_samples: int, latent: int, rank: int) -> tuple[int, ...]:
@@ -302,7 +337,7 @@ def low_rank_filter(
         intermediates (less memory, ~1 extra forward pass).
 
     Returns Posterior; in two_filter mode mean/var/samples/kl are the smoothed ones and filtered_*
-    the causal filter's.
+    the causal filter's (in filter mode the main fields are already the filtered ones).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -315,42 +350,54 @@ def low_rank_filter(
     if mode == "filter":
         k_back = K_back = None
     k = k_local if k_back is None else k_local + k_back
-    K = K_local if K_back is None else torch.cat([K_local, K_back], -1)
-    r_a, r = K_local.shape[-1], K.shape[-1]
+    blocks = [K_local] if K_back is None else [K_local, K_back]  # column blocks of K
+    r_a, r = K_local.shape[-1], sum(b.shape[-1] for b in blocks)
     like = dict(dtype=k_local.dtype, device=k_local.device)
 
-    # Everything that does not depend on the recursion is computed for all bins before the loop and
-    # then split into per-step views: this keeps small ops out of the loop, and indexing [:, t]
-    # inside it would make each step's backward zero a gradient the size of the whole sequence.
+    # Per-step views are made once (unbind): indexing [:, t] inside the loop would make each step's
+    # backward zero a gradient the size of the whole sequence. [K, k] is assembled per step rather
+    # than for all bins, which would hold (and back-propagate) a second copy of K.
     d_all = torch.cat([q0.unsqueeze(0), q.expand(T - 1, L)])  # [time, latent], diag of the noise
     eye = torch.eye(r, **like)
-    full = _per_step(k, K, d_all)
-    causal = _per_step(k_local, K_local, d_all) if mode == "two_filter" else full
+    k_t, ka_t = k.unbind(1), k_local.unbind(1)
+    blocks_t = [b.unbind(1) for b in blocks]
+
+    def potential(t: int, causal: bool) -> tuple[Tensor, Tensor]:
+        """(K, [K, k]) at bin t, [batch, latent, rank (+1)]; causal: the local part only."""
+        if causal:
+            Kx = torch.cat([blocks_t[0][t], ka_t[t].unsqueeze(-1)], -1)
+        else:
+            Kx = torch.cat([b[t] for b in blocks_t] + [k_t[t].unsqueeze(-1)], -1)
+        return Kx[..., :-1], Kx
 
     if sampler == "cubature":
         eps = None
     else:
         if isinstance(noise, Tensor):
             eps = noise.to(k_local)
+            want = noise_shape(mode, T, B, S, L, r)
+            if eps.shape[:-1] != want[:-1] or eps.shape[-1] < want[-1]:
+                raise ValueError(f"noise has shape {tuple(eps.shape)}, expected {want}")
         else:
             shape = noise_shape(mode, T, B, S, L, r)
             eps = torch.randn(shape, generator=noise, **like)
-        w1 = eps[..., :S].unbind(0)
-        dw2 = (eps[..., S:S + L] * d_all.sqrt()[:, None, None, None]).unbind(0)
-        u = eps[..., S + L:S + L + r].unbind(0)
+        w1, w2, u = eps[..., :S].unbind(0), eps[..., S:S + L].unbind(0), eps[..., S + L:S + L + r].unbind(0)
+        # scaled inside the loop: scaling all bins at once would need a full-size gradient buffer
+        sqrt_d = d_all.sqrt()
 
-    def draw(upd: Update, Mt: Tensor, t: int, stream: int) -> Tensor:
+    def draw(upd: Update, Mt: Tensor, K: Tensor, t: int, stream: int) -> Tensor:
         if eps is None:
             return cubature_points(upd, Mt, d_all[t])
-        rank = upd.chol.shape[-1]
-        return _sample(upd, Mt, (causal if stream == 0 else full)[0][t], w1[t][stream], dw2[t][stream],
-                       u[t][stream][..., :rank])
+        return _sample(upd, Mt, K, w1[t][stream], sqrt_d[t] * w2[t][stream], u[t][stream][..., :K.shape[-1]])
 
     def prior() -> tuple[Tensor, Tensor]:
         # the first bin's prediction N(m0, diag(q0)) is the general form with M = 0
         return m0.expand(B, L), torch.zeros(B, S, L, **like)
 
     if mode == "two_filter":
+        # per-step outputs, stacked over time along these dims
+        dims = (1, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1)
+
         def chunk(t0: int, t1: int, zf: Optional[Tensor], zs: Optional[Tensor]):
             out = []
             for t in range(t0, t1):
@@ -360,41 +407,44 @@ def low_rank_filter(
                     # one pass of f over both particle sets: filtered (to propagate) and smoothed (for KL)
                     mu = propagate(dynamics, torch.cat([zf, zs], 1))
                     (mbar_f, Mt_f), (mbar_2, Mt_2) = moments(mu[:, :S]), moments(mu[:, S:])
-                upd_f = _update(mbar_f, Mt_f, *(x[t] for x in causal), eye[:r_a, :r_a])
-                upd_s = _update(mbar_f, Mt_f, *(x[t] for x in full), eye)
-                zf, zs = draw(upd_f, Mt_f, t, 0), draw(upd_s, Mt_f, t, 1)
-                logdet_U = 2.0 * upd_s.chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-                W = torch.linalg.solve_triangular(upd_s.chol, upd_s.PK.transpose(1, 2), upper=False)
-                kl = kl_lowrank(upd_s.mean - mbar_2, d_all[t], Mt_f, W.transpose(1, 2), logdet_U, Mt_2)
-                out.append((upd_s.mean, _wsq(upd_s), zs.transpose(0, 1), kl,
-                            upd_f.mean, _wsq(upd_f), zf.transpose(0, 1), Mt_f.square().sum(1)))
+                Ka, Kxa = potential(t, causal=True)
+                K, Kx = potential(t, causal=False)
+                upd_f = _update(mbar_f, Mt_f, d_all[t], Ka, Kxa, eye[:r_a, :r_a])
+                upd_s = _update(mbar_f, Mt_f, d_all[t], K, Kx, eye)
+                zf, zs = draw(upd_f, Mt_f, Ka, t, 0), draw(upd_s, Mt_f, K, t, 1)
+                out.append((upd_s.mean, _wsq(upd_s), zs.transpose(0, 1), upd_f.mean, _wsq(upd_f),
+                            zf.transpose(0, 1), mbar_2, Mt_f, Mt_2, upd_s.PK, upd_s.Z, upd_s.U))
             return tuple(torch.stack(x, dim) for x, dim in zip(zip(*out), dims)) + (zf, zs)
 
-        dims = (1, 1, 2, 1, 1, 1, 2, 1)
-        mean, wsq, samples, kl, fmean, fwsq, fsamples, msq = _run_chunks(chunk, T, checkpoint_steps, 2, dims)
+        (mean, wsq, samples, fmean, fwsq, fsamples, mbar_2, Mt_f, Mt_2, PK, Z, U) = _run_chunks(
+            chunk, T, checkpoint_steps, 2, dims)
+        # the KL against the prediction from the smoothed samples, for all bins at once
+        flat = lambda x: x.flatten(0, 1)
+        kl = kl_lowrank(flat(mean - mbar_2), flat(d_all.expand(B, T, L)), flat(Mt_f), flat(PK), flat(Z), flat(U),
+                        flat(Mt_2)).unflatten(0, (B, T))
+        msq = Mt_f.square().sum(2)
         return Posterior(mean, _var(d_all, msq, wsq), samples, kl, fmean, _var(d_all, msq, fwsq), fsamples)
+
+    dims = (1, 1, 1, 2, 1, 1, 1)
 
     def chunk(t0: int, t1: int, z: Optional[Tensor]):
         out = []
         for t in range(t0, t1):
             mbar, Mt = prior() if t == 0 else predict_moments(dynamics, z)
-            upd = _update(mbar, Mt, *(x[t] for x in full), eye)
-            z = draw(upd, Mt, t, 0)
-            out.append((upd.mean, Mt.square().sum(1), _wsq(upd), z.transpose(0, 1), mbar, upd.Ktv, upd.chol))
+            K, Kx = potential(t, causal=False)
+            upd = _update(mbar, Mt, d_all[t], K, Kx, eye)
+            z = draw(upd, Mt, K, t, 0)
+            out.append((upd.mean, Mt.square().sum(1), _wsq(upd), z.transpose(0, 1), mbar, upd.Ktv, upd.U))
         return tuple(torch.stack(x, dim) for x, dim in zip(zip(*out), dims)) + (z,)
 
-    dims = (1, 1, 1, 2, 1, 1, 1)
-    mean, msq, wsq, samples, mbar, Ktv, chol = _run_chunks(chunk, T, checkpoint_steps, 1, dims)
+    mean, msq, wsq, samples, mbar, Ktv, U = _run_chunks(chunk, T, checkpoint_steps, 1, dims)
     # the KL needs nothing sequential, so it is computed for all bins at once
-    kl = kl_step(mean - mbar, k, K, Ktv, chol)
+    Uinv, logdet_U = spd_inverse(U)
+    c = Uinv @ Ktv.unsqueeze(-1)
+    c_blocks = c.split([b.shape[-1] for b in blocks], dim=-2)
+    Kc = sum((b @ cb).squeeze(-1) for b, cb in zip(blocks, c_blocks))
+    kl = _kl(mean - mbar, k - Kc, Uinv, logdet_U)
     return Posterior(mean, _var(d_all, msq, wsq), samples, kl)
-
-
-def _per_step(k: Tensor, K: Tensor, d_all: Tensor) -> tuple[tuple[Tensor, ...], ...]:
-    """Per-bin views (K, [K, k], diag(d) [K, k]) of k [batch, time, latent], K [batch, time, latent, rank],
-    d_all [time, latent]; each a tuple over time of [batch, latent, rank (+1)]."""
-    Kx = torch.cat([K, k.unsqueeze(-1)], -1)
-    return K.unbind(1), Kx.unbind(1), (d_all.unsqueeze(-1) * Kx).unbind(1)
 
 
 def _run_chunks(chunk, T: int, checkpoint_steps: int, n_state: int, dims: tuple[int, ...]):
