@@ -15,3 +15,17 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape a result, saved with every run and output."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("xfads", "torch", "numpy", "pynwb", "hdmf", "h5py", "typer", "pyyaml"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

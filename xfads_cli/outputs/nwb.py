@@ -1,0 +1,230 @@
+"""Write model results into a NEW NWB file: a byte copy of the input plus one processing module.
+
+The input is never opened for writing: its bytes are copied to a temporary file next to the output,
+pynwb appends the module to that copy, and the copy is renamed into place. A failure at any step
+removes the temporary file, so the output name only ever holds a complete file.
+
+Layout of the module `module_name` (e.g. 'xfads_smooth', 'xfads_forecast'):
+  - one TimeSeries per entry of `series`, data [trial * time, dim] (trial-major: row k * n_time + i is
+    bin i of trial k), timestamps = bin centres in seconds, shared by all series of the module
+    (the first series holds them, the others link to it, as in `xfads simulate`'s ground truth);
+  - the module's description is JSON: {"description", "bin_ms", "n_trials", "n_time", "series",
+    "attrs"} where attrs is the caller's provenance (resolved config, checkpoint and input sha256 ...).
+
+A source that already has a module of that name (typically an earlier xfads output given as input)
+is refused with a UsageError rather than written under a suffixed name: readers find results by the
+fixed module name, and two modules of the same kind in one file would make it ambiguous which run
+produced which.
+
+Note: pynwb migrates what it writes to its own schema: a file written by an older NWB version
+(e.g. 2.4.0) comes out with the current nwb_version attribute and the current schema cached next
+to the original one. The copy stays valid against the current schema and holds the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from xfads_cli.errors import UsageError
+
+NWB_SUFFIX = ".nwb"  # the temporary copy keeps it: pynwb warns about other names
+
+
+def write_nwb_copy(
+    source: Path,
+    out: Path,
+    module_name: str,
+    series: dict[str, np.ndarray],
+    start_s: np.ndarray,
+    bin_ms: float,
+    description: str,
+    attrs: dict,
+    overwrite: bool = False,
+    units: dict[str, str] | None = None,
+) -> Path:
+    """Write `out` = a copy of the NWB file `source` plus processing module `module_name`.
+
+    series:  name -> [trial, time, dim] array (all with the same trial and time counts)
+    start_s: [trial] start time (s) of each trial's first bin (for forecasts: of the first forecast
+             bin); bin i of trial k is stamped start_s[k] + (i + 0.5) * bin_ms / 1000
+    units:   optional name -> unit string per series (default 'a.u.')
+    Returns `out`. UsageError for a missing/unreadable source, `out` equal to `source`, an existing
+    `out` without `overwrite`, or a source that already holds `module_name`.
+    """
+    source, out = Path(source), Path(out)
+    n_trial, n_time = _check_series(series, start_s, bin_ms)
+    _check_paths(source, out, overwrite)
+    _check_module_free(source, module_name)
+    meta = {
+        "description": description,
+        "bin_ms": float(bin_ms),
+        "n_trials": n_trial,
+        "n_time": n_time,
+        "series": list(series),
+        "attrs": _jsonable(attrs),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as `out` so that os.replace is an atomic rename; the pid keeps concurrent runs apart.
+    tmp = out.parent / f".{out.stem}.partial-{os.getpid()}{NWB_SUFFIX}"
+    try:
+        shutil.copyfile(source, tmp)  # copies bytes only: the input's read-only mode is not carried over
+        _append_module(tmp, source.name, module_name, json.dumps(meta), series, start_s, bin_ms, units or {})
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks (all before anything is copied)
+
+
+def _check_series(series: dict[str, np.ndarray], start_s, bin_ms: float) -> tuple[int, int]:
+    """(n_trial, n_time) shared by every series; ValueError for inconsistent shapes (a caller bug)."""
+    if not series:
+        raise ValueError("write_nwb_copy needs at least one series")
+    shapes = {name: np.shape(arr) for name, arr in series.items()}
+    for name, shape in shapes.items():
+        if len(shape) != 3:
+            raise ValueError(f"series '{name}' has shape {shape}, expected [trial, time, dim]")
+        if "/" in name or not name:
+            raise ValueError(f"series name '{name}' is not a valid NWB object name")
+    trial_time = {shape[:2] for shape in shapes.values()}
+    if len(trial_time) != 1:
+        raise ValueError(f"series differ in [trial, time]: {shapes}")
+    n_trial, n_time = trial_time.pop()
+    if n_trial == 0 or n_time == 0:
+        raise ValueError(f"series have no bins (shape {n_trial} x {n_time}); nothing to write")
+    if np.shape(start_s) != (n_trial,):
+        raise ValueError(f"start_s has shape {np.shape(start_s)}, expected ({n_trial},)")
+    if not np.all(np.isfinite(np.asarray(start_s, dtype=np.float64))):
+        raise ValueError("start_s must be finite: timestamps are computed from it")
+    if not bin_ms > 0:
+        raise ValueError(f"bin_ms must be positive, got {bin_ms}")
+    return n_trial, n_time
+
+
+def _check_paths(source: Path, out: Path, overwrite: bool) -> None:
+    if not source.exists():
+        raise UsageError(f"file not found: {source}; check the path (an .nwb file is expected)")
+    if not source.is_file():
+        raise UsageError(f"{source} is a directory, not an NWB file; pass the path of an .nwb file")
+    if out.resolve() == source.resolve() or (out.exists() and os.path.samefile(out, source)):
+        raise UsageError(f"output '{out}' is the input file; xfads never modifies its input, choose another output name")
+    if out.is_dir():
+        raise UsageError(f"output '{out}' is a directory; give a file name ending in .nwb")
+    if out.exists() and not overwrite:
+        raise UsageError(f"output '{out}' already exists; pass --overwrite to replace it")
+
+
+def _check_module_free(source: Path, module_name: str) -> None:
+    """UsageError when `source` is not HDF5 or already has processing/<module_name>. Read with h5py,
+    which is quick and does not touch the file, so a multi-GB input is not copied just to fail."""
+    import h5py
+
+    try:
+        with h5py.File(source, "r") as f:
+            taken = f"processing/{module_name}" in f
+    except OSError as exc:
+        raise UsageError(
+            f"cannot open {source.name} as HDF5 ({_first_line(exc)}); expected an NWB 2.x file (HDF5)"
+        ) from None
+    if taken:
+        raise UsageError(
+            f"{source.name} already has a processing module '{module_name}' (is it an earlier xfads output?);"
+            " pass the original recording as input"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _append_module(path: Path, source_name: str, module_name: str, description: str, series, start_s, bin_ms, units):
+    """Open the copy at `path` with pynwb in append mode and add the module. pynwb's warnings are
+    muted as in data/nwb.py: files written elsewhere trigger many harmless ones."""
+    from pynwb import NWBHDF5IO
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # load_namespaces: extension types of the source are read (and written back) with their cached spec.
+        io = NWBHDF5IO(str(path), mode="a", load_namespaces=True)
+        try:
+            try:
+                nwb = io.read()
+            except Exception as exc:  # the file's fault: not NWB, truncated, unknown schema
+                raise UsageError(
+                    f"{source_name} is not a readable NWB file ({type(exc).__name__}: {_first_line(exc)});"
+                    " expected an NWB 2.x file (HDF5) as written by pynwb or MatNWB"
+                ) from None
+            module = nwb.create_processing_module(name=module_name, description=description)
+            for ts in _timeseries(series, start_s, bin_ms, units):
+                module.add(ts)
+            io.write(nwb)
+        finally:
+            io.close()
+
+
+def _timeseries(series: dict[str, np.ndarray], start_s, bin_ms: float, units: dict[str, str]) -> list:
+    """One pynwb TimeSeries per series, data [trial * time, dim]; the first one holds the timestamps
+    (bin centres, s) and the others link to it, so they are stored once."""
+    from hdmf.backends.hdf5.h5_utils import H5DataIO
+    from pynwb import TimeSeries
+
+    bin_s = float(bin_ms) / 1000.0
+    n_trial, n_time = next(iter(series.values())).shape[:2]
+    centres = (np.asarray(start_s, dtype=np.float64)[:, None] + (np.arange(n_time) + 0.5) * bin_s).ravel()
+    layout = json.dumps({"n_trials": int(n_trial), "n_time": int(n_time), "bin_ms": float(bin_ms)})
+    out, first = [], None
+    for name, arr in series.items():
+        data = np.ascontiguousarray(np.asarray(arr).reshape(n_trial * n_time, -1))
+        ts = TimeSeries(
+            name=name,
+            data=H5DataIO(data, compression="gzip", shuffle=True),
+            unit=units.get(name, "a.u."),
+            timestamps=first if first is not None else H5DataIO(centres, compression="gzip"),
+            description=(
+                f"xfads '{name}' [trial * time, {data.shape[1]}]: row k * {n_time} + i is bin i of trial k;"
+                " timestamps are bin centres (s)"
+            ),
+            comments=layout,
+        )
+        if first is None:
+            first = ts
+        out.append(ts)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _jsonable(value):
+    """Plain JSON data: numpy scalars/arrays to Python, paths to str, non-finite floats to None
+    (strict JSON has no NaN), unknown objects to their str()."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
