@@ -112,6 +112,119 @@ def simulate(
         _stderr(f"wrote {out} ({summary.get('trials')} trials x {summary.get('bins')} bins x {summary.get('neurons')} neurons, system {system})")
 
 
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables on stderr.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+PlotOpt = Annotated[bool, typer.Option("--plot", help="Also save PNG plots next to the outputs (needs matplotlib).")]
+FormatOpt = Annotated[str, typer.Option("--format", help="h5 (default) or nwb (a NEW NWB file: the input plus results).")]
+
+
+def _report(summary: dict, title: str, json_out: bool, quiet: bool) -> None:
+    from xfads_cli.progress import log, print_metrics
+
+    print_metrics(title, summary.get("metrics", {}), quiet=quiet)
+    for key in ("run_dir", "out"):
+        if key in summary:
+            log(f"wrote {summary[key]}", quiet)
+    for plot in summary.get("plots", []):
+        log(f"wrote {plot}", quiet)
+    if json_out:
+        _print_json(summary)
+
+
+@app.command()
+@handle_errors
+def fit(
+    data: Annotated[list[Path], typer.Argument(help="Recording(s): NWB (.nwb) or HDF5 (.h5).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = "auto",
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (overrides the config's seed).")] = None,
+    max_epochs: Annotated[Optional[int], typer.Option("--max-epochs", help="Stop after this many epochs.")] = None,
+    time_limit: Annotated[Optional[float], typer.Option("--time-limit", help="Stop after this many minutes.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    plot: PlotOpt = False,
+):
+    """Fit an XFADS model; writes config.yaml, last.pt, best.pt, metrics.csv and summary.json to --out."""
+    from xfads_cli.config import load_config
+    from xfads_cli.progress import EpochProgress
+    from xfads_cli.train.run import run_fit
+
+    overrides = list(set_ or [])
+    if seed is not None:
+        overrides.append(f"seed={seed}")
+    if max_epochs is not None:
+        overrides.append(f"train.max_epochs={max_epochs}")
+    if time_limit is not None:
+        overrides.append(f"train.time_limit_min={time_limit}")
+    cfg = load_config(config, overrides)
+    with EpochProgress(cfg.train.max_epochs, quiet=quiet) as progress:
+        summary = run_fit(data, cfg, out, device=device, overwrite=overwrite, resume=resume,
+                          max_epochs=max_epochs, progress=progress, plot=plot)
+    _report(summary, f"xfads fit: {summary['epochs']} epochs, best {summary['best_epoch'] + 1} ({summary['stopped']})",
+            json_out, quiet)
+
+
+@app.command()
+@handle_errors
+def smooth(
+    run: Annotated[Path, typer.Argument(help="Run directory from 'xfads fit' (or a .pt checkpoint).")],
+    data: Annotated[Path, typer.Argument(help="The recording to smooth (same neurons as the run).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.h5, or .nwb with --format nwb).")],
+    split: Annotated[str, typer.Option(help="all | train | valid | test")] = "all",
+    mode: Annotated[Optional[str], typer.Option(help="smoother | filter | two_filter (default: the run's mode)")] = None,
+    samples: Annotated[Optional[int], typer.Option(help="Posterior samples (default: the run's).")] = None,
+    fmt: FormatOpt = "h5",
+    set_: SetOpt = None,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    plot: PlotOpt = False,
+):
+    """Smoothed latents (mean, variance) and rates (mean, 5/50/95% quantiles) for every trial."""
+    from xfads_cli import ops
+
+    summary = ops.smooth(run, data, out, split=split, mode=mode, samples=samples, fmt=fmt, overwrite=overwrite,
+                         overrides=set_ or [], device=device, plot=plot)
+    _report(summary, f"xfads smooth: {summary['trials']} trials", json_out, quiet)
+
+
+@app.command()
+@handle_errors
+def forecast(
+    run: Annotated[Path, typer.Argument(help="Run directory from 'xfads fit' (or a .pt checkpoint).")],
+    data: Annotated[Path, typer.Argument(help="The recording (same neurons as the run).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.h5, or .nwb with --format nwb).")],
+    context: Annotated[Optional[int], typer.Option(help="Context: the first BINS bins of each trial.")] = None,
+    context_ms: Annotated[Optional[float], typer.Option("--context-ms", help="Context in ms.")] = None,
+    horizon: Annotated[Optional[int], typer.Option(help="Bins to forecast after the context.")] = None,
+    horizon_ms: Annotated[Optional[float], typer.Option("--horizon-ms", help="Horizon in ms.")] = None,
+    samples: Annotated[int, typer.Option(help="Forecast samples per trial.")] = 100,
+    mode: Annotated[str, typer.Option(help="filter (causal context, default) | smoother")] = "filter",
+    split: Annotated[str, typer.Option(help="all | train | valid | test")] = "all",
+    save_samples: Annotated[bool, typer.Option("--save-samples", help="Also store latent samples.")] = False,
+    fmt: FormatOpt = "h5",
+    set_: SetOpt = None,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    plot: PlotOpt = False,
+):
+    """Forecast rates (mean, 5/50/95% quantiles) for the bins after a context window, with fp-bps."""
+    from xfads_cli import ops
+
+    summary = ops.forecast(run, data, out, context=context, horizon=horizon, context_ms=context_ms,
+                           horizon_ms=horizon_ms, split=split, samples=samples, mode=mode, keep_samples=save_samples,
+                           fmt=fmt, overwrite=overwrite, overrides=set_ or [], device=device, plot=plot)
+    _report(summary, f"xfads forecast: {summary['trials']} trials, {summary['horizon_bins']} bins ahead", json_out, quiet)
+
+
 def _not_yet(name: str, issue: str):
     def command(ctx: typer.Context):
         _stderr(f"failed: 'xfads {name}' is not implemented yet ({issue})")
@@ -121,9 +234,6 @@ def _not_yet(name: str, issue: str):
     app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(command)
 
 
-_not_yet("fit", "train a model on one or more recordings; arrives with the model core")
-_not_yet("smooth", "smoothed latents and rates from a trained run")
-_not_yet("forecast", "forecast rates from a context window")
 _not_yet("embed", "per-session embeddings of a meta-dynamical run")
 _not_yet("adapt", "few-shot adaptation of a meta-dynamical run to a new session")
 

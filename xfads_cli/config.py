@@ -89,10 +89,25 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """How results are scored (METRICS.md)."""
+
+    # Forecast scored in run summaries (fp-bps): the first `context_bins` bins of each trial are the
+    # context, the next `horizon_bins` are forecast. None: context 2/3 of the trial, horizon the rest.
+    context_bins: Optional[int] = None
+    horizon_bins: Optional[int] = None
+    samples: int = 100
+    # vel R2: behaviour at t + lag is decoded from rates at t (NLB uses 100 ms).
+    behavior_lag_ms: float = 100.0
+    psth_sigma_ms: float = 50.0
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
 
     @classmethod
@@ -100,11 +115,15 @@ class Config:
         return _build(cls, raw or {}, "config")
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Defaults <- YAML file (optional) <- `section.key=value` overrides, validated strictly."""
-    raw: dict = {}
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),
+                base: dict | None = None) -> Config:
+    """Defaults <- `base` (e.g. a checkpoint's resolved config) <- YAML file <- `section.key=value`
+    overrides, validated strictly."""
+    import copy
+
+    raw: dict = copy.deepcopy(base) if base else {}
     if path is not None:
-        raw = _read_yaml(Path(path))
+        _merge(raw, _read_yaml(Path(path)))
     for item in overrides:
         _apply_override(raw, item)
     return Config.from_dict(raw)
@@ -145,6 +164,14 @@ def _read_yaml(path: Path) -> dict:
     if not isinstance(raw, dict):
         raise UsageError(f"{path} must be a mapping of sections (data:, model:, train:), not {type(raw).__name__}")
     return raw
+
+
+def _merge(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def _apply_override(raw: dict, item: str) -> None:

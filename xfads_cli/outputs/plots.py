@@ -205,6 +205,11 @@ def plot_latents(means: np.ndarray, out: Path, variances=None, trials=None, trut
 # matplotlib plumbing
 
 
+def require_matplotlib() -> None:
+    """Fail early (before a long fit) when --plot cannot be honoured."""
+    _figure_factory()
+
+
 def _figure_factory():
     """A factory of matplotlib Figures on an Agg canvas, or UsageError when matplotlib is missing."""
     try:

@@ -1,5 +1,12 @@
 """One readable training loop (nanoGPT-style): Adam, exponential lr decay, gradient clipping, early
-stopping on the validation loss, a time limit, divergence handling and a progress callback."""
+stopping on the validation loss, a time limit, divergence handling, resumable state and hooks.
+
+    result = fit(model, train_y, valid_y, cfg, seed=0, evaluate=fn, on_epoch=fn, resume=state)
+
+`on_epoch(record, is_best, state)` is called after every epoch with `state()` returning the
+resumable training state (optimizer, scheduler, counters, RNG) as tensors and plain data: the
+caller decides where checkpoints go.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +26,8 @@ MAX_DIVERGENCES = 3
 
 @dataclass
 class FitResult:
-    """history: one dict per epoch (epoch, train_loss, valid_loss, lr, seconds); losses are -ELBO per bin."""
+    """history: one dict per epoch (epoch, train_loss, valid_loss, lr, seconds, + evaluate's metrics);
+    losses are -ELBO per bin."""
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
@@ -29,7 +37,7 @@ class FitResult:
 
 
 def elbo_loss(model, y: torch.Tensor, drop_local: float = 0.0) -> torch.Tensor:
-    """-ELBO per observed bin of a batch y: [batch, time, neuron]."""
+    """-ELBO per bin of a batch y: [batch, time, neuron]."""
     terms = model.elbo(y, drop_local=drop_local)
     return -terms.elbo.sum() / (y.shape[0] * y.shape[1])
 
@@ -37,12 +45,13 @@ def elbo_loss(model, y: torch.Tensor, drop_local: float = 0.0) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_loss(model, y: torch.Tensor, batch_size: int) -> float:
     """Mean -ELBO per bin over all trials of y (no dropout)."""
+    was_training = model.training
     model.eval()
     total = 0.0
     for start in range(0, y.shape[0], batch_size):
         chunk = y[start : start + batch_size]
         total += float(elbo_loss(model, chunk)) * chunk.shape[0]
-    model.train()
+    model.train(was_training)
     return total / max(y.shape[0], 1)
 
 
@@ -54,18 +63,48 @@ def fit(
     *,
     seed: int = 0,
     callback: Callable[[dict], None] | None = None,
+    evaluate: Callable[[torch.nn.Module], dict] | None = None,
+    on_epoch: Callable[[dict, bool, Callable[[], dict]], None] | None = None,
+    resume: dict | None = None,
+    max_epochs: int | None = None,
 ) -> FitResult:
     """Train `model` on train_y [trial, time, neuron] (on the model's device), early-stopping on the
-    -ELBO per bin of valid_y. Returns the history and the best parameters (already loaded into model)."""
+    -ELBO per bin of valid_y [trial, time, neuron]. Returns the history and the best parameters
+    (already loaded into the model). `resume` is a state from `on_epoch` to continue from."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     result = FitResult()
+    first_epoch, divergences, since_best = 0, 0, 0
+    if resume is not None:
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        gen.set_state(resume["rng"]["shuffle"])
+        torch.set_rng_state(resume["rng"]["torch"])
+        first_epoch = resume["epoch"] + 1
+        divergences, since_best = resume["divergences"], resume["since_best"]
+        result.history = list(resume["history"])
+        result.best_epoch, result.best_valid_loss = resume["best"]["epoch"], resume["best"]["valid_loss"]
+        result.best_state = resume.get("best_model")
+
+    def state(epoch: int) -> dict:
+        return {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "epoch": epoch,
+            "divergences": divergences,
+            "since_best": since_best,
+            "history": result.history,
+            "best": {"epoch": result.best_epoch, "valid_loss": result.best_valid_loss},
+            "rng": {"shuffle": gen.get_state(), "torch": torch.get_rng_state()},
+        }
+
     start = time.monotonic()
-    divergences, since_best = 0, 0
+    last_epoch = cfg.max_epochs if max_epochs is None else max_epochs
     model.train()
-    for epoch in range(cfg.max_epochs):
+    result.stopped = f"max_epochs={last_epoch} reached"
+    for epoch in range(first_epoch, last_epoch):
         t0 = time.monotonic()
         order = torch.randperm(train_y.shape[0], generator=gen)
         losses = []
@@ -85,31 +124,34 @@ def fit(
             opt.step()
             losses.append(loss.item())
         sched.step()
-        valid_loss = evaluate_loss(model, valid_y, cfg.batch_size) if valid_y is not None and len(valid_y) else float("nan")
+        has_valid = valid_y is not None and len(valid_y) > 0
         record = {
             "epoch": epoch,
             "train_loss": sum(losses) / max(len(losses), 1),
-            "valid_loss": valid_loss,
+            "valid_loss": evaluate_loss(model, valid_y, cfg.batch_size) if has_valid else float("nan"),
             "lr": opt.param_groups[0]["lr"],
-            "seconds": time.monotonic() - t0,
         }
+        if evaluate is not None:
+            record.update(evaluate(model))
+        record["seconds"] = time.monotonic() - t0
         result.history.append(record)
-        score = valid_loss if math.isfinite(valid_loss) else record["train_loss"]
-        if score < result.best_valid_loss:
+        score = record["valid_loss"] if math.isfinite(record["valid_loss"]) else record["train_loss"]
+        is_best = score < result.best_valid_loss
+        if is_best:
             result.best_valid_loss, result.best_epoch, since_best = score, epoch, 0
             result.best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1
         if callback is not None:
             callback(record)
+        if on_epoch is not None:
+            on_epoch(record, is_best, lambda: state(epoch))
         if since_best >= cfg.patience:
             result.stopped = f"no validation improvement for {cfg.patience} epochs"
             break
         if cfg.time_limit_min is not None and time.monotonic() - start > 60 * cfg.time_limit_min:
             result.stopped = f"time limit of {cfg.time_limit_min:g} min reached"
             break
-    else:
-        result.stopped = f"max_epochs={cfg.max_epochs} reached"
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     return result

@@ -1,0 +1,71 @@
+"""HDF5 result files: stable dataset names, provenance in attributes, written atomically.
+
+Every file carries root attributes `config` (resolved YAML), `checkpoint_sha256`, `input_sha256`,
+`input_path`, `versions` (JSON), `metrics` (JSON) and `command`; readers need plain h5py only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from xfads_cli.errors import UsageError
+
+
+def check_output(path: Path, overwrite: bool) -> Path:
+    """Fail before any work when `path` exists (without --overwrite) or its folder is missing."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path} exists; pass --overwrite to replace it or choose another --out")
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory; --out must be a file path")
+    if not path.parent.exists():
+        raise UsageError(f"folder {path.parent} does not exist; create it or choose another --out")
+    return path
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def to_json(value) -> str:
+    return json.dumps(_plain(value), sort_keys=False)
+
+
+def write_h5(path: Path, datasets: dict[str, np.ndarray], attrs: dict, overwrite: bool = False) -> Path:
+    """Write `datasets` (name -> array; string arrays become UTF-8) and root `attrs` (dicts and lists
+    become JSON strings) to `path` via a temporary file in the same folder."""
+    import h5py
+
+    path = check_output(Path(path), overwrite)
+    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            for name, value in datasets.items():
+                arr = np.asarray(value)
+                if arr.dtype.kind in "UO":
+                    f.create_dataset(name, data=arr.astype(str).astype(object), dtype=h5py.string_dtype())
+                elif arr.ndim >= 2:
+                    f.create_dataset(name, data=arr, compression="gzip", compression_opts=4)
+                else:
+                    f.create_dataset(name, data=arr)
+            for key, value in attrs.items():
+                f.attrs[key] = to_json(value) if isinstance(value, (dict, list, tuple)) else ("" if value is None else value)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

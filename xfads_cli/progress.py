@@ -1,0 +1,70 @@
+"""Progress and summaries on stderr: a rich progress bar on a TTY, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "nan" if not math.isfinite(value) else f"{value:.4g}"
+    return str(value)
+
+
+class EpochProgress:
+    """Context manager fed one record per epoch (epoch, train_loss, valid_loss, ...)."""
+
+    def __init__(self, total: int, quiet: bool = False, first: int = 0):
+        self.total, self.quiet, self.first = total, quiet, first
+        self.tty = sys.stderr.isatty()
+        self._bar = None
+
+    def __enter__(self):
+        if not self.quiet and self.tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]fit[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("fit", total=self.total, completed=self.first, info="")
+        return self
+
+    def update(self, record: dict) -> None:
+        if self.quiet:
+            return
+        keys = ("train_loss", "valid_loss", "valid_co_bps", "valid_retest_bps")
+        info = "  ".join(f"{k.replace('_loss', '')}={_fmt(record[k])}" for k in keys if k in record)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=record["epoch"] + 1, info=info)
+        else:
+            print(f"epoch {record['epoch'] + 1}/{self.total}  {info}  ({record.get('seconds', 0):.2f} s)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.stop()
+        return False
+
+
+def log(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def print_metrics(title: str, metrics: dict, quiet: bool = False) -> None:
+    """A rich table of scalar metrics on stderr (stdout stays free for --json)."""
+    if quiet:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric", style="bold cyan")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)):
+            table.add_row(key, _fmt(value))
+    Console(stderr=True).print(table)
