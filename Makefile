@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 # e.g. `make demo TORCH=torch` on a CUDA workstation.
 TORCH  ?= torch==2.13.0
 DEMO   ?= demo_out
+DEMO_MINUTES ?= 2
 
 .PHONY: install test demo fixtures clean
 
@@ -24,8 +25,11 @@ test: install
 
 demo: install
 	mkdir -p $(DEMO)
-	$(BIN)/xfads simulate lorenz --out $(DEMO)/lorenz.nwb --neurons 40 --trials 60 --bins 100 --seed 1 --overwrite
+	$(BIN)/xfads simulate lorenz --out $(DEMO)/lorenz.nwb --neurons 40 --trials 120 --bins 100 --seed 1 --overwrite
 	$(BIN)/xfads inspect $(DEMO)/lorenz.nwb
+	$(BIN)/xfads fit $(DEMO)/lorenz.nwb --config sample_configs/lorenz.yaml --time-limit $(DEMO_MINUTES) --out $(DEMO)/run --overwrite --plot
+	$(BIN)/xfads smooth $(DEMO)/run $(DEMO)/lorenz.nwb --out $(DEMO)/smooth.h5 --overwrite --plot
+	$(BIN)/xfads forecast $(DEMO)/run $(DEMO)/lorenz.nwb --context 40 --horizon 20 --split test --out $(DEMO)/forecast.h5 --overwrite --plot
 	$(BIN)/xfads inspect data_fixtures/mc_maze_2trials.nwb --set data.behavior=hand_vel
 
 # Regenerate the synthetic fixtures (fixed seeds, so the files are reproducible).

@@ -61,10 +61,12 @@ def print_metrics(title: str, metrics: dict, quiet: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    console = Console(stderr=True)
+    console.print(f"[bold]{title}[/bold]")
+    table = Table()
     table.add_column("metric", style="bold cyan")
     table.add_column("value", justify="right")
     for key, value in metrics.items():
         if isinstance(value, (int, float)):
             table.add_row(key, _fmt(value))
-    Console(stderr=True).print(table)
+    console.print(table)

@@ -324,7 +324,7 @@ def _truth_panel(ax, t, means: np.ndarray, truth: np.ndarray, k: int) -> None:
     for d in range(min(3, truth.shape[2])):
         ax.plot(t, truth[k, :, d], color=f"C{d}", lw=1.4, label=f"true {d + 1}")
         ax.plot(t, mapped[k, :, d], color=f"C{d}", lw=1.4, ls="--", label=f"mapped {d + 1}")
-    ax.set_title(f"Trial {k}: best affine map onto truth, R² = {r2:.3f} (in-sample)")
+    ax.set_title(f"Trial {k}: affine map onto truth\nR² = {r2:.3f} (in-sample)")
     ax.set_xlabel("bin")
     ax.set_ylabel("true latent")
     ax.legend(fontsize=7, ncol=2)
