@@ -100,5 +100,5 @@ def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, args, fragment):
 
 
 def test_unimplemented_commands_exit_nonzero():
-    result = invoke("fit", "x.nwb")
+    result = invoke("embed", "run", "x.nwb")
     assert result.exit_code == 1 and "not implemented yet" in result.output
