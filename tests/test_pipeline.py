@@ -139,3 +139,21 @@ def test_context_longer_than_trial_in_hdf5(tmp_path):
     assert not (tmp_path / "f.h5").exists()
     with h5py.File(path, "r") as f:
         assert np.asarray(f["spikes"]).shape == (8, 12, 6)
+
+
+def test_behaviour_and_conditions_give_vel_and_psth_r2(recording, fixtures_dir, tmp_path):
+    run = tmp_path / "maze"
+    result = invoke("fit", fixtures_dir / "mc_maze_2trials.nwb", "--out", run, "--max-epochs", 1, "--quiet",
+                    "--set", "data.behavior=hand_vel", "--set", "data.split=[0.5,0.5,0]", *FAST)
+    assert result.exit_code == 0, result.output
+    result = invoke("smooth", run, fixtures_dir / "mc_maze_2trials.nwb", "--out", tmp_path / "m.h5", "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert math.isfinite(json.loads(result.stdout)["metrics"]["valid_vel_r2"])
+
+    run2 = tmp_path / "cond"
+    assert invoke("fit", recording, "--out", run2, "--max-epochs", 1, "--quiet", "--set", "data.condition=condition",
+                  *FAST).exit_code == 0
+    result = invoke("smooth", run2, recording, "--out", tmp_path / "c.h5", "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)["metrics"]
+    assert math.isfinite(metrics["test_psth_r2"]) and metrics["test_psth_r2"] <= 1.0
