@@ -70,6 +70,11 @@ class ModelConfig:
     encoder_hidden: int = 64
     samples: int = 20
     mode: Literal["smoother", "two_filter", "filter"] = "smoother"
+    # Meta-dynamical model only (kind: meta, MODEL.md section 6).
+    embed_dim: int = 2
+    read_in_dim: int = 32
+    hyper_rank: int = 2
+    frobenius_weight: float = 1.0
 
 
 @dataclass(frozen=True)
