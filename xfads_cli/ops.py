@@ -155,12 +155,14 @@ def default_forecast_window(n_time: int, config: Config) -> tuple[int, int]:
     return context, horizon
 
 
-def evaluate(model, data: SpikeData, config: Config, splits=("valid", "test"), forecast: bool = True) -> dict:
+def evaluate(model, data: SpikeData, config: Config, splits=("valid", "test"), forecast: bool = True,
+             decode: bool = True) -> dict:
     """Honest metrics (METRICS.md) for the trials of each split in `splits`, keyed `{split}_{metric}`:
     co_bps (held-out neurons), retest_bps + retest_oracle_bps (simulated data), fp_bps (+ oracle),
-    vel_r2 (behaviour; decoder fit on train-split rates), psth_r2 (conditions)."""
+    and with `decode`: vel_r2 (behaviour; decoder fit on train-split rates), psth_r2 (conditions)."""
     out: dict = {}
-    need = set(splits) | ({"train"} if data.behavior is not None else set())
+    decode_behavior = decode and data.behavior is not None
+    need = set(splits) | ({"train"} if decode_behavior else set())
     rates = {}
     for split in need:
         sub = data.subset(split)
@@ -171,10 +173,10 @@ def evaluate(model, data: SpikeData, config: Config, splits=("valid", "test"), f
         if split not in rates:
             continue
         out.update({f"{split}_{k}": v for k, v in score_smoothed(rates[split], sub).items()})
-        if data.behavior is not None and "train" in rates and split != "train":
+        if decode_behavior and "train" in rates and split != "train":
             lag = int(round(config.eval.behavior_lag_ms / data.bin_ms))
             out[f"{split}_vel_r2"] = M.vel_r2(rates["train"], data.subset("train").behavior, rates[split], sub.behavior, lag_bins=lag)
-        if data.conditions is not None:
+        if decode and data.conditions is not None:
             out[f"{split}_psth_r2"] = M.psth_r2(rates[split], sub.counts, sub.conditions, data.bin_ms, config.eval.psth_sigma_ms)
         if forecast and data.n_time >= 2:
             context, horizon = default_forecast_window(data.n_time, config)

@@ -122,7 +122,8 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
     def evaluate_epoch(m) -> dict:
         if valid_y is None:
             return {}
-        metrics = evaluate(m, data, config, splits=("valid",), forecast=False)
+        # cheap per-epoch scores only: no forecast pass, no decoder fit on the training trials
+        metrics = evaluate(m, data, config, splits=("valid",), forecast=False, decode=False)
         return {k: v for k, v in metrics.items() if math.isfinite(v)}
 
     # The best parameters also travel inside last.pt, so a resumed run can still return them.
