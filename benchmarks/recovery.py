@@ -45,6 +45,7 @@ def main():
     p.add_argument("--horizon", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3)
     args = p.parse_args()
     torch.set_num_threads(2)
 
@@ -57,7 +58,7 @@ def main():
     y = torch.tensor(sim["counts"], dtype=torch.float32)
 
     mcfg = ModelConfig(latent_dim=args.latent, mode=args.mode)
-    tcfg = TrainConfig(max_epochs=100000, time_limit_min=args.minutes, drop_local=args.drop, patience=10**9, batch_size=args.batch)
+    tcfg = TrainConfig(max_epochs=100000, time_limit_min=args.minutes, drop_local=args.drop, patience=10**9, batch_size=args.batch, lr=args.lr)
     torch.manual_seed(args.seed)
     model = XFADS(mcfg, args.neurons, torch.ones(args.neurons, dtype=torch.bool), dt=0.02)
     model.init_from_data(y[tr])
@@ -79,7 +80,8 @@ def main():
     fbps = bits_per_spike(f_rates, f_counts)
     f_oracle = bits_per_spike(sim["rates"][te, c : c + h], f_counts)
 
-    print(f"system={args.system} neurons={args.neurons} trials={n} bins={args.bins} L={args.latent} mode={args.mode} drop={args.drop}")
+    print(f"system={args.system} neurons={args.neurons} trials={n} bins={args.bins} L={args.latent} mode={args.mode} "
+          f"drop={args.drop} lr={args.lr} batch={args.batch}")
     print(f"trained {len(res.history)} epochs in {secs:.0f} s ({secs / len(res.history):.2f} s/epoch), best epoch {res.best_epoch}")
     print(f"test-retest smoothing bps {bps:.4f}  oracle {oracle:.4f}  ratio {bps / oracle:.3f}")
     print(f"forecast bps (context {c}, horizon {h}) {fbps:.4f}  oracle {f_oracle:.4f}  ratio {fbps / f_oracle:.3f}")

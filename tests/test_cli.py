@@ -102,3 +102,20 @@ def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, args, fragment):
 def test_unimplemented_commands_exit_nonzero():
     result = invoke("embed", "run", "x.nwb")
     assert result.exit_code == 1 and "not implemented yet" in result.output
+
+
+def test_inspect_every_real_nwb_file(real_dir):
+    files = sorted(real_dir.glob("*.nwb"))
+    assert files
+    result = run_main("inspect", *files, "--json")
+    assert result.returncode == 0, result.stderr
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    assert len(reports) == len(files)
+    for report in reports:
+        assert report["units"]["count"] > 0
+        assert "intervals" in report and "behavior" in report
+    by_name = {r["path"].split("/")[-1]: r for r in reports}
+    assert "recognition_table" in by_name["human_mtl_sub-4_ses-4.nwb"]["intervals"]
+    assert any(b["name"] == "hand_vel" for b in by_name["mc_maze_2trials.nwb"]["behavior"])
+    assert any(b["name"] == "led1" for b in by_name["rat_hc_linear_track.nwb"]["behavior"])
