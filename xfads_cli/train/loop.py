@@ -3,6 +3,8 @@ stopping on the validation loss, a time limit, divergence handling, resumable st
 
     result = fit(model, train_y, valid_y, cfg, seed=0, evaluate=fn, on_epoch=fn, resume=state)
 
+`run_epochs` is the loop itself, parameterised by what a batch is (the meta model's loop reuses it).
+
 `on_epoch(record, is_best, state)` is called after every epoch with `state()` returning the
 resumable training state (optimizer, scheduler, counters, RNG) as tensors and plain data: the
 caller decides where checkpoints go.
@@ -14,7 +16,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 
@@ -71,9 +73,44 @@ def fit(
     """Train `model` on train_y [trial, time, neuron] (on the model's device), early-stopping on the
     -ELBO per bin of valid_y [trial, time, neuron]. Returns the history and the best parameters
     (already loaded into the model). `resume` is a state from `on_epoch` to continue from."""
+
+    def batches(gen: torch.Generator) -> Iterable[torch.Tensor]:
+        order = torch.randperm(train_y.shape[0], generator=gen)
+        return (train_y[order[i : i + cfg.batch_size].to(train_y.device)] for i in range(0, len(order), cfg.batch_size))
+
+    has_valid = valid_y is not None and len(valid_y) > 0
+    return run_epochs(
+        model, cfg, batches=batches,
+        batch_loss=lambda batch: elbo_loss(model, batch, drop_local=cfg.drop_local),
+        valid_loss=lambda: evaluate_loss(model, valid_y, cfg.batch_size) if has_valid else float("nan"),
+        seed=seed, callback=callback, evaluate=evaluate, on_epoch=on_epoch, resume=resume, max_epochs=max_epochs,
+    )
+
+
+def run_epochs(
+    model: torch.nn.Module,
+    cfg: TrainConfig,
+    *,
+    batches: Callable[[torch.Generator], Iterable[Any]],
+    batch_loss: Callable[[Any], torch.Tensor],
+    valid_loss: Callable[[], float],
+    parameters: Iterable[torch.nn.Parameter] | None = None,
+    seed: int = 0,
+    callback: Callable[[dict], None] | None = None,
+    evaluate: Callable[[torch.nn.Module], dict] | None = None,
+    on_epoch: Callable[[dict, bool, Callable[[], dict]], None] | None = None,
+    resume: dict | None = None,
+    max_epochs: int | None = None,
+) -> FitResult:
+    """The epoch loop shared by `fit` and `fit_meta` (train/meta_loop.py), agnostic of what a batch is.
+
+    batches(gen): one epoch's batches in order (shuffled with `gen`, the loop's seeded generator);
+    batch_loss(batch): scalar loss to minimise; valid_loss(): validation score (NaN: none, the train
+    loss is used for early stopping); parameters: what Adam trains (default: all of model's)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    params = list(model.parameters()) if parameters is None else list(parameters)
+    opt = torch.optim.Adam(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     result = FitResult()
     first_epoch, divergences, since_best = 0, 0, 0
@@ -106,11 +143,9 @@ def fit(
     result.stopped = f"max_epochs={last_epoch} reached"
     for epoch in range(first_epoch, last_epoch):
         t0 = time.monotonic()
-        order = torch.randperm(train_y.shape[0], generator=gen)
         losses = []
-        for i in range(0, len(order), cfg.batch_size):
-            batch = train_y[order[i : i + cfg.batch_size].to(train_y.device)]
-            loss = elbo_loss(model, batch, drop_local=cfg.drop_local)
+        for batch in batches(gen):
+            loss = batch_loss(batch)
             opt.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):
                 divergences += 1
@@ -120,15 +155,14 @@ def fit(
                     group["lr"] *= 0.5
                 continue
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             losses.append(loss.item())
         sched.step()
-        has_valid = valid_y is not None and len(valid_y) > 0
         record = {
             "epoch": epoch,
             "train_loss": sum(losses) / max(len(losses), 1),
-            "valid_loss": evaluate_loss(model, valid_y, cfg.batch_size) if has_valid else float("nan"),
+            "valid_loss": valid_loss(),
             "lr": opt.param_groups[0]["lr"],
         }
         if evaluate is not None:
