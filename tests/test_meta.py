@@ -1,0 +1,209 @@
+"""The meta-dynamical model (MODEL.md section 6) and its multi-session training loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from xfads_cli.config import ModelConfig, TrainConfig
+from xfads_cli.data.simulate import simulate_arrays
+from xfads_cli.model.meta import HyperMLPDynamics, MetaXFADS, kl_std_normal, pool_gaussians
+from xfads_cli.train.meta_loop import fit_meta
+
+NEURONS = (5, 8, 11)
+CFG = ModelConfig(kind="meta", latent_dim=4, dynamics_hidden=16, rank_local=3, rank_backward=2,
+                  encoder_hidden=16, samples=5, embed_dim=2, read_in_dim=8, hyper_rank=2)
+TRAIN = TrainConfig(max_epochs=6, batch_size=8, lr=1e-2, lr_decay=0.99, patience=100, drop_local=0.1)
+
+
+def specs(neurons=NEURONS, heldout_last=False):
+    return [{"name": f"s{i}", "n_neurons": n, "heldin": [not (heldout_last and k == n - 1) for k in range(n)],
+             "dt": 0.02} for i, n in enumerate(neurons)]
+
+
+def make_model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return MetaXFADS(CFG, specs(**kw))
+
+
+def counts(batch, time, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.poisson(torch.full((batch, time, n), 0.5), generator=g)
+
+
+def test_shapes_of_every_method_for_three_sessions():
+    model = make_model(heldout_last=True)
+    B, T, S, H, E, L = 3, 12, 4, 5, CFG.embed_dim, CFG.latent_dim
+    for i, n in enumerate(NEURONS):
+        y = counts(B, T, n, seed=i)
+        y[0, 3] = float("nan")  # a missing bin must not break anything
+        mu_t, var_t, mu, var = model.embed(y, i)
+        assert mu_t.shape == var_t.shape == (B, E) and mu.shape == var.shape == (E,)
+        assert bool((var_t > 0).all()) and bool((var > 0).all())
+        post = model.posterior(y, i, n_samples=S)
+        assert post.mean.shape == (B, T, L) and post.samples.shape == (S, B, T, L) and post.kl.shape == (B, T)
+        post = model.posterior(y, f"s{i}", torch.zeros(E), mode="filter", n_samples=S)  # name, shared e
+        assert post.mean.shape == (B, T, L)
+        terms = model.elbo(y, i, n_samples=S, drop_local=0.2)
+        for t in (terms.elbo, terms.loglik, terms.kl):
+            assert t.shape == (B,) and bool(torch.isfinite(t).all())
+        assert terms.kl_embed.shape == terms.frobenius.shape == ()
+        loss = model.loss(y, i)
+        assert loss.shape == () and math.isfinite(float(loss.detach()))
+        assert model.rates(post.samples, i).shape == (S, B, T, n)
+        fc = model.forecast(y[:, :8], i, H, n_samples=S)
+        assert fc.latents.shape == (S, B, H, L) and fc.rates.shape == (S, B, H, n)
+        assert bool((fc.rates > 0).all())
+    # Per-session parameters are disjoint from the shared ones and together cover the model.
+    shared = {id(p) for p in model.shared_parameters()}
+    per = [{id(p) for p in model.session_parameters(i)} for i in range(3)]
+    assert all(not (shared & s) for s in per) and not (per[0] & per[1])
+    assert shared | set().union(*per) == {id(p) for p in model.parameters()}
+    y_new = counts(4, T, 6, seed=9)
+    j = model.add_session({"name": "new", "n_neurons": 6, "heldin": [True] * 6, "dt": 0.02}, y_new)
+    assert j == 3 and model.forecast(y_new, j, H, n_samples=S).rates.shape == (S, 4, H, 6)
+    # The readout bias starts at the log of each neuron's mean rate.
+    expected = torch.log(y_new.mean((0, 1)).clamp(min=1e-3) / 0.02)
+    assert torch.allclose(model.sessions[j].readout.bias, expected)
+
+
+def test_loss_combines_the_terms_with_the_documented_scaling():
+    model = make_model()
+    y = counts(5, 10, 8)
+    torch.manual_seed(3)
+    t = model.elbo(y, 1)
+    torch.manual_seed(3)
+    loss = model.loss(y, 1)
+    expected = (-t.elbo.sum() + t.kl_embed + CFG.frobenius_weight * t.frobenius) / (5 * 10)
+    assert torch.allclose(loss, expected)
+
+
+def test_adapted_dynamics_reduce_to_the_base_mlp_and_match_dense_weights():
+    torch.manual_seed(0)
+    f = HyperMLPDynamics(4, 16, 2, embed_dim=3, rank=2, hyper_hidden=8).double()
+    z = torch.randn(5, 6, 4, dtype=torch.float64)  # [sample, batch, latent]
+    base = f.base(z)
+    # e = 0: the bias-free hypernetwork outputs exactly zero.
+    assert torch.equal(f(z, f.adapters(torch.zeros(6, 3, dtype=torch.float64))), base)
+    e = torch.randn(6, 3, dtype=torch.float64)
+    adapters = f.adapters(e)
+    assert not torch.allclose(f(z, adapters), base)
+    # The low-rank path equals running each trial with its dense weight W_l + U_l V_l^T.
+    for b in range(6):
+        h = z[:, b]
+        for k, lin in enumerate(f.linears):
+            U, V = adapters[k]
+            h = h @ (lin.weight + U[b] @ V[b].T).T + lin.bias
+            h = torch.nn.functional.silu(h) if k < len(f.linears) - 1 else h
+        assert torch.allclose(z[:, b] + h, f(z, adapters)[:, b])
+    # Zero hypernetwork output: any e gives the base MLP.
+    with torch.no_grad():
+        f.hyper[-1].weight.zero_()
+    assert torch.equal(f(z, f.adapters(e)), base)
+
+
+def test_frobenius_penalty_equals_dense_norm():
+    torch.manual_seed(1)
+    f = HyperMLPDynamics(4, 16, 1, embed_dim=2, rank=3, hyper_hidden=8).double()
+    adapters = f.adapters(torch.randn(5, 2, dtype=torch.float64))
+    dense = sum(torch.linalg.matrix_norm(U @ V.transpose(-1, -2), "fro") for U, V in adapters)
+    assert torch.allclose(f.frobenius(adapters), dense)
+    pen = f.frobenius(f.adapters(torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)))
+    pen.sum().backward()  # finite gradients at e = 0, where the norm is zero
+    assert all(bool(torch.isfinite(p.grad).all()) for p in f.hyper.parameters())
+
+
+def test_embedding_kl_matches_dense_formula():
+    torch.manual_seed(2)
+    mu, var = torch.randn(4, 3, dtype=torch.float64), torch.rand(4, 3, dtype=torch.float64) + 0.1
+    q = torch.distributions.MultivariateNormal(mu, torch.diag_embed(var))
+    p = torch.distributions.MultivariateNormal(torch.zeros(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64))
+    assert torch.allclose(kl_std_normal(mu, var), torch.distributions.kl_divergence(q, p))
+
+
+def test_pooling_identical_trials_is_consistent():
+    model = make_model().double()
+    y1 = counts(1, 15, 8, seed=4).double()
+    mu_t, var_t, mu1, var1 = model.embed(y1, 1)
+    # One trial: the pooled q(e) is that trial's own.
+    assert torch.allclose(mu1, mu_t[0]) and torch.allclose(var1, var_t[0])
+    n = 5
+    mu_tn, var_tn, mu, var = model.embed(y1.expand(n, -1, -1), 1)
+    assert torch.allclose(mu_tn, mu_t.expand(n, -1)) and torch.allclose(var_tn, var_t.expand(n, -1))
+    # Product of experts, prior once: precision 1 + n (1/var_1 - 1), natural mean n mu_1 / var_1.
+    prec = 1 + n * (1 / var1 - 1)
+    assert torch.allclose(var, 1 / prec) and torch.allclose(mu, n * mu1 / var1 / prec)
+    assert bool((var < var1).all())  # more trials, sharper embedding
+    m, v = pool_gaussians(torch.randn(3, 2), torch.ones(3, 2))
+    assert torch.allclose(v, torch.full((2,), 0.25))
+
+
+def test_embeddings_of_different_data_differ():
+    model = make_model()
+    a = model.embed(counts(6, 20, 8, seed=1), 1)[2]
+    b = model.embed(torch.poisson(torch.full((6, 20, 8), 3.0)), 1)[2]
+    assert not torch.allclose(a, b, atol=1e-4)
+
+
+def hopf_sessions(params=(-0.5, 1.0, 2.0), trials=10, bins=20):
+    return [torch.as_tensor(simulate_arrays("hopf", neurons=n, trials=trials, bins=bins, param=p, seed=i)["counts"],
+                            dtype=torch.float32)
+            for i, (n, p) in enumerate(zip(NEURONS, params))]
+
+
+def test_fit_meta_decreases_the_loss_and_freezing_keeps_shared_parameters():
+    data = hopf_sessions()
+    model = make_model()
+    for i, y in enumerate(data):
+        model.init_from_data(i, y)
+    train, valid = [y[:8] for y in data], [y[8:] for y in data]
+    seen = []
+    result = fit_meta(model, train, valid, TRAIN, seed=0, callback=seen.append)
+    losses = [r["train_loss"] for r in result.history]
+    assert len(losses) == TRAIN.max_epochs == len(seen)
+    assert all(math.isfinite(v) for v in losses) and all(math.isfinite(r["valid_loss"]) for r in result.history)
+    assert losses[-1] < losses[0]
+    assert result.best_epoch >= 0 and math.isfinite(result.best_valid_loss)
+    model.eval()
+    with torch.no_grad():
+        means = [model.embed(y, i)[2] for i, y in enumerate(data)]  # weak: sessions get distinct embeddings
+    assert all(float((means[a] - means[b]).abs().max()) > 1e-3 for a in range(3) for b in range(a))
+
+    # Few-shot adaptation: a new session, shared parameters frozen, only its own parameters trained.
+    y_new = torch.as_tensor(simulate_arrays("hopf", neurons=7, trials=4, bins=20, param=1.0, seed=7)["counts"],
+                            dtype=torch.float32)
+    j = model.add_session({"name": "new", "n_neurons": 7, "heldin": [True] * 7, "dt": 0.02}, y_new)
+    prefix = f"sessions.{j}."
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.freeze_shared()
+    assert not any(p.requires_grad for p in model.shared_parameters())
+    cfg = TrainConfig(max_epochs=2, batch_size=2, lr=1e-2, patience=100)
+    fit_meta(model, [None] * j + [y_new], [None] * (j + 1), cfg, parameters=model.session_parameters(j))
+    after = model.state_dict()
+    for k, v in before.items():
+        if not k.startswith(prefix):
+            assert torch.equal(after[k], v), k
+    assert any(not torch.equal(after[k], v) for k, v in before.items() if k.startswith(prefix))
+
+
+def test_fit_meta_rejects_no_training_data():
+    model = make_model()
+    with pytest.raises(ValueError):
+        fit_meta(model, [None, None, None], [None] * 3, TRAIN)
+
+
+def test_rebuilds_from_session_specs_and_gaussian_likelihood_reads_raw_values():
+    model = make_model(heldout_last=True)
+    model.add_session({"name": "x", "n_neurons": 4, "heldin": [True, False, True, True], "dt": 0.01})
+    again = MetaXFADS(CFG, model.session_specs)
+    again.load_state_dict(model.state_dict())  # a checkpoint needs only the config and the specs
+    assert [s.name for s in again.sessions] == ["s0", "s1", "s2", "x"]
+    assert torch.equal(again.sessions[3].heldin, torch.tensor([True, False, True, True]))
+    import dataclasses
+    torch.manual_seed(0)
+    gauss = MetaXFADS(dataclasses.replace(CFG, likelihood="gaussian"), specs())
+    y = torch.randn(3, 10, 8)
+    terms = gauss.elbo(y, 1)
+    assert bool(torch.isfinite(terms.elbo).all()) and len(list(gauss.session_parameters(1))) == 5

@@ -1,0 +1,396 @@
+"""The meta-dynamical XFADS model: many sessions, shared dynamics adapted by a session embedding
+(MODEL.md section 6).
+
+    session i, trial j:  x_t = Omega_i log1p(y_t[heldin_i])                     (read-in, per session)
+    q(e_i) = N(0, I) x prod_j N(e; mu_ij, diag(var_ij))                        (embedding, pooled)
+    z_1 ~ N(m0, diag(q0)),  z_t = f(z_{t-1}; e) + eps_t,  eps_t ~ N(0, diag(q))   (shared)
+    y_t | z_t ~ p(y_t | C_i z_t[:L_read] + d_i)                                (per-session readout)
+    f(z; e) = z + (W_K + dW_K(e)) act(... act((W_1 + dW_1(e)) z + b_1) ...) + b_K,
+    dW_l(e) = U_l(e) V_l(e)^T  (rank d_r, U_l, V_l from a hypernetwork on e)
+
+The posterior over z is XFADS's (model/xfads.py, model/filtering.py) run on the read-in sequence
+with the trial's f(.; e). Objective for a batch of B trials of session i:
+
+    sum_j ELBO_j(e_j) - KL(q(e_i) || N(0, I)) - lambda * mean_j sum_l ||U_l(e_j) V_l(e_j)^T||_F,
+    e_j ~ q(e_i) (one draw per trial)
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from xfads_cli.config import ModelConfig
+from xfads_cli.model.dynamics import ACTIVATIONS, MLPDynamics
+from xfads_cli.model.encoders import BackwardEncoder, LocalEncoder
+from xfads_cli.model.filtering import Posterior, low_rank_filter
+from xfads_cli.model.likelihoods import build_likelihood
+from xfads_cli.model.xfads import Forecast, _softplus_inv
+
+# Adapters of one call: for each adapted layer l, (U_l [batch, out_l, rank], V_l [batch, in_l, rank]).
+Adapters = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+# ----------------------------------------------------------------------------------------------
+# dynamics
+
+
+class HyperMLPDynamics(nn.Module):
+    """Residual MLP whose every linear layer is adapted by a low-rank, embedding-dependent term:
+
+        f(z; e) = z + (W_K + U_K V_K^T) h_{K-1} + b_K,
+        h_l = act((W_l + U_l V_l^T) h_{l-1} + b_l),  h_0 = z,
+        [U_l(e), V_l(e)]_l = hyper(e)     U_l: [out_l, rank], V_l: [in_l, rank]
+
+    The base (W_l, b_l) is exactly `MLPDynamics` (its init: f starts near the identity). The
+    hypernetwork is a bias-free MLP, so hyper(0) = 0 and f(z; 0) is the plain residual MLP: e = 0 is
+    "the shared dynamics", and its output layer starts small so early adaptation is a small
+    perturbation. The low-rank term is applied as (h @ V) @ U^T per trial, never as a full weight.
+    """
+
+    def __init__(self, latent_dim: int, hidden: int = 128, layers: int = 1, *, embed_dim: int = 2,
+                 rank: int = 2, hyper_hidden: int = 64, activation: str = "silu"):
+        super().__init__()
+        self.base = MLPDynamics(latent_dim, hidden, layers, activation)
+        self.linears: list[nn.Linear] = [m for m in self.base.hidden if isinstance(m, nn.Linear)] + [self.base.out]
+        self.act = ACTIVATIONS[activation]()
+        self.rank = rank
+        # (out_l, in_l) per adapted layer; the hypernetwork emits [U_1, V_1, U_2, V_2, ...] flattened.
+        self.shapes = [(lin.out_features, lin.in_features) for lin in self.linears]
+        n_out = sum((o + i) * rank for o, i in self.shapes)
+        self.hyper = nn.Sequential(
+            nn.Linear(embed_dim, hyper_hidden, bias=False), nn.SiLU(),
+            nn.Linear(hyper_hidden, n_out, bias=False),
+        )
+        # U V^T is a product of two outputs: small but not tiny, or both factors start in a flat region.
+        nn.init.normal_(self.hyper[-1].weight, std=0.1 / hyper_hidden**0.5)
+
+    def adapters(self, e: torch.Tensor) -> Adapters:
+        """e: [batch, embed] -> per layer (U [batch, out, rank], V [batch, in, rank])."""
+        flat = self.hyper(e)
+        out, start = [], 0
+        for o, i in self.shapes:
+            U = flat[:, start : start + o * self.rank].unflatten(-1, (o, self.rank))
+            start += o * self.rank
+            V = flat[:, start : start + i * self.rank].unflatten(-1, (i, self.rank))
+            start += i * self.rank
+            out.append((U, V))
+        return out
+
+    def forward(self, z: torch.Tensor, adapters: Adapters | None = None) -> torch.Tensor:
+        """z: [..., batch, latent] (the filter passes [sample, batch, latent]); adapters from
+        `adapters(e)` with the same batch, or None for the base MLP (e = 0)."""
+        h = z
+        for k, lin in enumerate(self.linears):
+            out = lin(h)
+            if adapters is not None:
+                U, V = adapters[k]
+                # (h V) U^T per trial: O((in + out) rank) per particle instead of a per-trial weight.
+                out = out + _lowrank(h, U, V)
+            h = self.act(out) if k < len(self.linears) - 1 else out
+        return z + h
+
+    @staticmethod
+    def frobenius(adapters: Adapters) -> torch.Tensor:
+        """sum_l ||U_l V_l^T||_F per trial, [batch], via ||U V^T||_F^2 = tr((U^T U)(V^T V)) (rank x rank)."""
+        total = 0.0
+        for U, V in adapters:
+            sq = ((U.transpose(-1, -2) @ U) * (V.transpose(-1, -2) @ V)).sum((-1, -2))
+            # Clamp: round-off can make sq a hair negative, and sqrt has an infinite slope at 0 (e = 0).
+            total = total + sq.clamp(min=1e-12).sqrt()
+        return total
+
+
+def _lowrank(h: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """h [..., batch, in], U [batch, out, rank], V [batch, in, rank] -> h V U^T [..., batch, out]."""
+    hv = (h.unsqueeze(-2) @ V).squeeze(-2)  # [..., batch, rank]
+    return (hv.unsqueeze(-2) @ U.transpose(-1, -2)).squeeze(-2)
+
+
+# ----------------------------------------------------------------------------------------------
+# embedding
+
+
+class EmbeddingEncoder(nn.Module):
+    """GRU over a trial's read-in sequence -> a Gaussian factor N(e; mu_j, diag(var_j)) per trial.
+
+    Pooling (product of Gaussian experts, prior counted once): the factors are treated as independent
+    likelihood terms for e, so over a set J of trials
+
+        q(e) = N(0, I) prod_{j in J} N(e; mu_j, var_j)
+        precision = 1 + sum_j 1 / var_j,   mean = (sum_j mu_j / var_j) / precision.
+
+    The per-trial embedding reported is the same rule with J = {j}. More trials give a sharper q(e):
+    a few-shot session keeps its uncertainty. (Dividing the prior out of per-trial posteriors instead
+    could produce negative precisions; the mean of natural parameters ignores how many trials there are.)
+    """
+
+    def __init__(self, n_inputs: int, embed_dim: int, hidden: int = 64):
+        super().__init__()
+        self.embed_dim = embed_dim
+        # +1 input: the bin's observed flag, so zero-filled missing bins are not mistaken for silence.
+        self.gru = nn.GRU(n_inputs + 1, hidden, batch_first=True)
+        self.proj = nn.Linear(hidden, 2 * embed_dim)
+
+    def forward(self, x: torch.Tensor, observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [batch, time, read_in] (zero-filled), observed [batch, time] bool
+        -> factor mean and variance, each [batch, embed]."""
+        _, h = self.gru(torch.cat([x, observed[..., None].to(x.dtype)], dim=-1))
+        mu, raw = self.proj(h[-1]).chunk(2, dim=-1)
+        return mu, F.softplus(raw) + 1e-4
+
+
+def pool_gaussians(mu: torch.Tensor, var: torch.Tensor, dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Product of the N(0, I) prior and the factors N(mu_j, var_j) along `dim` (see EmbeddingEncoder)."""
+    prec = 1.0 + (1.0 / var).sum(dim)
+    return (mu / var).sum(dim) / prec, 1.0 / prec
+
+
+def kl_std_normal(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(var)) || N(0, I)) over the last dim: mu, var [..., embed] -> [...]."""
+    return 0.5 * (var + mu**2 - 1.0 - torch.log(var)).sum(-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# model
+
+
+class MetaElbo(NamedTuple):
+    """elbo, loglik, kl: per trial [batch] (elbo = loglik - kl, the latent part only);
+    kl_embed: KL(q(e_i) || N(0, I)), scalar, once per session per batch;
+    frobenius: mean over the batch's trials of sum_l ||U_l V_l^T||_F, scalar."""
+
+    elbo: torch.Tensor
+    loglik: torch.Tensor
+    kl: torch.Tensor
+    kl_embed: torch.Tensor
+    frobenius: torch.Tensor
+    posterior: Posterior
+
+
+class Session(nn.Module):
+    """Per-session parameters: read-in Omega_i, readout (C_i, d_i) and the likelihood's own."""
+
+    def __init__(self, cfg: ModelConfig, spec: dict, read_dims: int):
+        super().__init__()
+        self.name = str(spec.get("name", ""))
+        self.n_neurons = int(spec["n_neurons"])
+        self.dt = float(spec["dt"])
+        heldin = spec.get("heldin")
+        heldin = torch.ones(self.n_neurons, dtype=torch.bool) if heldin is None else torch.as_tensor(heldin, dtype=torch.bool)
+        if heldin.shape != (self.n_neurons,) or not bool(heldin.any()):
+            raise ValueError(f"session {self.name!r}: heldin must be {self.n_neurons} booleans with at least one True")
+        self.register_buffer("heldin", heldin.clone())
+        self.read_in = nn.Linear(int(heldin.sum()), cfg.read_in_dim)
+        self.readout = nn.Linear(read_dims, self.n_neurons)
+        nn.init.normal_(self.readout.weight, std=1.0 / read_dims**0.5)
+        self.likelihood = build_likelihood(cfg.likelihood, self.n_neurons, self.dt, cfg.link)
+
+
+class MetaXFADS(nn.Module):
+    """Shared XFADS encoders and embedding-adapted dynamics, per-session read-in and readout.
+
+    Shapes: y [batch, time, neuron_i] holds trials of ONE session (NaN = missing); e [batch, embed];
+    latents z [..., latent]. Sessions are addressed by index (or name) in `self.sessions`.
+    """
+
+    def __init__(self, cfg: ModelConfig, sessions: Sequence[dict]):
+        super().__init__()
+        if cfg.dynamics != "mlp":
+            raise ValueError(f"the meta model adapts MLP dynamics only; got dynamics '{cfg.dynamics}'")
+        self.cfg = cfg
+        L = cfg.latent_dim
+        self.read_dims = cfg.read_dims or L
+        self.dynamics = HyperMLPDynamics(L, cfg.dynamics_hidden, cfg.dynamics_layers, embed_dim=cfg.embed_dim,
+                                         rank=cfg.hyper_rank, hyper_hidden=cfg.encoder_hidden)
+        self.embedder = EmbeddingEncoder(cfg.read_in_dim, cfg.embed_dim, cfg.encoder_hidden)
+        self.local = LocalEncoder(cfg.read_in_dim, L, cfg.rank_local, cfg.encoder_hidden, log_inputs=False)
+        self.backward = BackwardEncoder(L, cfg.rank_local, cfg.rank_backward, cfg.encoder_hidden)
+        self.m0 = nn.Parameter(torch.zeros(L))
+        self.raw_q0 = nn.Parameter(torch.full((L,), _softplus_inv(1.0)))
+        self.raw_q = nn.Parameter(torch.full((L,), _softplus_inv(0.05)))
+        self.sessions = nn.ModuleList()
+        self.session_specs: list[dict] = []
+        for spec in sessions:
+            self.add_session(spec)
+
+    # -- sessions -----------------------------------------------------------------------------
+    def add_session(self, spec: dict, y: torch.Tensor | None = None) -> int:
+        """New read-in, readout and likelihood (few-shot adaptation); y [trial, time, neuron] sets the
+        readout bias from the mean counts. Returns the new session's index."""
+        ref = self.m0
+        self.sessions.append(Session(self.cfg, spec, self.read_dims).to(device=ref.device, dtype=ref.dtype))
+        self.session_specs.append({"name": str(spec.get("name", "")), "n_neurons": int(spec["n_neurons"]),
+                                   "heldin": [bool(v) for v in self.sessions[-1].heldin.tolist()],
+                                   "dt": float(spec["dt"])})
+        index = len(self.sessions) - 1
+        if y is not None:
+            self.init_from_data(index, y)
+        return index
+
+    def session_index(self, session: int | str) -> int:
+        if isinstance(session, str):
+            names = [s.name for s in self.sessions]
+            if session not in names:
+                raise KeyError(f"unknown session {session!r}; sessions: {', '.join(names)}")
+            return names.index(session)
+        return int(session)
+
+    def _session(self, session: int | str) -> Session:
+        return self.sessions[self.session_index(session)]
+
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        for name, p in self.named_parameters():
+            if not name.startswith("sessions."):
+                yield p
+
+    def session_parameters(self, session: int | str) -> Iterator[nn.Parameter]:
+        return self._session(session).parameters()
+
+    def freeze_shared(self) -> None:
+        """Stop gradients to every shared parameter (adapt trains only a session's own)."""
+        for p in self.shared_parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def init_from_data(self, session: int | str, counts: torch.Tensor) -> None:
+        """Readout bias of a session from each neuron's mean count per bin (MODEL.md section 1)."""
+        s = self._session(session)
+        mean = torch.nanmean(counts.reshape(-1, counts.shape[-1]).to(s.readout.bias.dtype), dim=0)
+        s.readout.bias.copy_(s.likelihood.init_bias(torch.nan_to_num(mean, nan=0.0)))
+
+    # -- generative model ---------------------------------------------------------------------
+    def q(self) -> torch.Tensor:
+        return F.softplus(self.raw_q).clamp(min=1e-4)
+
+    def q0(self) -> torch.Tensor:
+        return F.softplus(self.raw_q0).clamp(min=1e-2)
+
+    def eta(self, z: torch.Tensor, session: int | str) -> torch.Tensor:
+        """z: [..., latent] -> natural parameters [..., neuron_i]."""
+        return self._session(session).readout(z[..., : self.read_dims])
+
+    def rates(self, z: torch.Tensor, session: int | str) -> torch.Tensor:
+        """Expected observation per bin: z [..., latent] -> [..., neuron_i]."""
+        return self._session(session).likelihood.mean(self.eta(z, session))
+
+    def dynamics_fn(self, e: torch.Tensor):
+        """f(.; e) as the callable the filter wants: [sample, batch, latent] -> same, e [batch, embed]."""
+        adapters = self.dynamics.adapters(e)
+        return lambda z: self.dynamics(z, adapters)
+
+    # -- inference ----------------------------------------------------------------------------
+    def read_in(self, y: torch.Tensor, session: int | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """y [batch, time, neuron_i] -> read-in x [batch, time, read_in] (missing inputs zero-filled)
+        and observed [batch, time] (every held-in neuron finite)."""
+        s = self._session(session)
+        y = y[..., s.heldin]
+        finite = torch.isfinite(y)
+        x = torch.where(finite, y, torch.zeros_like(y))
+        if self.cfg.likelihood == "poisson":
+            x = torch.log1p(x.clamp(min=0))
+        return s.read_in(x), finite.all(-1)
+
+    def embed(self, y: torch.Tensor, session: int | str):
+        """y [batch, time, neuron_i] -> (mu_trial, var_trial) [batch, embed], each trial's q(e | y_j),
+        and (mu, var) [embed], q(e_i) pooled over all given trials."""
+        x, observed = self.read_in(y, session)
+        mu_f, var_f = self.embedder(x, observed)
+        mu_trial, var_trial = pool_gaussians(mu_f[None], var_f[None])
+        mu, var = pool_gaussians(mu_f, var_f)
+        return mu_trial, var_trial, mu, var
+
+    def _embedding_sample(self, y: torch.Tensor, session: int | str):
+        """e [batch, embed]: one draw of q(e_i) per trial in training, its mean in eval; plus (mu, var)."""
+        _, _, mu, var = self.embed(y, session)
+        e = mu.expand(y.shape[0], -1)
+        if self.training:
+            e = e + var.sqrt() * torch.randn_like(e)
+        return e, mu, var
+
+    def _filter(self, y, session, e, mode, n_samples, drop_local, local_mask) -> tuple[Posterior, list]:
+        mode = mode or self.cfg.mode
+        x, observed = self.read_in(y, session)
+        # NaN marks unobserved bins so the local encoder gives them a zero potential, as in XFADS.
+        x = torch.where(observed[..., None], x, torch.full_like(x, float("nan")))
+        a, A, _ = self.local(x)
+        b = B = None
+        if mode != "filter":
+            b, B = self.backward(a, A)
+        keep = torch.ones(a.shape[:2], dtype=torch.bool, device=a.device)
+        if drop_local > 0:
+            keep = keep & (torch.rand(a.shape[:2], device=a.device) >= drop_local)
+        if local_mask is not None:
+            keep = keep & local_mask
+        if drop_local > 0 or local_mask is not None:
+            w = keep.to(a.dtype)
+            a, A = a * w[..., None], A * w[..., None, None]
+        e = e.to(a.dtype).expand(y.shape[0], -1)  # [embed] or [batch, embed] -> [batch, embed]
+        adapters = self.dynamics.adapters(e)
+        post = low_rank_filter(
+            lambda z: self.dynamics(z, adapters), self.m0, self.q0(), self.q(), a, A, b, B,
+            n_samples=n_samples or self.cfg.samples, mode=mode,
+        )
+        return post, adapters
+
+    def posterior(self, y: torch.Tensor, session: int | str, e: torch.Tensor | None = None, *,
+                  mode: str | None = None, n_samples: int | None = None, drop_local: float = 0.0,
+                  local_mask: torch.Tensor | None = None) -> Posterior:
+        """y [batch, time, neuron_i] -> Posterior over [batch, time, latent].
+
+        e: [batch, embed] (or [embed]); None infers q(e_i) from y itself (a draw per trial in training,
+        the mean in eval). drop_local / local_mask as in XFADS.posterior."""
+        if e is None:
+            e, _, _ = self._embedding_sample(y, session)
+        return self._filter(y, session, e, mode, n_samples, drop_local, local_mask)[0]
+
+    def elbo(self, y: torch.Tensor, session: int | str, *, mode: str | None = None,
+             n_samples: int | None = None, drop_local: float = 0.0) -> MetaElbo:
+        """Monte Carlo ELBO terms for a batch of one session, y [batch, time, neuron_i]."""
+        e, mu, var = self._embedding_sample(y, session)
+        post, adapters = self._filter(y, session, e, mode, n_samples, drop_local, None)
+        s = self._session(session)
+        loglik = s.likelihood.log_prob(s.readout(post.samples[..., : self.read_dims]), y).sum(-1).mean(0).sum(-1)
+        kl = post.kl.sum(-1)
+        return MetaElbo(loglik - kl, loglik, kl, kl_std_normal(mu, var),
+                        self.dynamics.frobenius(adapters).mean(), post)
+
+    def loss(self, y: torch.Tensor, session: int | str, *, drop_local: float = 0.0) -> torch.Tensor:
+        """-ELBO per bin of a batch of one session, scalar:
+
+            [-sum_j elbo_j + KL(q(e_i) || p(e)) + lambda * frobenius] / (batch * time)
+
+        The per-session terms enter once per batch (MODEL.md section 6) and share the per-bin scale, so
+        the number is comparable with XFADS's loss (train/loop.py) and with other sessions' batches."""
+        t = self.elbo(y, session, drop_local=drop_local)
+        extra = t.kl_embed + self.cfg.frobenius_weight * t.frobenius
+        return (-t.elbo.sum() + extra) / (y.shape[0] * y.shape[1])
+
+    # -- forecasting --------------------------------------------------------------------------
+    def rollout(self, z: torch.Tensor, horizon: int, e: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample z_{t+1:t+H} from f(.; e). z [sample, batch, latent], e [batch, embed]
+        -> [sample, batch, horizon, latent]."""
+        f = self.dynamics_fn(e.to(z.dtype).expand(z.shape[1], -1))
+        std = self.q().sqrt()
+        out = []
+        for _ in range(horizon):
+            eps = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+            z = f(z) + std * eps
+            out.append(z)
+        return torch.stack(out, dim=2)
+
+    @torch.no_grad()
+    def forecast(self, y_context: torch.Tensor, session: int | str, horizon: int, *,
+                 n_samples: int | None = None, mode: str = "filter", e: torch.Tensor | None = None) -> Forecast:
+        """Filter the context [batch, t0, neuron_i] and roll q(z_t0)'s samples forward H steps.
+        e: [batch, embed] or [embed]; None: the mean of q(e_i) pooled over the context trials."""
+        if e is None:
+            e = self.embed(y_context, session)[2]
+        e = e.expand(y_context.shape[0], -1)
+        post = self.posterior(y_context, session, e, mode=mode, n_samples=n_samples)
+        z = self.rollout(post.samples[:, :, -1], horizon, e)
+        return Forecast(z, self.rates(z, session))
