@@ -53,10 +53,16 @@ def model_spec(data: SpikeData) -> dict:
 
 
 def build_model(config: Config, spec: dict, device="cpu") -> torch.nn.Module:
-    from xfads_cli.model.xfads import XFADS
-
+    """XFADS from a single-session spec, MetaXFADS from {"kind": "meta", "sessions": [spec, ...]}."""
     dtype = torch.float64 if config.train.dtype == "float64" else torch.float32
-    model = XFADS(config.model, spec["n_neurons"], torch.tensor(spec["heldin"]), spec["dt"])
+    if spec.get("kind") == "meta":
+        from xfads_cli.model.meta import MetaXFADS
+
+        model = MetaXFADS(config.model, spec["sessions"])
+    else:
+        from xfads_cli.model.xfads import XFADS
+
+        model = XFADS(config.model, spec["n_neurons"], torch.tensor(spec["heldin"]), spec["dt"])
     return model.to(device=device, dtype=dtype)
 
 

@@ -297,11 +297,15 @@ class MetaXFADS(nn.Module):
     def embed(self, y: torch.Tensor, session: int | str):
         """y [batch, time, neuron_i] -> (mu_trial, var_trial) [batch, embed], each trial's q(e | y_j),
         and (mu, var) [embed], q(e_i) pooled over all given trials."""
-        x, observed = self.read_in(y, session)
-        mu_f, var_f = self.embedder(x, observed)
+        mu_f, var_f = self.embedding_factors(y, session)
         mu_trial, var_trial = pool_gaussians(mu_f[None], var_f[None])
         mu, var = pool_gaussians(mu_f, var_f)
         return mu_trial, var_trial, mu, var
+
+    def embedding_factors(self, y: torch.Tensor, session: int | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each trial's Gaussian factor (mu_f, var_f) [batch, embed] before pooling with the prior."""
+        x, observed = self.read_in(y, session)
+        return self.embedder(x, observed)
 
     def _embedding_sample(self, y: torch.Tensor, session: int | str):
         """e [batch, embed]: one draw of q(e_i) per trial in training, its mean in eval; plus (mu, var)."""
@@ -394,3 +398,46 @@ class MetaXFADS(nn.Module):
         post = self.posterior(y_context, session, e, mode=mode, n_samples=n_samples)
         z = self.rollout(post.samples[:, :, -1], horizon, e)
         return Forecast(z, self.rates(z, session))
+
+
+class SessionView:
+    """A MetaXFADS bound to one session and a fixed embedding e (the mean of q(e_i)), exposing the
+    single-session XFADS interface (posterior, rates, forecast, elbo), so smoothing, forecasting and
+    evaluation code serves both model kinds unchanged."""
+
+    def __init__(self, model: MetaXFADS, session: int | str, e: torch.Tensor):
+        self.model, self.session, self.e = model, model.session_index(session), e
+        self.cfg = model.cfg
+
+    def _e(self, y: torch.Tensor) -> torch.Tensor:
+        return self.e.to(y).expand(y.shape[0], -1)
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    def posterior(self, y: torch.Tensor, **kwargs) -> Posterior:
+        return self.model.posterior(y, self.session, self._e(y), **kwargs)
+
+    def rates(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.rates(z, self.session)
+
+    def forecast(self, y_context: torch.Tensor, horizon: int, **kwargs) -> Forecast:
+        return self.model.forecast(y_context, self.session, horizon, e=self._e(y_context), **kwargs)
+
+    def elbo(self, y: torch.Tensor, **kwargs):
+        return self.model.elbo(y, self.session, **kwargs)
+
+
+@torch.no_grad()
+def session_embedding(model: MetaXFADS, y: torch.Tensor, session: int | str, batch_size: int = 256):
+    """q(e_i) pooled over all trials y [trial, time, neuron_i] (in batches to bound memory):
+    returns per-trial (mu, var) [trial, embed] and pooled (mu, var) [embed]."""
+    factors = [model.embedding_factors(y[i : i + batch_size], session) for i in range(0, y.shape[0], batch_size)]
+    mu_f, var_f = torch.cat([f[0] for f in factors]), torch.cat([f[1] for f in factors])
+    mu_t, var_t = pool_gaussians(mu_f[None], var_f[None])
+    mu, var = pool_gaussians(mu_f, var_f)
+    return mu_t, var_t, mu, var

@@ -70,21 +70,19 @@ def data_provenance(data) -> dict:
 
 def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto", overwrite: bool = False,
             resume: bool = False, max_epochs: int | None = None, progress=None, plot: bool = False) -> dict:
-    """Fit XFADS to one recording and write RUN_DIR; returns the summary (also in summary.json)."""
+    """Fit XFADS to one recording, or the meta-dynamical model to several (model.kind: meta, or more
+    than one DATA), and write RUN_DIR; returns the summary (also in summary.json)."""
     import torch
 
-    from xfads_cli.data.load import load_data
     from xfads_cli.data.provenance import package_versions
-    from xfads_cli.ops import as_tensor, build_model, evaluate, model_spec
+    from xfads_cli.data.sessions import load_sessions
+    from xfads_cli.ops import as_tensor, evaluate
     from xfads_cli.train.checkpoint import atomic_torch_save, load_checkpoint
     from xfads_cli.train.device import resolve_device
-    from xfads_cli.train.loop import fit
 
     out = Path(out)
-    if len(paths) != 1 or config.model.kind == "meta":
-        raise UsageError("fitting several sessions (model.kind: meta) is not available yet; pass one recording")
     _prepare_out(out, overwrite, resume)
-    state = None
+    state = ckpt = None
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
         config = load_config(base=ckpt["config"])
@@ -95,36 +93,48 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
 
         require_matplotlib()
 
-    data = load_data(paths[0], config.data)
-    train, valid = data.subset("train"), data.subset("valid")
-    if train.n_trials == 0:
-        raise UsageError(f"{paths[0]} gives no training trials; check data.split or the trial options")
+    sessions = load_sessions(paths, config.data)
+    meta = config.model.kind == "meta" or len(sessions) > 1
+    if meta and config.model.kind != "meta":
+        from dataclasses import replace
+
+        config = replace(config, model=replace(config.model, kind="meta"))
+    for data in sessions:
+        if data.subset("train").n_trials == 0:
+            raise UsageError(f"{data.provenance.get('path')} gives no training trials; check data.split or the trial options")
     dev = resolve_device(device)
     torch.manual_seed(config.seed)
-    spec = model_spec(data)
-    model = build_model(config, spec, dev)
-    train_y = as_tensor(train.counts, model)
-    valid_y = as_tensor(valid.counts, model) if valid.n_trials else None
-    if state is None:
-        model.init_from_data(train_y)
-    else:
+    model, spec = _build(config, sessions, dev)
+    trains = [as_tensor(d.subset("train").counts, model) for d in sessions]
+    valids = [as_tensor(d.subset("valid").counts, model) if d.subset("valid").n_trials else None for d in sessions]
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+    else:
+        for i, y in enumerate(trains):
+            if meta:
+                model.init_from_data(i, y)
+            else:
+                model.init_from_data(y)
     _atomic_text(out / "config.yaml", dump_config(config))
-
     base = {
         "format": FORMAT,
         "config": resolved_config(config),
         "spec": spec,
-        "data": data_provenance(data),
+        "data": [data_provenance(d) for d in sessions] if meta else data_provenance(sessions[0]),
         "versions": package_versions(),
     }
 
+    def views():
+        return session_views(model, sessions) if meta else [model]
+
     def evaluate_epoch(m) -> dict:
-        if valid_y is None:
-            return {}
         # cheap per-epoch scores only: no forecast pass, no decoder fit on the training trials
-        metrics = evaluate(m, data, config, splits=("valid",), forecast=False, decode=False)
-        return {k: v for k, v in metrics.items() if math.isfinite(v)}
+        out_metrics = {}
+        for view, data in zip(views(), sessions):
+            if data.subset("valid").n_trials:
+                scores = evaluate(view, data, config, splits=("valid",), forecast=False, decode=False)
+                out_metrics.update({_key(k, data, meta): v for k, v in scores.items() if math.isfinite(v)})
+        return out_metrics
 
     # The best parameters also travel inside last.pt, so a resumed run can still return them.
     best = {"model": state.get("best_model") if state else None}
@@ -140,21 +150,29 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
         _atomic_text(out / "metrics.csv", _metrics_csv(st["history"]))
 
     t0 = time.monotonic()
-    result = fit(model, train_y, valid_y, config.train, seed=config.seed, evaluate=evaluate_epoch,
-                 on_epoch=on_epoch, resume=state, max_epochs=max_epochs,
-                 callback=progress.update if progress is not None else None)
-    metrics = evaluate(model, data, config)
+    common = dict(seed=config.seed, evaluate=evaluate_epoch, on_epoch=on_epoch, resume=state, max_epochs=max_epochs,
+                  callback=progress.update if progress is not None else None)
+    if meta:
+        from xfads_cli.train.meta_loop import fit_meta
+
+        result = fit_meta(model, trains, valids, config.train, **common)
+    else:
+        from xfads_cli.train.loop import fit
+
+        result = fit(model, trains[0], valids[0], config.train, **common)
+    metrics = {}
+    for view, data in zip(views(), sessions):
+        metrics.update({_key(k, data, meta): v for k, v in evaluate(view, data, config).items()})
     summary = {
         "run_dir": str(out),
+        "kind": "meta" if meta else "xfads",
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,
         "best_valid_loss": result.best_valid_loss,
         "stopped": result.stopped,
         "seconds": time.monotonic() - t0,
         "metrics": metrics,
-        "data": {k: v for k, v in base["data"].items() if k in ("path", "sha256", "session", "bin_ms")}
-        | {"trials": data.n_trials, "neurons": data.n_neurons, "bins": data.n_time,
-           "heldout_neurons": int(data.heldout.sum())},
+        "data": [_data_summary(d) for d in sessions] if meta else _data_summary(sessions[0]),
         "device": str(dev),
         "versions": base["versions"],
     }
@@ -165,3 +183,36 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
         summary["plots"] = [str(plot_training(result.history, out / "training.png"))]
     return summary
 
+
+def _key(metric: str, data, meta: bool) -> str:
+    return f"{data.session}/{metric}" if meta else metric
+
+
+def _data_summary(data) -> dict:
+    return {"path": data.provenance.get("path"), "sha256": data.provenance.get("sha256"), "session": data.session,
+            "bin_ms": data.bin_ms, "trials": data.n_trials, "neurons": data.n_neurons, "bins": data.n_time,
+            "heldout_neurons": int(data.heldout.sum())}
+
+
+def _build(config: Config, sessions: list, device):
+    """The model and the plain-data spec that rebuilds it (stored in every checkpoint)."""
+    from xfads_cli.ops import build_model, model_spec
+
+    if config.model.kind != "meta":
+        spec = model_spec(sessions[0])
+        return build_model(config, spec, device), spec
+    spec = {"kind": "meta", "sessions": [model_spec(d) | {"name": d.session} for d in sessions]}
+    return build_model(config, spec, device), spec
+
+
+def session_views(model, sessions: list) -> list:
+    """One single-session view per session, each with its embedding pooled over the session's
+    training trials (the session's q(e_i))."""
+    from xfads_cli.model.meta import SessionView, session_embedding
+    from xfads_cli.ops import as_tensor
+
+    views = []
+    for i, data in enumerate(sessions):
+        y = as_tensor(data.subset("train").counts if data.subset("train").n_trials else data.counts, model)
+        views.append(SessionView(model, i, session_embedding(model, y, i)[2]))
+    return views
