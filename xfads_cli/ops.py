@@ -74,8 +74,6 @@ def load_run(run: Path, device: str = "auto", which: str = "best") -> Run:
     path = resolve_checkpoint(run, which)
     ckpt = load_checkpoint(path)
     config = load_config(base=ckpt["config"])
-    if config.model.kind == "meta":
-        raise UsageError(f"{path} is a multi-session meta model, which this version cannot use yet")
     model = build_model(config, ckpt["spec"], resolve_device(device))
     model.load_state_dict(ckpt["model"])
     model.eval()
@@ -92,7 +90,7 @@ def load_data_for_run(path: Path, run: Run, overrides=(), window_ms=None) -> Spi
     config = load_config(overrides=overrides, base=resolved_config(run.config))
     data_cfg = config.data if window_ms is None else replace(config.data, window_ms=window_ms)
     data = load_data(path, data_cfg)
-    spec = run.checkpoint["spec"]
+    spec = session_spec(run, data)
     if data.n_neurons != spec["n_neurons"]:
         raise UsageError(
             f"{Path(path).name} gives {data.n_neurons} neurons but the checkpoint was trained on {spec['n_neurons']}; "
@@ -103,6 +101,42 @@ def load_data_for_run(path: Path, run: Run, overrides=(), window_ms=None) -> Spi
     if abs(data.bin_ms - spec["bin_ms"]) > 1e-9:
         raise UsageError(f"data.bin_ms={data.bin_ms:g} but the model was trained with {spec['bin_ms']:g} ms bins")
     return data
+
+
+def session_spec(run: Run, data: SpikeData) -> dict:
+    """The checkpoint's spec for `data`'s session: the only one for XFADS; for a meta run the session
+    matched by name or by the file's sha256."""
+    spec = run.checkpoint["spec"]
+    if spec.get("kind") != "meta":
+        return spec
+    return spec["sessions"][session_index(run, data)]
+
+
+def session_index(run: Run, data: SpikeData) -> int:
+    specs = run.checkpoint["spec"]["sessions"]
+    names = [s["name"] for s in specs]
+    if data.session in names:
+        return names.index(data.session)
+    hashes = [d.get("sha256") for d in run.checkpoint.get("data", [])]
+    if data.provenance.get("sha256") in hashes:
+        return hashes.index(data.provenance["sha256"])
+    raise UsageError(
+        f"session '{data.session}' is not part of this run (sessions: {', '.join(names)}); "
+        f"add it with 'xfads adapt {run.path.parent} {data.provenance.get('path', 'DATA')} --trials N --out NEW_RUN'"
+    )
+
+
+def session_model(run: Run, data: SpikeData):
+    """The model to use on `data`: XFADS itself, or for a meta run a view of the matching session
+    with its embedding pooled over the session's training trials."""
+    if run.checkpoint["spec"].get("kind") != "meta":
+        return run.model
+    from xfads_cli.model.meta import SessionView, session_embedding
+
+    index = session_index(run, data)
+    train = data.subset("train")
+    y = as_tensor(train.counts if train.n_trials else data.counts, run)
+    return SessionView(run.model, index, session_embedding(run.model, y, index)[2])
 
 
 def as_tensor(counts: np.ndarray, like: Run | torch.nn.Module) -> torch.Tensor:
@@ -272,11 +306,12 @@ def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mo
     rows = data.subset(split)
     if rows.n_trials == 0:
         raise UsageError(f"{Path(data_path).name} has no '{split}' trials; use --split all")
-    arrays = smooth_arrays(run.model, as_tensor(rows.counts, run), mode=mode, n_samples=samples,
+    model = session_model(run, data)
+    arrays = smooth_arrays(model, as_tensor(rows.counts, run), mode=mode, n_samples=samples,
                            batch_size=run.config.train.batch_size)
     metrics = {k: float(v) for k, v in score_smoothed(arrays["rates_mean"], rows).items()}
     if split == "all":
-        metrics.update(evaluate(run.model, data, run.config, forecast=False))
+        metrics.update(evaluate(model, data, run.config, forecast=False))
     arrays.update({
         "counts": rows.counts, "trial_ids": rows.trial_ids, "split": rows.split,
         "unit_ids": rows.unit_ids.astype(str), "heldout": rows.heldout,
@@ -309,19 +344,21 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
     if mode not in ("filter", "smoother"):
         raise UsageError(f"--mode must be filter (causal context, default) or smoother, got '{mode}'")
     _check_format(out, fmt, overwrite)
-    run = load_run(run_path, device)
-    bin_ms = run.checkpoint["spec"]["bin_ms"]
-    context = _bins(context, context_ms, bin_ms, "context")
-    horizon = _bins(horizon, horizon_ms, bin_ms, "horizon")
+    for name, bins, ms in (("context", context, context_ms), ("horizon", horizon, horizon_ms)):
+        if (bins is None) == (ms is None):
+            raise UsageError(f"give exactly one of --{name} (bins) or --{name}-ms")
     if samples < 1:
         raise UsageError("--samples must be >= 1")
+    run = load_run(run_path, device)
     data = load_data_for_run(data_path, run, overrides)
+    context = _bins(context, context_ms, data.bin_ms, "context")
+    horizon = _bins(horizon, horizon_ms, data.bin_ms, "horizon")
     if context + horizon > data.n_time:
         data = _extend_windows(data_path, run, overrides, data, context + horizon)
     rows = data.subset(split)
     if rows.n_trials == 0:
         raise UsageError(f"{Path(data_path).name} has no '{split}' trials; use --split all")
-    arrays = forecast_arrays(run.model, as_tensor(rows.counts[:, :context], run), horizon, n_samples=samples,
+    arrays = forecast_arrays(session_model(run, data), as_tensor(rows.counts[:, :context], run), horizon, n_samples=samples,
                              mode=mode, batch_size=run.config.train.batch_size, keep_samples=keep_samples)
     metrics = {k: float(v) for k, v in score_forecast(arrays["rates_mean"], rows, context).items()}
     arrays.update({
@@ -348,8 +385,6 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
 
 
 def _bins(bins: int | None, ms: float | None, bin_ms: float, name: str) -> int:
-    if (bins is None) == (ms is None):
-        raise UsageError(f"give exactly one of --{name} (bins) or --{name}-ms")
     value = bins if bins is not None else int(round(ms / bin_ms))
     if value < 1:
         raise UsageError(f"--{name} must cover at least one bin ({bin_ms:g} ms), got {value}")
