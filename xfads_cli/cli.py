@@ -225,17 +225,51 @@ def forecast(
     _report(summary, f"xfads forecast: {summary['trials']} trials, {summary['horizon_bins']} bins ahead", json_out, quiet)
 
 
-def _not_yet(name: str, issue: str):
-    def command(ctx: typer.Context):
-        _stderr(f"failed: 'xfads {name}' is not implemented yet ({issue})")
-        raise typer.Exit(1)
+@app.command()
+@handle_errors
+def embed(
+    run: Annotated[Path, typer.Argument(help="A meta-dynamical run directory (or .pt checkpoint).")],
+    data: Annotated[list[Path], typer.Argument(help="Recordings of sessions in the run.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output HDF5 file.")],
+    set_: SetOpt = None,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    plot: PlotOpt = False,
+):
+    """Per-session embeddings q(e_i) (mean, variance) and per-trial embeddings of a meta run."""
+    from xfads_cli.meta_ops import embed as run_embed
 
-    command.__doc__ = f"[not implemented yet] {issue}."
-    app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(command)
+    summary = run_embed(run, data, out, overwrite=overwrite, overrides=set_ or [], device=device, plot=plot)
+    _report(summary, f"xfads embed: {len(summary['sessions'])} sessions", json_out, quiet)
 
 
-_not_yet("embed", "per-session embeddings of a meta-dynamical run")
-_not_yet("adapt", "few-shot adaptation of a meta-dynamical run to a new session")
+@app.command()
+@handle_errors
+def adapt(
+    run: Annotated[Path, typer.Argument(help="A meta-dynamical run directory (or .pt checkpoint).")],
+    data: Annotated[Path, typer.Argument(help="Recording of the NEW session.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New run directory (old sessions + the new one).")],
+    trials: Annotated[int, typer.Option("--trials", "-n", help="Number of training trials to adapt on.")],
+    max_epochs: Annotated[Optional[int], typer.Option("--max-epochs", help="Stop after this many epochs.")] = None,
+    time_limit: Annotated[Optional[float], typer.Option("--time-limit", help="Stop after this many minutes.")] = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    plot: PlotOpt = False,
+):
+    """Few-shot: fit a new session's read-in/readout on N trials with the shared dynamics frozen."""
+    from xfads_cli.meta_ops import adapt as run_adapt
+    from xfads_cli.progress import EpochProgress
+
+    with EpochProgress(max_epochs or 0, quiet=quiet) as progress:
+        summary = run_adapt(run, data, out, trials=trials, max_epochs=max_epochs, time_limit_min=time_limit,
+                            overwrite=overwrite, overrides=set_ or [], device=device, progress=progress, plot=plot)
+    _report(summary, f"xfads adapt: session {summary['adapted_session']} from {summary['trials']} trials, "
+            f"{summary['epochs']} epochs", json_out, quiet)
 
 
 def main() -> None:

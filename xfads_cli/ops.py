@@ -134,8 +134,10 @@ def session_model(run: Run, data: SpikeData):
     from xfads_cli.model.meta import SessionView, session_embedding
 
     index = session_index(run, data)
-    train = data.subset("train")
-    y = as_tensor(train.counts if train.n_trials else data.counts, run)
+    shots = run.checkpoint["spec"]["sessions"][index].get("embed_trial_ids")
+    # adapted sessions pool their embedding over the few-shot trials they were adapted on
+    rows = data.select(np.isin(data.trial_ids, shots)) if shots else data.subset("train")
+    y = as_tensor(rows.counts if rows.n_trials else data.counts, run)
     return SessionView(run.model, index, session_embedding(run.model, y, index)[2])
 
 

@@ -30,7 +30,7 @@ class EpochProgress:
                 TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=False,
             )
             self._bar.start()
-            self._task = self._bar.add_task("fit", total=self.total, completed=self.first, info="")
+            self._task = self._bar.add_task("fit", total=self.total or None, completed=self.first, info="")
         return self
 
     def update(self, record: dict) -> None:
@@ -41,7 +41,8 @@ class EpochProgress:
         if self._bar is not None:
             self._bar.update(self._task, completed=record["epoch"] + 1, info=info)
         else:
-            print(f"epoch {record['epoch'] + 1}/{self.total}  {info}  ({record.get('seconds', 0):.2f} s)", file=sys.stderr, flush=True)
+            of = f"/{self.total}" if self.total else ""
+            print(f"epoch {record['epoch'] + 1}{of}  {info}  ({record.get('seconds', 0):.2f} s)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         if self._bar is not None:

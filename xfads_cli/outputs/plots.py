@@ -201,6 +201,37 @@ def plot_latents(means: np.ndarray, out: Path, variances=None, trials=None, trut
     return _save(fig, out)
 
 
+def plot_embedding(means: np.ndarray, variances: np.ndarray, names: list[str], trial_means: np.ndarray,
+                   trial_session: np.ndarray, out: Path, param: tuple[str, np.ndarray] | None = None) -> Path:
+    """Session embeddings: means [session, embed] with +-2 sd bars, per-trial means [trial, embed] as
+    faint points; 1-D embeddings against the session index (or the regime parameter), 2-D as a plane
+    (first two dims otherwise). Coloured by session, or by the known regime parameter."""
+    make = _figure_factory()
+    fig = make(figsize=(6.5, 5))
+    ax = fig.add_subplot(1, 1, 1)
+    colour_values = param[1] if param is not None else np.arange(len(names))
+    cmap = "viridis"
+    if means.shape[1] == 1:
+        x = param[1] if param is not None else np.arange(len(names))
+        ax.errorbar(x, means[:, 0], yerr=2 * np.sqrt(variances[:, 0]), fmt="none", ecolor="0.6")
+        sc = ax.scatter(x, means[:, 0], c=colour_values, cmap=cmap, zorder=3)
+        ax.scatter(x[trial_session], trial_means[:, 0], c=colour_values[trial_session], cmap=cmap, s=6, alpha=0.3)
+        ax.set_xlabel(param[0] if param is not None else "session")
+        ax.set_ylabel("embedding")
+    else:
+        ax.scatter(trial_means[:, 0], trial_means[:, 1], c=colour_values[trial_session], cmap=cmap, s=6, alpha=0.3)
+        ax.errorbar(means[:, 0], means[:, 1], xerr=2 * np.sqrt(variances[:, 0]), yerr=2 * np.sqrt(variances[:, 1]),
+                    fmt="none", ecolor="0.6")
+        sc = ax.scatter(means[:, 0], means[:, 1], c=colour_values, cmap=cmap, s=60, edgecolors="k", zorder=3)
+        for (x, y), name in zip(means[:, :2], names):
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel("embedding dim 1")
+        ax.set_ylabel("embedding dim 2")
+    fig.colorbar(sc, ax=ax, label=param[0] if param is not None else "session index")
+    ax.set_title(f"Session embeddings ({len(names)} sessions; bars: +-2 sd; dots: single trials)")
+    return _save(fig, out)
+
+
 # --------------------------------------------------------------------------------------------------
 # matplotlib plumbing
 

@@ -77,7 +77,7 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
     from xfads_cli.data.provenance import package_versions
     from xfads_cli.data.sessions import load_sessions
     from xfads_cli.ops import as_tensor, evaluate
-    from xfads_cli.train.checkpoint import atomic_torch_save, load_checkpoint
+    from xfads_cli.train.checkpoint import load_checkpoint
     from xfads_cli.train.device import resolve_device
 
     out = Path(out)
@@ -136,21 +136,9 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
                 out_metrics.update({_key(k, data, meta): v for k, v in scores.items() if math.isfinite(v)})
         return out_metrics
 
-    # The best parameters also travel inside last.pt, so a resumed run can still return them.
-    best = {"model": state.get("best_model") if state else None}
-
-    def on_epoch(record: dict, is_best: bool, train_state) -> None:
-        st = train_state()
-        if is_best:
-            best["model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            atomic_torch_save({**base, "model": best["model"], "epoch": record["epoch"], "best": st["best"]}, out / "best.pt")
-        last = {**base, "model": model.state_dict(), "train_state": st, "epoch": record["epoch"], "best": st["best"],
-                "best_model": best["model"]}
-        atomic_torch_save(last, out / "last.pt")
-        _atomic_text(out / "metrics.csv", _metrics_csv(st["history"]))
-
+    writer = RunWriter(out, base, model, state)
     t0 = time.monotonic()
-    common = dict(seed=config.seed, evaluate=evaluate_epoch, on_epoch=on_epoch, resume=state, max_epochs=max_epochs,
+    common = dict(seed=config.seed, evaluate=evaluate_epoch, on_epoch=writer.on_epoch, resume=state, max_epochs=max_epochs,
                   callback=progress.update if progress is not None else None)
     if meta:
         from xfads_cli.train.meta_loop import fit_meta
@@ -176,12 +164,38 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
         "device": str(dev),
         "versions": base["versions"],
     }
-    _atomic_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
-    if plot:
-        from xfads_cli.outputs.plots import plot_training
+    return writer.finish(summary, result.history, plot)
 
-        summary["plots"] = [str(plot_training(result.history, out / "training.png"))]
-    return summary
+
+class RunWriter:
+    """Writes a run directory as training goes: best.pt when the validation loss improves, last.pt
+    and metrics.csv after every epoch (all atomically), summary.json (and plots) at the end."""
+
+    def __init__(self, out: Path, base: dict, model, state: dict | None = None):
+        self.out, self.base, self.model = out, base, model
+        # The best parameters also travel inside last.pt, so a resumed run can still return them.
+        self.best_model = state.get("best_model") if state else None
+
+    def on_epoch(self, record: dict, is_best: bool, train_state) -> None:
+        from xfads_cli.train.checkpoint import atomic_torch_save
+
+        st = train_state()
+        if is_best:
+            self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            atomic_torch_save({**self.base, "model": self.best_model, "epoch": record["epoch"], "best": st["best"]},
+                              self.out / "best.pt")
+        last = {**self.base, "model": self.model.state_dict(), "train_state": st, "epoch": record["epoch"],
+                "best": st["best"], "best_model": self.best_model}
+        atomic_torch_save(last, self.out / "last.pt")
+        _atomic_text(self.out / "metrics.csv", _metrics_csv(st["history"]))
+
+    def finish(self, summary: dict, history: list[dict], plot: bool) -> dict:
+        _atomic_text(self.out / "summary.json", json.dumps(summary, indent=2, default=str))
+        if plot:
+            from xfads_cli.outputs.plots import plot_training
+
+            summary["plots"] = [str(plot_training(history, self.out / "training.png"))]
+        return summary
 
 
 def _key(metric: str, data, meta: bool) -> str:

@@ -1,0 +1,94 @@
+"""Multi-session fit, embed and adapt through the CLI (meta-dynamical model, MODEL.md section 6)."""
+
+import json
+
+import h5py
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from xfads_cli.cli import app
+
+runner = CliRunner()
+FAST = ["--set", "model.samples=4", "--set", "model.latent_dim=2", "--set", "model.dynamics_hidden=16",
+        "--set", "model.encoder_hidden=16", "--set", "model.read_in_dim=8", "--set", "train.batch_size=8"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sessions")
+    for i, mu in enumerate((-0.5, 0.5, 1.5)):
+        result = invoke("simulate", "hopf", "--out", folder / f"hopf{i}.nwb", "--neurons", 6 + 2 * i, "--trials", 12,
+                        "--bins", 20, "--param", mu, "--seed", i)
+        assert result.exit_code == 0, result.output
+    new = tmp_path_factory.mktemp("new") / "hopf_new.nwb"
+    assert invoke("simulate", "hopf", "--out", new, "--neurons", 7, "--trials", 12, "--bins", 20, "--param", 1.0,
+                  "--seed", 7).exit_code == 0
+    return folder, new
+
+
+@pytest.fixture(scope="module")
+def meta_run(sessions, tmp_path_factory):
+    folder, _ = sessions
+    out = tmp_path_factory.mktemp("runs") / "meta"
+    result = invoke("fit", folder, "--out", out, "--max-epochs", 2, "--quiet", "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["kind"] == "meta" and len(summary["data"]) == 3
+    return out
+
+
+def test_embed_writes_sessions_and_trials(meta_run, sessions, tmp_path):
+    folder, _ = sessions
+    out = tmp_path / "embed.h5"
+    files = sorted(folder.glob("*.nwb"))
+    result = invoke("embed", meta_run, *files, "--out", out, "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    with h5py.File(out, "r") as f:
+        assert f["embed_mean"].shape == (3, 2) and f["embed_var"].shape == (3, 2)
+        assert (f["embed_var"][()] > 0).all()
+        assert f["trial_embed_mean"].shape == (36, 2)
+        assert list(f["param_mu"][()]) == [-0.5, 0.5, 1.5]
+    assert "rank_correlation" in json.loads(result.stdout)["metrics"]
+
+
+def test_adapt_trains_only_the_new_session(meta_run, sessions, tmp_path):
+    _, new = sessions
+    out = tmp_path / "adapted"
+    result = invoke("adapt", meta_run, new, "--trials", 4, "--out", out, "--max-epochs", 2, "--quiet")
+    assert result.exit_code == 0, result.output
+    old = torch.load(meta_run / "best.pt", weights_only=True)
+    adapted = torch.load(out / "last.pt", weights_only=True)
+    for key, value in old["model"].items():
+        assert torch.equal(value, adapted["model"][key]), key  # shared and old-session parameters untouched
+    new_keys = [k for k in adapted["model"] if k not in old["model"]]
+    assert new_keys and all(k.startswith("sessions.3.") for k in new_keys)
+    assert adapted["spec"]["sessions"][-1]["embed_trial_ids"] and len(adapted["spec"]["sessions"]) == 4
+    fc = invoke("forecast", out, new, "--out", tmp_path / "f.h5", "--context", 12, "--horizon", 8, "--quiet")
+    assert fc.exit_code == 0, fc.output
+    sm = invoke("smooth", out, new, "--out", tmp_path / "s.h5", "--quiet")
+    assert sm.exit_code == 0, sm.output
+
+
+def test_meta_failure_paths(meta_run, sessions, tmp_path):
+    folder, new = sessions
+    too_many = invoke("adapt", meta_run, new, "--trials", 50, "--out", tmp_path / "a")
+    assert too_many.exit_code == 2 and "lower --trials" in too_many.output
+    unknown = invoke("smooth", meta_run, new, "--out", tmp_path / "s.h5")
+    assert unknown.exit_code == 2 and "xfads adapt" in unknown.output
+    single = tmp_path / "single"
+    assert invoke("fit", folder / "hopf0.nwb", "--out", single, "--max-epochs", 1, "--quiet", *FAST).exit_code == 0
+    not_meta = invoke("adapt", single, new, "--trials", 2, "--out", tmp_path / "b")
+    assert not_meta.exit_code == 2 and "meta" in not_meta.output
+    # the adapted session changes its neuron count: the run refuses it
+    out = tmp_path / "adapted"
+    assert invoke("adapt", meta_run, new, "--trials", 2, "--out", out, "--max-epochs", 1, "--quiet").exit_code == 0
+    changed = tmp_path / "hopf_new.nwb"
+    assert invoke("simulate", "hopf", "--out", changed, "--neurons", 9, "--trials", 12, "--bins", 20).exit_code == 0
+    mismatch = invoke("forecast", out, changed, "--out", tmp_path / "f.h5", "--context", 10, "--horizon", 5)
+    assert mismatch.exit_code == 2 and "neurons" in mismatch.output
+    assert not (tmp_path / "f.h5").exists() and not (tmp_path / "a").exists()
