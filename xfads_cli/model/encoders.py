@@ -60,3 +60,19 @@ class BackwardEncoder(nn.Module):
         b = out[..., : self.latent_dim]
         B = out[..., self.latent_dim :].unflatten(-1, (self.latent_dim, self.rank))
         return b, B
+
+
+def drop_local_potentials(a: torch.Tensor, A: torch.Tensor, drop: float = 0.0,
+                          keep_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero the local potential alpha_t on a random fraction `drop` of bins (training: the posterior
+    there is carried by the dynamics alone, which trains f to predict) and wherever `keep_mask`
+    [batch, time] is False (e.g. forecast contexts). a: [batch, time, latent], A: [batch, time, latent, rank]."""
+    if drop <= 0 and keep_mask is None:
+        return a, A
+    keep = torch.ones(a.shape[:2], dtype=torch.bool, device=a.device)
+    if drop > 0:
+        keep = keep & (torch.rand(a.shape[:2], device=a.device) >= drop)
+    if keep_mask is not None:
+        keep = keep & keep_mask
+    w = keep.to(a.dtype)
+    return a * w[..., None], A * w[..., None, None]

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from xfads_cli.config import ModelConfig
 from xfads_cli.model.dynamics import build_dynamics
-from xfads_cli.model.encoders import BackwardEncoder, LocalEncoder
+from xfads_cli.model.encoders import BackwardEncoder, LocalEncoder, drop_local_potentials
 from xfads_cli.model.filtering import Posterior, low_rank_filter
 from xfads_cli.model.likelihoods import build_likelihood
 
@@ -95,14 +95,7 @@ class XFADS(nn.Module):
         b = B = None
         if mode != "filter":
             b, B = self.backward(a, A)
-        keep = torch.ones(a.shape[:2], dtype=torch.bool, device=a.device)
-        if drop_local > 0:
-            keep = keep & (torch.rand(a.shape[:2], device=a.device) >= drop_local)
-        if local_mask is not None:
-            keep = keep & local_mask
-        if drop_local > 0 or local_mask is not None:
-            w = keep.to(a.dtype)
-            a, A = a * w[..., None], A * w[..., None, None]
+        a, A = drop_local_potentials(a, A, drop_local, local_mask)
         return low_rank_filter(
             self.dynamics, self.m0, self.q0(), self.q(), a, A, b, B,
             n_samples=n_samples or self.cfg.samples, mode=mode,
