@@ -99,11 +99,6 @@ def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, args, fragment):
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def test_unimplemented_commands_exit_nonzero():
-    result = invoke("embed", "run", "x.nwb")
-    assert result.exit_code == 1 and "not implemented yet" in result.output
-
-
 def test_inspect_every_real_nwb_file(real_dir):
     files = sorted(real_dir.glob("*.nwb"))
     assert files

@@ -104,6 +104,50 @@ class HyperMLPDynamics(nn.Module):
         return total
 
 
+class InputMLPDynamics(nn.Module):
+    """Baselines of the meta model (MODEL.md section 6, "Baselines"), with HyperMLPDynamics' interface:
+
+        use_embedding=True:   f(z; e) = z + MLP([z, e])    (the embedding fed as an input to f)
+        use_embedding=False:  f(z; e) = z + MLP(z)         (shared dynamics, the embedding ignored)
+
+    `adapters(e)` just carries e to `forward`; there is no low-rank term, so `frobenius` is zero.
+    """
+
+    def __init__(self, latent_dim: int, hidden: int = 128, layers: int = 1, *, embed_dim: int = 2,
+                 use_embedding: bool = True, activation: str = "silu"):
+        super().__init__()
+        self.use_embedding = use_embedding
+        dims = [latent_dim + (embed_dim if use_embedding else 0)] + [hidden] * layers
+        blocks: list[nn.Module] = []
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            blocks += [nn.Linear(d_in, d_out), ACTIVATIONS[activation]()]
+        self.hidden = nn.Sequential(*blocks)
+        self.out = nn.Linear(dims[-1], latent_dim)
+        nn.init.normal_(self.out.weight, std=1e-3)  # f starts near the identity, as MLPDynamics
+        nn.init.zeros_(self.out.bias)
+
+    def adapters(self, e: torch.Tensor) -> list:
+        """e: [batch, embed] -> [(e,)] (or [] when the embedding is ignored)."""
+        return [(e,)] if self.use_embedding else []
+
+    def forward(self, z: torch.Tensor, adapters: list | None = None) -> torch.Tensor:
+        """z: [..., batch, latent]; adapters from `adapters(e)` (None: e = 0)."""
+        h = z
+        if self.use_embedding:
+            n_e = self.hidden[0].in_features - z.shape[-1]
+            e = adapters[0][0] if adapters else z.new_zeros(z.shape[-2], n_e)
+            h = torch.cat([z, e.to(z.dtype).expand(*z.shape[:-1], n_e)], dim=-1)
+        return z + self.out(self.hidden(h))
+
+    @staticmethod
+    def frobenius(adapters: list) -> torch.Tensor:
+        """No low-rank adaptation: zero per trial, [batch] (scalar 0 without an embedding)."""
+        return adapters[0][0].new_zeros(adapters[0][0].shape[0]) if adapters else torch.zeros(())
+
+
+ADAPTATIONS = ("hyper", "none", "input")
+
+
 def _lowrank(h: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     """h [..., batch, in], U [batch, out, rank], V [batch, in, rank] -> h V U^T [..., batch, out]."""
     hv = (h.unsqueeze(-2) @ V).squeeze(-2)  # [..., batch, rank]
@@ -197,15 +241,25 @@ class MetaXFADS(nn.Module):
     latents z [..., latent]. Sessions are addressed by index (or name) in `self.sessions`.
     """
 
-    def __init__(self, cfg: ModelConfig, sessions: Sequence[dict]):
+    def __init__(self, cfg: ModelConfig, sessions: Sequence[dict], *, adaptation: str = "hyper"):
+        """adaptation: how e enters the dynamics. "hyper" (the model): low-rank hypernetwork weights;
+        "input": f(z; e) = z + MLP([z, e]); "none": f(z) = z + MLP(z), e ignored (the last two are
+        the paper's baselines, benchmarks/meta_fewshot.py)."""
         super().__init__()
         if cfg.dynamics != "mlp":
             raise ValueError(f"the meta model adapts MLP dynamics only; got dynamics '{cfg.dynamics}'")
+        if adaptation not in ADAPTATIONS:
+            raise ValueError(f"adaptation must be one of {', '.join(ADAPTATIONS)}; got {adaptation!r}")
         self.cfg = cfg
+        self.adaptation = adaptation
         L = cfg.latent_dim
         self.read_dims = cfg.read_dims or L
-        self.dynamics = HyperMLPDynamics(L, cfg.dynamics_hidden, cfg.dynamics_layers, embed_dim=cfg.embed_dim,
-                                         rank=cfg.hyper_rank, hyper_hidden=cfg.encoder_hidden)
+        if adaptation == "hyper":
+            self.dynamics = HyperMLPDynamics(L, cfg.dynamics_hidden, cfg.dynamics_layers, embed_dim=cfg.embed_dim,
+                                             rank=cfg.hyper_rank, hyper_hidden=cfg.encoder_hidden)
+        else:
+            self.dynamics = InputMLPDynamics(L, cfg.dynamics_hidden, cfg.dynamics_layers, embed_dim=cfg.embed_dim,
+                                             use_embedding=adaptation == "input")
         self.embedder = EmbeddingEncoder(cfg.read_in_dim, cfg.embed_dim, cfg.encoder_hidden)
         self.local = LocalEncoder(cfg.read_in_dim, L, cfg.rank_local, cfg.encoder_hidden, log_inputs=False)
         self.backward = BackwardEncoder(L, cfg.rank_local, cfg.rank_backward, cfg.encoder_hidden)
