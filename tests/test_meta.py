@@ -207,3 +207,32 @@ def test_rebuilds_from_session_specs_and_gaussian_likelihood_reads_raw_values():
     y = torch.randn(3, 10, 8)
     terms = gauss.elbo(y, 1)
     assert bool(torch.isfinite(terms.elbo).all()) and len(list(gauss.session_parameters(1))) == 5
+
+
+@pytest.mark.parametrize("adaptation", ["input", "none"])
+def test_baseline_adaptations_run_with_the_same_shapes(adaptation):
+    """The paper's baselines (benchmarks/meta_fewshot.py): embedding as a dynamics input, or no embedding."""
+    torch.manual_seed(0)
+    model = MetaXFADS(CFG, specs(), adaptation=adaptation)
+    B, T, H, E, L = 3, 10, 4, CFG.embed_dim, CFG.latent_dim
+    y = counts(B, T, NEURONS[1], seed=1)
+    t = model.elbo(y, 1)
+    assert t.elbo.shape == (B,) and t.posterior.mean.shape == (B, T, L)
+    assert float(t.frobenius) == 0.0
+    loss = model.loss(y, 1, drop_local=0.1)
+    loss.backward()
+    assert math.isfinite(float(loss))
+    fc = model.forecast(y, 1, H, n_samples=6)
+    assert fc.latents.shape == (6, B, H, L) and fc.rates.shape == (6, B, H, NEURONS[1])
+    z = torch.randn(5, B, L)
+    e0, e1 = torch.zeros(B, E), torch.ones(B, E)
+    f0, f1 = model.dynamics(z, model.dynamics.adapters(e0)), model.dynamics(z, model.dynamics.adapters(e1))
+    assert f0.shape == z.shape
+    # only "input" lets e change f
+    assert torch.allclose(model.dynamics(z, None), f0)
+    assert torch.allclose(f0, f1) == (adaptation == "none")
+
+
+def test_unknown_adaptation_is_rejected():
+    with pytest.raises(ValueError, match="adaptation"):
+        MetaXFADS(CFG, specs(), adaptation="linear")

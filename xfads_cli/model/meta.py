@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from xfads_cli.config import ModelConfig
 from xfads_cli.model.dynamics import ACTIVATIONS, MLPDynamics
-from xfads_cli.model.encoders import BackwardEncoder, LocalEncoder
+from xfads_cli.model.encoders import BackwardEncoder, LocalEncoder, drop_local_potentials
 from xfads_cli.model.filtering import Posterior, low_rank_filter
 from xfads_cli.model.likelihoods import build_likelihood
 from xfads_cli.model.xfads import Forecast, _softplus_inv
@@ -378,14 +378,7 @@ class MetaXFADS(nn.Module):
         b = B = None
         if mode != "filter":
             b, B = self.backward(a, A)
-        keep = torch.ones(a.shape[:2], dtype=torch.bool, device=a.device)
-        if drop_local > 0:
-            keep = keep & (torch.rand(a.shape[:2], device=a.device) >= drop_local)
-        if local_mask is not None:
-            keep = keep & local_mask
-        if drop_local > 0 or local_mask is not None:
-            w = keep.to(a.dtype)
-            a, A = a * w[..., None], A * w[..., None, None]
+        a, A = drop_local_potentials(a, A, drop_local, local_mask)
         e = e.to(a.dtype).expand(y.shape[0], -1)  # [embed] or [batch, embed] -> [batch, embed]
         adapters = self.dynamics.adapters(e)
         post = low_rank_filter(

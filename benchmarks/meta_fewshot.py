@@ -1,0 +1,239 @@
+"""Few-shot adaptation of the meta-dynamical model on a simulated family of systems (the paper's protocol,
+scaled to 2 CPU cores).
+
+    python benchmarks/meta_fewshot.py [--quick] [--minutes 3] [--system hopf] [--seed 0]
+
+Protocol (MODEL.md section 6, "Baselines"):
+  * a family of sessions from `simulate_arrays(system, param=p)`, p spanning a range, neuron counts differing
+    per session; training sessions at evenly spaced p, 3 held-out sessions at p strictly inside the range
+    (between training values);
+  * the shared model is trained on the training sessions (`fit_meta`, a wall-clock budget per variant);
+  * for each held-out session and n in {1, 8, 16}: a new session is added from its first n trials, the
+    shared parameters are frozen, and only the session's read-in / readout are trained on the n trials
+    (a fixed number of steps, no validation set), exactly as `xfads adapt` does;
+  * score: 30-step forecast R^2 of the noise-free rates. On each TEST trial of the held-out session (never
+    used for adaptation) the causal filter reads the first `context` bins, the posterior samples at the last
+    context bin are rolled 30 steps ahead, and the mean forecast rate (expected counts per bin) is compared
+    with the true rates of those 30 bins: r2_score over (trial x time) rows, uniform average over neurons.
+    The embedding used is q(e) pooled over the n adaptation trials.
+
+Methods: meta (hypernetwork, MetaXFADS adaptation="hyper"); (b) shared dynamics without embedding
+(adaptation="none"); (c) embedding as an input to the dynamics (adaptation="input"); (a) a single-session
+XFADS trained from scratch on the same n trials (same step budget).
+
+Embedding check: the Spearman rank correlation between each session's pooled embedding mean and the
+generating parameter, on the embedding dimension that correlates best over the TRAINING sessions, for the
+3 held-out sessions (n = 16 shots) and for all sessions together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from xfads_cli.config import ModelConfig, TrainConfig
+from xfads_cli.data.simulate import simulate_arrays
+from xfads_cli.meta_ops import spearman
+from xfads_cli.model.meta import MetaXFADS, SessionView, session_embedding
+from xfads_cli.model.xfads import XFADS
+from xfads_cli.outputs.metrics import r2_score
+from xfads_cli.train.loop import fit
+from xfads_cli.train.meta_loop import fit_meta
+
+PUBLISHED = {"meta": (0.69, 0.78, 0.87), "single": (0.47, 0.79, 0.79)}
+LABELS = {"hyper": "meta (hypernetwork)", "none": "(b) shared, no embedding",
+          "input": "(c) embedding as input", "single": "(a) single-session XFADS"}
+
+
+def make_family(args):
+    """Training and held-out sessions: dicts with name, param, counts [trial, time, neuron] (float32 tensor),
+    rates (numpy, expected counts per bin)."""
+    rng = np.random.default_rng(args.seed)
+    lo, hi = args.param_range
+    train_params = np.linspace(lo, hi, args.sessions)
+    step = train_params[1] - train_params[0]
+    # held out: midway between two training values, at about 1/5, 1/2 and 4/5 of the range
+    ks = sorted({int(round((args.sessions - 2) * f)) for f in (0.2, 0.5, 0.8)})
+    held_params = [train_params[k] + step / 2 for k in ks]
+
+    def session(name, param, trials, seed):
+        n = int(rng.integers(args.neurons[0], args.neurons[1] + 1))
+        sim = simulate_arrays(args.system, neurons=n, trials=trials, bins=args.bins, bin_ms=20.0, seed=seed,
+                              base_rate_hz=args.rate, param=float(param))
+        return {"name": name, "param": float(param), "n": n, "rates": sim["rates"],
+                "counts": torch.tensor(sim["counts"], dtype=torch.float32)}
+
+    train = [session(f"train{i}", p, args.trials, 1000 * args.seed + i) for i, p in enumerate(train_params)]
+    held = [session(f"held{i}", p, max(args.shots) + args.test_trials, 1000 * args.seed + 500 + i)
+            for i, p in enumerate(held_params)]
+    return train, held
+
+
+def spec(s):
+    return {"name": s["name"], "n_neurons": s["n"], "dt": 0.02}
+
+
+def forecast_r2(model, y_test, rates_test, context, horizon, samples):
+    """R^2 of the mean forecast rate against the true rates over the `horizon` bins after `context`."""
+    with torch.no_grad():
+        fc = model.forecast(y_test[:, :context], horizon, n_samples=samples)
+    pred = fc.rates.mean(0).numpy()
+    true = rates_test[:, context : context + horizon]
+    return r2_score(true.reshape(-1, true.shape[-1]), pred.reshape(-1, pred.shape[-1]))
+
+
+def train_meta(adaptation, train, mcfg, tcfg, args):
+    torch.manual_seed(args.seed)
+    model = MetaXFADS(mcfg, [spec(s) for s in train], adaptation=adaptation)
+    n_valid = args.valid_trials
+    for i, s in enumerate(train):
+        model.init_from_data(i, s["counts"][n_valid:])
+    t0 = time.monotonic()
+    res = fit_meta(model, [s["counts"][n_valid:] for s in train], [s["counts"][:n_valid] for s in train],
+                   tcfg, seed=args.seed)
+    model.eval()
+    return model, res, time.monotonic() - t0
+
+
+def adapt_meta(trained, s, n, acfg, args):
+    """Copy of the trained model + the held-out session from its first n trials, shared parts frozen."""
+    model = copy.deepcopy(trained)
+    y = s["counts"][:n]
+    i = model.add_session(spec(s), y)
+    model.freeze_shared()
+    model.train()
+    fit_meta(model, [None] * i + [y], [None] * (i + 1), acfg, seed=args.seed,
+             parameters=list(model.session_parameters(i)))
+    model.eval()
+    e = session_embedding(model, y, i)[2]
+    return SessionView(model, i, e), e.numpy()
+
+
+def fit_single(s, n, mcfg, scfg, args):
+    """A fresh XFADS on the first n trials; if the loss diverges, retried once with lr / 3."""
+    from xfads_cli.errors import RunFailure
+
+    y = s["counts"][:n]
+    for lr in (scfg.lr, scfg.lr / 3):
+        torch.manual_seed(args.seed)
+        model = XFADS(replace(mcfg, kind="xfads"), s["n"], torch.ones(s["n"], dtype=torch.bool), dt=0.02)
+        model.init_from_data(y)
+        try:
+            fit(model, y, None, replace(scfg, lr=lr), seed=args.seed)
+            break
+        except RunFailure as err:
+            print(f"  single-session fit on {s['name']}, n={n}: {err}; retrying with lr {lr / 3:g}", flush=True)
+    model.eval()
+    return model
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (< 3 min)")
+    p.add_argument("--minutes", type=float, default=3.0, help="training budget of EACH shared model (3 variants)")
+    p.add_argument("--system", default="hopf", choices=["hopf", "duffing"])
+    p.add_argument("--param-range", type=float, nargs=2, default=None, help="default hopf: -1 2, duffing: -2 2")
+    p.add_argument("--sessions", type=int, default=8, help="training sessions")
+    p.add_argument("--trials", type=int, default=32, help="trials per training session")
+    p.add_argument("--valid-trials", type=int, default=4, help="of which held out for early stopping")
+    p.add_argument("--test-trials", type=int, default=16, help="test trials per held-out session")
+    p.add_argument("--neurons", type=int, nargs=2, default=(15, 30))
+    p.add_argument("--bins", type=int, default=60)
+    p.add_argument("--context", type=int, default=30)
+    p.add_argument("--horizon", type=int, default=30)
+    p.add_argument("--rate", type=float, default=10.0, help="mean firing rate (Hz)")
+    p.add_argument("--shots", type=int, nargs="+", default=(1, 8, 16))
+    p.add_argument("--adapt-steps", type=int, default=60, help="steps of few-shot training (meta variants)")
+    p.add_argument("--single-steps", type=int, default=100, help="steps of the single-session baseline")
+    p.add_argument("--samples", type=int, default=100, help="forecast samples")
+    p.add_argument("--methods", nargs="+", default=["hyper", "none", "input", "single"])
+    p.add_argument("--latent", type=int, default=4)
+    p.add_argument("--train-samples", type=int, default=5, help="filter samples per trial in training")
+    p.add_argument("--adapt-lr", type=float, default=2e-2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="1: two threads thrash when another job shares the 2 cores")
+    args = p.parse_args()
+    if args.param_range is None:
+        args.param_range = (-1.0, 2.0) if args.system == "hopf" else (-2.0, 2.0)
+    if args.quick:
+        args.minutes, args.sessions, args.trials, args.valid_trials = 0.3, 6, 16, 4
+        args.test_trials, args.neurons, args.adapt_steps, args.single_steps, args.samples = 8, (10, 16), 15, 20, 50
+    torch.set_num_threads(args.threads)
+    t_start = time.monotonic()
+
+    mcfg = ModelConfig(kind="meta", latent_dim=args.latent, dynamics_hidden=64, encoder_hidden=32, rank_local=4,
+                       rank_backward=2, samples=args.train_samples, embed_dim=2, read_in_dim=16, hyper_rank=2)
+    tcfg = TrainConfig(max_epochs=100000, batch_size=16, lr=3e-3, lr_decay=0.995, patience=10**9, drop_local=0.2,
+                       time_limit_min=args.minutes)
+    # few shots: one batch per epoch (batch >= 16), so epochs = steps; no validation set (n = 1 has none)
+    acfg = TrainConfig(max_epochs=args.adapt_steps, batch_size=max(args.shots), lr=args.adapt_lr, lr_decay=0.99,
+                       patience=10**9, drop_local=0.2)
+    scfg = replace(acfg, max_epochs=args.single_steps, lr=1e-2)
+
+    train, held = make_family(args)
+    print(f"system={args.system} params train={[round(s['param'], 2) for s in train]} "
+          f"held-out={[round(s['param'], 2) for s in held]}")
+    print(f"neurons train={[s['n'] for s in train]} held-out={[s['n'] for s in held]}; {args.trials} trials x "
+          f"{args.bins} bins (20 ms) per training session; held-out: shots from the first {max(args.shots)} trials, "
+          f"{args.test_trials} test trials; forecast context {args.context} bins, horizon {args.horizon}", flush=True)
+
+    r2 = {m: np.full((len(held), len(args.shots)), np.nan) for m in args.methods}
+    rho = {}
+    for m in args.methods:
+        t0 = time.monotonic()
+        if m == "single":
+            for h, s in enumerate(held):
+                for k, n in enumerate(args.shots):
+                    model = fit_single(s, n, mcfg, scfg, args)
+                    y_test, r_test = s["counts"][max(args.shots):], s["rates"][max(args.shots):]
+                    r2[m][h, k] = forecast_r2(model, y_test, r_test, args.context, args.horizon, args.samples)
+            print(f"{LABELS[m]}: {time.monotonic() - t0:.0f} s; R2 per held-out session x n:\n{r2[m].round(3)}",
+                  flush=True)
+            continue
+        trained, res, secs = train_meta(m, train, mcfg, tcfg, args)
+        print(f"{LABELS[m]}: trained {len(res.history)} epochs in {secs:.0f} s, best epoch {res.best_epoch}, "
+              f"valid loss {res.best_valid_loss:.4f}", flush=True)
+        train_e = np.stack([session_embedding(trained, s["counts"], i)[2].numpy() for i, s in enumerate(train)])
+        held_e = np.zeros((len(held), train_e.shape[1]))
+        for h, s in enumerate(held):
+            for k, n in enumerate(args.shots):
+                view, e = adapt_meta(trained, s, n, acfg, args)
+                y_test, r_test = s["counts"][max(args.shots):], s["rates"][max(args.shots):]
+                r2[m][h, k] = forecast_r2(view, y_test, r_test, args.context, args.horizon, args.samples)
+                if n == max(args.shots):
+                    held_e[h] = e
+        if m != "none":
+            tp = np.array([s["param"] for s in train])
+            hp = np.array([s["param"] for s in held])
+            per_dim = [spearman(train_e[:, d], tp) for d in range(train_e.shape[1])]
+            d = int(np.nanargmax(np.abs(per_dim)))
+            rho[m] = {"dim": d, "train": per_dim[d], "held": spearman(held_e[:, d], hp),
+                      "all": spearman(np.concatenate([train_e[:, d], held_e[:, d]]), np.concatenate([tp, hp]))}
+            print(f"  embedding means (train, dim {d}): {np.round(train_e[:, d].astype(float), 2).tolist()}")
+            print(f"  embedding means (held-out, n={max(args.shots)}): {np.round(held_e[:, d].astype(float), 2).tolist()}")
+        print(f"  adaptation + scoring {time.monotonic() - t0 - secs:.0f} s; R2 per held-out session x n:\n"
+              f"{r2[m].round(3)}", flush=True)
+
+    print()
+    head = f"{'method':32s}" + "".join(f"{'n=' + str(n):>8s}" for n in args.shots)
+    print(f"30-step forecast R^2 of the true rates, mean over {len(held)} held-out sessions")
+    print(head)
+    for m in args.methods:
+        print(f"{LABELS[m]:32s}" + "".join(f"{v:8.3f}" for v in np.nanmean(r2[m], axis=0)))
+    if tuple(args.shots) == (1, 8, 16):
+        for m, ref in PUBLISHED.items():
+            print(f"{'published ' + m:32s}" + "".join(f"{v:8.2f}" for v in ref))
+    for m, r in rho.items():
+        sign = "" if r["train"] >= 0 else " (sign flipped: the embedding axis is arbitrary)"
+        print(f"embedding rank correlation, {LABELS[m]}: dim {r['dim']}: training sessions {r['train']:+.2f}, "
+              f"held-out (3) {r['held']:+.2f}, all {r['all']:+.2f}{sign}")
+    print(f"wall time {time.monotonic() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
