@@ -7,6 +7,7 @@ Every file carries root attributes `config` (resolved YAML), `checkpoint_sha256`
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -27,22 +28,26 @@ def check_output(path: Path, overwrite: bool) -> Path:
     return path
 
 
-def _plain(value):
+def jsonable(value):
+    """Plain JSON data: numpy scalars/arrays to Python, paths to str, non-finite floats to None
+    (strict JSON has no NaN), unknown objects to their str()."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
+        return jsonable(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
 
 
 def to_json(value) -> str:
-    return json.dumps(_plain(value), sort_keys=False)
+    return json.dumps(jsonable(value), sort_keys=False)
 
 
 def write_h5(path: Path, datasets: dict[str, np.ndarray], attrs: dict, overwrite: bool = False) -> Path:

@@ -24,7 +24,6 @@ to the original one. The copy stays valid against the current schema and holds t
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import warnings
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from xfads_cli.errors import UsageError
+from xfads_cli.outputs.h5 import jsonable
 
 NWB_SUFFIX = ".nwb"  # the temporary copy keeps it: pynwb warns about other names
 
@@ -68,7 +68,7 @@ def write_nwb_copy(
         "n_trials": n_trial,
         "n_time": n_time,
         "series": list(series),
-        "attrs": _jsonable(attrs),
+        "attrs": jsonable(attrs),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as `out` so that os.replace is an atomic rename; the pid keeps concurrent runs apart.
@@ -205,24 +205,6 @@ def _timeseries(series: dict[str, np.ndarray], start_s, bin_ms: float, units: di
 
 # --------------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def _jsonable(value):
-    """Plain JSON data: numpy scalars/arrays to Python, paths to str, non-finite floats to None
-    (strict JSON has no NaN), unknown objects to their str()."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    return str(value)
 
 
 def _first_line(exc: Exception) -> str:
