@@ -162,7 +162,9 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     if changed:  # a bug, not a user error: shared parameters must never move during adapt
         raise RuntimeError(f"adapt changed shared parameters: {changed[:3]}")
     model.eval()
-    view = _new_session_view(model, index, y)
+    from xfads_cli.model.meta import SessionView
+
+    view = SessionView.pooled(model, index, y)
     metrics = evaluate(view, data, config, splits=("valid", "test"))
     summary = {
         "run_dir": str(out), "kind": "meta", "adapted_session": data.session, "trials": trials,
@@ -172,8 +174,3 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     }
     return writer.finish(summary, result.history, plot)
 
-
-def _new_session_view(model, index: int, y: torch.Tensor):
-    from xfads_cli.model.meta import SessionView, session_embedding
-
-    return SessionView(model, index, session_embedding(model, y, index)[2])

@@ -131,14 +131,14 @@ def session_model(run: Run, data: SpikeData):
     with its embedding pooled over the session's training trials."""
     if run.checkpoint["spec"].get("kind") != "meta":
         return run.model
-    from xfads_cli.model.meta import SessionView, session_embedding
+    from xfads_cli.model.meta import SessionView
 
     index = session_index(run, data)
     shots = run.checkpoint["spec"]["sessions"][index].get("embed_trial_ids")
     # adapted sessions pool their embedding over the few-shot trials they were adapted on
     rows = data.select(np.isin(data.trial_ids, shots)) if shots else data.subset("train")
     y = as_tensor(rows.counts if rows.n_trials else data.counts, run)
-    return SessionView(run.model, index, session_embedding(run.model, y, index)[2])
+    return SessionView.pooled(run.model, index, y)
 
 
 def as_tensor(counts: np.ndarray, like: Run | torch.nn.Module) -> torch.Tensor:

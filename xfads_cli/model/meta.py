@@ -456,6 +456,11 @@ class SessionView:
         self.model, self.session, self.e = model, model.session_index(session), e
         self.cfg = model.cfg
 
+    @classmethod
+    def pooled(cls, model: MetaXFADS, session: int | str, y: torch.Tensor) -> "SessionView":
+        """The view whose e is the mean of q(e_i) pooled over trials y [trial, time, neuron_i]."""
+        return cls(model, session, session_embedding(model, y, session)[2])
+
     def _e(self, y: torch.Tensor) -> torch.Tensor:
         return self.e.to(y).expand(y.shape[0], -1)
 

@@ -222,11 +222,11 @@ def _build(config: Config, sessions: list, device):
 def session_views(model, sessions: list) -> list:
     """One single-session view per session, each with its embedding pooled over the session's
     training trials (the session's q(e_i))."""
-    from xfads_cli.model.meta import SessionView, session_embedding
+    from xfads_cli.model.meta import SessionView
     from xfads_cli.ops import as_tensor
 
     views = []
     for i, data in enumerate(sessions):
-        y = as_tensor(data.subset("train").counts if data.subset("train").n_trials else data.counts, model)
-        views.append(SessionView(model, i, session_embedding(model, y, i)[2]))
+        train = data.subset("train")
+        views.append(SessionView.pooled(model, i, as_tensor(train.counts if train.n_trials else data.counts, model)))
     return views
