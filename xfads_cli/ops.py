@@ -198,17 +198,20 @@ def default_forecast_window(n_time: int, config: Config) -> tuple[int, int]:
 
 
 def evaluate(model, data: SpikeData, config: Config, splits=("valid", "test"), forecast: bool = True,
-             decode: bool = True) -> dict:
+             decode: bool = True, smoothed: np.ndarray | None = None) -> dict:
     """Honest metrics (METRICS.md) for the trials of each split in `splits`, keyed `{split}_{metric}`:
     co_bps (held-out neurons), retest_bps + retest_oracle_bps (simulated data), fp_bps (+ oracle),
-    and with `decode`: vel_r2 (behaviour; decoder fit on train-split rates), psth_r2 (conditions)."""
+    and with `decode`: vel_r2 (behaviour; decoder fit on train-split rates), psth_r2 (conditions).
+    smoothed: rates_mean [trial, time, neuron] of every trial of `data` when already computed."""
     out: dict = {}
     decode_behavior = decode and data.behavior is not None
     need = set(splits) | ({"train"} if decode_behavior else set())
     rates = {}
     for split in need:
         sub = data.subset(split)
-        if sub.n_trials:
+        if sub.n_trials and smoothed is not None:
+            rates[split] = smoothed[data.split == split]
+        elif sub.n_trials:
             rates[split] = smooth_arrays(model, as_tensor(sub.counts, model), batch_size=config.train.batch_size)["rates_mean"]
     for split in splits:
         sub = data.subset(split)
@@ -313,7 +316,7 @@ def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mo
                            batch_size=run.config.train.batch_size)
     metrics = {k: float(v) for k, v in score_smoothed(arrays["rates_mean"], rows).items()}
     if split == "all":
-        metrics.update(evaluate(model, data, run.config, forecast=False))
+        metrics.update(evaluate(model, data, run.config, forecast=False, smoothed=arrays["rates_mean"]))
     arrays.update({
         "counts": rows.counts, "trial_ids": rows.trial_ids, "split": rows.split,
         "unit_ids": rows.unit_ids.astype(str), "heldout": rows.heldout,
