@@ -7,6 +7,8 @@ without a traceback. Everything else is a bug or a runtime failure (exit code 1)
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 
 class UsageError(Exception):
     """Bad input or usage: printed as one line, exit code 2."""
@@ -18,10 +20,40 @@ class UsageError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class BadFile(UsageError):
+    """The file's content is broken (corrupt, truncated, impossible values), as opposed to options that
+    do not fit it: no option can fix it, so even `xfads inspect` without options rejects the file."""
+
+
 class RunFailure(Exception):
     """The job itself failed (e.g. the loss diverged): exit code 1."""
 
     exit_code = 1
+
+
+@contextmanager
+def about_file(path):
+    """Prefix UsageErrors raised inside with the file's name (unless they name it already), so that a
+    command reading several files says which one is at fault."""
+    try:
+        yield
+    except UsageError as exc:
+        name = getattr(path, "name", str(path))
+        if name in str(exc):
+            raise
+        raise type(exc)(f"{name}: {exc}") from None
+
+
+_KINDS = {"S": "text", "U": "text", "O": "text or objects", "b": "booleans", "c": "complex numbers",
+          "V": "records (a compound type)", "M": "dates", "m": "time deltas"}
+
+
+def dtype_kind(dtype) -> str:
+    """What a dataset of `dtype` holds, for messages about non-numeric data: 'text (|S4)' etc."""
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    return f"{_KINDS.get(dtype.kind, 'values')} ({dtype})"
 
 
 def closest(name: str, choices) -> str:

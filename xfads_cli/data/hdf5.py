@@ -25,12 +25,13 @@ from xfads_cli.config import DataConfig
 from xfads_cli.data.provenance import file_sha256
 from xfads_cli.data.selection import choose_heldout
 from xfads_cli.data.spikedata import SPLITS, SpikeData, assign_split
-from xfads_cli.errors import UsageError, listing
+from xfads_cli.errors import BadFile, UsageError, dtype_kind, listing
 
 NLB_KEY = "train_spikes_heldin"
 PLAIN_KEY = "spikes"
-
-
+# Largest believable spike count in one bin. Above 2**24 counts are not even exact in float32, the dtype
+# they are modelled in: such values are timestamps, sample indices or corruption, not counts.
+MAX_COUNT = 2**24
 def _datasets(f) -> list[str]:
     names: list[str] = []
     f.visititems(lambda name, obj: names.append(name) if hasattr(obj, "shape") else None)
@@ -48,40 +49,103 @@ def detect_layout(f) -> str:
     )
 
 
-def _read(f, name: str, ndim: int | None = None, dtype=np.float32) -> np.ndarray:
+def _raw(f, name: str, ndim: int | None = None) -> np.ndarray:
+    """Dataset `name` as stored (no conversion), checked to be a dataset with `ndim` dimensions."""
+    file = Path(f.filename).name
     ds = f[name]
     if not hasattr(ds, "shape"):
-        raise UsageError(f"'{name}' in {Path(f.filename).name} is a group, expected a dataset")
+        raise BadFile(f"'{name}' in {file} is a group, expected a dataset")
     if ndim is not None and ds.ndim != ndim:
-        raise UsageError(f"'{name}' in {Path(f.filename).name} has {ds.ndim} dimensions {ds.shape}, expected {ndim}")
+        raise BadFile(f"'{name}' in {file} has {ds.ndim} dimensions {ds.shape}, expected {ndim}")
+    if ds.dtype.kind == "V":
+        raise BadFile(f"'{name}' in {file} holds {dtype_kind(ds.dtype)}; it must be a plain array")
     try:
-        arr = ds[()]
-        return np.asarray(arr, dtype=dtype) if dtype is not None else np.asarray(arr)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"'{name}' in {Path(f.filename).name} cannot be read as numbers ({exc})") from None
+        return np.asarray(ds[()])
+    except OSError as exc:
+        raise BadFile(f"cannot read '{name}' from {file} ({_first_line(exc)}); the file is damaged (truncated or"
+                      " corrupt), copy it again") from None
 
 
-def _check_counts(counts: np.ndarray, name: str) -> None:
-    finite = counts[np.isfinite(counts)]
-    if finite.size and (finite.min() < 0):
-        raise UsageError(f"'{name}' holds negative spike counts; counts must be >= 0 (NaN marks missing bins)")
+def _first_line(exc: Exception, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read(f, name: str, ndim: int | None = None, dtype=np.float32, check=None) -> np.ndarray:
+    """Dataset `name` as `dtype` (None: as stored). Numeric dtypes need numbers in the file (not text,
+    complex or records); `check(raw)` runs on the stored values before the conversion."""
+    arr = _raw(f, name, ndim)
+    if dtype is None:
+        return arr
+    file = Path(f.filename).name
+    target = np.dtype(dtype)
+    if target.kind == "b":
+        if arr.dtype.kind != "b" and not (arr.dtype.kind in "iu" and np.isin(arr, (0, 1)).all()):
+            what = "integers other than 0 and 1" if arr.dtype.kind in "iu" else dtype_kind(arr.dtype)
+            raise BadFile(f"'{name}' in {file} holds {what}; it must hold booleans (or 0/1), one per entry")
+    elif arr.dtype.kind not in "biuf":
+        raise BadFile(f"'{name}' in {file} holds {dtype_kind(arr.dtype)}, not plain numbers; store it as a numeric (integer or float) dataset")
+    elif target.kind in "iu" and arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+        raise BadFile(f"'{name}' in {file} holds non-integer values; it must hold whole numbers (ids)")
+    if check is not None:
+        check(arr)
+    with np.errstate(over="ignore", invalid="ignore"):  # e.g. 1e300 behaviour becomes inf in float32
+        return arr.astype(target)
+
+
+def _counts_check(name: str, file: str, observed: bool = True):
+    """check(raw) for a spike-count dataset: >= 0, finite (NaN marks a missing bin), believable
+    (<= MAX_COUNT) and, when `observed`, not entirely missing."""
+    def check(raw: np.ndarray) -> None:
+        if raw.size == 0:
+            return
+        if raw.dtype.kind == "f":  # checked in place: a float64 copy of a large tensor would cost GBs
+            if np.isinf(raw).any():
+                raise BadFile(f"'{name}' in {file} holds infinite spike counts; counts must be finite numbers >= 0"
+                              " (NaN marks a missing bin)")
+            if np.isnan(raw).all():
+                if observed:
+                    raise BadFile(f"'{name}' in {file} is all NaN (every bin missing); it must hold spike counts")
+                return
+            low, top = float(np.nanmin(raw)), float(np.nanmax(raw))
+        else:
+            low, top = float(raw.min()), float(raw.max())
+        if low < 0:
+            raise BadFile(f"'{name}' in {file} holds negative spike counts (e.g. {low:g}); counts must"
+                          " be >= 0 (NaN marks a missing bin)")
+        if top > MAX_COUNT:
+            raise BadFile(
+                f"'{name}' in {file} holds {top:g} spikes in one bin, which cannot be a spike count (counts above"
+                f" {MAX_COUNT} are not even exact in float32); check that it holds counts per bin, not spike times"
+                " or sample indices"
+            )
+    return check
+
+
+def _counts(f, name: str, observed: bool = True) -> np.ndarray:
+    return _read(f, name, ndim=3, check=_counts_check(name, Path(f.filename).name, observed))
 
 
 def _same_trials(arr: np.ndarray, n_trial: int, n_time: int, name: str, ref: str) -> None:
     if arr.shape[:2] != (n_trial, n_time):
-        raise UsageError(
+        raise BadFile(
             f"'{name}' has shape {arr.shape} but '{ref}' has {n_trial} trials x {n_time} bins; "
             "their first two dimensions must match"
         )
 
 
-def _rebin_factor(file_bin_ms: float, bin_ms: float, path: Path) -> int:
+def _rebin_factor(file_bin_ms: float, bin_ms: float, path: Path, n_time: int) -> int:
     ratio = bin_ms / file_bin_ms
     factor = int(round(ratio))
     if factor < 1 or abs(ratio - factor) > 1e-6:
         raise UsageError(
             f"{path.name} is binned at {file_bin_ms:g} ms, so data.bin_ms must be a whole multiple of it "
             f"(got {bin_ms:g}); e.g. --set data.bin_ms={file_bin_ms:g}"
+        )
+    if factor > n_time:
+        raise UsageError(
+            f"data.bin_ms={bin_ms:g} is longer than a whole trial of {path.name} ({n_time} bins of {file_bin_ms:g} ms"
+            f" = {n_time * file_bin_ms:g} ms); lower data.bin_ms, e.g. --set data.bin_ms={file_bin_ms:g}"
         )
     return factor
 
@@ -106,17 +170,29 @@ def load_hdf5(path: Path, cfg: DataConfig) -> SpikeData:
     return data
 
 
-def _file_bin_ms(f, cfg: DataConfig) -> float:
+def _file_bin_ms(f, cfg: DataConfig | None) -> float | None:
+    """The file's bin width (root attribute bin_ms), else cfg.bin_ms; a malformed attribute is a BadFile."""
     value = f.attrs.get("bin_ms")
-    return float(value) if value is not None else cfg.bin_ms
+    if value is None:
+        return None if cfg is None else cfg.bin_ms
+    try:
+        bin_ms = float(np.asarray(value).item())
+    except (TypeError, ValueError):
+        bin_ms = float("nan")
+    if not (np.isfinite(bin_ms) and bin_ms > 0):
+        raise BadFile(
+            f"the bin_ms attribute of {Path(f.filename).name} is {_text(value)!r}; it must be the file's bin width"
+            " in ms (a number > 0): fix the attribute"
+        )
+    return bin_ms
 
 
 def _load_plain(f, path: Path, cfg: DataConfig) -> SpikeData:
-    counts = _read(f, PLAIN_KEY, ndim=3)
-    _check_counts(counts, PLAIN_KEY)
+    file_bin_ms = _file_bin_ms(f, cfg)
+    counts = _counts(f, PLAIN_KEY)
     n_trial, n_time, n_neuron = counts.shape
     if n_trial == 0 or n_neuron == 0 or n_time == 0:
-        raise UsageError(f"'{PLAIN_KEY}' in {path.name} is empty (shape {counts.shape}); it needs trials, bins and neurons")
+        raise BadFile(f"'{PLAIN_KEY}' in {path.name} is empty (shape {counts.shape}); it needs trials, bins and neurons")
 
     def optional(name, shape_check, dtype=None):
         if name not in f:
@@ -126,24 +202,31 @@ def _load_plain(f, path: Path, cfg: DataConfig) -> SpikeData:
         return arr
 
     def per_trial(arr, name):
+        if arr.ndim != 1:
+            raise BadFile(f"'{name}' must be one value per trial, got shape {arr.shape}")
         if arr.shape[:1] != (n_trial,):
-            raise UsageError(f"'{name}' has {arr.shape[0] if arr.ndim else 0} entries but '{PLAIN_KEY}' has {n_trial} trials")
+            raise BadFile(f"'{name}' has {arr.shape[0] if arr.ndim else 0} entries but '{PLAIN_KEY}' has {n_trial} trials")
 
     def per_neuron(arr, name):
+        if arr.ndim != 1:
+            raise BadFile(f"'{name}' must be one value per neuron, got shape {arr.shape}")
         if arr.shape[:1] != (n_neuron,):
-            raise UsageError(f"'{name}' has {arr.shape[0] if arr.ndim else 0} entries but '{PLAIN_KEY}' has {n_neuron} neurons")
+            raise BadFile(f"'{name}' has {arr.shape[0] if arr.ndim else 0} entries but '{PLAIN_KEY}' has {n_neuron} neurons")
 
     def per_bin(arr, name):
         if arr.ndim != 3:
-            raise UsageError(f"'{name}' must be [trial, time, dim], got shape {arr.shape}")
+            raise BadFile(f"'{name}' must be [trial, time, dim], got shape {arr.shape}")
         _same_trials(arr, n_trial, n_time, name, PLAIN_KEY)
 
     trial_ids = optional("trial_ids", per_trial, dtype=np.int64)
     unit_ids = optional("unit_ids", per_neuron, dtype=None)
     heldout_col = optional("heldout", per_neuron, dtype=bool)
+    if heldout_col is not None and heldout_col.all():
+        raise BadFile(f"'heldout' in {path.name} marks all {n_neuron} neurons as held out, leaving none for the"
+                      " encoder; mark only the neurons to score without reading them")
     conditions = optional("conditions", per_trial, dtype=None)
     split = optional("split", per_trial, dtype=None)
-    behavior = optional("behavior", per_bin)
+    behavior = optional("behavior", per_bin, dtype=np.float32)
     names = []
     if behavior is not None:
         raw_names = f["behavior"].attrs.get("names")
@@ -156,15 +239,15 @@ def _load_plain(f, path: Path, cfg: DataConfig) -> SpikeData:
             truth[key] = arr
 
     if split is not None:
-        split = np.array([_text(s) for s in split])
+        split = np.array([str(_text(s)) for s in split])
         bad = sorted(set(split) - set(SPLITS))
         if bad:
-            raise UsageError(f"'split' holds '{bad[0]}'; allowed values are {', '.join(SPLITS)}")
+            raise BadFile(f"'split' holds '{bad[0]}'; allowed values are {', '.join(SPLITS)}")
     else:
         split = assign_split(n_trial, cfg.split, cfg.split_seed)
 
-    factor = _rebin_factor(_file_bin_ms(f, cfg), cfg.bin_ms, path)
-    unit_ids = np.arange(n_neuron).astype(str) if unit_ids is None else np.array([_text(u) for u in unit_ids])
+    factor = _rebin_factor(file_bin_ms, cfg.bin_ms, path, n_time)
+    unit_ids = np.arange(n_neuron).astype(str) if unit_ids is None else _unit_ids(unit_ids, path)
     return SpikeData(
         counts=rebin(counts, factor),
         bin_ms=cfg.bin_ms,
@@ -177,8 +260,29 @@ def _load_plain(f, path: Path, cfg: DataConfig) -> SpikeData:
         behavior_names=names,
         truth={k: rebin(v, factor, "mean" if k == "latents" else "sum") for k, v in truth.items()},
         conditions=conditions,
-        provenance={"file_bin_ms": _file_bin_ms(f, cfg), "attrs": {k: _text(v) for k, v in f.attrs.items()}},
+        provenance={"file_bin_ms": file_bin_ms, "attrs": {k: _text(v) for k, v in f.attrs.items()}},
     )
+
+
+def _unit_ids(raw: np.ndarray, path: Path) -> np.ndarray:
+    """[neuron] unit ids as str: numbers or UTF-8 text, all different."""
+    if raw.dtype.kind not in "iufSUO":
+        raise BadFile(f"'unit_ids' in {path.name} holds {dtype_kind(raw.dtype)}; unit ids must be numbers or text")
+    ids = []
+    for i, value in enumerate(raw.tolist()):
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadFile(f"'unit_ids' entry {i} in {path.name} ({value[:20]!r}) is not UTF-8 text; store unit ids"
+                              " as numbers or UTF-8 strings") from None
+        ids.append(str(value))
+    ids = np.array(ids)
+    values, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dup = values[np.argmax(counts > 1)]
+        raise BadFile(f"'unit_ids' in {path.name} holds '{dup}' {counts.max()} times; every neuron needs its own id")
+    return ids
 
 
 def _load_nlb(f, path: Path, cfg: DataConfig) -> SpikeData:
@@ -187,10 +291,10 @@ def _load_nlb(f, path: Path, cfg: DataConfig) -> SpikeData:
         key_in = f"{stage}_spikes_heldin"
         if key_in not in f:
             continue
-        heldin = _read(f, key_in, ndim=3)
+        heldin = _counts(f, key_in)
         key_out = f"{stage}_spikes_heldout"
         if key_out in f:
-            heldout = _read(f, key_out, ndim=3)
+            heldout = _counts(f, key_out, observed=False)
             _same_trials(heldout, heldin.shape[0], heldin.shape[1], key_out, key_in)
         else:
             heldout = None
@@ -203,7 +307,11 @@ def _load_nlb(f, path: Path, cfg: DataConfig) -> SpikeData:
     n_out = {p[1].shape[2] for p in parts.values() if p[1] is not None}
     times = {p[0].shape[1] for p in parts.values()}
     if len(n_in) > 1 or len(n_out) > 1 or len(times) > 1:
-        raise UsageError(f"train and eval tensors in {path.name} disagree in neuron or bin counts; they must match")
+        raise BadFile(
+            f"train and eval tensors in {path.name} disagree in neuron or bin counts ({_shapes(f)}); they must match"
+        )
+    if min(p[0].size for p in parts.values()) == 0:
+        raise BadFile(f"the spike tensors in {path.name} are empty ({_shapes(f)}); they need trials, bins and neurons")
     n_out_count = n_out.pop() if n_out else 0
 
     counts, behavior, split = [], [], []
@@ -223,11 +331,11 @@ def _load_nlb(f, path: Path, cfg: DataConfig) -> SpikeData:
         else:
             split.append(np.full(heldin.shape[0], "test", dtype="<U5"))
     counts = np.concatenate(counts)
-    _check_counts(counts, "spikes")
     n_in_count = counts.shape[2] - n_out_count
     unit_ids = np.array([f"in{i}" for i in range(n_in_count)] + [f"out{i}" for i in range(n_out_count)])
     column = np.arange(counts.shape[2]) >= n_in_count
-    factor = _rebin_factor(_file_bin_ms(f, cfg), cfg.bin_ms, path)
+    file_bin_ms = _file_bin_ms(f, cfg)
+    factor = _rebin_factor(file_bin_ms, cfg.bin_ms, path, counts.shape[1])
     beh = np.concatenate(behavior) if has_behavior else None
     return SpikeData(
         counts=rebin(counts, factor),
@@ -239,8 +347,12 @@ def _load_nlb(f, path: Path, cfg: DataConfig) -> SpikeData:
         heldout=choose_heldout(unit_ids, cfg, column),
         behavior=None if beh is None else rebin(beh, factor, "mean"),
         behavior_names=[] if beh is None else [f"behavior[{i}]" for i in range(beh.shape[2])],
-        provenance={"file_bin_ms": _file_bin_ms(f, cfg)},
+        provenance={"file_bin_ms": file_bin_ms},
     )
+
+
+def _shapes(f) -> str:
+    return ", ".join(f"{k} {f[k].shape}" for k in f if "spikes" in k and hasattr(f[k], "shape"))
 
 
 def describe_hdf5(path: Path) -> dict:
@@ -249,14 +361,18 @@ def describe_hdf5(path: Path) -> dict:
 
     with h5py.File(path, "r") as f:
         layout = detect_layout(f)
+        # Read everything once at the file's own bin width, so that broken content is an error here
+        # (inspect rejects it) while option problems are left to the load with the user's config.
+        bin_ms = _file_bin_ms(f, None)
+        own = DataConfig(bin_ms=bin_ms or DataConfig().bin_ms)
+        _load_nlb(f, path, own) if layout == "nlb" else _load_plain(f, path, own)
         datasets = {name: list(f[name].shape) for name in _datasets(f)}
         key = NLB_KEY if layout == "nlb" else PLAIN_KEY
-        bin_ms = f.attrs.get("bin_ms")
         attrs = {k: _text(v) for k, v in f.attrs.items()}
     return {
         "format": f"hdf5-{layout}",
         "datasets": datasets,
-        "bin_ms": None if bin_ms is None else float(bin_ms),
+        "bin_ms": bin_ms,
         "trials": datasets[key][0],
         "bins_per_trial": datasets[key][1],
         "attrs": attrs,

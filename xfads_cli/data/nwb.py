@@ -26,7 +26,7 @@ from xfads_cli.data.binning import bin_edges, bin_spikes, observed_bins, resampl
 from xfads_cli.data.provenance import file_sha256
 from xfads_cli.data.selection import choose_heldout
 from xfads_cli.data.spikedata import SpikeData, assign_split
-from xfads_cli.errors import UsageError, closest, listing
+from xfads_cli.errors import BadFile, UsageError, closest, dtype_kind, listing
 
 TRUTH_MODULE = "ground_truth"
 BIN_CHOICES_MS = (20, 50, 100)
@@ -34,6 +34,12 @@ BIN_CHOICES_MS = (20, 50, 100)
 # whole population, so what matters is how many spikes all units fire together in one bin.
 SPIKES_PER_BIN = 5.0
 _EPS = 1e-9  # float slack for window edges computed from ms options
+# Times beyond this (seconds, ~300 years) are corrupt values, not a recording: float64 cannot even
+# tell spikes 10 us apart there.
+MAX_TIME_S = 1e10
+# Largest [trial, time, neuron] count array loading may build (8 GB as float32): beyond it the options
+# (a tiny data.bin_ms, a huge window) or corrupt times are at fault, and numpy would fail or swap.
+MAX_COUNTS = 2_000_000_000
 
 
 # --------------------------------------------------------------------------------------------------
@@ -50,8 +56,8 @@ def load_nwb(path: Path, cfg: DataConfig = DataConfig()) -> SpikeData:
     Raises UsageError for anything the user can fix (paths, options, malformed files).
     """
     path = Path(path)
-    if not cfg.bin_ms > 0:
-        raise UsageError(f"data.bin_ms must be positive, got {cfg.bin_ms}; e.g. --set data.bin_ms=20")
+    if not (cfg.bin_ms > 0 and np.isfinite(cfg.bin_ms)):
+        raise UsageError(f"data.bin_ms must be positive and finite, got {cfg.bin_ms}; e.g. --set data.bin_ms=20")
     bin_s = cfg.bin_ms / 1000.0
     notes: list[str] = []  # user warnings, issued after pynwb's own warnings are no longer muted
     with _open_nwb(path) as (io, nwb):
@@ -127,6 +133,8 @@ def describe_nwb(path: Path) -> dict:
         try:
             units = _read_units(nwb, None)
             info["units"] = _describe_units(units)
+        except BadFile:
+            raise
         except UsageError as exc:
             info["units"] = {"count": 0, "error": str(exc)}
         info["intervals"] = {
@@ -170,7 +178,7 @@ def _open_nwb(path: Path):
         try:
             io = NWBHDF5IO(str(path), "r")
         except OSError as exc:
-            raise UsageError(
+            raise BadFile(
                 f"cannot open {path.name} as HDF5 ({_first_line(exc)}); expected an NWB 2.x file"
                 " (HDF5) as written by pynwb or MatNWB"
             ) from None
@@ -178,11 +186,17 @@ def _open_nwb(path: Path):
             try:
                 nwb = io.read()
             except Exception as exc:  # any failure here is the file's: not NWB, truncated, bad schema
-                raise UsageError(
-                    f"{path.name} is not a readable NWB file ({type(exc).__name__}: {_first_line(exc)});"
+                raise BadFile(
+                    f"{path.name} is not a readable NWB file ({_read_error(exc)});"
                     " expected an NWB 2.x file (HDF5) as written by pynwb or MatNWB"
                 ) from None
-            yield io, nwb
+            try:
+                yield io, nwb
+            except OSError as exc:  # pynwb reads lazily: a damaged dataset fails only when it is read
+                raise BadFile(
+                    f"cannot read {path.name} ({_first_line(exc)}); the file is damaged (truncated or corrupt),"
+                    " copy it again"
+                ) from None
         finally:
             io.close()
 
@@ -230,7 +244,9 @@ def _read_units(nwb, selection: str | None) -> _Units:
         raise UsageError("the units table has no units; xfads needs at least one unit with spikes")
     if "spike_times" not in table.colnames:
         raise UsageError("the units table has no spike_times column; xfads needs sorted spike times per unit")
-    spikes = [s.astype(np.float64) for s in _ragged(table, "spike_times")]
+    unit_ids = np.asarray(table.id.data[:])
+    _check_unique_ids(unit_ids)
+    spikes = _spike_times(table, unit_ids)
     obs = _ragged(table, "obs_intervals") if "obs_intervals" in table.colnames else None
     if obs is not None:
         obs = [np.asarray(iv, dtype=np.float64).reshape(-1, 2) for iv in obs]
@@ -251,7 +267,7 @@ def _read_units(nwb, selection: str | None) -> _Units:
             raise UsageError(f"units selection '{selection}' matches none of the {n_rows} units; loosen data.units")
         if sum(len(spikes[r]) for r in rows) == 0:
             raise UsageError(f"the {rows.size} units matching '{selection}' have no spikes; loosen data.units")
-    ids = np.array([_text(i) for i in np.asarray(table.id.data[:])[rows]])
+    ids = np.array([_text(i) for i in unit_ids[rows]])
     return _Units(
         ids=ids,
         rows=rows,
@@ -267,13 +283,71 @@ def _read_units(nwb, selection: str | None) -> _Units:
 def _ragged(table, name: str) -> list[np.ndarray]:
     """A ragged column as one array per row. Reads the flat data and the index once and splits them:
     per-row access through pynwb is orders of magnitude slower on 10^5 spikes."""
+    values, ends = _ragged_parts(table, name)
+    return np.split(values, ends[:-1])
+
+
+def _ragged_parts(table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(flat values, [row] end of each row in them) of a ragged column; a non-ragged column has one
+    value per row. A corrupt index (decreasing, or pointing past the data) is a BadFile."""
     from hdmf.common.table import VectorIndex
 
     column = table[name]
     if not isinstance(column, VectorIndex):  # a non-ragged column: one value per row
-        return [np.atleast_1d(np.asarray(v)) for v in np.asarray(column.data[:])]
-    ends = np.asarray(column.data[:], dtype=np.int64)
-    values = np.asarray(column.target.data[: int(ends[-1]) if len(ends) else 0])
+        values = np.asarray(column.data[:])
+        return values, np.arange(1, len(values) + 1)
+    ends = np.asarray(column.data[:])
+    if ends.dtype.kind not in "iu" or ends.ndim != 1:
+        raise BadFile(f"units column '{name}' has a corrupt index ({name}_index holds {ends.dtype} {ends.shape});"
+                      " the file is malformed, re-export it")
+    ends = ends.astype(np.int64)
+    n_data = len(column.target.data)
+    if len(ends) and (ends[0] < 0 or np.any(np.diff(ends) < 0) or ends[-1] > n_data):
+        raise BadFile(
+            f"units column '{name}' has a corrupt index: {name}_index must rise from 0 to the {n_data} stored"
+            f" values but goes from {ends[0]} to {ends[-1]}{' and decreases' if np.any(np.diff(ends) < 0) else ''};"
+            " the file is malformed, re-export it"
+        )
+    return np.asarray(column.target.data[: int(ends[-1]) if len(ends) else 0]), ends
+
+
+def _check_unique_ids(ids: np.ndarray) -> None:
+    values, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dup = values[np.argmax(counts > 1)]
+        raise BadFile(
+            f"the units table ids are not unique: id {_text(dup)} appears {counts.max()} times; every unit needs"
+            " its own id, fix units/id"
+        )
+
+
+def _spike_times(table, unit_ids: np.ndarray) -> list[np.ndarray]:
+    """[unit] spike times in seconds (float64), after checking that they are plausible times:
+    numbers, not NaN or infinite, not negative, not beyond MAX_TIME_S."""
+    values, ends = _ragged_parts(table, "spike_times")
+    if values.ndim != 1:
+        raise BadFile(
+            f"units.spike_times has shape {values.shape}; it must hold one spike time (seconds) per entry"
+        )
+    if values.dtype.kind not in "iuf":
+        raise BadFile(f"units.spike_times holds {dtype_kind(values.dtype)}, not spike times; they must be seconds as numbers")
+    values = values.astype(np.float64)
+    row = np.repeat(np.arange(len(ends)), np.diff(ends, prepend=0))  # [spike] row of the units table
+    for bad, what, fix in (
+        (np.isnan(values), "NaN spike time{s}", "remove or fix those spikes"),
+        (np.isinf(values), "infinite spike time{s} (e.g. {value:g})", "remove or fix those spikes"),
+        (values < 0, "negative spike time{s} (e.g. {value:g} s)",
+         "NWB spike times are seconds from the session start (>= 0); shift the times or remove those spikes"),
+        (values > MAX_TIME_S, f"spike time{{s}} beyond {MAX_TIME_S:g} s (~300 years; e.g. {{value:g}} s)",
+         "spike times are seconds from the session start; fix or remove those spikes"),
+    ):
+        if bad.any():
+            first = int(np.argmax(bad))
+            count = int(np.sum(bad[row == row[first]]))
+            raise BadFile(
+                f"units.spike_times of unit {_text(unit_ids[row[first]])} has {count} "
+                + what.format(s="s" if count > 1 else "", value=values[first]) + f"; {fix}"
+            )
     return np.split(values, ends[:-1])
 
 
@@ -391,7 +465,56 @@ def _trial_windows(nwb, cfg: DataConfig, units: _Units, behaviour_end: float, no
     return _aligned_windows(tables[name], name, cfg, units, behaviour_end, notes)
 
 
+def _check_interval_table(table, name: str) -> None:
+    """An interval table that cannot define trials whatever the options: no rows, start/stop times
+    that are not numbers, infinite, absurdly large, all NaN, or a stop before its start."""
+    if len(table) == 0:
+        raise BadFile(
+            f"interval table '{name}' has no rows, so it defines no trials; fill it or remove it"
+            + (" (a file without a trials table is chopped into data.chop_ms windows)" if name == "trials" else "")
+        )
+    ids = np.asarray(table.id.data[:])
+    times = {}
+    for column in ("start_time", "stop_time"):
+        if column not in table.colnames:
+            continue
+        values = _column(table, column, f"interval table '{name}'")
+        if values.dtype.kind not in "iuf":
+            raise BadFile(f"column '{column}' of interval table '{name}' holds {dtype_kind(values.dtype)}, not times in"
+                          " seconds; the file is malformed, fix that column")
+        values = values.astype(np.float64)
+        bad = np.isinf(values) | (np.abs(values) > MAX_TIME_S)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise BadFile(f"{column} of row {_text(ids[i])} of interval table '{name}' is {values[i]:g} s;"
+                          " times are seconds from the session start, fix or remove that row")
+        times[column] = values
+    if "start_time" in times and np.isnan(times["start_time"]).all():
+        raise BadFile(f"every start_time of interval table '{name}' is NaN; the table has no usable row, fix it")
+    if len(times) == 2:
+        backwards = times["stop_time"] < times["start_time"]
+        if backwards.any():
+            i = int(np.argmax(backwards))
+            raise BadFile(
+                f"row {_text(ids[i])} of interval table '{name}' stops before it starts (start_time"
+                f" {times['start_time'][i]:g} s, stop_time {times['stop_time'][i]:g} s)"
+                f"{f' and so do {int(backwards.sum()) - 1} more' if backwards.sum() > 1 else ''}; fix or remove those rows"
+            )
+
+
+def _check_size(n_trials: int, n_bins: int, n_units: int, cfg: DataConfig, what: str) -> None:
+    """Refuse to build a count array too large to be meant (see MAX_COUNTS) before allocating it."""
+    cells = float(n_trials) * float(n_bins) * float(n_units)
+    if cells > MAX_COUNTS:
+        raise UsageError(
+            f"{what} at data.bin_ms={cfg.bin_ms:g} give {float(n_trials):.3g} trials x {float(n_bins):.3g} bins x"
+            f" {n_units} units = {cells:.3g} counts ({cells * 4 / 1e9:.3g} GB); raise data.bin_ms"
+            " (e.g. --set data.bin_ms=20) or use shorter windows"
+        )
+
+
 def _aligned_windows(table, name: str, cfg: DataConfig, units: _Units, behaviour_end: float, notes) -> _Windows:
+    _check_interval_table(table, name)
     columns = list(table.colnames)
     if cfg.align not in columns:
         raise UsageError(
@@ -427,6 +550,7 @@ def _aligned_windows(table, name: str, cfg: DataConfig, units: _Units, behaviour
             f"the trial window ({(w1 - w0) * 1e3:g} ms) is shorter than one bin ({cfg.bin_ms:g} ms);"
             " widen data.window_ms or lower data.bin_ms"
         )
+    _check_size(rows.size, n_bins, len(units.ids), cfg, f"trial windows of {(w1 - w0) * 1e3:g} ms")
 
     starts = align[rows] + w0
     ends = starts + n_bins * bin_s
@@ -458,6 +582,10 @@ def _chopped_windows(cfg: DataConfig, units: _Units) -> _Windows:
         raise UsageError(
             f"data.chop_ms ({cfg.chop_ms:g}) is shorter than one bin ({cfg.bin_ms:g} ms); raise data.chop_ms"
         )
+    step_s = (cfg.chop_ms - cfg.overlap_ms) / 1000.0
+    n_windows = max(np.floor((units.t_last - units.t_first - cfg.chop_ms / 1000.0) / step_s + 1e-9) + 1, 0)
+    _check_size(n_windows, n_bins, len(units.ids), cfg,
+                f"{units.t_last - units.t_first:g} s of recording chopped into {cfg.chop_ms:g} ms windows")
     starts = window_starts(units.t_first, units.t_last, cfg.chop_ms / 1000.0, cfg.overlap_ms / 1000.0)
     if starts.size == 0:
         raise UsageError(
@@ -505,10 +633,7 @@ def _heldout(cfg: DataConfig, units: _Units) -> np.ndarray:
                 f"units column '{cfg.heldout_column}' is not boolean, so it cannot mark held-out units;"
                 " set data.heldout_column to a boolean column (or to a name that does not exist)"
             )
-    mask = choose_heldout(units.ids, cfg, column)
-    if mask.all():
-        raise UsageError(f"all {mask.size} units are held out, leaving none for the encoder; hold out fewer units")
-    return mask
+    return choose_heldout(units.ids, cfg, column)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -727,6 +852,8 @@ def _describe_defaults(nwb, units: _Units | None) -> dict:
         return {"error": "no units to load"}
     try:
         windows = _trial_windows(nwb, cfg, units, -np.inf, [])
+    except BadFile:
+        raise
     except UsageError as exc:
         return {"error": str(exc)}
     return {
@@ -756,6 +883,20 @@ def _label(value) -> str:
     return _text(value)
 
 
-def _first_line(exc: Exception) -> str:
+def _first_line(exc: Exception, limit: int = 200) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _read_error(exc: Exception) -> str:
+    """Why pynwb could not read a file, in a few words. hdmf's ConstructError dumps the whole builder
+    ("(root/units GroupBuilder {...}, 'Could not construct Units object due to: ...')"); keep the
+    object's path and the reason."""
+    text = " ".join(str(exc).split())
+    reason = re.search(r"Could not construct (\w+) object due to: (.*?)['\"]?\)?$", text)
+    if reason:
+        where = re.match(r"\(?root(/\S*)?\s", text)
+        at = f" at {where[1] or '/'}" if where else ""
+        return f"{reason[1]}{at}: {reason[2][:200]}"
+    return f"{type(exc).__name__}: {_first_line(exc)}"

@@ -12,9 +12,16 @@ def choose_heldout(unit_ids: np.ndarray, cfg: DataConfig, column: np.ndarray | N
     """[neuron] bool mask of held-out neurons.
 
     Priority: the explicit `cfg.heldout_units` list, then a seeded random `cfg.heldout_fraction`,
-    then the file's own boolean column (`column`, e.g. NWB units.heldout), else none.
+    then the file's own boolean column (`column`, e.g. NWB units.heldout), else none. Holding out
+    every neuron is an error: the encoder would read nothing.
     """
-    ids = np.asarray(unit_ids).astype(str)
+    mask = _choose(np.asarray(unit_ids).astype(str), cfg, column)
+    if mask.size and mask.all():
+        raise UsageError(f"all {mask.size} units are held out, leaving none for the encoder; hold out fewer units")
+    return mask
+
+
+def _choose(ids: np.ndarray, cfg: DataConfig, column: np.ndarray | None) -> np.ndarray:
     n = len(ids)
     if cfg.heldout_units:
         wanted = [str(u) for u in cfg.heldout_units]
