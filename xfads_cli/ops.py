@@ -3,12 +3,15 @@
     run = load_run("runs/lorenz")                       # model rebuilt from the checkpoint alone
     data = load_data_for_run("x.nwb", run)              # the run's data options, checked against it
     arrays = smooth_arrays(run.model, tensor(data))     # latents, rates mean and quantiles
+    for part in iter_smooth(model, data.counts):        # the same, one block of trials at a time
 
-Arrays are numpy, [trial, time, ...]; rates are expected counts per bin.
+Arrays are numpy, [trial, time, ...]; rates are expected counts per bin. The smooth and forecast
+commands stream: each block of trials is scored and written to HDF5 as it comes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,36 +162,57 @@ def _concat(parts: list[dict]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 
+def _smooth_part(model, y: torch.Tensor, mode: str | None, n_samples: int | None) -> dict[str, np.ndarray]:
+    # a function of its own so that the sample tensor is freed on return, not held into the next block
+    post = model.posterior(y, mode=mode, n_samples=n_samples)
+    part = _quantiles(model.rates(post.samples))
+    part["latents_mean"] = post.mean.cpu().numpy().astype(np.float32)
+    part["latents_var"] = post.var.cpu().numpy().astype(np.float32)
+    return part
+
+
+def _forecast_part(model, y_context: torch.Tensor, horizon: int, n_samples: int, mode: str,
+                   keep_samples: bool) -> dict[str, np.ndarray]:
+    fc = model.forecast(y_context, horizon, n_samples=n_samples, mode=mode)
+    part = _quantiles(fc.rates)
+    part["latents_mean"] = fc.latents.mean(0).cpu().numpy().astype(np.float32)
+    if keep_samples:
+        part["latent_samples"] = fc.latents.transpose(0, 1).cpu().numpy().astype(np.float32)
+    return part
+
+
 @torch.no_grad()
+def iter_smooth(model, y, *, mode: str | None = None, n_samples: int | None = None,
+                batch_size: int = 64) -> Iterator[dict[str, np.ndarray]]:
+    """smooth_arrays block by block: for each `batch_size` consecutive trials of y [trial, time, neuron]
+    (tensor, or numpy converted one block at a time) the dict of [block, ...] arrays. Memory per block:
+    the posterior samples [sample, block, time, neuron] and their sorted copy for the quantiles."""
+    for i in range(0, y.shape[0], batch_size):
+        yield _smooth_part(model, as_tensor(y[i : i + batch_size], model), mode, n_samples)
+
+
+@torch.no_grad()
+def iter_forecast(model, y_context, horizon: int, *, n_samples: int = 100, mode: str = "filter", batch_size: int = 64,
+                  keep_samples: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """forecast_arrays block by block (as iter_smooth) for the contexts y_context [trial, context, neuron]."""
+    for i in range(0, y_context.shape[0], batch_size):
+        yield _forecast_part(model, as_tensor(y_context[i : i + batch_size], model), horizon, n_samples, mode, keep_samples)
+
+
 def smooth_arrays(model, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
                   batch_size: int = 64) -> dict[str, np.ndarray]:
     """Posterior summaries of y [trial, time, neuron]: latents_mean/var [trial, time, latent],
     rates_mean and 5/50/95% quantiles over posterior samples [trial, time, neuron]."""
-    parts = []
-    for i in range(0, y.shape[0], batch_size):
-        post = model.posterior(y[i : i + batch_size], mode=mode, n_samples=n_samples)
-        part = _quantiles(model.rates(post.samples))
-        part["latents_mean"] = post.mean.cpu().numpy().astype(np.float32)
-        part["latents_var"] = post.var.cpu().numpy().astype(np.float32)
-        parts.append(part)
-    return _concat(parts)
+    return _concat(list(iter_smooth(model, y, mode=mode, n_samples=n_samples, batch_size=batch_size)))
 
 
-@torch.no_grad()
 def forecast_arrays(model, y_context: torch.Tensor, horizon: int, *, n_samples: int = 100, mode: str = "filter",
                     batch_size: int = 64, keep_samples: bool = False) -> dict[str, np.ndarray]:
     """Forecast `horizon` bins after each trial's context y_context [trial, context, neuron]:
     rates_mean and quantiles [trial, horizon, neuron], latents_mean [trial, horizon, latent]
     (and latent_samples [trial, sample, horizon, latent] with keep_samples)."""
-    parts = []
-    for i in range(0, y_context.shape[0], batch_size):
-        fc = model.forecast(y_context[i : i + batch_size], horizon, n_samples=n_samples, mode=mode)
-        part = _quantiles(fc.rates)
-        part["latents_mean"] = fc.latents.mean(0).cpu().numpy().astype(np.float32)
-        if keep_samples:
-            part["latent_samples"] = fc.latents.transpose(0, 1).cpu().numpy().astype(np.float32)
-        parts.append(part)
-    return _concat(parts)
+    return _concat(list(iter_forecast(model, y_context, horizon, n_samples=n_samples, mode=mode, batch_size=batch_size,
+                                      keep_samples=keep_samples)))
 
 
 def default_forecast_window(n_time: int, config: Config) -> tuple[int, int]:
@@ -197,12 +221,17 @@ def default_forecast_window(n_time: int, config: Config) -> tuple[int, int]:
     return context, horizon
 
 
-def evaluate(model, data: SpikeData, config: Config, splits=("valid", "test"), forecast: bool = True,
+EVAL_SPLITS = ("valid", "test")
+
+
+def evaluate(model, data: SpikeData, config: Config, splits=EVAL_SPLITS, forecast: bool = True,
              decode: bool = True, smoothed: np.ndarray | None = None) -> dict:
     """Honest metrics (METRICS.md) for the trials of each split in `splits`, keyed `{split}_{metric}`:
     co_bps (held-out neurons), retest_bps + retest_oracle_bps (simulated data), fp_bps (+ oracle),
     and with `decode`: vel_r2 (behaviour; decoder fit on train-split rates), psth_r2 (conditions).
-    smoothed: rates_mean [trial, time, neuron] of every trial of `data` when already computed."""
+    smoothed: rates_mean [trial, time, neuron] of every trial of `data` when already computed.
+    Smoothed rates_mean of the splits are held whole (the decoders need them); forecasts are scored
+    block by block."""
     out: dict = {}
     decode_behavior = decode and data.behavior is not None
     need = set(splits) | ({"train"} if decode_behavior else set())
@@ -212,7 +241,8 @@ def evaluate(model, data: SpikeData, config: Config, splits=("valid", "test"), f
         if sub.n_trials and smoothed is not None:
             rates[split] = smoothed[data.split == split]
         elif sub.n_trials:
-            rates[split] = smooth_arrays(model, as_tensor(sub.counts, model), batch_size=config.train.batch_size)["rates_mean"]
+            rates[split] = np.concatenate([part["rates_mean"] for part in
+                                           iter_smooth(model, sub.counts, batch_size=config.train.batch_size)])
     for split in splits:
         sub = data.subset(split)
         if split not in rates:
@@ -225,33 +255,75 @@ def evaluate(model, data: SpikeData, config: Config, splits=("valid", "test"), f
             out[f"{split}_psth_r2"] = M.psth_r2(rates[split], sub.counts, sub.conditions, data.bin_ms, config.eval.psth_sigma_ms)
         if forecast and data.n_time >= 2:
             context, horizon = default_forecast_window(data.n_time, config)
-            fc = forecast_arrays(model, as_tensor(sub.counts[:, :context], model), horizon, n_samples=config.eval.samples,
-                                 batch_size=config.train.batch_size)
-            out.update({f"{split}_{k}": v for k, v in score_forecast(fc["rates_mean"], sub, context).items()})
+            scores = ForecastScores(sub, context, horizon)
+            for part in iter_forecast(model, sub.counts[:, :context], horizon, n_samples=config.eval.samples,
+                                      batch_size=config.train.batch_size):
+                scores.add(part["rates_mean"])
+            out.update({f"{split}_{k}": v for k, v in scores.result().items()})
     return {k: float(v) for k, v in out.items()}
 
 
 def score_smoothed(rates: np.ndarray, data: SpikeData) -> dict:
     """co-bps on held-out neurons, and test-retest bps when the data hold a second draw."""
-    out = {}
-    if data.heldout.any():
-        out["co_bps"] = M.co_bps(rates, data.counts, data.heldout)
-    if "retest_counts" in data.truth:
-        out["retest_bps"] = M.bits_per_spike(rates, data.truth["retest_counts"])
-        out["retest_oracle_bps"] = M.oracle_bps(data.truth["rates"], data.truth["retest_counts"])
-    return out
+    scores = SmoothedScores(data)
+    scores.add(rates)
+    return scores.result()
 
 
 def score_forecast(rates: np.ndarray, data: SpikeData, context: int) -> dict:
     """fp-bps of forecast rates [trial, horizon, neuron] against the observed bins after the context."""
-    horizon = rates.shape[1]
-    observed = data.counts[:, context : context + horizon]
-    if observed.shape[1] < horizon:
-        return {}
-    out = {"fp_bps": M.fp_bps(rates, observed)}
-    if "rates" in data.truth:
-        out["fp_oracle_bps"] = M.oracle_bps(data.truth["rates"][:, context : context + horizon], observed)
-    return out
+    scores = ForecastScores(data, context, rates.shape[1])
+    scores.add(rates)
+    return scores.result()
+
+
+class SmoothedScores:
+    """score_smoothed fed block by block: add(rates_mean [block, time, neuron]) for consecutive
+    trials of `data`, then result(). trials: optional [trial] mask of the trials scored (one split),
+    the others' rates are passed over. The inputs (counts, truth) are used in place, never copied."""
+
+    def __init__(self, data: SpikeData, trials: np.ndarray | None = None):
+        self.data, self.trials = data, trials
+        self.scores = {}
+        if data.heldout.any():
+            self.scores["co_bps"] = M.BitsPerSpike(data.counts, neurons=data.heldout, trials=trials)
+        if "retest_counts" in data.truth:
+            self.scores["retest_bps"] = M.BitsPerSpike(data.truth["retest_counts"], trials=trials)
+
+    def add(self, rates: np.ndarray) -> None:
+        for score in self.scores.values():
+            score.add(rates)
+
+    def result(self) -> dict:
+        out = {k: score.value() for k, score in self.scores.items()}
+        if "retest_counts" in self.data.truth:
+            out["retest_oracle_bps"] = M.bits_per_spike_blocked(self.data.truth["rates"], self.data.truth["retest_counts"],
+                                                                self.trials)
+        return out
+
+
+class ForecastScores:
+    """score_forecast fed block by block: add(rates_mean [block, horizon, neuron]) of forecasts after
+    the first `context` bins of consecutive trials of `data`, then result(); no scores when the
+    trials end before context + horizon."""
+
+    def __init__(self, data: SpikeData, context: int, horizon: int):
+        self.observed = data.counts[:, context : context + horizon]  # a view
+        self.scored = self.observed.shape[1] == horizon
+        self.fp = M.BitsPerSpike(self.observed) if self.scored else None
+        self.truth = data.truth["rates"][:, context : context + horizon] if "rates" in data.truth else None
+
+    def add(self, rates: np.ndarray) -> None:
+        if self.scored:
+            self.fp.add(rates)
+
+    def result(self) -> dict:
+        if not self.scored:
+            return {}
+        out = {"fp_bps": self.fp.value()}
+        if self.truth is not None:
+            out["fp_oracle_bps"] = M.bits_per_spike_blocked(self.truth, self.observed)
+        return out
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -274,19 +346,67 @@ def _output_attrs(run: Run, data: SpikeData, command: str, metrics: dict) -> dic
     }
 
 
-def _write(out: Path, fmt: str, arrays: dict, rows: SpikeData, attrs: dict, overwrite: bool, module: str,
-           series_start_s: np.ndarray | None) -> Path:
-    from xfads_cli.outputs.h5 import write_h5
+def _open_output(out: Path, fmt: str, rows: SpikeData, overwrite: bool, module: str, start_s: np.ndarray | None):
+    """The writer of a command's results, used as `with ... as sink:` then sink.append(block of
+    trials) / sink.write(name, whole array) / sink.set_attrs(attrs): an H5Stream for --format h5, which
+    writes each block as it comes; for --format nwb a _NwbOutput, which gathers them in memory."""
+    from xfads_cli.outputs.h5 import H5Stream
 
     if fmt == "h5":
-        return write_h5(out, arrays, attrs, overwrite)
-    from xfads_cli.outputs.nwb import write_nwb_copy
-
+        return H5Stream(out, n_rows=rows.n_trials, overwrite=overwrite)
     source = Path(rows.provenance.get("path", ""))
-    if rows.provenance.get("format") != "nwb" or series_start_s is None:
+    if rows.provenance.get("format") != "nwb" or start_s is None:
         raise UsageError("--format nwb needs an NWB input file (trial times are taken from it); use --format h5")
-    series = {k: v for k, v in arrays.items() if np.asarray(v).ndim == 3}
-    return write_nwb_copy(source, out, module, series, series_start_s, rows.bin_ms, f"xfads {module}", attrs, overwrite)
+    return _NwbOutput(source, Path(out), module, start_s, rows.bin_ms, overwrite)
+
+
+class _NwbOutput:
+    """--format nwb, NOT streamed: pynwb writes each TimeSeries from one array, so the blocks are
+    gathered in memory and the copy of the input with the module added is written when the `with`
+    block ends without an exception. Series are the [trial, time, dim] arrays, in the order given."""
+
+    def __init__(self, source: Path, out: Path, module: str, start_s: np.ndarray, bin_ms: float, overwrite: bool):
+        self.source, self.path, self.module = source, out, module
+        self.start_s, self.bin_ms, self.overwrite = start_s, bin_ms, overwrite
+        self.parts: list[dict] = []
+        self.whole: dict[str, np.ndarray] = {}
+        self.attrs: dict = {}
+
+    def __enter__(self) -> "_NwbOutput":
+        return self
+
+    def append(self, part: dict) -> None:
+        self.parts.append(part)
+
+    def write(self, name: str, value) -> None:
+        self.whole[name] = np.asarray(value)
+
+    def set_attrs(self, attrs: dict) -> None:
+        self.attrs = attrs
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return _concat(self.parts) | self.whole
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            from xfads_cli.outputs.nwb import write_nwb_copy
+
+            series = {k: v for k, v in self.arrays().items() if v.ndim == 3}
+            write_nwb_copy(self.source, self.path, self.module, series, self.start_s, self.bin_ms,
+                           f"xfads {self.module}", self.attrs, self.overwrite)
+        return False
+
+
+def _whole_arrays(sink, names: list[str]) -> dict[str, np.ndarray]:
+    """Whole arrays of a written output, for --plot (plots average over all trials): the NWB output
+    still has them in memory, an HDF5 output is read back (so --plot costs memory in the trials)."""
+    if isinstance(sink, _NwbOutput):
+        arrays = sink.arrays()
+        return {name: arrays[name] for name in names}
+    import h5py
+
+    with h5py.File(sink.path, "r") as f:
+        return {name: f[name][()] for name in names}
 
 
 def _check_format(out: Path, fmt: str, overwrite: bool) -> None:
@@ -300,7 +420,13 @@ def _check_format(out: Path, fmt: str, overwrite: bool) -> None:
 def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mode: str | None = None,
            samples: int | None = None, fmt: str = "h5", overwrite: bool = False, overrides=(), device: str = "auto",
            plot: bool = False) -> dict:
-    """Smoothed latents and rates for the trials of `split`; writes `out`, returns a summary."""
+    """Smoothed latents and rates for the trials of `split`; writes `out`, returns a summary.
+
+    Trials are smoothed `train.batch_size` at a time and each block is written to the HDF5 output and
+    scored as it comes, so memory does not grow with the trials beyond the recording itself, with
+    three exceptions: --format nwb (gathered in memory, see _NwbOutput), --plot (reads the output
+    back) and --split all on data with behaviour or conditions, where rates_mean of every trial
+    (float32, as large as the counts) is kept for the vel_r2 / psth_r2 decoders of `evaluate`."""
     if split not in ("all", "train", "valid", "test"):
         raise UsageError(f"--split must be all, train, valid or test, got '{split}'")
     if mode not in (None, "smoother", "filter", "two_filter"):
@@ -312,23 +438,39 @@ def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mo
     if rows.n_trials == 0:
         raise UsageError(f"{Path(data_path).name} has no '{split}' trials; use --split all")
     model = session_model(run, data)
-    arrays = smooth_arrays(model, as_tensor(rows.counts, run), mode=mode, n_samples=samples,
-                           batch_size=run.config.train.batch_size)
-    metrics = {k: float(v) for k, v in score_smoothed(arrays["rates_mean"], rows).items()}
-    if split == "all":
-        metrics.update(evaluate(model, data, run.config, forecast=False, smoothed=arrays["rates_mean"]))
-    arrays.update({
-        "counts": rows.counts, "trial_ids": rows.trial_ids, "split": rows.split,
-        "unit_ids": rows.unit_ids.astype(str), "heldout": rows.heldout,
-    })
-    if rows.start_s is not None:
-        arrays["start_s"] = rows.start_s
-    attrs = _output_attrs(run, rows, "smooth", metrics) | {"mode": mode or run.config.model.mode, "split_selected": split}
-    path = _write(out, fmt, arrays, rows, attrs, overwrite, "xfads_smooth", rows.start_s)
-    summary = {"out": str(path), "trials": rows.n_trials, "bins": rows.n_time, "metrics": metrics}
+    scores = SmoothedScores(rows)
+    # --split all also reports evaluate's per-split scores; the decoders among them need whole arrays
+    decoders = split == "all" and (data.behavior is not None or data.conditions is not None)
+    split_scores = {} if split != "all" or decoders else {
+        s: SmoothedScores(data, trials=data.split == s) for s in EVAL_SPLITS if (data.split == s).any()}
+    kept = np.empty(rows.counts.shape, dtype=np.float32) if decoders else None
+    with _open_output(out, fmt, rows, overwrite, "xfads_smooth", rows.start_s) as sink:
+        start = 0
+        for part in iter_smooth(model, rows.counts, mode=mode, n_samples=samples, batch_size=run.config.train.batch_size):
+            stop = start + len(part["rates_mean"])
+            for score in (scores, *split_scores.values()):
+                score.add(part["rates_mean"])
+            if kept is not None:
+                kept[start:stop] = part["rates_mean"]
+            sink.append(part | {"counts": rows.counts[start:stop]})
+            start = stop
+        metrics = {k: float(v) for k, v in scores.result().items()}
+        for s, score in split_scores.items():
+            metrics.update({f"{s}_{k}": float(v) for k, v in score.result().items()})
+        if decoders:
+            metrics.update(evaluate(model, data, run.config, forecast=False, smoothed=kept))
+        del kept  # freed before --plot reads the output back
+        for name, value in (("trial_ids", rows.trial_ids), ("split", rows.split), ("unit_ids", rows.unit_ids.astype(str)),
+                            ("heldout", rows.heldout), ("start_s", rows.start_s)):
+            if value is not None:
+                sink.write(name, value)
+        sink.set_attrs(_output_attrs(run, rows, "smooth", metrics) | {"mode": mode or run.config.model.mode,
+                                                                      "split_selected": split})
+    summary = {"out": str(sink.path), "trials": rows.n_trials, "bins": rows.n_time, "metrics": metrics}
     if plot:
         from xfads_cli.outputs.plots import plot_latents, plot_psth
 
+        arrays = _whole_arrays(sink, ["rates_mean", "rates_q05", "rates_q95", "latents_mean", "latents_var"])
         truth = rows.truth.get("latents")
         summary["plots"] = [
             str(plot_psth(rows.counts, arrays["rates_mean"], arrays["rates_q05"], arrays["rates_q95"], rows.bin_ms,
@@ -343,7 +485,11 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
              context_ms: float | None = None, horizon_ms: float | None = None, split: str = "all",
              samples: int = 100, mode: str = "filter", keep_samples: bool = False, fmt: str = "h5",
              overwrite: bool = False, overrides=(), device: str = "auto", plot: bool = False) -> dict:
-    """Forecast `horizon` bins after the first `context` bins of each trial window; writes `out`."""
+    """Forecast `horizon` bins after the first `context` bins of each trial window; writes `out`.
+
+    Trials are forecast `train.batch_size` at a time and each block is written to the HDF5 output and
+    scored as it comes: memory does not grow with the trials beyond the recording itself, except with
+    --format nwb (gathered in memory, see _NwbOutput) and --plot (reads the output back)."""
     if split not in ("all", "train", "valid", "test"):
         raise UsageError(f"--split must be all, train, valid or test, got '{split}'")
     if mode not in ("filter", "smoother"):
@@ -363,28 +509,35 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
     rows = data.subset(split)
     if rows.n_trials == 0:
         raise UsageError(f"{Path(data_path).name} has no '{split}' trials; use --split all")
-    arrays = forecast_arrays(session_model(run, data), as_tensor(rows.counts[:, :context], run), horizon, n_samples=samples,
-                             mode=mode, batch_size=run.config.train.batch_size, keep_samples=keep_samples)
-    metrics = {k: float(v) for k, v in score_forecast(arrays["rates_mean"], rows, context).items()}
-    arrays.update({
-        "counts": rows.counts[:, context : context + horizon], "context_counts": rows.counts[:, :context],
-        "trial_ids": rows.trial_ids, "split": rows.split, "unit_ids": rows.unit_ids.astype(str),
-    })
+    scores = ForecastScores(rows, context, horizon)
+    # per-trial inputs written next to the results, block by block (views of the recording, no copies)
+    inputs = {"counts": rows.counts[:, context : context + horizon], "context_counts": rows.counts[:, :context]}
     if "rates" in rows.truth:
-        arrays["true_rates"] = rows.truth["rates"][:, context : context + horizon]
-    start = None if rows.start_s is None else rows.start_s + context * rows.bin_ms / 1000.0
-    if start is not None:
-        arrays["start_s"] = start
-    attrs = _output_attrs(run, rows, "forecast", metrics) | {
-        "context_bins": context, "horizon_bins": horizon, "samples": samples, "mode": mode, "split_selected": split}
-    path = _write(out, fmt, arrays, rows, attrs, overwrite, "xfads_forecast", start)
-    summary = {"out": str(path), "trials": rows.n_trials, "context_bins": context, "horizon_bins": horizon,
+        inputs["true_rates"] = rows.truth["rates"][:, context : context + horizon]
+    start_s = None if rows.start_s is None else rows.start_s + context * rows.bin_ms / 1000.0
+    with _open_output(out, fmt, rows, overwrite, "xfads_forecast", start_s) as sink:
+        start = 0
+        for part in iter_forecast(session_model(run, data), inputs["context_counts"], horizon, n_samples=samples,
+                                  mode=mode, batch_size=run.config.train.batch_size, keep_samples=keep_samples):
+            stop = start + len(part["rates_mean"])
+            scores.add(part["rates_mean"])
+            sink.append(part | {k: v[start:stop] for k, v in inputs.items()})
+            start = stop
+        metrics = {k: float(v) for k, v in scores.result().items()}
+        for name, value in (("trial_ids", rows.trial_ids), ("split", rows.split), ("unit_ids", rows.unit_ids.astype(str)),
+                            ("start_s", start_s)):
+            if value is not None:
+                sink.write(name, value)
+        sink.set_attrs(_output_attrs(run, rows, "forecast", metrics) | {
+            "context_bins": context, "horizon_bins": horizon, "samples": samples, "mode": mode, "split_selected": split})
+    summary = {"out": str(sink.path), "trials": rows.n_trials, "context_bins": context, "horizon_bins": horizon,
                "metrics": metrics}
     if plot:
         from xfads_cli.outputs.plots import plot_forecast
 
+        arrays = _whole_arrays(sink, ["rates_mean", "rates_q05", "rates_q95"])
         summary["plots"] = [str(plot_forecast(
-            arrays["context_counts"], arrays["counts"], arrays["rates_mean"], arrays["rates_q05"], arrays["rates_q95"],
+            inputs["context_counts"], inputs["counts"], arrays["rates_mean"], arrays["rates_q05"], arrays["rates_q95"],
             rows.bin_ms, Path(out).with_suffix(".forecast.png")))]
     return summary
 

@@ -41,6 +41,80 @@ def bits_per_spike(rates: np.ndarray, counts: np.ndarray) -> float:
     return (poisson_nll(rbar, n) - poisson_nll(rates, n)) / total / math.log(2)
 
 
+BLOCK_TRIALS = 64  # trials per block when BitsPerSpike walks arrays already in memory
+
+
+class BitsPerSpike:
+    """bits_per_spike accumulated over blocks of trials, for rates too large to hold all at once.
+
+    Both NLL terms are sums over entries and the null model (each neuron's mean count) depends on
+    the counts only, so adding per-block sums gives the whole-array value up to float rounding.
+
+    counts:  [trial, time, neuron] ALL evaluated counts (kept by reference, never copied whole);
+    neurons: optional [neuron] bool mask of the neurons scored (co-bps: the held-out ones);
+    trials:  optional [trial] bool mask of the trials scored, so one stream of blocks can feed
+             several scores (e.g. one per split); the other trials' rates are passed over.
+    add(rates) takes rates [block, time, neuron] (all neurons) for the next consecutive trials of
+    `counts`; value() after the last trial equals
+    bits_per_spike(rates[trials][..., neurons], counts[trials][..., neurons]).
+    """
+
+    def __init__(self, counts: np.ndarray, neurons: np.ndarray | None = None, trials: np.ndarray | None = None):
+        self.counts = counts
+        self.neurons = slice(None) if neurons is None else np.asarray(neurons, dtype=bool)
+        self.trials = np.ones(len(counts), dtype=bool) if trials is None else np.asarray(trials, dtype=bool)
+        if self.trials.shape != (len(counts),):
+            raise ValueError(f"trials mask {self.trials.shape} must be [trial] of counts {np.shape(counts)}")
+        self.position = 0  # trials of `counts` covered by the blocks added so far
+        self.nll_model = self.nll_null = self.total = 0.0
+        self.neuron_mean = self._neuron_mean()
+
+    def _counts(self, start: int, stop: int) -> np.ndarray:
+        """Scored counts of trials start..stop-1 as float64 [scored trial, time, scored neuron]."""
+        keep = self.trials[start:stop]
+        return np.asarray(self.counts[start:stop][keep][..., self.neurons], dtype=np.float64)
+
+    def _neuron_mean(self) -> np.ndarray:
+        """np.nanmean over the scored trials and time per neuron, summed block by block."""
+        total = seen = 0.0
+        for start in range(0, len(self.counts), BLOCK_TRIALS):
+            n = self._counts(start, start + BLOCK_TRIALS)
+            flat = n.reshape(-1, n.shape[-1])
+            total = total + np.nansum(flat, axis=0)
+            seen = seen + (~np.isnan(flat)).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a neuron never observed: NaN, as nanmean
+            return np.asarray(total / seen, dtype=np.float64)
+
+    def add(self, rates: np.ndarray) -> None:
+        stop = self.position + len(rates)
+        if stop > len(self.counts):
+            raise ValueError(f"rates for {stop} trials added, counts have {len(self.counts)}")
+        n = self._counts(self.position, stop)
+        r = np.asarray(rates)[self.trials[self.position : stop]][..., self.neurons]
+        self.position = stop
+        if n.size == 0:
+            return
+        self.nll_model += poisson_nll(r, n)
+        self.nll_null += poisson_nll(np.broadcast_to(self.neuron_mean, n.shape), n)
+        self.total += float(np.nansum(n))
+
+    def value(self) -> float:
+        if self.position != len(self.counts):
+            raise ValueError(f"rates of {self.position} of {len(self.counts)} trials added; add them all first")
+        if self.total == 0:
+            return float("nan")
+        return (self.nll_null - self.nll_model) / self.total / math.log(2)
+
+
+def bits_per_spike_blocked(rates: np.ndarray, counts: np.ndarray, trials: np.ndarray | None = None) -> float:
+    """bits_per_spike(rates[trials], counts[trials]) of arrays already in memory, BLOCK_TRIALS trials
+    at a time: the float64 working copies stay block-sized (e.g. oracle bps of large simulated data)."""
+    score = BitsPerSpike(counts, trials=trials)
+    for start in range(0, len(counts), BLOCK_TRIALS):
+        score.add(rates[start : start + BLOCK_TRIALS])
+    return score.value()
+
+
 # --------------------------------------------------------------------------------------------------
 # Named scores (METRICS.md "Named scores")
 # --------------------------------------------------------------------------------------------------
