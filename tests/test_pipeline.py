@@ -157,3 +157,20 @@ def test_behaviour_and_conditions_give_vel_and_psth_r2(recording, fixtures_dir, 
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
     assert math.isfinite(metrics["test_psth_r2"]) and metrics["test_psth_r2"] <= 1.0
+
+
+def test_behaviour_lag_longer_than_the_trial_skips_vel_r2(tmp_path):
+    """NLB file with 10-bin (50 ms) trials and the default 100 ms decoding lag: nothing to decode
+    inside a trial, so fit finishes without a vel_r2 score instead of crashing."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "short.h5"
+    with h5py.File(path, "w") as f:
+        f["train_spikes_heldin"] = rng.poisson(1.0, (8, 10, 4)).astype("f4")
+        f["train_spikes_heldout"] = rng.poisson(1.0, (8, 10, 2)).astype("f4")
+        f["eval_spikes_heldin"] = rng.poisson(1.0, (4, 10, 4)).astype("f4")
+        f["train_behavior"] = rng.normal(size=(8, 10, 2)).astype("f4")
+        f["eval_behavior"] = rng.normal(size=(4, 10, 2)).astype("f4")
+        f.attrs["bin_ms"] = 5.0
+    invoke("fit", path, "--out", tmp_path / "run", "--max-epochs", "1", "--quiet")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert not any(k.endswith("vel_r2") for k in summary["metrics"])

@@ -248,8 +248,9 @@ def evaluate(model, data: SpikeData, config: Config, splits=EVAL_SPLITS, forecas
         if split not in rates:
             continue
         out.update({f"{split}_{k}": v for k, v in score_smoothed(rates[split], sub).items()})
-        if decode_behavior and "train" in rates and split != "train":
-            lag = int(round(config.eval.behavior_lag_ms / data.bin_ms))
+        lag = int(round(config.eval.behavior_lag_ms / data.bin_ms))
+        # A lag as long as the trial leaves no (rate, behaviour) pair inside any trial: no score.
+        if decode_behavior and "train" in rates and split != "train" and 0 <= lag < data.n_time:
             out[f"{split}_vel_r2"] = M.vel_r2(rates["train"], data.subset("train").behavior, rates[split], sub.behavior, lag_bins=lag)
         if decode and data.conditions is not None:
             out[f"{split}_psth_r2"] = M.psth_r2(rates[split], sub.counts, sub.conditions, data.bin_ms, config.eval.psth_sigma_ms)
