@@ -142,18 +142,39 @@ def fit(
     device: DeviceOpt = "auto",
     seed: Annotated[Optional[int], typer.Option(help="Random seed (overrides the config's seed).")] = None,
     max_epochs: Annotated[Optional[int], typer.Option("--max-epochs", help="Stop after this many epochs.")] = None,
-    time_limit: Annotated[Optional[float], typer.Option("--time-limit", help="Stop after this many minutes.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
+    time_limit: Annotated[Optional[float], typer.Option(
+        "--time-limit", help="Stop after this many minutes (of this invocation; also applies when resuming).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt (an error if there is none).")] = False,
+    resume_auto: Annotated[bool, typer.Option(
+        "--resume-auto", help="Continue the run in --out if it has a last.pt, else start a new one (for requeued jobs).")] = False,
+    deterministic: Annotated[bool, typer.Option(
+        "--deterministic", help="Deterministic algorithms only: same seed + device + software => same result.")] = False,
+    distributed: Annotated[Optional[bool], typer.Option(
+        "--distributed/--no-distributed",
+        help="Data-parallel over the ranks of torchrun (or srun); default: on when WORLD_SIZE > 1.")] = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     plot: PlotOpt = False,
 ):
-    """Fit an XFADS model; writes config.yaml, last.pt, best.pt, metrics.csv and summary.json to --out."""
+    """Fit an XFADS model; writes config.yaml, last.pt, best.pt, metrics.csv and summary.json to --out.
+
+    On SIGTERM or SIGUSR1 (e.g. SLURM's warning before the time limit) fit finishes the current step,
+    saves the exact state to last.pt and exits with code 75 (EX_TEMPFAIL: rerun with --resume or
+    --resume-auto to continue bit-for-bit). Exit codes: 0 done, 1 failure (e.g. the loss kept
+    diverging; last.pt keeps the last good epoch), 2 bad usage or input, 75 preempted.
+    Multi-GPU: torchrun --nproc-per-node K -m xfads_cli fit ... (train.batch_size is the global batch).
+    """
     from xfads_cli.config import load_config
     from xfads_cli.progress import EpochProgress
+    from xfads_cli.train.distributed import detect
     from xfads_cli.train.run import run_fit
+    from xfads_cli.train.signals import EXIT_PREEMPTED, Preempted
 
+    if resume and resume_auto:
+        raise UsageError("--resume and --resume-auto are exclusive: --resume-auto already resumes when it can")
+    dist = detect(distributed)
+    quiet = quiet or not dist.is_main  # only rank 0 talks
     overrides = list(set_ or [])
     if seed is not None:
         overrides.append(f"seed={seed}")
@@ -162,9 +183,17 @@ def fit(
     if time_limit is not None:
         overrides.append(f"train.time_limit_min={time_limit}")
     cfg = load_config(config, overrides)
-    with EpochProgress(cfg.train.max_epochs, quiet=quiet) as progress:
-        summary = run_fit(data, cfg, out, device=device, overwrite=overwrite, resume=resume,
-                          max_epochs=max_epochs, progress=progress, plot=plot)
+    try:
+        with EpochProgress(cfg.train.max_epochs, quiet=quiet) as progress:
+            summary = run_fit(data, cfg, out, device=device, overwrite=overwrite,
+                              resume="auto" if resume_auto else resume, max_epochs=max_epochs,
+                              progress=progress, plot=plot, deterministic=deterministic, dist=dist)
+    except Preempted as exc:
+        if dist.is_main:
+            _stderr(f"preempted: {exc}")
+        raise typer.Exit(EXIT_PREEMPTED) from None
+    if not dist.is_main:
+        return
     _report(summary, f"xfads fit: {summary['epochs']} epochs, best {summary['best_epoch'] + 1} ({summary['stopped']})",
             json_out, quiet)
 

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from xfads_cli.config import ModelConfig
 from xfads_cli.model.dynamics import build_dynamics
 from xfads_cli.model.encoders import BackwardEncoder, LocalEncoder, drop_local_potentials
-from xfads_cli.model.filtering import Posterior, low_rank_filter
+from xfads_cli.model.filtering import Posterior, low_rank_filter, noise_shape
 from xfads_cli.model.likelihoods import build_likelihood
 
 
@@ -82,13 +82,21 @@ class XFADS(nn.Module):
         self.readout.bias.copy_(self.likelihood.init_bias(torch.nan_to_num(mean, nan=0.0)))
 
     # -- inference ----------------------------------------------------------------------------
+    def noise_shape(self, batch: int, time: int, *, mode: str | None = None, n_samples: int | None = None) -> tuple:
+        """Shape of the standard normals `posterior(..., noise=)` consumes for [batch, time] (filtering.noise_shape)."""
+        mode = mode or self.cfg.mode
+        rank = self.cfg.rank_local + (0 if mode == "filter" else self.cfg.rank_backward)
+        return noise_shape(mode, time, batch, n_samples or self.cfg.samples, self.cfg.latent_dim, rank)
+
     def posterior(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
-                  drop_local: float = 0.0, local_mask: torch.Tensor | None = None) -> Posterior:
+                  drop_local: float = 0.0, local_mask: torch.Tensor | None = None,
+                  noise: torch.Tensor | torch.Generator | None = None) -> Posterior:
         """y: [batch, time, neuron] (all neurons; NaN = missing) -> Posterior over [batch, time, latent].
 
         drop_local: during training, the fraction of bins whose local potential is dropped at random so
         that the dynamics learn to predict (MODEL.md section 2). local_mask [batch, time] bool keeps
-        alpha_t only where True (used for forecasting contexts).
+        alpha_t only where True (used for forecasting contexts). noise: the filter's standard normals
+        (`noise_shape(...)`) or a torch.Generator; None draws from the global RNG.
         """
         mode = mode or self.cfg.mode
         a, A, _ = self.local(y[..., self.heldin])
@@ -98,13 +106,16 @@ class XFADS(nn.Module):
         a, A = drop_local_potentials(a, A, drop_local, local_mask)
         return low_rank_filter(
             self.dynamics, self.m0, self.q0(), self.q(), a, A, b, B,
-            n_samples=n_samples or self.cfg.samples, mode=mode,
+            n_samples=n_samples or self.cfg.samples, mode=mode, noise=noise,
         )
 
     def elbo(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
-             drop_local: float = 0.0) -> Elbo:
-        """Monte Carlo ELBO per trial. y: [batch, time, neuron]."""
-        post = self.posterior(y, mode=mode, n_samples=n_samples, drop_local=drop_local)
+             drop_local: float = 0.0, local_mask: torch.Tensor | None = None,
+             noise: torch.Tensor | torch.Generator | None = None) -> Elbo:
+        """Monte Carlo ELBO per trial. y: [batch, time, neuron]. local_mask, noise: as in `posterior`
+        (the training loop passes per-trial draws, train/loop.py)."""
+        post = self.posterior(y, mode=mode, n_samples=n_samples, drop_local=drop_local, local_mask=local_mask,
+                              noise=noise)
         loglik = self.likelihood.log_prob(self.eta(post.samples), y).sum(-1).mean(0).sum(-1)
         kl = post.kl.sum(-1)
         return Elbo(loglik - kl, loglik, kl, post)

@@ -3,6 +3,9 @@ checkpoint shared by a colleague cannot run code. Written atomically (temporary 
 
     {format, model, optimizer, config, spec, data, versions, epoch, best, rng, history}
 
+last.pt also holds `train_state` (train/loop.py: optimizer, scheduler, counters, RNG, history and
+`partial`, the position inside an interrupted epoch) and `best_model`, so a run resumes exactly.
+
 `spec` holds what rebuilding the model needs besides the config (neuron count, held-in mask, bin
 width), so every command can rebuild the model from the checkpoint alone.
 """

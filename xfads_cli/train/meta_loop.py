@@ -4,9 +4,14 @@
 
 Each epoch every session's training trials are cut into batches of cfg.batch_size (a batch never mixes
 sessions, whose neuron counts differ, so nothing is padded) and all batches of all sessions are
-shuffled together, so the shared parameters see the sessions interleaved. Everything else (Adam,
-exponential lr decay, clipping, early stopping, divergence handling, hooks, resume) is
-`train.loop.run_epochs`, the single-session loop.
+shuffled together, so the shared parameters see the sessions interleaved. The order is a function of
+(seed, epoch) and each chunk's Monte Carlo draws come from a generator keyed by (seed, epoch, chunk).
+Everything else (Adam, exponential lr decay, clipping, early stopping, divergence handling, hooks,
+preemption, resume) is `train.loop.run_epochs`, the single-session loop.
+
+Data-parallel (train/distributed.py): the chunks of an epoch are dealt to the K ranks in turn, so
+each step trains K chunks at once (one per rank, each normalised as on one process; DDP averages).
+The last step is padded with zero-weight repeats so that every rank runs the same number of steps.
 
 Few-shot adaptation trains one new session with the shared parameters frozen:
 
@@ -22,7 +27,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from xfads_cli.config import TrainConfig
-from xfads_cli.train.loop import FitResult, run_epochs
+from xfads_cli.train.distributed import SINGLE, Dist
+from xfads_cli.train.loop import FitResult, epoch_generator, mix_seed, run_epochs
 
 
 @torch.no_grad()
@@ -56,6 +62,9 @@ def fit_meta(
     parameters: Iterable[torch.nn.Parameter] | None = None,
     resume: dict | None = None,
     max_epochs: int | None = None,
+    dist: Dist | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_interrupt: Callable[[Callable[[], dict]], None] | None = None,
 ) -> FitResult:
     """Train a MetaXFADS on sessions_train[i] [trial, time, neuron_i] (session i of the model; None or
     empty: not trained on), early-stopping on the mean over sessions of the validation loss per bin.
@@ -70,16 +79,30 @@ def fit_meta(
         raise ValueError("fit_meta: no session has training trials")
     valid = [(i, y) for i, y in enumerate(sessions_valid) if _present(y)]
 
-    def batches(gen: torch.Generator):
+    d = dist or SINGLE
+    device = next(model.parameters()).device
+
+    def batches(epoch: int):
+        """(epoch, chunk id, session, trial indices, weight, chunks in this global step) per step;
+        the trials are indexed lazily in batch_loss."""
+        gen = epoch_generator(seed, epoch)
         chunks = []
         for i in trained:
             y = sessions_train[i]
             order = torch.randperm(y.shape[0], generator=gen)
             chunks += [(i, order[k : k + cfg.batch_size]) for k in range(0, len(order), cfg.batch_size)]
         mix = torch.randperm(len(chunks), generator=gen).tolist()
-        # Lazy indexing: only one batch is materialised at a time.
-        return ((chunks[j][0], sessions_train[chunks[j][0]][chunks[j][1].to(sessions_train[chunks[j][0]].device)])
-                for j in mix)
+        for start in range(0, len(mix), d.world):
+            group = mix[start : start + d.world]
+            j, weight = (group[d.rank], 1.0) if d.rank < len(group) else (group[0], 0.0)
+            yield epoch, j, chunks[j][0], chunks[j][1], weight, len(group)
+
+    def batch_loss(batch) -> torch.Tensor:
+        epoch, j, i, trials, weight, n_chunks = batch
+        y = sessions_train[i][trials.to(sessions_train[i].device)]
+        gen = torch.Generator(device=device).manual_seed(mix_seed(seed, epoch, j))
+        # x world / chunks: DDP's average over ranks is then the mean loss of this step's real chunks
+        return model.loss(y, i, drop_local=cfg.drop_local, generator=gen) * (weight * d.world / n_chunks)
 
     def valid_loss() -> float:
         if not valid:
@@ -87,8 +110,8 @@ def fit_meta(
         return sum(evaluate_meta_loss(model, y, i, cfg.batch_size) for i, y in valid) / len(valid)
 
     return run_epochs(
-        model, cfg, batches=batches,
-        batch_loss=lambda batch: model.loss(batch[1], batch[0], drop_local=cfg.drop_local),
+        model, cfg, batches=batches, batch_loss=batch_loss,
         valid_loss=valid_loss, parameters=parameters, seed=seed, callback=callback, evaluate=evaluate,
-        on_epoch=on_epoch, resume=resume, max_epochs=max_epochs,
+        on_epoch=on_epoch, resume=resume, max_epochs=max_epochs, dist=d, should_stop=should_stop,
+        on_interrupt=on_interrupt, find_unused_parameters=True,  # other sessions' read-in/readout idle
     )

@@ -5,6 +5,11 @@
     RUN_DIR/best.pt       best validation loss so far
     RUN_DIR/metrics.csv   one row per epoch
     RUN_DIR/summary.json  final metrics, provenance, versions
+
+Nothing is created before the input has been loaded and validated (no partial output on bad input).
+On SIGTERM/SIGUSR1 the current step finishes, last.pt gets the exact mid-epoch state and `Preempted`
+is raised (exit code 75 in the CLI); `resume="auto"` continues such a run when last.pt exists and
+starts afresh otherwise. Distributed (train/distributed.py): every rank trains, rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import json
 import math
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from xfads_cli.config import Config, dump_config, load_config, resolved_config
-from xfads_cli.errors import UsageError
+from xfads_cli.errors import RunFailure, UsageError
 from xfads_cli.train.checkpoint import FORMAT
+
+RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "summary.json", "config.yaml", "training.png")
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -39,19 +47,73 @@ def _metrics_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _prepare_out(out: Path, overwrite: bool, resume: bool) -> None:
+def _check_out(out: Path, overwrite: bool, resume: bool | str) -> bool:
+    """Validate --out against --overwrite/--resume without touching the disk; returns whether the
+    run resumes (resume="auto": iff out holds a last.pt)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; fit writes a run directory")
+    has_last = (out / "last.pt").is_file()
+    if resume == "auto":
+        if has_last:
+            return True
+        # Nothing to resume: start afresh. A run killed before its first epoch ended leaves only
+        # config.yaml (and maybe a temporary file); anything else needs --overwrite.
+        others = sorted(p.name for p in out.iterdir() if p.name != "config.yaml" and not p.name.startswith(".")) \
+            if out.is_dir() else []
+        if others and not overwrite:
+            raise UsageError(f"--resume-auto: {out} holds no last.pt but other files ({', '.join(others[:3])}); "
+                             "pass --overwrite to replace them or choose another --out")
+        return False
     if resume:
-        if not (out / "last.pt").is_file():
-            raise UsageError(f"--resume: {out} holds no last.pt to resume from; drop --resume to start a new run")
-        return
+        if not has_last:
+            raise UsageError(f"--resume: {out} holds no last.pt to resume from; drop --resume to start a new run "
+                             "(or use --resume-auto)")
+        return True
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"{out} already holds a run; pass --overwrite to replace it or --resume to continue it")
+    return False
+
+
+def _create_out(out: Path, fresh: bool) -> None:
+    """Make the run directory; a fresh run first removes a previous run's files (and temporary files
+    left by a killed writer)."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("last.pt", "best.pt", "metrics.csv", "summary.json", "config.yaml", "training.png"):
-        if (out / name).exists():
+    for name in RUN_FILES:
+        for tmp in out.glob(f".{name}.tmp-*"):
+            tmp.unlink(missing_ok=True)
+        if fresh and (out / name).exists():
             (out / name).unlink()
+
+
+def _prepare_out(out: Path, overwrite: bool, resume: bool) -> None:
+    """_check_out + _create_out, for callers that have already validated their input."""
+    resumed = _check_out(out, overwrite, resume)
+    _create_out(out, fresh=not resumed)
+
+
+@contextmanager
+def deterministic_mode(enabled: bool):
+    """torch.use_deterministic_algorithms(True), cuDNN autotuning off and CUBLAS_WORKSPACE_CONFIG set
+    (what deterministic cuBLAS needs) for the block; the previous settings are restored after it.
+    Same seed + same device + same software => same result."""
+    if not enabled:
+        yield
+        return
+    import torch
+
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = previous[2], previous[3]
+        if env is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def data_provenance(data) -> dict:
@@ -69,23 +131,36 @@ def data_provenance(data) -> dict:
 
 
 def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto", overwrite: bool = False,
-            resume: bool = False, max_epochs: int | None = None, progress=None, plot: bool = False) -> dict:
+            resume: bool | str = False, max_epochs: int | None = None, progress=None, plot: bool = False,
+            deterministic: bool = False, dist=None, handle_signals: bool = True) -> dict:
     """Fit XFADS to one recording, or the meta-dynamical model to several (model.kind: meta, or more
-    than one DATA), and write RUN_DIR; returns the summary (also in summary.json)."""
+    than one DATA), and write RUN_DIR; returns the summary (also in summary.json).
+
+    resume: False (a new run), True (continue from last.pt; an error without one) or "auto" (continue
+    if last.pt exists, else start afresh). A resumed run keeps the checkpoint's config except
+    train.time_limit_min, which is this invocation's budget. dist: this process's rank
+    (train.distributed.detect()); None: one process. handle_signals: SIGTERM/SIGUSR1 during training
+    save a resumable last.pt and raise train.signals.Preempted."""
     import torch
 
     from xfads_cli.data.provenance import package_versions
     from xfads_cli.data.sessions import load_sessions
     from xfads_cli.ops import as_tensor, evaluate
     from xfads_cli.train.checkpoint import load_checkpoint
-    from xfads_cli.train.device import resolve_device
+    from xfads_cli.train.distributed import SINGLE, process_group, rank_device
+    from xfads_cli.train.signals import Preempted, catch_preemption
 
+    d = dist or SINGLE
     out = Path(out)
-    _prepare_out(out, overwrite, resume)
+    resumed = _check_out(out, overwrite, resume)
     state = ckpt = None
-    if resume:
+    if resumed:
+        from dataclasses import replace
+
         ckpt = load_checkpoint(out / "last.pt")
+        limit = config.train.time_limit_min
         config = load_config(base=ckpt["config"])
+        config = replace(config, train=replace(config.train, time_limit_min=limit))
         state = ckpt["train_state"]
         state["best_model"] = ckpt.get("best_model")
     if plot:
@@ -102,55 +177,75 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
     for data in sessions:
         if data.subset("train").n_trials == 0:
             raise UsageError(f"{data.provenance.get('path')} gives no training trials; check data.split or the trial options")
-    dev = resolve_device(device)
-    torch.manual_seed(config.seed)
-    model, spec = _build(config, sessions, dev)
-    trains = [as_tensor(d.subset("train").counts, model) for d in sessions]
-    valids = [as_tensor(d.subset("valid").counts, model) if d.subset("valid").n_trials else None for d in sessions]
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-    else:
-        for i, y in enumerate(trains):
-            if meta:
-                model.init_from_data(i, y)
-            else:
-                model.init_from_data(y)
-    _atomic_text(out / "config.yaml", dump_config(config))
-    base = {
-        "format": FORMAT,
-        "config": resolved_config(config),
-        "spec": spec,
-        "data": [data_provenance(d) for d in sessions] if meta else data_provenance(sessions[0]),
-        "versions": package_versions(),
-    }
+    dev = rank_device(d, device)
+    # The process group is up before rank 0 creates anything: every rank has passed the checks above
+    # (under torchrun a rank failing them ends the job, so none waits here for ever).
+    with deterministic_mode(deterministic), process_group(d, dev):
+        torch.manual_seed(config.seed)
+        model, spec = _build(config, sessions, dev)
+        trains = [as_tensor(d_.subset("train").counts, model) for d_ in sessions]
+        valids = [as_tensor(d_.subset("valid").counts, model) if d_.subset("valid").n_trials else None for d_ in sessions]
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+        else:
+            for i, y in enumerate(trains):
+                if meta:
+                    model.init_from_data(i, y)
+                else:
+                    model.init_from_data(y)
+        # The input is loaded and valid: only now does anything appear on disk (rank 0 only).
+        if d.is_main:
+            _create_out(out, fresh=not resumed)
+            _atomic_text(out / "config.yaml", dump_config(config))
+        base = {
+            "format": FORMAT,
+            "config": resolved_config(config),
+            "spec": spec,
+            "data": [data_provenance(s) for s in sessions] if meta else data_provenance(sessions[0]),
+            "versions": package_versions(),
+        }
 
-    def views():
-        return session_views(model, sessions) if meta else [model]
+        def views():
+            return session_views(model, sessions) if meta else [model]
 
-    def evaluate_epoch(m) -> dict:
-        # cheap per-epoch scores only: no forecast pass, no decoder fit on the training trials
-        out_metrics = {}
+        def evaluate_epoch(m) -> dict:
+            # cheap per-epoch scores only: no forecast pass, no decoder fit on the training trials
+            out_metrics = {}
+            for view, data in zip(views(), sessions):
+                if data.subset("valid").n_trials:
+                    scores = evaluate(view, data, config, splits=("valid",), forecast=False, decode=False)
+                    out_metrics.update({_key(k, data, meta): v for k, v in scores.items() if math.isfinite(v)})
+            return out_metrics
+
+        writer = RunWriter(out, base, model, state) if d.is_main else None
+        t0 = time.monotonic()
+        common = dict(seed=config.seed, resume=state, max_epochs=max_epochs, dist=d,
+                      evaluate=evaluate_epoch if d.is_main else None,
+                      on_epoch=writer.on_epoch if writer else None,
+                      on_interrupt=writer.on_interrupt if writer else None,
+                      callback=progress.update if progress is not None and d.is_main else None)
+        signals = catch_preemption() if handle_signals else _no_signals()
+        try:
+            with signals as stop:
+                if meta:
+                    from xfads_cli.train.meta_loop import fit_meta
+
+                    result = fit_meta(model, trains, valids, config.train, should_stop=stop, **common)
+                else:
+                    from xfads_cli.train.loop import fit
+
+                    result = fit(model, trains[0], valids[0], config.train, should_stop=stop, **common)
+        except Preempted as exc:
+            raise Preempted(f"{exc}; {out / 'last.pt'} holds the exact state, continue with --resume") from None
+        except RunFailure as exc:
+            if (out / "last.pt").is_file():
+                raise RunFailure(f"{exc} ({out / 'last.pt'} keeps the last completed epoch)") from None
+            raise
+        if not d.is_main:
+            return {"run_dir": str(out), "rank": d.rank, "epochs": len(result.history)}
+        metrics = {}
         for view, data in zip(views(), sessions):
-            if data.subset("valid").n_trials:
-                scores = evaluate(view, data, config, splits=("valid",), forecast=False, decode=False)
-                out_metrics.update({_key(k, data, meta): v for k, v in scores.items() if math.isfinite(v)})
-        return out_metrics
-
-    writer = RunWriter(out, base, model, state)
-    t0 = time.monotonic()
-    common = dict(seed=config.seed, evaluate=evaluate_epoch, on_epoch=writer.on_epoch, resume=state, max_epochs=max_epochs,
-                  callback=progress.update if progress is not None else None)
-    if meta:
-        from xfads_cli.train.meta_loop import fit_meta
-
-        result = fit_meta(model, trains, valids, config.train, **common)
-    else:
-        from xfads_cli.train.loop import fit
-
-        result = fit(model, trains[0], valids[0], config.train, **common)
-    metrics = {}
-    for view, data in zip(views(), sessions):
-        metrics.update({_key(k, data, meta): v for k, v in evaluate(view, data, config).items()})
+            metrics.update({_key(k, data, meta): v for k, v in evaluate(view, data, config).items()})
     summary = {
         "run_dir": str(out),
         "kind": "meta" if meta else "xfads",
@@ -160,11 +255,18 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
         "stopped": result.stopped,
         "seconds": time.monotonic() - t0,
         "metrics": metrics,
-        "data": [_data_summary(d) for d in sessions] if meta else _data_summary(sessions[0]),
+        "data": [_data_summary(s) for s in sessions] if meta else _data_summary(sessions[0]),
         "device": str(dev),
+        "world_size": d.world,
+        "deterministic": deterministic,
         "versions": base["versions"],
     }
     return writer.finish(summary, result.history, plot)
+
+
+@contextmanager
+def _no_signals():
+    yield None
 
 
 class RunWriter:
@@ -188,6 +290,15 @@ class RunWriter:
                 "best": st["best"], "best_model": self.best_model}
         atomic_torch_save(last, self.out / "last.pt")
         _atomic_text(self.out / "metrics.csv", _metrics_csv(st["history"]))
+
+    def on_interrupt(self, train_state) -> None:
+        """last.pt with the exact (possibly mid-epoch) state when training is preempted; best.pt and
+        metrics.csv are already up to date from the last completed epoch."""
+        from xfads_cli.train.checkpoint import atomic_torch_save
+
+        st = train_state()
+        atomic_torch_save({**self.base, "model": self.model.state_dict(), "train_state": st, "epoch": st["epoch"],
+                           "best": st["best"], "best_model": self.best_model}, self.out / "last.pt")
 
     def finish(self, summary: dict, history: list[dict], plot: bool) -> dict:
         _atomic_text(self.out / "summary.json", json.dumps(summary, indent=2, default=str))

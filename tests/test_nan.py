@@ -1,0 +1,107 @@
+"""Non-finite losses and gradients: the step is skipped and the learning rate halved; after
+MAX_DIVERGENCES halvings the run stops with RunFailure (CLI exit code 1), the last good checkpoint kept."""
+
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from xfads_cli.cli import app
+from xfads_cli.config import TrainConfig
+from xfads_cli.errors import RunFailure
+from xfads_cli.train.loop import MAX_DIVERGENCES, run_epochs
+
+CFG = TrainConfig(max_epochs=3, batch_size=2, lr=0.01, lr_decay=1.0, patience=100)
+STEPS = 4  # per epoch in the toy problem
+
+
+def toy_fit(bad_steps, kind="loss", on_epoch=None, snapshots=None):
+    """A linear model on 8 points, 4 steps per epoch; the loss of the steps in bad_steps (1-based,
+    counted over the run) is made non-finite ("loss"), or finite with a NaN gradient ("grad"), or
+    raises FloatingPointError as a failed Cholesky would ("raise")."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    x = torch.randn(8, 3)
+    calls = {"n": 0}
+
+    def batch_loss(b):
+        calls["n"] += 1
+        if snapshots is not None:
+            snapshots.append(model.weight.detach().clone())
+        loss = model(b).square().mean()
+        if calls["n"] not in bad_steps:
+            return loss
+        if kind == "loss":
+            return loss * math.nan
+        if kind == "raise":
+            raise FloatingPointError("low_rank_filter: non-finite matrix in Cholesky")
+        w = model.weight  # d/dw sqrt(|w - w|) = 0 * inf = NaN at a finite loss value
+        return loss + (w - w.detach()).abs().sqrt().sum()
+
+    result = run_epochs(model, CFG, batches=lambda epoch: [x[i : i + 2] for i in range(0, 8, 2)],
+                        batch_loss=batch_loss, valid_loss=lambda: math.nan, on_epoch=on_epoch)
+    return model, result
+
+
+@pytest.mark.parametrize("kind", ["loss", "grad", "raise"])
+def test_a_non_finite_step_is_skipped_and_halves_the_lr(kind):
+    snapshots = []
+    model, result = toy_fit({6}, kind, snapshots=snapshots)
+    assert [r["lr"] for r in result.history] == [0.01, 0.005, 0.005]
+    assert torch.equal(snapshots[6], snapshots[5])  # no optimizer step after the bad step 6
+    assert not torch.equal(snapshots[5], snapshots[4])
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(math.isfinite(r["train_loss"]) for r in result.history)
+
+
+def test_persistent_nan_stops_with_run_failure_after_bounded_halvings():
+    saved = []
+
+    def on_epoch(record, is_best, state):
+        saved.append((record["epoch"], state()["divergences"]))
+
+    bad = set(range(STEPS + 2, 100))  # from the 2nd step of epoch 1 on
+    with pytest.raises(RunFailure, match="non-finite loss 4 times"):
+        toy_fit(bad, "loss", on_epoch=on_epoch)
+    # epoch 1 ended with 3 skipped steps (still finite, saved); the 4th failure came in epoch 2
+    assert saved == [(0, 0), (1, MAX_DIVERGENCES)]
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "ring.h5"
+    result = CliRunner().invoke(app, ["simulate", "ring", "--out", str(path), "--neurons", "5", "--trials", "10",
+                                      "--bins", "10", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def test_cli_divergence_exits_1_and_keeps_the_last_good_checkpoint(recording, tmp_path, monkeypatch):
+    from xfads_cli.model.xfads import XFADS
+
+    original, calls = XFADS.elbo, {"n": 0}
+
+    def elbo(self, y, **kwargs):
+        terms = original(self, y, **kwargs)
+        if self.training and torch.is_grad_enabled():  # training steps only, not validation
+            calls["n"] += 1
+            if calls["n"] > 3:  # epoch 0 (2 steps of 4 trials) and one step of epoch 1 are fine
+                return terms._replace(elbo=terms.elbo * math.nan)
+        return terms
+
+    monkeypatch.setattr(XFADS, "elbo", elbo)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["fit", str(recording), "--out", str(out), "--max-epochs", "5", "--quiet",
+                                      "--set", "train.batch_size=4", "--set", "model.samples=2",
+                                      "--set", "model.latent_dim=2", "--set", "model.encoder_hidden=8",
+                                      "--set", "model.dynamics_hidden=8"])
+    assert result.exit_code == 1, result.output
+    assert "non-finite loss" in result.output and "last.pt keeps the last completed epoch" in result.output
+    assert "Traceback" not in result.output
+    last = torch.load(out / "last.pt", weights_only=True)
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert last["epoch"] >= 0 and best["epoch"] <= last["epoch"]
+    for ckpt in (last, best):
+        assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert not (out / "summary.json").exists()
