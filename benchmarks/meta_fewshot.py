@@ -1,13 +1,14 @@
 """Few-shot adaptation of the meta-dynamical model on a simulated family of systems (the paper's protocol,
 scaled to 2 CPU cores).
 
-    python benchmarks/meta_fewshot.py [--quick] [--minutes 3] [--system hopf] [--seed 0]
+    python benchmarks/meta_fewshot.py [--quick] [--epochs 100] [--system hopf] [--seed 0]
 
 Protocol (MODEL.md section 6, "Baselines"):
   * a family of sessions from `simulate_arrays(system, param=p)`, p spanning a range, neuron counts differing
     per session; training sessions at evenly spaced p, 3 held-out sessions at p strictly inside the range
     (between training values);
-  * the shared model is trained on the training sessions (`fit_meta`, a wall-clock budget per variant);
+  * the shared model is trained on the training sessions (`fit_meta`, the same number of epochs for every
+    variant, so the result does not depend on how busy the machine is);
   * for each held-out session and n in {1, 8, 16}: a new session is added from its first n trials, the
     shared parameters are frozen, and only the session's read-in / readout are trained on the n trials
     (a fixed number of steps, no validation set), exactly as `xfads adapt` does;
@@ -104,7 +105,8 @@ def adapt_meta(trained, s, n, acfg, args):
     """Copy of the trained model + the held-out session from its first n trials, shared parts frozen."""
     model = copy.deepcopy(trained)
     y = s["counts"][:n]
-    i = model.add_session(spec(s), y)
+    # the embedding mean is fitted with the read-in/readout from the prior mean (`xfads adapt`'s default)
+    i = model.add_session(spec(s) | {"refine_embedding": args.refine}, y)
     model.freeze_shared()
     model.train()
     fit_meta(model, [None] * i + [y], [None] * (i + 1), acfg, seed=args.seed,
@@ -135,7 +137,11 @@ def fit_single(s, n, mcfg, scfg, args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (< 3 min)")
-    p.add_argument("--minutes", type=float, default=3.0, help="training budget of EACH shared model (3 variants)")
+    p.add_argument("--epochs", type=int, default=100, help="training epochs of EACH shared model (3 variants)")
+    p.add_argument("--minutes", type=float, default=None, help="optional wall-clock cap per shared model")
+    p.add_argument("--lr", type=float, default=1e-2, help="shared-model learning rate (after the warm-up)")
+    p.add_argument("--warmup", type=int, default=300, help="linear learning-rate warm-up steps")
+    p.add_argument("--embed-dim", type=int, default=1, help="embedding dimension (1: a one-parameter family)")
     p.add_argument("--system", default="hopf", choices=["hopf", "duffing"])
     p.add_argument("--param-range", type=float, nargs=2, default=None, help="default hopf: -1 2, duffing: -2 2")
     p.add_argument("--sessions", type=int, default=8, help="training sessions")
@@ -155,21 +161,24 @@ def main():
     p.add_argument("--latent", type=int, default=4)
     p.add_argument("--train-samples", type=int, default=5, help="filter samples per trial in training")
     p.add_argument("--adapt-lr", type=float, default=2e-2)
+    p.add_argument("--encoder-embedding", dest="refine", action="store_false",
+                   help="take the frozen encoder's embedding instead of fitting it during adaptation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="1: two threads thrash when another job shares the 2 cores")
     args = p.parse_args()
     if args.param_range is None:
         args.param_range = (-1.0, 2.0) if args.system == "hopf" else (-2.0, 2.0)
     if args.quick:
-        args.minutes, args.sessions, args.trials, args.valid_trials = 0.3, 6, 16, 4
+        args.epochs, args.warmup, args.sessions, args.trials, args.valid_trials = 3, 10, 6, 16, 4
         args.test_trials, args.neurons, args.adapt_steps, args.single_steps, args.samples = 8, (10, 16), 15, 20, 50
     torch.set_num_threads(args.threads)
     t_start = time.monotonic()
 
     mcfg = ModelConfig(kind="meta", latent_dim=args.latent, dynamics_hidden=64, encoder_hidden=32, rank_local=4,
-                       rank_backward=2, samples=args.train_samples, embed_dim=2, read_in_dim=16, hyper_rank=2)
-    tcfg = TrainConfig(max_epochs=100000, batch_size=16, lr=3e-3, lr_decay=0.995, patience=10**9, drop_local=0.2,
-                       time_limit_min=args.minutes)
+                       rank_backward=2, samples=args.train_samples, embed_dim=args.embed_dim, read_in_dim=16,
+                       hyper_rank=2)
+    tcfg = TrainConfig(max_epochs=args.epochs, batch_size=16, lr=args.lr, lr_decay=0.995, warmup_steps=args.warmup,
+                       patience=10**9, drop_local=0.2, time_limit_min=args.minutes)
     # few shots: one batch per epoch (batch >= 16), so epochs = steps; no validation set (n = 1 has none)
     acfg = TrainConfig(max_epochs=args.adapt_steps, batch_size=max(args.shots), lr=args.adapt_lr, lr_decay=0.99,
                        patience=10**9, drop_local=0.2)

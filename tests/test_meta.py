@@ -236,3 +236,41 @@ def test_baseline_adaptations_run_with_the_same_shapes(adaptation):
 def test_unknown_adaptation_is_rejected():
     with pytest.raises(ValueError, match="adaptation"):
         MetaXFADS(CFG, specs(), adaptation="linear")
+
+
+def test_dynamics_are_first_order_sensitive_to_the_embedding_at_the_prior_mean():
+    """U(0) = 0 but V(0) = V0 != 0, so d f / d e != 0 at e = 0: the embedding can leave the prior mean.
+    (With both factors vanishing at 0, U V^T is quadratic in e and this gradient is exactly zero.)"""
+    torch.manual_seed(0)
+    f = HyperMLPDynamics(4, 16, 1, embed_dim=2, rank=2, hyper_hidden=8).double()
+    z = torch.randn(3, 5, 4, dtype=torch.float64)
+    e = torch.zeros(5, 2, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(f(z, f.adapters(e)).square().sum(), e)
+    assert grad.abs().max() > 1e-6
+    with torch.no_grad():
+        f.v_offset.zero_()
+    e = torch.zeros(5, 2, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(f(z, f.adapters(e)).square().sum(), e)
+    assert grad.abs().max() < 1e-12
+
+
+def test_refined_session_embedding_replaces_the_pooled_mean_and_is_trained():
+    from xfads_cli.model.meta import SessionView, session_embedding
+
+    model = make_model()
+    y = counts(4, 12, 6, seed=3)
+    i = model.add_session({"name": "new", "n_neurons": 6, "dt": 0.02, "refine_embedding": True}, y)
+    assert model.session_specs[i]["refine_embedding"] is True
+    assert torch.equal(session_embedding(model, y, i)[2], torch.zeros(CFG.embed_dim))  # starts at the prior mean
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(f"sessions.{i}.")}
+    model.freeze_shared()
+    fit_meta(model, [None] * i + [y], [None] * (i + 1), TRAIN, parameters=list(model.session_parameters(i)))
+    refined = model.sessions[i].embedding.detach()
+    assert refined.abs().sum() > 0
+    assert torch.equal(session_embedding(model, y, i)[2], refined)
+    assert torch.equal(SessionView.pooled(model, i, y).e, refined)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    # the rebuilt model (from the stored specs) has the parameter and loads the state
+    rebuilt = MetaXFADS(CFG, model.session_specs)
+    rebuilt.load_state_dict(model.state_dict())
+    assert torch.equal(rebuilt.sessions[i].embedding, refined)

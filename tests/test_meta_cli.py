@@ -68,6 +68,12 @@ def test_adapt_trains_only_the_new_session(meta_run, sessions, tmp_path):
     new_keys = [k for k in adapted["model"] if k not in old["model"]]
     assert new_keys and all(k.startswith("sessions.3.") for k in new_keys)
     assert adapted["spec"]["sessions"][-1]["embed_trial_ids"] and len(adapted["spec"]["sessions"]) == 4
+    # the embedding mean is a parameter of the new session, fitted from the prior mean (0)
+    assert adapted["spec"]["sessions"][-1]["refine_embedding"] is True
+    assert "sessions.3.embedding" in new_keys and adapted["model"]["sessions.3.embedding"].abs().sum() > 0
+    summary = json.loads((out / "summary.json").read_text())
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert summary["embedding_mean"] == pytest.approx(best["model"]["sessions.3.embedding"].tolist(), abs=1e-6)
     fc = invoke("forecast", out, new, "--out", tmp_path / "f.h5", "--context", 12, "--horizon", 8, "--quiet")
     assert fc.exit_code == 0, fc.output
     sm = invoke("smooth", out, new, "--out", tmp_path / "s.h5", "--quiet")
@@ -92,3 +98,14 @@ def test_meta_failure_paths(meta_run, sessions, tmp_path):
     mismatch = invoke("forecast", out, changed, "--out", tmp_path / "f.h5", "--context", 10, "--horizon", 5)
     assert mismatch.exit_code == 2 and "neurons" in mismatch.output
     assert not (tmp_path / "f.h5").exists() and not (tmp_path / "a").exists()
+
+
+def test_adapt_with_the_encoder_embedding_has_no_embedding_parameter(meta_run, sessions, tmp_path):
+    _, new = sessions
+    out = tmp_path / "adapted_enc"
+    result = invoke("adapt", meta_run, new, "--trials", 3, "--out", out, "--max-epochs", 1, "--quiet",
+                    "--encoder-embedding")
+    assert result.exit_code == 0, result.output
+    adapted = torch.load(out / "last.pt", weights_only=True)
+    assert "sessions.3.embedding" not in adapted["model"]
+    assert "refine_embedding" not in adapted["spec"]["sessions"][-1]

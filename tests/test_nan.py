@@ -105,3 +105,17 @@ def test_cli_divergence_exits_1_and_keeps_the_last_good_checkpoint(recording, tm
     for ckpt in (last, best):
         assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     assert not (out / "summary.json").exists()
+
+
+def test_warmup_scales_the_first_steps_and_leaves_the_schedule_alone():
+    import torch
+
+    from xfads_cli.train.loop import _adam_step, warmup_factor
+
+    assert [warmup_factor(k, 4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([w], lr=1.0)
+    w.grad = torch.ones(1)
+    _adam_step(opt, 0.25)
+    assert float(w.detach()) == -0.25 and opt.param_groups[0]["lr"] == 1.0

@@ -283,6 +283,10 @@ def adapt(
     trials: Annotated[int, typer.Option("--trials", "-n", help="Number of training trials to adapt on.")],
     max_epochs: Annotated[Optional[int], typer.Option("--max-epochs", help="Stop after this many epochs.")] = None,
     time_limit: Annotated[Optional[float], typer.Option("--time-limit", help="Stop after this many minutes.")] = None,
+    refine_embedding: Annotated[bool, typer.Option(
+        "--refine-embedding/--encoder-embedding",
+        help="Fit the new session's embedding mean with its read-in/readout (default), or take the frozen "
+             "embedding encoder's estimate.")] = True,
     set_: SetOpt = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
@@ -290,13 +294,13 @@ def adapt(
     quiet: QuietOpt = False,
     plot: PlotOpt = False,
 ):
-    """Few-shot: fit a new session's read-in/readout on N trials with the shared dynamics frozen."""
+    """Few-shot: fit a new session's read-in/readout (and embedding) on N trials with the shared dynamics frozen."""
     from xfads_cli.meta_ops import adapt as run_adapt
     from xfads_cli.progress import EpochProgress
 
     with EpochProgress(max_epochs or 0, quiet=quiet) as progress:
         summary = run_adapt(run, data, out, trials=trials, max_epochs=max_epochs, time_limit_min=time_limit,
-                            overwrite=overwrite, overrides=set_ or [], device=device, progress=progress, plot=plot)
+                            refine_embedding=refine_embedding, overwrite=overwrite, overrides=set_ or [], device=device, progress=progress, plot=plot)
     _report(summary, f"xfads adapt: session {summary['adapted_session']} from {summary['trials']} trials, "
             f"{summary['epochs']} epochs", json_out, quiet)
 

@@ -85,6 +85,9 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     lr_decay: float = 0.997
+    # Linear learning-rate warm-up over the first optimisation steps: the first Adam steps on a freshly
+    # initialised readout can push exp-link rates past float range at higher learning rates.
+    warmup_steps: int = 0
     grad_clip: float = 1.0
     patience: int = 40
     drop_local: float = 0.2

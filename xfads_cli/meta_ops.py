@@ -92,11 +92,12 @@ def embed(run_path: Path, data_paths: list[Path], out: Path, *, overwrite: bool 
 
 
 def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs: int | None = None,
-          time_limit_min: float | None = None, overwrite: bool = False, overrides=(), device: str = "auto",
-          progress=None, plot: bool = False) -> dict:
+          time_limit_min: float | None = None, refine_embedding: bool = True, overwrite: bool = False, overrides=(),
+          device: str = "auto", progress=None, plot: bool = False) -> dict:
     """Few-shot adaptation (MODEL.md section 6): a new read-in, readout and likelihood for the new
-    session, trained on its first `trials` training trials with every shared parameter frozen; the
-    embedding is inferred by the frozen embedding encoder. Writes a new run directory holding the
+    session, trained on its first `trials` training trials with every shared parameter frozen. The
+    embedding mean is a parameter of the new session fitted with them (refine_embedding, from the
+    prior mean), or the frozen embedding encoder's pooled estimate. Writes a new run directory holding the
     old sessions plus the new one, usable by smooth, forecast and embed."""
     from dataclasses import replace
 
@@ -140,6 +141,11 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     y = as_tensor(shots.counts, run)
     # the session's embedding is pooled over the few shots only, also later in smooth/forecast
     new_spec = model_spec(data) | {"name": data.session, "embed_trial_ids": [int(t) for t in shots.trial_ids]}
+    if refine_embedding:
+        # The encoder reads the new session through a read-in that starts random, so its estimate of e
+        # is poor until the read-in is trained; fitting the mean directly finds the shared dynamics that
+        # explain the shots (held-out sessions then fall in order on the training sessions' manifold).
+        new_spec["refine_embedding"] = True
     index = model.add_session(new_spec, y)
     model.freeze_shared()
     valid = data.subset("valid")
@@ -170,7 +176,8 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
         "run_dir": str(out), "kind": "meta", "adapted_session": data.session, "trials": trials,
         "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped": result.stopped,
         "seconds": time.monotonic() - t0, "metrics": metrics, "data": _data_summary(data),
-        "shared_parameters_unchanged": True, "versions": base["versions"],
+        "shared_parameters_unchanged": True, "refined_embedding": refine_embedding,
+        "embedding_mean": view.e.detach().cpu().tolist(), "versions": base["versions"],
     }
     return writer.finish(summary, result.history, plot)
 

@@ -43,7 +43,7 @@ class HyperMLPDynamics(nn.Module):
 
         f(z; e) = z + (W_K + U_K V_K^T) h_{K-1} + b_K,
         h_l = act((W_l + U_l V_l^T) h_{l-1} + b_l),  h_0 = z,
-        [U_l(e), V_l(e)]_l = hyper(e)     U_l: [out_l, rank], V_l: [in_l, rank]
+        [U_l(e), V_l(e) - V0_l]_l = hyper(e)     U_l: [out_l, rank], V_l: [in_l, rank]
 
     The base (W_l, b_l) is exactly `MLPDynamics` (its init: f starts near the identity). The
     hypernetwork is a bias-free MLP, so hyper(0) = 0 and f(z; 0) is the plain residual MLP: e = 0 is
@@ -67,16 +67,23 @@ class HyperMLPDynamics(nn.Module):
         )
         # U V^T is a product of two outputs: small but not tiny, or both factors start in a flat region.
         nn.init.normal_(self.hyper[-1].weight, std=0.1 / hyper_hidden**0.5)
+        # V_l(e) = V0_l + g_l(e) with a learned offset V0_l. If both factors vanished at e = 0, U V^T would
+        # be quadratic in e, its gradient with respect to e zero at the prior mean, and the embedding
+        # could not move away from it (it stayed within 0.1 of zero for every session). U(0) = 0 still,
+        # so f(z; 0) is the plain residual MLP.
+        self.v_offset = nn.Parameter(torch.cat([torch.randn(i * rank) / i**0.5 for _, i in self.shapes]))
 
     def adapters(self, e: torch.Tensor) -> Adapters:
         """e: [batch, embed] -> per layer (U [batch, out, rank], V [batch, in, rank])."""
         flat = self.hyper(e)
-        out, start = [], 0
+        out, start, v_start = [], 0, 0
         for o, i in self.shapes:
             U = flat[:, start : start + o * self.rank].unflatten(-1, (o, self.rank))
             start += o * self.rank
-            V = flat[:, start : start + i * self.rank].unflatten(-1, (i, self.rank))
+            v0 = self.v_offset[v_start : v_start + i * self.rank]
+            V = (flat[:, start : start + i * self.rank] + v0).unflatten(-1, (i, self.rank))
             start += i * self.rank
+            v_start += i * self.rank
             out.append((U, V))
         return out
 
@@ -232,6 +239,13 @@ class Session(nn.Module):
         self.readout = nn.Linear(read_dims, self.n_neurons)
         nn.init.normal_(self.readout.weight, std=1.0 / read_dims**0.5)
         self.likelihood = build_likelihood(cfg.likelihood, self.n_neurons, self.dt, cfg.link)
+        # A refined embedding (few-shot adaptation): the mean of q(e_i) is this parameter, fitted by gradient
+        # with the session's other parameters, instead of the frozen encoder's pooled mean (MODEL.md section 6).
+        # It starts at the prior mean, e = 0 (the shared dynamics).
+        if spec.get("refine_embedding"):
+            self.embedding = nn.Parameter(torch.zeros(cfg.embed_dim))
+        else:
+            self.register_parameter("embedding", None)
 
 
 class MetaXFADS(nn.Module):
@@ -279,7 +293,8 @@ class MetaXFADS(nn.Module):
         self.sessions.append(Session(self.cfg, spec, self.read_dims).to(device=ref.device, dtype=ref.dtype))
         self.session_specs.append({"name": str(spec.get("name", "")), "n_neurons": int(spec["n_neurons"]),
                                    "heldin": [bool(v) for v in self.sessions[-1].heldin.tolist()],
-                                   "dt": float(spec["dt"])})
+                                   "dt": float(spec["dt"])}
+                                  | ({"refine_embedding": True} if spec.get("refine_embedding") else {}))
         index = len(self.sessions) - 1
         if y is not None:
             self.init_from_data(index, y)
@@ -354,22 +369,29 @@ class MetaXFADS(nn.Module):
         mu_f, var_f = self.embedding_factors(y, session)
         mu_trial, var_trial = pool_gaussians(mu_f[None], var_f[None])
         mu, var = pool_gaussians(mu_f, var_f)
-        return mu_trial, var_trial, mu, var
+        return mu_trial, var_trial, self.refined_mean(session, mu), var
+
+    def refined_mean(self, session: int | str, mu: torch.Tensor) -> torch.Tensor:
+        """The session's refined embedding mean if it has one (adapted sessions), else mu [embed]."""
+        refined = self._session(session).embedding
+        return mu if refined is None else refined.to(mu)
 
     def embedding_factors(self, y: torch.Tensor, session: int | str) -> tuple[torch.Tensor, torch.Tensor]:
         """Each trial's Gaussian factor (mu_f, var_f) [batch, embed] before pooling with the prior."""
         x, observed = self.read_in(y, session)
         return self.embedder(x, observed)
 
-    def _embedding_sample(self, y: torch.Tensor, session: int | str):
-        """e [batch, embed]: one draw of q(e_i) per trial in training, its mean in eval; plus (mu, var)."""
+    def _embedding_sample(self, y: torch.Tensor, session: int | str, generator: torch.Generator | None = None):
+        """e [batch, embed]: one draw of q(e_i) per trial in training, its mean in eval; plus (mu, var).
+        generator: where the draws come from (None: the global RNG)."""
         _, _, mu, var = self.embed(y, session)
         e = mu.expand(y.shape[0], -1)
         if self.training:
-            e = e + var.sqrt() * torch.randn_like(e)
+            e = e + var.sqrt() * torch.randn(e.shape, generator=generator, dtype=e.dtype, device=e.device)
         return e, mu, var
 
-    def _filter(self, y, session, e, mode, n_samples, drop_local, local_mask) -> tuple[Posterior, list]:
+    def _filter(self, y, session, e, mode, n_samples, drop_local, local_mask,
+                generator: torch.Generator | None = None) -> tuple[Posterior, list]:
         mode = mode or self.cfg.mode
         x, observed = self.read_in(y, session)
         # NaN marks unobserved bins so the local encoder gives them a zero potential, as in XFADS.
@@ -378,12 +400,15 @@ class MetaXFADS(nn.Module):
         b = B = None
         if mode != "filter":
             b, B = self.backward(a, A)
+        if generator is not None and drop_local > 0:  # the dropout mask from the same generator
+            keep = torch.rand(a.shape[:2], generator=generator, device=a.device) >= drop_local
+            local_mask, drop_local = (keep if local_mask is None else keep & local_mask), 0.0
         a, A = drop_local_potentials(a, A, drop_local, local_mask)
         e = e.to(a.dtype).expand(y.shape[0], -1)  # [embed] or [batch, embed] -> [batch, embed]
         adapters = self.dynamics.adapters(e)
         post = low_rank_filter(
             lambda z: self.dynamics(z, adapters), self.m0, self.q0(), self.q(), a, A, b, B,
-            n_samples=n_samples or self.cfg.samples, mode=mode,
+            n_samples=n_samples or self.cfg.samples, mode=mode, noise=generator,
         )
         return post, adapters
 
@@ -399,24 +424,27 @@ class MetaXFADS(nn.Module):
         return self._filter(y, session, e, mode, n_samples, drop_local, local_mask)[0]
 
     def elbo(self, y: torch.Tensor, session: int | str, *, mode: str | None = None,
-             n_samples: int | None = None, drop_local: float = 0.0) -> MetaElbo:
-        """Monte Carlo ELBO terms for a batch of one session, y [batch, time, neuron_i]."""
-        e, mu, var = self._embedding_sample(y, session)
-        post, adapters = self._filter(y, session, e, mode, n_samples, drop_local, None)
+             n_samples: int | None = None, drop_local: float = 0.0,
+             generator: torch.Generator | None = None) -> MetaElbo:
+        """Monte Carlo ELBO terms for a batch of one session, y [batch, time, neuron_i]. generator:
+        source of every Monte Carlo draw (embedding, dropout mask, filter noise); None: the global RNG."""
+        e, mu, var = self._embedding_sample(y, session, generator)
+        post, adapters = self._filter(y, session, e, mode, n_samples, drop_local, None, generator)
         s = self._session(session)
         loglik = s.likelihood.log_prob(s.readout(post.samples[..., : self.read_dims]), y).sum(-1).mean(0).sum(-1)
         kl = post.kl.sum(-1)
         return MetaElbo(loglik - kl, loglik, kl, kl_std_normal(mu, var),
                         self.dynamics.frobenius(adapters).mean(), post)
 
-    def loss(self, y: torch.Tensor, session: int | str, *, drop_local: float = 0.0) -> torch.Tensor:
+    def loss(self, y: torch.Tensor, session: int | str, *, drop_local: float = 0.0,
+             generator: torch.Generator | None = None) -> torch.Tensor:
         """-ELBO per bin of a batch of one session, scalar:
 
             [-sum_j elbo_j + KL(q(e_i) || p(e)) + lambda * frobenius] / (batch * time)
 
         The per-session terms enter once per batch (MODEL.md section 6) and share the per-bin scale, so
         the number is comparable with XFADS's loss (train/loop.py) and with other sessions' batches."""
-        t = self.elbo(y, session, drop_local=drop_local)
+        t = self.elbo(y, session, drop_local=drop_local, generator=generator)
         extra = t.kl_embed + self.cfg.frobenius_weight * t.frobenius
         return (-t.elbo.sum() + extra) / (y.shape[0] * y.shape[1])
 
@@ -492,4 +520,4 @@ def session_embedding(model: MetaXFADS, y: torch.Tensor, session: int | str, bat
     mu_f, var_f = torch.cat([f[0] for f in factors]), torch.cat([f[1] for f in factors])
     mu_t, var_t = pool_gaussians(mu_f[None], var_f[None])
     mu, var = pool_gaussians(mu_f, var_f)
-    return mu_t, var_t, mu, var
+    return mu_t, var_t, model.refined_mean(session, mu), var

@@ -189,6 +189,25 @@ class _BatchLoss(torch.nn.Module):
             return sum(p.sum() for p in self._params) * math.nan
 
 
+def warmup_factor(updates: int, warmup_steps: int) -> float:
+    """Linear learning-rate warm-up: update k (0-based) runs at min(1, (k + 1) / warmup_steps) x the
+    scheduled rate."""
+    return 1.0 if warmup_steps <= 0 else min(1.0, (updates + 1) / warmup_steps)
+
+
+def _adam_step(opt: torch.optim.Optimizer, factor: float) -> None:
+    """One optimiser step at `factor` x the scheduled learning rate, leaving the schedule untouched."""
+    if factor >= 1.0:
+        opt.step()
+        return
+    scheduled = [group["lr"] for group in opt.param_groups]
+    for group in opt.param_groups:
+        group["lr"] *= factor
+    opt.step()
+    for group, lr in zip(opt.param_groups, scheduled):
+        group["lr"] = lr
+
+
 def run_epochs(
     model: torch.nn.Module,
     cfg: TrainConfig,
@@ -222,7 +241,7 @@ def run_epochs(
     opt = torch.optim.Adam(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     result = FitResult()
-    first_epoch, divergences, since_best, partial = 0, 0, 0, None
+    first_epoch, divergences, since_best, partial, updates = 0, 0, 0, None, 0
     if resume is not None:
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
@@ -232,6 +251,7 @@ def run_epochs(
         first_epoch = resume["epoch"] + 1
         partial = resume.get("partial")
         divergences, since_best = resume["divergences"], resume["since_best"]
+        updates = int(resume.get("updates", 0))
         result.history = list(resume["history"])
         result.best_epoch, result.best_valid_loss = resume["best"]["epoch"], resume["best"]["valid_loss"]
         result.best_state = resume.get("best_model")
@@ -247,6 +267,7 @@ def run_epochs(
             "epoch": done_epoch,
             "partial": in_epoch,
             "divergences": divergences,
+            "updates": updates,
             "since_best": since_best,
             "history": result.history,
             "best": {"epoch": result.best_epoch, "valid_loss": result.best_valid_loss},
@@ -285,7 +306,8 @@ def run_epochs(
                 total, bad, stops = d.all_sum([value, float(bad_grad), float(stop)])
                 value, bad_grad, stop = total / d.world, bad > 0, stops > 0
             if math.isfinite(value) and not bad_grad:
-                opt.step()
+                _adam_step(opt, warmup_factor(updates, cfg.warmup_steps))
+                updates += 1
                 losses.append(value)
             else:
                 opt.zero_grad(set_to_none=True)
