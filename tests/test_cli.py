@@ -114,3 +114,10 @@ def test_inspect_every_real_nwb_file(real_dir):
     assert "recognition_table" in by_name["human_mtl_sub-4_ses-4.nwb"]["intervals"]
     assert any(b["name"] == "hand_vel" for b in by_name["mc_maze_2trials.nwb"]["behavior"])
     assert any(b["name"] == "led1" for b in by_name["rat_hc_linear_track.nwb"]["behavior"])
+
+
+def test_warnings_print_as_one_line():
+    from xfads_cli.cli import _one_line_warning
+
+    text = _one_line_warning(UserWarning("window past the end:\n  3 trials dropped"), UserWarning, "x.py", 1)
+    assert text == "warning: window past the end: 3 trials dropped\n"

@@ -300,13 +300,23 @@ def adapt(
 
     with EpochProgress(max_epochs or 0, quiet=quiet) as progress:
         summary = run_adapt(run, data, out, trials=trials, max_epochs=max_epochs, time_limit_min=time_limit,
-                            refine_embedding=refine_embedding, overwrite=overwrite, overrides=set_ or [], device=device, progress=progress, plot=plot)
+                            refine_embedding=refine_embedding, overwrite=overwrite, overrides=set_ or [], device=device,
+                            progress=progress, plot=plot)
     _report(summary, f"xfads adapt: session {summary['adapted_session']} from {summary['trials']} trials, "
             f"{summary['epochs']} epochs", json_out, quiet)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Loader notes (warnings.warn) as one 'warning: ...' line instead of Python's two-line format."""
+    text = " ".join(str(message).split())
+    return f"warning: {text}\n"
+
+
 def main() -> None:
     """Console entry point: the parser's own usage errors also become one line and exit code 2."""
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     command = typer.main.get_command(app)
     try:
         code = command.main(args=sys.argv[1:], prog_name="xfads", standalone_mode=False)

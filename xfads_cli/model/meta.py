@@ -520,4 +520,4 @@ def session_embedding(model: MetaXFADS, y: torch.Tensor, session: int | str, bat
     mu_f, var_f = torch.cat([f[0] for f in factors]), torch.cat([f[1] for f in factors])
     mu_t, var_t = pool_gaussians(mu_f[None], var_f[None])
     mu, var = pool_gaussians(mu_f, var_f)
-    return mu_t, var_t, model.refined_mean(session, mu), var
+    return mu_t, var_t, model.refined_mean(session, mu).detach(), var
