@@ -10,13 +10,13 @@ Protocol (MODEL.md section 6, "Baselines"):
   * the shared model is trained on the training sessions (`fit_meta`, the same number of epochs for every
     variant, so the result does not depend on how busy the machine is);
   * for each held-out session and n in {1, 8, 16}: a new session is added from its first n trials, the
-    shared parameters are frozen, and only the session's read-in / readout are trained on the n trials
+    shared parameters are frozen, and only the session's read-in / readout / embedding mean are trained on the n trials
     (a fixed number of steps, no validation set), exactly as `xfads adapt` does;
   * score: 30-step forecast R^2 of the noise-free rates. On each TEST trial of the held-out session (never
     used for adaptation) the causal filter reads the first `context` bins, the posterior samples at the last
     context bin are rolled 30 steps ahead, and the mean forecast rate (expected counts per bin) is compared
     with the true rates of those 30 bins: r2_score over (trial x time) rows, uniform average over neurons.
-    The embedding used is q(e) pooled over the n adaptation trials.
+    The embedding used is the fitted mean (or, with --encoder-embedding, q(e) pooled over the n trials).
 
 Methods: meta (hypernetwork, MetaXFADS adaptation="hyper"); (b) shared dynamics without embedding
 (adaptation="none"); (c) embedding as an input to the dynamics (adaptation="input"); (a) a single-session
