@@ -143,8 +143,8 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     new_spec = model_spec(data) | {"name": data.session, "embed_trial_ids": [int(t) for t in shots.trial_ids]}
     if refine_embedding:
         # The encoder reads the new session through a read-in that starts random, so its estimate of e
-        # is poor until the read-in is trained; fitting the mean directly finds the shared dynamics that
-        # explain the shots (held-out sessions then fall in order on the training sessions' manifold).
+        # is poor until the read-in is trained; fitting the mean directly picks the shared dynamics that
+        # best explain the shots (benchmarks/README.md: meta_fewshot.py for what this buys and where not).
         new_spec["refine_embedding"] = True
     index = model.add_session(new_spec, y)
     model.freeze_shared()
