@@ -11,14 +11,15 @@ Protocol (MODEL.md section 6, "Baselines"):
     variant, so the result does not depend on how busy the machine is);
   * for each held-out session and n in {1, 8, 16}: a new session is added from its first n trials, the
     shared parameters are frozen, and only the session's read-in / readout / embedding mean are trained on the n trials
-    (a fixed number of steps, no validation set), exactly as `xfads adapt` does;
+    (a fixed number of steps, no validation set); then the embedding is replaced by the one that best forecasts
+    the second half of each shot from its first half (train/embedding_search.py), exactly as `xfads adapt` does;
   * score: 30-step forecast R^2 of the noise-free rates. On each TEST trial of the held-out session (never
     used for adaptation) the causal filter reads the first `context` bins, the posterior samples at the last
     context bin are rolled 30 steps ahead, and the mean forecast rate (expected counts per bin) is compared
     with the true rates of those 30 bins: r2_score over (trial x time) rows, uniform average over neurons.
     The embedding used is the fitted mean (or, with --encoder-embedding, q(e) pooled over the n trials).
 
-Methods: meta (hypernetwork, MetaXFADS adaptation="hyper"); (b) shared dynamics without embedding
+Methods: meta (hypernetwork, MetaXFADS adaptation="hyper", linear hypernetwork unless --hyper-hidden); (b) shared dynamics without embedding
 (adaptation="none"); (c) embedding as an input to the dynamics (adaptation="input"); (a) a single-session
 XFADS trained from scratch on the same n trials (same step budget).
 
@@ -44,6 +45,7 @@ from xfads_cli.model.meta import MetaXFADS, SessionView, session_embedding
 from xfads_cli.model.xfads import XFADS
 from xfads_cli.outputs.metrics import r2_score
 from xfads_cli.train.loop import fit
+from xfads_cli.train.embedding_search import search_embedding
 from xfads_cli.train.meta_loop import fit_meta
 
 PUBLISHED = {"meta": (0.69, 0.78, 0.87), "single": (0.47, 0.79, 0.79)}
@@ -101,9 +103,10 @@ def train_meta(adaptation, train, mcfg, tcfg, args):
     return model, res, time.monotonic() - t0
 
 
-def adapt_meta(trained, s, n, acfg, args):
+def adapt_meta(trained, s, n, acfg, args, key):
     """Copy of the trained model + the held-out session from its first n trials, shared parts frozen."""
     model = copy.deepcopy(trained)
+    torch.manual_seed(args.seed * 1000 + key)  # the new read-in/readout init: independent of what ran before
     y = s["counts"][:n]
     # the embedding mean is fitted with the read-in/readout from the prior mean (`xfads adapt`'s default)
     i = model.add_session(spec(s) | {"refine_embedding": args.refine}, y)
@@ -112,6 +115,16 @@ def adapt_meta(trained, s, n, acfg, args):
     fit_meta(model, [None] * i + [y], [None] * (i + 1), acfg, seed=args.seed,
              parameters=list(model.session_parameters(i)))
     model.eval()
+    if args.refine and args.search and model.adaptation != "none":
+        # then the embedding that best forecasts the shots' second halves (train/embedding_search.py)
+        found = search_embedding(model, i, y, model.sessions[i].embedding.detach(), seed=args.seed)
+        with torch.no_grad():
+            model.sessions[i].embedding.copy_(found.e)
+        if args.retune_steps:
+            model.train()
+            fit_meta(model, [None] * i + [y], [None] * (i + 1), replace(acfg, max_epochs=args.retune_steps),
+                     seed=args.seed + 1, parameters=[p for n, p in model.sessions[i].named_parameters() if n != "embedding"])
+            model.eval()
     e = session_embedding(model, y, i)[2]
     return SessionView(model, i, e), e.numpy()
 
@@ -163,6 +176,11 @@ def main():
     p.add_argument("--adapt-lr", type=float, default=2e-2)
     p.add_argument("--encoder-embedding", dest="refine", action="store_false",
                    help="take the frozen encoder's embedding instead of fitting it during adaptation")
+    p.add_argument("--no-search", dest="search", action="store_false",
+                   help="keep the ELBO-fitted embedding instead of searching for the one that best forecasts the shots")
+    p.add_argument("--retune-steps", type=int, default=0,
+                   help="after the search, steps of read-in/readout training with the embedding fixed")
+    p.add_argument("--hyper-hidden", type=int, default=0, help="hypernetwork hidden units (0: linear)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="1: two threads thrash when another job shares the 2 cores")
     args = p.parse_args()
@@ -176,7 +194,7 @@ def main():
 
     mcfg = ModelConfig(kind="meta", latent_dim=args.latent, dynamics_hidden=64, encoder_hidden=32, rank_local=4,
                        rank_backward=2, samples=args.train_samples, embed_dim=args.embed_dim, read_in_dim=16,
-                       hyper_rank=2)
+                       hyper_rank=2, hyper_hidden=args.hyper_hidden)
     tcfg = TrainConfig(max_epochs=args.epochs, batch_size=16, lr=args.lr, lr_decay=0.995, warmup_steps=args.warmup,
                        patience=10**9, drop_local=0.2, time_limit_min=args.minutes)
     # few shots: one batch per epoch (batch >= 16), so epochs = steps; no validation set (n = 1 has none)
@@ -211,7 +229,7 @@ def main():
         held_e = np.zeros((len(held), train_e.shape[1]))
         for h, s in enumerate(held):
             for k, n in enumerate(args.shots):
-                view, e = adapt_meta(trained, s, n, acfg, args)
+                view, e = adapt_meta(trained, s, n, acfg, args, key=10 * h + k)
                 y_test, r_test = s["counts"][max(args.shots):], s["rates"][max(args.shots):]
                 r2[m][h, k] = forecast_r2(view, y_test, r_test, args.context, args.horizon, args.samples)
                 if n == max(args.shots):

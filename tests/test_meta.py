@@ -104,6 +104,21 @@ def test_adapted_dynamics_reduce_to_the_base_mlp_and_match_dense_weights():
     assert torch.equal(f(z, f.adapters(e)), base)
 
 
+def test_linear_hypernetwork_vanishes_at_zero_and_is_first_order_in_e():
+    """hyper_hidden = 0 (the default): U(e) = A e exactly, V(e) = V0 + B e."""
+    torch.manual_seed(3)
+    f = HyperMLPDynamics(4, 16, 1, embed_dim=2, rank=2).double()
+    assert len(f.hyper) == 1
+    z = torch.randn(3, 5, 4, dtype=torch.float64)
+    assert torch.equal(f(z, f.adapters(torch.zeros(5, 2, dtype=torch.float64))), f.base(z))
+    e = torch.randn(5, 2, dtype=torch.float64)
+    for (U1, V1), (U2, V2), (U0, V0) in zip(f.adapters(e), f.adapters(2 * e), f.adapters(0 * e)):
+        assert torch.allclose(U2, 2 * U1) and torch.allclose(V2 - V0, 2 * (V1 - V0))
+    e0 = torch.zeros(5, 2, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(f(z, f.adapters(e0)).square().sum(), e0)
+    assert grad.abs().max() > 1e-6
+
+
 def test_frobenius_penalty_equals_dense_norm():
     torch.manual_seed(1)
     f = HyperMLPDynamics(4, 16, 1, embed_dim=2, rank=3, hyper_hidden=8).double()

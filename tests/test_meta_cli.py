@@ -74,6 +74,9 @@ def test_adapt_trains_only_the_new_session(meta_run, sessions, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     best = torch.load(out / "best.pt", weights_only=True)
     assert summary["embedding_mean"] == pytest.approx(best["model"]["sessions.3.embedding"].tolist(), abs=1e-6)
+    # the forecast search ran and both checkpoints hold its choice
+    assert summary["embedding_search"]["candidates"] > 20
+    assert torch.equal(adapted["model"]["sessions.3.embedding"], best["model"]["sessions.3.embedding"])
     fc = invoke("forecast", out, new, "--out", tmp_path / "f.h5", "--context", 12, "--horizon", 8, "--quiet")
     assert fc.exit_code == 0, fc.output
     sm = invoke("smooth", out, new, "--out", tmp_path / "s.h5", "--quiet")

@@ -74,6 +74,8 @@ class ModelConfig:
     embed_dim: int = 2
     read_in_dim: int = 32
     hyper_rank: int = 2
+    # Hidden units of the hypernetwork e -> (U_l, V_l); 0: a linear map (see model/meta.py).
+    hyper_hidden: int = 0
     frobenius_weight: float = 1.0
 
 
@@ -120,7 +122,44 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: dict | None) -> "Config":
-        return _build(cls, raw or {}, "config")
+        config = _build(cls, raw or {}, "config")
+        _check_ranges(config)
+        return config
+
+
+# Allowed ranges of numeric model/train/eval settings: (lowest, highest, is the lowest itself allowed).
+# A value outside would otherwise fail deep inside torch with a traceback (e.g. a negative tensor size).
+_RANGES = {
+    "model.latent_dim": (1, None, True), "model.dynamics_hidden": (1, None, True),
+    "model.dynamics_layers": (0, None, True), "model.read_dims": (1, None, True),
+    "model.rank_local": (1, None, True), "model.rank_backward": (0, None, True),
+    "model.encoder_hidden": (1, None, True), "model.samples": (1, None, True),
+    "model.embed_dim": (1, None, True), "model.read_in_dim": (1, None, True), "model.hyper_rank": (1, None, True),
+    "model.hyper_hidden": (0, None, True), "model.frobenius_weight": (0, None, True),
+    "train.max_epochs": (1, None, True), "train.batch_size": (1, None, True), "train.lr": (0, None, False),
+    "train.lr_decay": (0, 1, False), "train.warmup_steps": (0, None, True), "train.grad_clip": (0, None, False),
+    "train.patience": (1, None, True), "train.drop_local": (0, 1, True), "train.time_limit_min": (0, None, False),
+    "eval.context_bins": (1, None, True), "eval.horizon_bins": (1, None, True), "eval.samples": (1, None, True),
+    "eval.behavior_lag_ms": (0, None, True), "eval.psth_sigma_ms": (0, None, True),
+}
+
+
+def _check_ranges(config: "Config") -> None:
+    for key, (low, high, low_ok) in _RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value is None:
+            continue
+        if value < low or (value == low and not low_ok) or (high is not None and value > high):
+            bound = f">= {low}" if low_ok else f"> {low}"
+            if high is not None:
+                bound += f" and <= {high}"
+            example = getattr(getattr(Config(), section), name)  # the default
+            example = (low if low_ok else low + 1) if example is None else example
+            raise UsageError(f"{key} must be {bound}, got {value}; e.g. --set {key}={example}")
+    if config.train.drop_local >= 1:
+        raise UsageError(f"train.drop_local must be < 1 (the fraction of bins hidden from the encoder), got "
+                         f"{config.train.drop_local}; e.g. --set train.drop_local=0.2")
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),

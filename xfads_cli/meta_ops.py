@@ -143,8 +143,8 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     new_spec = model_spec(data) | {"name": data.session, "embed_trial_ids": [int(t) for t in shots.trial_ids]}
     if refine_embedding:
         # The encoder reads the new session through a read-in that starts random, so its estimate of e
-        # is poor until the read-in is trained; fitting the mean directly picks the shared dynamics that
-        # best explain the shots (benchmarks/README.md: meta_fewshot.py for what this buys and where not).
+        # is poor until the read-in is trained; the mean is fitted directly instead, by the ELBO with the
+        # read-in/readout and then by a forecast search (benchmarks/README.md: meta_fewshot.py).
         new_spec["refine_embedding"] = True
     index = model.add_session(new_spec, y)
     model.freeze_shared()
@@ -164,6 +164,17 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
                       train_cfg, seed=config.seed, parameters=list(model.session_parameters(index)),
                       on_epoch=writer.on_epoch, max_epochs=max_epochs,
                       callback=progress.update if progress is not None else None)
+    search = None
+    if refine_embedding and y.shape[1] >= 2:
+        from xfads_cli.train.embedding_search import search_embedding
+
+        # The ELBO barely constrains e (a smoother needs little from the dynamics); keep the embedding
+        # under which the shots' second halves are best forecast from their first halves.
+        model.eval()
+        search = search_embedding(model, index, y, model.sessions[index].embedding.detach(), seed=config.seed)
+        with torch.no_grad():
+            model.sessions[index].embedding.copy_(search.e)
+        writer.replace_model()
     changed = [k for k, v in model.state_dict().items() if k in before and not torch.equal(v, before[k])]
     if changed:  # a bug, not a user error: shared parameters must never move during adapt
         raise RuntimeError(f"adapt changed shared parameters: {changed[:3]}")
@@ -179,5 +190,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
         "shared_parameters_unchanged": True, "refined_embedding": refine_embedding,
         "embedding_mean": view.e.detach().cpu().tolist(), "versions": base["versions"],
     }
+    if search is not None:
+        summary["embedding_search"] = {"forecast_nll": search.nll, "candidates": len(search.scores)}
     return writer.finish(summary, result.history, plot)
 

@@ -46,13 +46,13 @@ class HyperMLPDynamics(nn.Module):
         [U_l(e), V_l(e) - V0_l]_l = hyper(e)     U_l: [out_l, rank], V_l: [in_l, rank]
 
     The base (W_l, b_l) is exactly `MLPDynamics` (its init: f starts near the identity). The
-    hypernetwork is a bias-free MLP, so hyper(0) = 0 and f(z; 0) is the plain residual MLP: e = 0 is
+    hypernetwork is bias-free (linear, or an MLP with hyper_hidden units), so hyper(0) = 0 and f(z; 0) is the plain residual MLP: e = 0 is
     "the shared dynamics", and its output layer starts small so early adaptation is a small
     perturbation. The low-rank term is applied as (h @ V) @ U^T per trial, never as a full weight.
     """
 
     def __init__(self, latent_dim: int, hidden: int = 128, layers: int = 1, *, embed_dim: int = 2,
-                 rank: int = 2, hyper_hidden: int = 64, activation: str = "silu"):
+                 rank: int = 2, hyper_hidden: int = 0, activation: str = "silu"):
         super().__init__()
         self.base = MLPDynamics(latent_dim, hidden, layers, activation)
         self.linears: list[nn.Linear] = [m for m in self.base.hidden if isinstance(m, nn.Linear)] + [self.base.out]
@@ -61,12 +61,19 @@ class HyperMLPDynamics(nn.Module):
         # (out_l, in_l) per adapted layer; the hypernetwork emits [U_1, V_1, U_2, V_2, ...] flattened.
         self.shapes = [(lin.out_features, lin.in_features) for lin in self.linears]
         n_out = sum((o + i) * rank for o, i in self.shapes)
-        self.hyper = nn.Sequential(
-            nn.Linear(embed_dim, hyper_hidden, bias=False), nn.SiLU(),
-            nn.Linear(hyper_hidden, n_out, bias=False),
-        )
-        # U V^T is a product of two outputs: small but not tiny, or both factors start in a flat region.
-        nn.init.normal_(self.hyper[-1].weight, std=0.1 / hyper_hidden**0.5)
+        if hyper_hidden > 0:
+            self.hyper = nn.Sequential(
+                nn.Linear(embed_dim, hyper_hidden, bias=False), nn.SiLU(),
+                nn.Linear(hyper_hidden, n_out, bias=False),
+            )
+            # U V^T is a product of two outputs: small but not tiny, or both factors start in a flat region.
+            nn.init.normal_(self.hyper[-1].weight, std=0.1 / hyper_hidden**0.5)
+        else:
+            # Linear: U(e) is linear in e, so the change U V^T is nearly linear (plus an e^2 term through V),
+            # and sessions cannot fold back onto each other along the embedding as they can through a
+            # SiLU layer (benchmarks/README.md, meta section: the fold broke the order of held-out sessions).
+            self.hyper = nn.Sequential(nn.Linear(embed_dim, n_out, bias=False))
+            nn.init.normal_(self.hyper[-1].weight, std=0.05 / embed_dim**0.5)
         # V_l(e) = V0_l + g_l(e) with a learned offset V0_l. If both factors vanished at e = 0, U V^T would
         # be quadratic in e, its gradient with respect to e zero at the prior mean, and the embedding
         # could not move away from it (it stayed within 0.1 of zero for every session). U(0) = 0 still,
@@ -270,7 +277,7 @@ class MetaXFADS(nn.Module):
         self.read_dims = cfg.read_dims or L
         if adaptation == "hyper":
             self.dynamics = HyperMLPDynamics(L, cfg.dynamics_hidden, cfg.dynamics_layers, embed_dim=cfg.embed_dim,
-                                             rank=cfg.hyper_rank, hyper_hidden=cfg.encoder_hidden)
+                                             rank=cfg.hyper_rank, hyper_hidden=cfg.hyper_hidden)
         else:
             self.dynamics = InputMLPDynamics(L, cfg.dynamics_hidden, cfg.dynamics_layers, embed_dim=cfg.embed_dim,
                                              use_embedding=adaptation == "input")
@@ -464,14 +471,16 @@ class MetaXFADS(nn.Module):
 
     @torch.no_grad()
     def forecast(self, y_context: torch.Tensor, session: int | str, horizon: int, *,
-                 n_samples: int | None = None, mode: str = "filter", e: torch.Tensor | None = None) -> Forecast:
+                 n_samples: int | None = None, mode: str = "filter", e: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> Forecast:
         """Filter the context [batch, t0, neuron_i] and roll q(z_t0)'s samples forward H steps.
-        e: [batch, embed] or [embed]; None: the mean of q(e_i) pooled over the context trials."""
+        e: [batch, embed] or [embed]; None: the mean of q(e_i) pooled over the context trials.
+        generator: source of the filter's and the rollout's draws (None: the global RNG)."""
         if e is None:
             e = self.embed(y_context, session)[2]
         e = e.expand(y_context.shape[0], -1)
-        post = self.posterior(y_context, session, e, mode=mode, n_samples=n_samples)
-        z = self.rollout(post.samples[:, :, -1], horizon, e)
+        post = self._filter(y_context, session, e, mode, n_samples, 0.0, None, generator)[0]
+        z = self.rollout(post.samples[:, :, -1], horizon, e, generator)
         return Forecast(z, self.rates(z, session))
 
 

@@ -300,6 +300,19 @@ class RunWriter:
         atomic_torch_save({**self.base, "model": self.model.state_dict(), "train_state": st, "epoch": st["epoch"],
                            "best": st["best"], "best_model": self.best_model}, self.out / "last.pt")
 
+    def replace_model(self) -> None:
+        """best.pt and last.pt with the model's parameters as they are now: after a step that follows
+        training (adapt's embedding search), so that every command sees the final model."""
+        from xfads_cli.train.checkpoint import atomic_torch_save, load_checkpoint
+
+        self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        for name in ("best.pt", "last.pt"):
+            ckpt = load_checkpoint(self.out / name)
+            ckpt["model"] = self.best_model
+            if "best_model" in ckpt:
+                ckpt["best_model"] = self.best_model
+            atomic_torch_save(ckpt, self.out / name)
+
     def finish(self, summary: dict, history: list[dict], plot: bool) -> dict:
         _atomic_text(self.out / "summary.json", json.dumps(summary, indent=2, default=str))
         if plot:
