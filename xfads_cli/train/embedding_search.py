@@ -61,15 +61,18 @@ def _grid(dim: int, center: torch.Tensor, half_width: float, points: int, seed: 
 
 
 def search_embedding(model, session: int, y: torch.Tensor, current: torch.Tensor, *, context: int | None = None,
-                     radius: float = 2.5, points: int = 21, samples: int = 32, seed: int = 0) -> EmbeddingSearch:
+                     radius: float = 2.5, points: int | None = None, samples: int = 32,
+                     seed: int = 0) -> EmbeddingSearch:
     """Best forecasting embedding for `session` on its shots y [trial, time, neuron_i], searched over
     [-radius, radius]^embed (the prior N(0, I)'s bulk) and around `current` [embed].
-    context: filtered bins per shot (default half the trial; the rest is forecast)."""
+    context: filtered bins per shot (default half the trial; the rest is forecast);
+    points: per grid (coarse, then fine), default 21 on a line and 32 per dimension otherwise."""
     T = y.shape[1]
     context = T // 2 if context is None else int(context)
     if not 1 <= context < T:
         raise ValueError(f"context must be in [1, {T - 1}] bins for {T}-bin trials, got {context}")
     dim = current.numel()
+    points = (21 if dim == 1 else 32 * dim) if points is None else points
     zero = torch.zeros_like(current)
     coarse = torch.cat([_grid(dim, zero, radius, points, seed), current.reshape(1, -1)])
     scores = [forecast_nll(model, session, y, c, context, samples=samples, seed=seed) for c in coarse]
