@@ -40,6 +40,7 @@ import torch
 
 from xfads_cli.config import ModelConfig, TrainConfig
 from xfads_cli.data.simulate import simulate_arrays
+from xfads_cli.errors import RunFailure
 from xfads_cli.meta_ops import spearman
 from xfads_cli.model.meta import MetaXFADS, SessionView, session_embedding
 from xfads_cli.model.xfads import XFADS
@@ -97,8 +98,12 @@ def train_meta(adaptation, train, mcfg, tcfg, args):
     for i, s in enumerate(train):
         model.init_from_data(i, s["counts"][n_valid:])
     t0 = time.monotonic()
-    res = fit_meta(model, [s["counts"][n_valid:] for s in train], [s["counts"][:n_valid] for s in train],
-                   tcfg, seed=args.seed)
+    try:
+        res = fit_meta(model, [s["counts"][n_valid:] for s in train], [s["counts"][:n_valid] for s in train],
+                       tcfg, seed=args.seed)
+    except RunFailure as err:  # reported in the output; the retry starts from scratch at half the lr
+        print(f"  {LABELS[adaptation]}: {err}; retraining from scratch with lr {tcfg.lr / 2:g}", flush=True)
+        return train_meta(adaptation, train, mcfg, replace(tcfg, lr=tcfg.lr / 2), args)
     model.eval()
     return model, res, time.monotonic() - t0
 
@@ -131,8 +136,6 @@ def adapt_meta(trained, s, n, acfg, args, key):
 
 def fit_single(s, n, mcfg, scfg, args):
     """A fresh XFADS on the first n trials; if the loss diverges, retried once with lr / 3."""
-    from xfads_cli.errors import RunFailure
-
     y = s["counts"][:n]
     for lr in (scfg.lr, scfg.lr / 3):
         torch.manual_seed(args.seed)
