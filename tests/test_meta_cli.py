@@ -112,3 +112,18 @@ def test_adapt_with_the_encoder_embedding_has_no_embedding_parameter(meta_run, s
     adapted = torch.load(out / "last.pt", weights_only=True)
     assert "sessions.3.embedding" not in adapted["model"]
     assert "refine_embedding" not in adapted["spec"]["sessions"][-1]
+
+
+def test_meta_runs_from_before_hyper_hidden_still_load(sessions, tmp_path):
+    """Their config has no model.hyper_hidden and their hypernetwork was an MLP of encoder_hidden units."""
+    from xfads_cli.ops import load_run
+
+    folder, _ = sessions
+    out = tmp_path / "old"
+    result = invoke("fit", folder, "--out", out, "--max-epochs", 1, "--quiet", *FAST, "--set", "model.hyper_hidden=16")
+    assert result.exit_code == 0, result.output
+    ckpt = torch.load(out / "best.pt", weights_only=True)
+    del ckpt["config"]["model"]["hyper_hidden"]
+    torch.save(ckpt, out / "best.pt")
+    run = load_run(out)
+    assert len(run.model.dynamics.hyper) == 3 and run.config.model.hyper_hidden == 16

@@ -76,7 +76,12 @@ def load_run(run: Path, device: str = "auto", which: str = "best") -> Run:
 
     path = resolve_checkpoint(run, which)
     ckpt = load_checkpoint(path)
-    config = load_config(base=ckpt["config"])
+    base = ckpt["config"]
+    model_cfg = base.get("model", {}) if isinstance(base, dict) else {}
+    if model_cfg.get("kind") == "meta" and "hyper_hidden" not in model_cfg:
+        # meta runs from before model.hyper_hidden existed had an MLP hypernetwork of encoder_hidden units
+        base = {**base, "model": {**model_cfg, "hyper_hidden": model_cfg.get("encoder_hidden", 64)}}
+    config = load_config(base=base)
     model = build_model(config, ckpt["spec"], resolve_device(device))
     model.load_state_dict(ckpt["model"])
     model.eval()
