@@ -46,9 +46,9 @@ class HyperMLPDynamics(nn.Module):
         [U_l(e), V_l(e) - V0_l]_l = hyper(e)     U_l: [out_l, rank], V_l: [in_l, rank]
 
     The base (W_l, b_l) is exactly `MLPDynamics` (its init: f starts near the identity). The
-    hypernetwork is bias-free (linear, or an MLP with hyper_hidden units), so hyper(0) = 0 and f(z; 0) is the plain residual MLP: e = 0 is
-    "the shared dynamics", and its output layer starts small so early adaptation is a small
-    perturbation. The low-rank term is applied as (h @ V) @ U^T per trial, never as a full weight.
+    hypernetwork is bias-free (linear, or an MLP with hyper_hidden units), so hyper(0) = 0 and f(z; 0)
+    is the plain residual MLP: e = 0 is "the shared dynamics", and its output layer starts small so
+    early adaptation is a small perturbation. The low-rank term is applied as (h @ V) @ U^T per trial, never as a full weight.
     """
 
     def __init__(self, latent_dim: int, hidden: int = 128, layers: int = 1, *, embed_dim: int = 2,
@@ -69,9 +69,10 @@ class HyperMLPDynamics(nn.Module):
             # U V^T is a product of two outputs: small but not tiny, or both factors start in a flat region.
             nn.init.normal_(self.hyper[-1].weight, std=0.1 / hyper_hidden**0.5)
         else:
-            # Linear: U(e) is linear in e, so the change U V^T is nearly linear (plus an e^2 term through V),
-            # and sessions cannot fold back onto each other along the embedding as they can through a
-            # SiLU layer (benchmarks/README.md, meta section: the fold broke the order of held-out sessions).
+            # Linear: U(e) is linear in e, so the change U V^T is nearly linear (plus an e^2 term through V)
+            # and the sessions cannot fold back onto each other along the embedding as they did through the
+            # SiLU layer. The price: nothing saturates, so a large |e| can make f expansive
+            # (benchmarks/README.md, meta section).
             self.hyper = nn.Sequential(nn.Linear(embed_dim, n_out, bias=False))
             nn.init.normal_(self.hyper[-1].weight, std=0.05 / embed_dim**0.5)
         # V_l(e) = V0_l + g_l(e) with a learned offset V0_l. If both factors vanished at e = 0, U V^T would
