@@ -45,7 +45,7 @@ def test_resolved_config_round_trips():
         ("train.batch_size=0", "train.batch_size must be >= 1"),
         ("train.lr=0", "train.lr must be > 0"),
         ("train.lr_decay=1.5", "train.lr_decay must be > 0 and <= 1"),
-        ("train.drop_local=1", "train.drop_local must be < 1"),
+        ("train.drop_local=1", "train.drop_local must be >= 0 and < 1"),
         ("train.time_limit_min=-5", "e.g. --set train.time_limit_min=1"),
         ("model.hyper_hidden=-1", "model.hyper_hidden must be >= 0"),
         ("eval.samples=0", "eval.samples must be >= 1"),

@@ -127,39 +127,39 @@ class Config:
         return config
 
 
-# Allowed ranges of numeric model/train/eval settings: (lowest, highest, is the lowest itself allowed).
+# Allowed ranges of numeric model/train/eval settings: (lowest, highest, is each bound itself allowed).
 # A value outside would otherwise fail deep inside torch with a traceback (e.g. a negative tensor size).
+_AT_LEAST_1 = (1, None, True, False)
+_AT_LEAST_0 = (0, None, True, False)
+_POSITIVE = (0, None, False, False)
 _RANGES = {
-    "model.latent_dim": (1, None, True), "model.dynamics_hidden": (1, None, True),
-    "model.dynamics_layers": (0, None, True), "model.read_dims": (1, None, True),
-    "model.rank_local": (1, None, True), "model.rank_backward": (0, None, True),
-    "model.encoder_hidden": (1, None, True), "model.samples": (1, None, True),
-    "model.embed_dim": (1, None, True), "model.read_in_dim": (1, None, True), "model.hyper_rank": (1, None, True),
-    "model.hyper_hidden": (0, None, True), "model.frobenius_weight": (0, None, True),
-    "train.max_epochs": (1, None, True), "train.batch_size": (1, None, True), "train.lr": (0, None, False),
-    "train.lr_decay": (0, 1, False), "train.warmup_steps": (0, None, True), "train.grad_clip": (0, None, False),
-    "train.patience": (1, None, True), "train.drop_local": (0, 1, True), "train.time_limit_min": (0, None, False),
-    "eval.context_bins": (1, None, True), "eval.horizon_bins": (1, None, True), "eval.samples": (1, None, True),
-    "eval.behavior_lag_ms": (0, None, True), "eval.psth_sigma_ms": (0, None, True),
+    "model.latent_dim": _AT_LEAST_1, "model.dynamics_hidden": _AT_LEAST_1, "model.dynamics_layers": _AT_LEAST_0,
+    "model.read_dims": _AT_LEAST_1, "model.rank_local": _AT_LEAST_1, "model.rank_backward": _AT_LEAST_0,
+    "model.encoder_hidden": _AT_LEAST_1, "model.samples": _AT_LEAST_1, "model.embed_dim": _AT_LEAST_1,
+    "model.read_in_dim": _AT_LEAST_1, "model.hyper_rank": _AT_LEAST_1, "model.hyper_hidden": _AT_LEAST_0,
+    "model.frobenius_weight": _AT_LEAST_0,
+    "train.max_epochs": _AT_LEAST_1, "train.batch_size": _AT_LEAST_1, "train.lr": _POSITIVE,
+    "train.lr_decay": (0, 1, False, True), "train.warmup_steps": _AT_LEAST_0, "train.grad_clip": _POSITIVE,
+    "train.patience": _AT_LEAST_1, "train.drop_local": (0, 1, True, False), "train.time_limit_min": _POSITIVE,
+    "eval.context_bins": _AT_LEAST_1, "eval.horizon_bins": _AT_LEAST_1, "eval.samples": _AT_LEAST_1,
+    "eval.behavior_lag_ms": _AT_LEAST_0, "eval.psth_sigma_ms": _AT_LEAST_0,
 }
 
 
 def _check_ranges(config: "Config") -> None:
-    for key, (low, high, low_ok) in _RANGES.items():
+    for key, (low, high, low_ok, high_ok) in _RANGES.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if value is None:
             continue
-        if value < low or (value == low and not low_ok) or (high is not None and value > high):
+        if value < low or (value == low and not low_ok) or (high is not None and (value > high or
+                                                                                   (value == high and not high_ok))):
             bound = f">= {low}" if low_ok else f"> {low}"
             if high is not None:
-                bound += f" and <= {high}"
+                bound += f" and <= {high}" if high_ok else f" and < {high}"
             example = getattr(getattr(Config(), section), name)  # the default
             example = (low if low_ok else low + 1) if example is None else example
             raise UsageError(f"{key} must be {bound}, got {value}; e.g. --set {key}={example}")
-    if config.train.drop_local >= 1:
-        raise UsageError(f"train.drop_local must be < 1 (the fraction of bins hidden from the encoder), got "
-                         f"{config.train.drop_local}; e.g. --set train.drop_local=0.2")
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),
