@@ -1,5 +1,6 @@
-"""Non-finite losses and gradients: the step is skipped and the learning rate halved; after
-MAX_DIVERGENCES halvings the run stops with RunFailure (CLI exit code 1), the last good checkpoint kept."""
+"""Non-finite losses and gradients: the step is skipped, the parameters rolled back to the start of the
+epoch and the learning rate halved; after MAX_DIVERGENCES halvings the run stops with RunFailure (CLI
+exit code 1), the last good checkpoint kept."""
 
 import math
 
@@ -45,12 +46,13 @@ def toy_fit(bad_steps, kind="loss", on_epoch=None, snapshots=None):
 
 
 @pytest.mark.parametrize("kind", ["loss", "grad", "raise"])
-def test_a_non_finite_step_is_skipped_and_halves_the_lr(kind):
+def test_a_non_finite_step_is_skipped_rolls_back_and_halves_the_lr(kind):
     snapshots = []
     model, result = toy_fit({6}, kind, snapshots=snapshots)
     assert [r["lr"] for r in result.history] == [0.01, 0.005, 0.005]
-    assert torch.equal(snapshots[6], snapshots[5])  # no optimizer step after the bad step 6
+    # bad step 6 (the 2nd of epoch 1): no optimizer step, and the parameters go back to epoch 1's start
     assert not torch.equal(snapshots[5], snapshots[4])
+    assert torch.equal(snapshots[6], snapshots[4])
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert all(math.isfinite(r["train_loss"]) for r in result.history)
 
@@ -66,6 +68,28 @@ def test_persistent_nan_stops_with_run_failure_after_bounded_halvings():
         toy_fit(bad, "loss", on_epoch=on_epoch)
     # epoch 1 ended with 3 skipped steps (still finite, saved); the 4th failure came in epoch 2
     assert saved == [(0, 0), (1, MAX_DIVERGENCES)]
+
+
+def test_rollback_recovers_from_parameters_whose_loss_stays_non_finite():
+    """A loss that is NaN wherever |w| > 5 and a learning rate that jumps past it: skipping the step alone
+    would keep w out there (every later step NaN, RunFailure); rolling back and halving the rate converges."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.zeros(1))
+    model = torch.nn.Module()
+    model.w = w
+    visited = []
+
+    def batch_loss(b):
+        visited.append(float(w))
+        loss = (w - 4.0).square().sum()
+        return loss * math.nan if w.abs().max() > 5 else loss
+
+    cfg = TrainConfig(max_epochs=30, batch_size=1, lr=3.0, lr_decay=1.0, patience=100)
+    result = run_epochs(model, cfg, batches=lambda epoch: [0, 1, 2], batch_loss=batch_loss,
+                        valid_loss=lambda: math.nan)
+    assert max(visited) > 5  # it did step into the non-finite region
+    assert result.history[-1]["lr"] < 3.0
+    assert abs(float(w) - 4.0) < 0.5 and all(math.isfinite(r["train_loss"]) for r in result.history)
 
 
 @pytest.fixture(scope="module")

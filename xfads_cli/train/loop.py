@@ -17,8 +17,11 @@ Hooks: `on_epoch(record, is_best, state)` after every epoch and `on_interrupt(st
 then raises `Preempted`). `state()` returns the resumable training state as tensors and plain data:
 the caller decides where checkpoints go.
 
-Divergence: a step whose loss or total gradient norm is not finite is skipped (no optimizer step)
-and the learning rate halved; after MAX_DIVERGENCES such halvings the next one raises RunFailure.
+Divergence: a step whose loss or total gradient norm is not finite is skipped, the parameters and
+the optimizer's moments are rolled back to where the epoch started (the last point known to give
+finite losses for a whole epoch: parameters that just produced a non-finite loss usually keep doing
+so, e.g. dynamics that became expansive), and the learning rate is halved; after MAX_DIVERGENCES
+such halvings the next one raises RunFailure. A run resumed mid-epoch rolls back to where it resumed.
 """
 
 from __future__ import annotations
@@ -208,6 +211,26 @@ def _adam_step(opt: torch.optim.Optimizer, factor: float) -> None:
         group["lr"] = lr
 
 
+class _Snapshot:
+    """Parameters and optimizer state at one point, to roll back to after a non-finite step."""
+
+    def __init__(self, params: list, opt: torch.optim.Optimizer):
+        self.params, self.opt = params, opt
+        self.values = [p.detach().clone() for p in params]
+        self.opt_state = copy.deepcopy(opt.state_dict())
+
+    def restore(self, lr_factor: float) -> None:
+        """Back to the snapshot's parameters and moments, at lr_factor x the CURRENT learning rates (so
+        successive halvings within one epoch compound)."""
+        lrs = [group["lr"] * lr_factor for group in self.opt.param_groups]
+        with torch.no_grad():
+            for p, v in zip(self.params, self.values):
+                p.copy_(v)
+        self.opt.load_state_dict(copy.deepcopy(self.opt_state))
+        for group, lr in zip(self.opt.param_groups, lrs):
+            group["lr"] = lr
+
+
 def run_epochs(
     model: torch.nn.Module,
     cfg: TrainConfig,
@@ -290,6 +313,7 @@ def run_epochs(
             skip, losses, elapsed = int(partial["step"]), list(partial["losses"]), float(partial["seconds"])
         partial = None
         t0 = time.monotonic() - elapsed
+        rollback = _Snapshot(params, opt)
         step = skip
         for batch in itertools.islice(batches(epoch), skip, None):
             opt.zero_grad(set_to_none=True)
@@ -316,8 +340,7 @@ def run_epochs(
                     what = "gradient" if math.isfinite(value) else "loss"
                     raise RunFailure(f"non-finite {what} {divergences} times (last at epoch {epoch}, step {step}) "
                                      f"although the learning rate was halved {MAX_DIVERGENCES} times; lower train.lr")
-                for group in opt.param_groups:
-                    group["lr"] *= 0.5
+                rollback.restore(lr_factor=0.5)
             if stop:
                 snapshot = {"epoch": epoch, "step": step, "losses": list(losses), "seconds": time.monotonic() - t0}
                 if on_interrupt is not None:
