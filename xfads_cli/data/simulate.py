@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Callable
 
 import numpy as np
 
+from xfads_cli.atomic import atomic_path
 from xfads_cli.errors import UsageError, closest, listing
 
 SYSTEMS = ("lorenz", "vdp", "ring", "duffing", "hopf")
@@ -484,14 +484,8 @@ _WRITERS = {".nwb": _write_nwb, ".h5": _write_h5, ".hdf5": _write_h5}
 def _atomic_write(out: Path, writer, sim: dict) -> None:
     """Write to a temporary file next to `out`, then rename it into place: a failure (or Ctrl-C)
     never leaves a partial file under the final name."""
-    # Same suffix as the target (pynwb warns about non-.nwb names); the pid keeps concurrent runs apart.
-    tmp = out.parent / f".{out.stem}.partial-{os.getpid()}{out.suffix}"
-    try:
+    with atomic_path(out) as tmp:
         writer(tmp, sim)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def simulate(

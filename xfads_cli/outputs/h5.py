@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xfads_cli.atomic import partial_name
 from xfads_cli.errors import UsageError
 
 
@@ -81,7 +82,7 @@ class H5Stream:
         self.path = check_output(Path(path), overwrite)
         self.n_rows = n_rows
         self.overwrite = overwrite
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
+        self.tmp = partial_name(self.path)
         self.rows_written: dict[str, int] = {}  # appended dataset -> rows filled so far
         self.file = None
 

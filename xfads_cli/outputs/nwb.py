@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xfads_cli.atomic import atomic_path
 from xfads_cli.errors import UsageError
 from xfads_cli.outputs.h5 import jsonable
 
@@ -71,15 +72,9 @@ def write_nwb_copy(
         "attrs": jsonable(attrs),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as `out` so that os.replace is an atomic rename; the pid keeps concurrent runs apart.
-    tmp = out.parent / f".{out.stem}.partial-{os.getpid()}{NWB_SUFFIX}"
-    try:
+    with atomic_path(out, NWB_SUFFIX) as tmp:
         shutil.copyfile(source, tmp)  # copies bytes only: the input's read-only mode is not carried over
         _append_module(tmp, source.name, module_name, json.dumps(meta), series, start_s, bin_ms, units or {})
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 

@@ -12,12 +12,12 @@ to Hz for PSTHs. NaN marks missing bins and is skipped in averages.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from xfads_cli.atomic import atomic_path
 from xfads_cli.errors import UsageError
 
 DPI = 120
@@ -264,13 +264,9 @@ def _save(fig, out: Path) -> Path:
     """Write `fig` as PNG to `out` via a temporary file, then free it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.stem}.partial-{os.getpid()}.png"
     try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
     finally:
         fig.clear()  # drop the artists now rather than when the garbage collector gets to them
     return out

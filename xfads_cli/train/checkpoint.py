@@ -12,9 +12,9 @@ width), so every command can rebuild the model from the checkpoint alone.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from xfads_cli.atomic import atomic_path
 from xfads_cli.errors import UsageError
 
 FORMAT = "xfads-checkpoint/1"
@@ -23,14 +23,8 @@ FORMAT = "xfads-checkpoint/1"
 def atomic_torch_save(obj: dict, path: Path) -> None:
     import torch
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def resolve_checkpoint(run: Path, which: str = "best") -> Path:

@@ -23,6 +23,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from xfads_cli.atomic import atomic_path, partial_glob
 from xfads_cli.config import Config, dump_config, load_config, resolved_config
 from xfads_cli.errors import RunFailure, UsageError
 from xfads_cli.train.checkpoint import FORMAT
@@ -31,9 +32,8 @@ RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "summary.json", "config.yaml",
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _metrics_csv(history: list[dict]) -> str:
@@ -79,7 +79,7 @@ def _create_out(out: Path, fresh: bool) -> None:
     left by a killed writer)."""
     out.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:
-        for tmp in out.glob(f".{name}.tmp-*"):
+        for tmp in out.glob(partial_glob(out / name)):
             tmp.unlink(missing_ok=True)
         if fresh and (out / name).exists():
             (out / name).unlink()
