@@ -289,3 +289,45 @@ def test_refined_session_embedding_replaces_the_pooled_mean_and_is_trained():
     rebuilt = MetaXFADS(CFG, model.session_specs)
     rebuilt.load_state_dict(model.state_dict())
     assert torch.equal(rebuilt.sessions[i].embedding, refined)
+
+
+@pytest.mark.parametrize("mode", ["smoother", "filter"])
+def test_one_session_at_the_prior_mean_is_xfads(mode):
+    """MODEL.md section 6 on top of the same filter: one session, an identity read-in and e = 0 (where the
+    hypernetwork's update vanishes) give exactly the single-session XFADS with the same weights."""
+    from dataclasses import replace
+
+    from xfads_cli.model.xfads import XFADS
+
+    n = 5
+    cfg = replace(CFG, embed_dim=1, read_in_dim=n)
+    torch.manual_seed(3)
+    meta = MetaXFADS(cfg, [{"name": "a", "n_neurons": n, "dt": 0.02}]).double()
+    single = XFADS(replace(cfg, kind="xfads"), n, torch.ones(n, dtype=torch.bool), 0.02).double()
+    s = meta.sessions[0]
+    with torch.no_grad():
+        s.read_in.weight.copy_(torch.eye(n))
+        s.read_in.bias.zero_()
+        s.readout.bias.normal_()  # something other than an initial value on both sides
+    for name in ("local", "backward", "readout"):
+        getattr(single, name).load_state_dict((s if name == "readout" else meta).get_submodule(name).state_dict())
+    single.dynamics.load_state_dict(meta.dynamics.base.state_dict())
+    for name in ("m0", "raw_q0", "raw_q"):
+        getattr(single, name).data.copy_(getattr(meta, name).data)
+    y = counts(3, 10, n, seed=4).double()
+    y[1, 4] = float("nan")
+    e = torch.zeros(1, dtype=torch.float64)
+    post_meta = meta._filter(y, 0, e, mode, 4, 0.0, None, torch.Generator().manual_seed(7))[0]
+    post_single = single.posterior(y, mode=mode, n_samples=4, noise=torch.Generator().manual_seed(7))
+    for a, b in [(post_meta.mean, post_single.mean), (post_meta.samples, post_single.samples),
+                 (post_meta.kl, post_single.kl)]:
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(meta.rates(post_meta.samples, 0), single.rates(post_single.samples))
+    z = post_meta.samples[:, :, -1]
+    torch.manual_seed(11)
+    roll_meta = meta.rollout(z, 6, e)
+    torch.manual_seed(11)
+    torch.testing.assert_close(roll_meta, single.rollout(z, 6))
+    # and away from e = 0 the dynamics do change
+    assert not torch.allclose(meta.rollout(z, 1, e + 1.0, torch.Generator().manual_seed(1)),
+                              single.rollout(z, 1, torch.Generator().manual_seed(1)))
