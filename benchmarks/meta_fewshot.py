@@ -133,7 +133,7 @@ def adapt_meta(trained, s, n, acfg, args, key):
     fit_meta(model, [None] * i + [y], [None] * (i + 1), acfg, seed=args.seed,
              parameters=list(model.session_parameters(i)))
     model.eval()
-    fitted = session_embedding(model, y, i)[2].numpy()  # before the search
+    fitted = session_embedding(model, y, i)[2].numpy().copy()  # before the search (the array would share the parameter)
     if args.refine and args.search and model.adaptation != "none":
         # then the embedding that best forecasts the shots' second halves (train/embedding_search.py)
         found = search_embedding(model, i, y, model.sessions[i].embedding.detach(), seed=args.seed)
