@@ -96,7 +96,7 @@ def gain_ceiling(s, n, args):
     """R^2 of the TRUE test rates scaled, per neuron, by (mean count in the first n trials / true mean rate):
     what a forecast with the true latent state and dynamics would score if, like every method here, it
     had to learn each neuron's firing level from the n shots. The gain is the maximum-likelihood one for
-    Poisson counts whose shape is known, so no method can expect to beat this on average."""
+    Poisson counts whose shape is known: a reference, not a bound a method with other information could not pass."""
     y = s["counts"][:n].numpy()
     gain = y.mean((0, 1)) / s["rates"].mean((0, 1))
     true = s["rates"][max(args.shots):, args.context : args.context + args.horizon]
