@@ -481,13 +481,6 @@ def _write_h5(path: Path, sim: dict) -> None:
 _WRITERS = {".nwb": _write_nwb, ".h5": _write_h5, ".hdf5": _write_h5}
 
 
-def _atomic_write(out: Path, writer, sim: dict) -> None:
-    """Write to a temporary file next to `out`, then rename it into place: a failure (or Ctrl-C)
-    never leaves a partial file under the final name."""
-    with atomic_path(out) as tmp:
-        writer(tmp, sim)
-
-
 def simulate(
     system: str,
     out: Path,
@@ -515,7 +508,8 @@ def simulate(
         base_rate_hz=base_rate_hz, param=param,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, writer, sim)
+    with atomic_path(out) as tmp:  # a failure (or Ctrl-C) never leaves a partial file under `out`
+        writer(tmp, sim)
     return summarise(sim, out)
 
 

@@ -226,6 +226,7 @@ class _Snapshot:
         with torch.no_grad():
             for p, v in zip(self.params, self.values):
                 p.copy_(v)
+        # a copy each time: load_state_dict adopts the given tensors and Adam then updates them in place
         self.opt.load_state_dict(copy.deepcopy(self.opt_state))
         for group, lr in zip(self.opt.param_groups, lrs):
             group["lr"] = lr
