@@ -286,6 +286,12 @@ def ratio(num, den) -> str:
     return "n/a" if den <= 0 else f"{num / den:.2f}"
 
 
+def vs_baseline(model, base) -> str:
+    """model / baseline; with a baseline <= 0 (a ratio means nothing) "n/a (+d)", d = model - baseline."""
+    r = ratio(model, base)
+    return f"n/a ({_num(model) - _num(base):+.3f})" if r == "n/a" else r
+
+
 def ratio_cell(m: dict, num: str, den: str) -> str:
     """'ratio (num/den)' of two metrics; "-" when either is missing."""
     a, b = _num(m.get(num)), _num(m.get(den))
@@ -314,7 +320,7 @@ def table_row(row: dict, note_ref: str = "") -> list[str]:
         ratio_cell(m, "test_fp_bps", "test_fp_oracle_bps"),
         fmt(m.get("test_fp_bps")),
         fmt(m.get("test_fp_baseline_bps")),
-        ratio(m.get("test_fp_bps"), m.get("test_fp_baseline_bps")),
+        vs_baseline(m.get("test_fp_bps"), m.get("test_fp_baseline_bps")),
         fmt(m.get("test_co_bps")),
         fmt(m.get("test_co_baseline_bps")),
     ]
@@ -433,11 +439,11 @@ def main(argv: list[str] | None = None) -> int:
         f"python {platform.python_version()}, xfads_cli from {_package_location()}",
         f"- every fit: `xfads fit DATA --out RUN --time-limit {minutes:g} --overwrite` with the DEFAULT config, "
         "one fit at a time; real recordings add only data options (`--set " + HELDOUT_SET + "`, interval table)",
-        f"- simulated data: 45 neurons, 20 ms bins, seeds {SEED0} + case index (listed per case; not used in "
-        "development); no held-out neurons",
+        f"- simulated data: 45 neurons, 20 ms bins, seeds {SEED0} + case index (listed per case; no test, "
+        "fixture or other benchmark uses them); no held-out neurons",
         "- scores on the test split: retest/oracle = test_retest_bps / test_retest_oracle_bps, fp/oracle = "
         "test_fp_bps / test_fp_oracle_bps, fp/baseline = test_fp_bps / test_fp_baseline_bps (cells: ratio "
-        "(model/reference)); '-' = not in summary.json, 'n/a' = reference <= 0",
+        "(model/reference)); '-' = not in summary.json; 'n/a (+d)' = the baseline is <= 0, d = model - baseline",
         f"- load average at start: {_load_text(start_load)}; column 'load' is the 1-min load when each fit "
         f"started. Fits are time-limited: on a machine loaded above its {os.cpu_count()} CPUs a fit gets "
         "fewer epochs and scores worse than it would on an idle one",

@@ -112,7 +112,7 @@ def test_table_prints_a_dash_for_missing_keys():
     lorenz = table[2].split("|")
     assert "0.75 (0.300/0.400)" in lorenz[7] and lorenz[8].strip() == "-" and lorenz[9].strip() == "0.100"
     mouse = table[3].split("|")
-    assert mouse[11].strip() == "n/a" and mouse[12].strip() == "-" and mouse[13].strip() == "-"
+    assert mouse[11].strip() == "n/a (+0.060)" and mouse[12].strip() == "-" and mouse[13].strip() == "-"
     assert "SKIPPED" in table[4] and "FAILED" in table[5]
     assert any("only 2 trials" in ln for ln in lines) and any("exit 1" in ln for ln in lines)
     assert quality.ratio(None, 1) == "-" and quality.ratio(1, 0) == "n/a" and quality.ratio(1, 4) == "0.25"
