@@ -136,19 +136,20 @@ def simulated_cases() -> list[Case]:
     return cases
 
 
-def real_case_list(real_dir: Path, cache_dir: Path) -> list[Case]:
-    """Every recording of real_dir as a Case (nothing converted or read until a case is prepared)."""
+def real_case_list(real_dir: Path) -> list[Case]:
+    """Every recording of real_dir as a Case (nothing converted or read until a case is prepared; npz
+    files are converted into the output's data folder)."""
     from real_recordings import real_cases
 
     out = []
-    for rc in real_cases(real_dir, cache_dir):
+    for rc in real_cases(real_dir):
         sets = [HELDOUT_SET] + rc.sets
         if rc.skip:
             out.append(Case(rc.name, "real", "", sets=sets, skip=rc.skip))
             continue
 
         def prepare(data_dir: Path, log, rc=rc) -> Path:
-            return rc.prepare(log=lambda m: log("  " + m))
+            return rc.prepare(data_dir, log=lambda m: log("  " + m))
         out.append(Case(rc.name, "real", "real", sets=sets, prepare=prepare, note=rc.note))
     return out
 
@@ -406,12 +407,11 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
 
-    out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="xfads-quality-"))
     cases = simulated_cases()
     real_dir = args.real.resolve()
     real_message = None
     if real_dir.is_dir():
-        cases += real_case_list(real_dir, out / "data")
+        cases += real_case_list(real_dir)
     else:
         real_message = f"real recordings: {real_dir} does not exist; the real cases are skipped"
     if args.list:
@@ -428,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [c for c in cases if c.name in QUICK_CASES]
     else:
         chosen = cases
+    out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="xfads-quality-"))
     out.mkdir(parents=True, exist_ok=True)
 
     start_load = load_average()

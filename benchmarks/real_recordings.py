@@ -16,8 +16,8 @@ xfads' own loader does the binning, alignment and chopping:
 
     python benchmarks/real_recordings.py OUT_DIR     # convert both, print what was written
 
-`real_cases(real_dir, cache_dir)` lists every file of the folder with the data options the benchmark
-uses for it (or why it is skipped); converted files are cached in cache_dir.
+`real_cases(real_dir)` lists every file of the folder with the data options the benchmark uses for it
+(or why it is skipped); `RealCase.prepare(cache_dir)` converts an npz file into cache_dir, once.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ SESSION_START = datetime(2000, 1, 1, tzinfo=timezone.utc)
 class RealCase:
     """One real recording as a benchmark case.
 
-    path: the file to fit (for an npz file: its converted NWB in the cache folder, written by
-    prepare()); sets: the `--set` data options chosen for it; skip: why it is not fitted (None: it
+    path: the file to fit (None for an npz file: prepare() converts it into a cache folder); sets: the `--set` data options chosen for it; skip: why it is not fitted (None: it
     is); note: why these options, for the report."""
 
     name: str
@@ -51,13 +50,16 @@ class RealCase:
     note: str = ""
     convert: Callable[[Path, Path], dict] | None = None
 
-    def prepare(self, log=print) -> Path:
-        """The file to fit, converting the npz source first when its NWB is not cached yet."""
-        if self.convert is not None and not self.path.exists():
-            info = self.convert(self.source, self.path)
-            log(f"converted {self.source.name} -> {self.path} ({info['units']} units, {info['trials']} trials, "
+    def prepare(self, cache_dir: Path, log=print) -> Path:
+        """The file to fit; an npz source is converted to cache_dir/<name>.nwb unless that exists."""
+        if self.convert is None:
+            return self.path
+        path = Path(cache_dir) / f"{self.name}.nwb"
+        if not path.exists():
+            info = self.convert(self.source, path)
+            log(f"converted {self.source.name} -> {path} ({info['units']} units, {info['trials']} trials, "
                 f"{info['spikes']} spikes)")
-        return self.path
+        return path
 
 
 def _atomic_nwb(nwb, out: Path) -> None:
@@ -162,10 +164,9 @@ SKIP = {
 }
 
 
-def real_cases(real_dir: Path, cache_dir: Path) -> list[RealCase]:
+def real_cases(real_dir: Path) -> list[RealCase]:
     """Every recording in `real_dir` (sorted by name; README and other non-data files ignored) as a
-    RealCase. Nothing is converted here: RealCase.prepare() converts an npz file into cache_dir (or
-    reuses the converted file found there)."""
+    RealCase. Nothing is converted or written here (see RealCase.prepare)."""
     cases = []
     for src in sorted(Path(real_dir).iterdir()):
         suffix = src.suffix.lower()
@@ -182,7 +183,7 @@ def real_cases(real_dir: Path, cache_dir: Path) -> list[RealCase]:
                 cases.append(RealCase(name, src, None, skip="an npz file without a converter in benchmarks/real_recordings.py"))
                 continue
             note = "; ".join(x for x in ("converted from npz to NWB by benchmarks/real_recordings.py", why) if x)
-            cases.append(RealCase(name, src, Path(cache_dir) / f"{name}.nwb", list(sets), note=note, convert=convert))
+            cases.append(RealCase(name, src, None, list(sets), note=note, convert=convert))
         else:
             cases.append(RealCase(name, src, src, list(sets), note=why))
     return cases

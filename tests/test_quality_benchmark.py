@@ -55,13 +55,16 @@ def test_ibl_converts_to_a_continuous_nwb_that_is_chopped(real_dir, tmp_path):
 
 
 def test_every_real_recording_is_a_case_or_skipped_with_a_reason(real_dir, tmp_path):
-    cases = {c.name: c for c in quality.real_case_list(real_dir, tmp_path)}
+    cases = {c.name: c for c in quality.real_case_list(real_dir)}
     assert set(cases) == {"human_mtl_sub-4_ses-4", "ibl_np_120s", "mc_maze_2trials", "mouse_gpe_50trials",
                           "rat_hc_linear_track"}
     assert cases["mc_maze_2trials"].skip and "2 trials" in cases["mc_maze_2trials"].skip
     assert "data.intervals=recognition_table" in cases["human_mtl_sub-4_ses-4"].sets
     assert all(quality.HELDOUT_SET in c.sets for c in cases.values())
-    assert not list(tmp_path.iterdir())  # listing converts nothing
+    path = cases["ibl_np_120s"].prepare(tmp_path, lambda m: None)  # converted once, then reused
+    assert path == tmp_path / "ibl_np_120s.nwb" and path.is_file()
+    mtime = path.stat().st_mtime_ns
+    assert cases["ibl_np_120s"].prepare(tmp_path, lambda m: None) == path and path.stat().st_mtime_ns == mtime
 
 
 def test_coupled_system_writes_a_file_inspect_accepts(tmp_path):
