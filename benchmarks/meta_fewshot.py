@@ -212,10 +212,10 @@ def main():
     mcfg = ModelConfig(kind="meta", latent_dim=args.latent, dynamics_hidden=64, encoder_hidden=32, rank_local=4,
                        rank_backward=2, samples=args.train_samples, embed_dim=args.embed_dim, read_in_dim=16,
                        hyper_rank=2, hyper_hidden=args.hyper_hidden)
-    tcfg = TrainConfig(max_epochs=args.epochs, batch_size=16, lr=args.lr, lr_decay=0.995, warmup_steps=args.warmup,
+    tcfg = TrainConfig(max_epochs=args.epochs, batch_size=16, lr=args.lr, schedule="exponential", lr_decay=0.995, warmup_steps=args.warmup,
                        patience=10**9, drop_local=0.2, time_limit_min=args.minutes)
     # few shots: one batch per epoch (batch >= 16), so epochs = steps; no validation set (n = 1 has none)
-    acfg = TrainConfig(max_epochs=args.adapt_steps, batch_size=max(args.shots), lr=args.adapt_lr, lr_decay=0.99,
+    acfg = TrainConfig(max_epochs=args.adapt_steps, batch_size=max(args.shots), lr=args.adapt_lr, schedule="exponential", lr_decay=0.99,
                        patience=10**9, drop_local=0.2)
     scfg = replace(acfg, max_epochs=args.single_steps, lr=1e-2)
 
@@ -244,7 +244,7 @@ def main():
             continue
         trained, res, secs = train_meta(m, train, mcfg, tcfg, args)
         print(f"{LABELS[m]}: trained {len(res.history)} epochs in {secs:.0f} s, best epoch {res.best_epoch}, "
-              f"valid loss {res.best_valid_loss:.4f}", flush=True)
+              f"valid loss {res.best_score:.4f}", flush=True)
         train_e = np.stack([session_embedding(trained, s["counts"], i)[2].numpy() for i, s in enumerate(train)])
         held_e = np.zeros((len(held), train_e.shape[1]))
         held_fitted = np.zeros_like(held_e)

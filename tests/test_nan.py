@@ -13,7 +13,7 @@ from xfads_cli.config import TrainConfig
 from xfads_cli.errors import RunFailure
 from xfads_cli.train.loop import MAX_DIVERGENCES, run_epochs
 
-CFG = TrainConfig(max_epochs=3, batch_size=2, lr=0.01, lr_decay=1.0, patience=100)
+CFG = TrainConfig(max_epochs=3, batch_size=2, lr=0.01, schedule="exponential", lr_decay=1.0, patience=100)
 STEPS = 4  # per epoch in the toy problem
 
 
@@ -84,7 +84,7 @@ def test_rollback_recovers_from_parameters_whose_loss_stays_non_finite():
         loss = (w - 4.0).square().sum()
         return loss * math.nan if w.abs().max() > 5 else loss
 
-    cfg = TrainConfig(max_epochs=30, batch_size=1, lr=3.0, lr_decay=1.0, patience=100)
+    cfg = TrainConfig(max_epochs=30, batch_size=1, lr=3.0, schedule="exponential", lr_decay=1.0, patience=100)
     result = run_epochs(model, cfg, batches=lambda epoch: [0, 1, 2], batch_loss=batch_loss,
                         valid_loss=lambda: math.nan)
     assert max(visited) > 5  # it did step into the non-finite region
@@ -131,15 +131,8 @@ def test_cli_divergence_exits_1_and_keeps_the_last_good_checkpoint(recording, tm
     assert not (out / "summary.json").exists()
 
 
-def test_warmup_scales_the_first_steps_and_leaves_the_schedule_alone():
-    import torch
-
-    from xfads_cli.train.loop import _adam_step, warmup_factor
+def test_warmup_scales_the_first_steps():
+    from xfads_cli.train.loop import warmup_factor
 
     assert [warmup_factor(k, 4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_factor(0, 0) == 1.0
-    w = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([w], lr=1.0)
-    w.grad = torch.ones(1)
-    _adam_step(opt, 0.25)
-    assert float(w.detach()) == -0.25 and opt.param_groups[0]["lr"] == 1.0

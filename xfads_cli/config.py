@@ -84,8 +84,16 @@ class TrainConfig:
     """The optimisation (MODEL.md section 4)."""
 
     max_epochs: int = 300
-    batch_size: int = 64
+    # Trials per optimisation step (the global batch under torchrun). None: from the number of
+    # training trials (`auto_batch_size`), so that small recordings still get several steps per epoch;
+    # the resolved number is what the run's config.yaml and checkpoints record.
+    batch_size: Optional[int] = None
     lr: float = 1e-3
+    # 'cosine': the learning rate anneals from lr to lr * lr_final over the run's budget (--time-limit
+    # and/or --max-epochs, whichever ends first), so a fit ends annealed whatever time it is given;
+    # 'exponential': lr * lr_decay**epoch, whatever the budget.
+    schedule: Literal["cosine", "exponential"] = "cosine"
+    lr_final: float = 0.05
     lr_decay: float = 0.997
     # Linear learning-rate warm-up over the first optimisation steps: the first Adam steps on a freshly
     # initialised readout can push exp-link rates past float range at higher learning rates.
@@ -93,6 +101,15 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 40
     drop_local: float = 0.2
+    # Fraction of training trials per batch scored as forecasts: causal filter up to a random cut point,
+    # the dynamics alone after it (no local or backward potentials), as `forecast` and fp-bps use the
+    # model. Trains f to predict several steps ahead rather than one (isolated dropped bins).
+    forecast_fraction: float = 0.0
+    # Monte Carlo samples of the filter during training; None: model.samples (used for inference).
+    samples: Optional[int] = None
+    # best.pt / early stopping by: 'elbo' (validation -ELBO), 'co_bps' (held-out neurons), 'fp_bps'
+    # (forecast of the validation trials' last third); 'auto': co_bps with held-out neurons, else fp_bps.
+    select: Literal["auto", "elbo", "co_bps", "fp_bps"] = "auto"
     time_limit_min: Optional[float] = None
     device: str = "auto"
     dtype: Literal["float32", "float64"] = "float32"
@@ -141,6 +158,7 @@ _RANGES = {
     "train.max_epochs": _AT_LEAST_1, "train.batch_size": _AT_LEAST_1, "train.lr": _POSITIVE,
     "train.lr_decay": (0, 1, False, True), "train.warmup_steps": _AT_LEAST_0, "train.grad_clip": _POSITIVE,
     "train.patience": _AT_LEAST_1, "train.drop_local": (0, 1, True, False), "train.time_limit_min": _POSITIVE,
+    "train.lr_final": (0, 1, True, True), "train.forecast_fraction": (0, 1, True, True), "train.samples": _AT_LEAST_1,
     "eval.context_bins": _AT_LEAST_1, "eval.horizon_bins": _AT_LEAST_1, "eval.samples": _AT_LEAST_1,
     "eval.behavior_lag_ms": _AT_LEAST_0, "eval.psth_sigma_ms": _AT_LEAST_0,
 }

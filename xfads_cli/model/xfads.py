@@ -90,12 +90,15 @@ class XFADS(nn.Module):
 
     def posterior(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
                   drop_local: float = 0.0, local_mask: torch.Tensor | None = None,
+                  backward_mask: torch.Tensor | None = None,
                   noise: torch.Tensor | torch.Generator | None = None) -> Posterior:
         """y: [batch, time, neuron] (all neurons; NaN = missing) -> Posterior over [batch, time, latent].
 
         drop_local: during training, the fraction of bins whose local potential is dropped at random so
         that the dynamics learn to predict (MODEL.md section 2). local_mask [batch, time] bool keeps
-        alpha_t only where True (used for forecasting contexts). noise: the filter's standard normals
+        alpha_t only where True (used for forecasting contexts). backward_mask [batch] bool keeps the
+        backward potentials of a trial only where True (False: that trial is filtered causally, as in
+        mode "filter", within a smoother batch). noise: the filter's standard normals
         (`noise_shape(...)`) or a torch.Generator; None draws from the global RNG.
         """
         mode = mode or self.cfg.mode
@@ -103,6 +106,9 @@ class XFADS(nn.Module):
         b = B = None
         if mode != "filter":
             b, B = self.backward(a, A)
+            if backward_mask is not None:
+                w = backward_mask.to(b.dtype)
+                b, B = b * w[:, None, None], B * w[:, None, None, None]
         a, A = drop_local_potentials(a, A, drop_local, local_mask)
         return low_rank_filter(
             self.dynamics, self.m0, self.q0(), self.q(), a, A, b, B,
@@ -111,11 +117,12 @@ class XFADS(nn.Module):
 
     def elbo(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
              drop_local: float = 0.0, local_mask: torch.Tensor | None = None,
+             backward_mask: torch.Tensor | None = None,
              noise: torch.Tensor | torch.Generator | None = None) -> Elbo:
-        """Monte Carlo ELBO per trial. y: [batch, time, neuron]. local_mask, noise: as in `posterior`
-        (the training loop passes per-trial draws, train/loop.py)."""
+        """Monte Carlo ELBO per trial. y: [batch, time, neuron]. local_mask, backward_mask, noise: as in
+        `posterior` (the training loop passes per-trial draws, train/loop.py)."""
         post = self.posterior(y, mode=mode, n_samples=n_samples, drop_local=drop_local, local_mask=local_mask,
-                              noise=noise)
+                              backward_mask=backward_mask, noise=noise)
         loglik = self.likelihood.log_prob(self.eta(post.samples), y).sum(-1).mean(0).sum(-1)
         kl = post.kl.sum(-1)
         return Elbo(loglik - kl, loglik, kl, post)
@@ -133,11 +140,12 @@ class XFADS(nn.Module):
 
     @torch.no_grad()
     def forecast(self, y_context: torch.Tensor, horizon: int, *, n_samples: int | None = None,
-                 mode: str = "filter") -> Forecast:
+                 mode: str = "filter", generator: torch.Generator | None = None) -> Forecast:
         """Filter the context y_{1:t0} [batch, t0, neuron], then roll the samples of q(z_t0) forward.
-        The causal filter is the default: the posterior at t0 then depends on the context only."""
-        post = self.posterior(y_context, mode=mode, n_samples=n_samples)
-        z = self.rollout(post.samples[:, :, -1], horizon)
+        The causal filter is the default: the posterior at t0 then depends on the context only.
+        generator: for every draw (None: the global RNG)."""
+        post = self.posterior(y_context, mode=mode, n_samples=n_samples, noise=generator)
+        z = self.rollout(post.samples[:, :, -1], horizon, generator)
         return Forecast(z, self.rates(z))
 
 

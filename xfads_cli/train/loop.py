@@ -1,6 +1,6 @@
-"""One readable training loop (nanoGPT-style): Adam, exponential lr decay, gradient clipping, early
-stopping on the validation loss, a time limit, divergence handling, preemption, resumable state,
-data-parallel ranks and hooks.
+"""One readable training loop (nanoGPT-style): Adam, a learning rate annealed over the run's budget,
+gradient clipping, model selection and early stopping on a validation score, a time limit checked
+after every step, divergence handling, preemption, resumable state, data-parallel ranks and hooks.
 
     result = fit(model, train_y, valid_y, cfg, seed=0, evaluate=fn, on_epoch=fn, resume=state)
 
@@ -9,7 +9,7 @@ data-parallel ranks and hooks.
 Reproducibility: the batch order of epoch e is a permutation drawn from a generator seeded with
 (seed, e) (as torch's DistributedSampler does), and the Monte Carlo draws of the training loss are
 keyed by (seed, e, trial) (`trial_draws`), so the state "epoch e, k batches done" (plus optimizer,
-scheduler, counters and the global RNG, which validation uses) is enough to continue a run exactly,
+schedule budget, counters and the global RNG, which validation uses) is enough to continue a run exactly,
 also from the middle of an epoch, and a trial gets the same draws on whichever rank it lands.
 
 Hooks: `on_epoch(record, is_best, state)` after every epoch and `on_interrupt(state)` when
@@ -27,7 +27,7 @@ such halvings the next one raises RunFailure. A run resumed mid-epoch rolls back
 from __future__ import annotations
 
 import copy
-import itertools
+import dataclasses
 import math
 import os
 import time
@@ -52,9 +52,10 @@ class FitResult:
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
-    best_valid_loss: float = math.inf
+    best_score: float = math.inf  # the value of `select` at best_epoch
     best_state: Optional[dict] = None
     stopped: str = ""
+    select: str = "valid_loss"  # the record key the best epoch was chosen by
 
 
 def mix_seed(*values: int) -> int:
@@ -73,22 +74,35 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(mix_seed(seed, epoch))
 
 
-def trial_draws(model, y: torch.Tensor, keys: list[int], drop: float = 0.0):
+def trial_draws(model, y: torch.Tensor, keys: list[int], drop: float = 0.0, forecast: float = 0.0,
+                n_samples: int | None = None):
     """Monte Carlo draws of XFADS's training loss, one generator per trial (keys[i] seeds trial i):
-    (noise of model.noise_shape for the batch, keep mask [batch, time] of the local potentials or
-    None when drop <= 0). A trial's draws do not depend on the batch it is in."""
+    (noise of model.noise_shape for the batch, keep mask [batch, time] of the local potentials or None,
+    backward mask [batch] or None). A trial's draws do not depend on the batch it is in.
+
+    drop: fraction of bins whose local potential is dropped. forecast: probability that a trial is
+    trained as a forecast: its local potentials are dropped from a cut point drawn uniformly in the
+    middle three fifths of the trial to its end, and its backward potentials everywhere (the causal
+    filter up to the cut, the dynamics alone after it)."""
     T = y.shape[1]
     dtype = next(model.parameters()).dtype
-    shape = model.noise_shape(len(keys), T)  # [time, stream, batch, sample, column]
+    shape = model.noise_shape(len(keys), T, n_samples=n_samples)  # [time, stream, batch, sample, column]
     # each trial's block is drawn contiguously (one generator call), then viewed batch-third
     buf = torch.empty((shape[2], shape[0], shape[1], *shape[3:]), dtype=dtype, device=y.device)
-    keep = torch.empty((len(keys), T), dtype=torch.bool, device=y.device) if drop > 0 else None
+    keep = torch.ones((len(keys), T), dtype=torch.bool, device=y.device) if drop > 0 or forecast > 0 else None
+    backward = torch.ones(len(keys), dtype=torch.bool, device=y.device) if forecast > 0 else None
+    lo, hi = T // 5, max(T // 5, (4 * T) // 5 - 1)
     for i, key in enumerate(keys):
         g = torch.Generator(device=y.device).manual_seed(key)
         torch.randn(buf.shape[1:], generator=g, dtype=dtype, device=y.device, out=buf[i])
-        if keep is not None:
+        if drop > 0:
             keep[i] = torch.rand(T, generator=g, device=y.device) >= drop
-    return buf.permute(1, 2, 0, 3, 4), keep
+        if forecast > 0:
+            u = torch.rand(2, generator=g, device=y.device).tolist()
+            if u[0] < forecast:
+                keep[i, max(1, lo + int(u[1] * (hi - lo + 1))):] = False
+                backward[i] = False
+    return buf.permute(1, 2, 0, 3, 4), keep, backward
 
 
 def elbo_loss(model, y: torch.Tensor, drop_local: float = 0.0) -> torch.Tensor:
@@ -110,6 +124,13 @@ def evaluate_loss(model, y: torch.Tensor, batch_size: int) -> float:
     return total / max(y.shape[0], 1)
 
 
+def auto_batch_size(n_trials: int) -> int:
+    """train.batch_size when unset: about a tenth of the training trials, between 8 and 64. A step
+    costs far less than in proportion to its batch on these sizes (the filter's time loop dominates),
+    so small recordings gain more from several steps per epoch than from whole-data batches."""
+    return int(min(64, max(8, round(n_trials / 10))))
+
+
 class TrialBatch(NamedTuple):
     """This rank's share of one global batch: trial indices, their weight (0: padding so that every
     rank has a batch) and the size of the global batch."""
@@ -127,6 +148,7 @@ def fit(
     cfg: TrainConfig,
     *,
     seed: int = 0,
+    select: str = "valid_loss",
     callback: Callable[[dict], None] | None = None,
     evaluate: Callable[[torch.nn.Module], dict] | None = None,
     on_epoch: Callable[[dict, bool, Callable[[], dict]], None] | None = None,
@@ -143,11 +165,12 @@ def fit(
     d = dist or SINGLE
     n, T = train_y.shape[0], train_y.shape[1]
     keyed = hasattr(model, "noise_shape")  # XFADS: per-trial draws; other models: the global RNG
+    batch_size = cfg.batch_size or auto_batch_size(n)
 
     def batches(epoch: int) -> Iterable[TrialBatch]:
         order = torch.randperm(n, generator=epoch_generator(seed, epoch))
-        for start in range(0, n, cfg.batch_size):
-            chunk = order[start : start + cfg.batch_size]
+        for start in range(0, n, batch_size):
+            chunk = order[start : start + batch_size]
             mine, weight = chunk[d.rank :: d.world], 1.0
             if len(mine) == 0:  # fewer trials than ranks in the last batch
                 mine, weight = chunk[:1], 0.0
@@ -156,8 +179,9 @@ def fit(
     def batch_loss(b: TrialBatch) -> torch.Tensor:
         y = train_y[b.trials.to(train_y.device)]
         if keyed:
-            noise, keep = trial_draws(model, y, [mix_seed(seed, b.epoch, t) for t in b.trials.tolist()], cfg.drop_local)
-            terms = model.elbo(y, noise=noise, local_mask=keep)
+            noise, keep, backward = trial_draws(model, y, [mix_seed(seed, b.epoch, t) for t in b.trials.tolist()],
+                                                cfg.drop_local, cfg.forecast_fraction, cfg.samples)
+            terms = model.elbo(y, noise=noise, local_mask=keep, backward_mask=backward, n_samples=cfg.samples)
         else:
             terms = model.elbo(y, drop_local=cfg.drop_local)
         # sum over this rank's trials / (global batch x time), x world: DDP's average over ranks
@@ -168,8 +192,8 @@ def fit(
     unused = getattr(getattr(model, "cfg", None), "mode", None) == "filter"  # no backward encoder
     return run_epochs(
         model, cfg, batches=batches, batch_loss=batch_loss,
-        valid_loss=lambda: evaluate_loss(model, valid_y, cfg.batch_size) if has_valid else float("nan"),
-        seed=seed, callback=callback, evaluate=evaluate, on_epoch=on_epoch, resume=resume, max_epochs=max_epochs,
+        valid_loss=lambda: evaluate_loss(model, valid_y, batch_size) if has_valid else float("nan"),
+        seed=seed, select=select, callback=callback, evaluate=evaluate, on_epoch=on_epoch, resume=resume, max_epochs=max_epochs,
         dist=d, should_stop=should_stop, on_interrupt=on_interrupt, find_unused_parameters=unused,
     )
 
@@ -198,16 +222,35 @@ def warmup_factor(updates: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps <= 0 else min(1.0, (updates + 1) / warmup_steps)
 
 
-def _adam_step(opt: torch.optim.Optimizer, factor: float) -> None:
-    """One optimiser step at `factor` x the scheduled learning rate, leaving the schedule untouched."""
-    if factor >= 1.0:
-        opt.step()
-        return
-    scheduled = [group["lr"] for group in opt.param_groups]
+def anneal_factor(cfg: TrainConfig, epoch: int, progress: float) -> float:
+    """The schedule's multiple of cfg.lr. 'exponential': lr_decay**epoch; 'cosine': from 1 at progress
+    0 to lr_final at progress >= 1 along half a cosine, progress being the used fraction of the budget."""
+    if cfg.schedule == "exponential":
+        return cfg.lr_decay ** epoch
+    p = min(max(progress, 0.0), 1.0)
+    return cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+@dataclass
+class Budget:
+    """What the cosine schedule anneals over: `epochs` epochs and/or `minutes` of training counted
+    from (epoch0, seconds0); whichever is used up first ends it. Saved with the training state so that
+    a resumed run keeps its schedule; a run resumed after its schedule ended starts a new one."""
+
+    epochs: int
+    minutes: float | None
+    epoch0: int = 0
+    seconds0: float = 0.0
+
+    def progress(self, epoch: float, seconds: float) -> float:
+        """epoch: epochs done (fractional mid-epoch); seconds: training seconds so far."""
+        by_epochs = (epoch - self.epoch0) / max(self.epochs, 1)
+        by_time = (seconds - self.seconds0) / (60.0 * self.minutes) if self.minutes else 0.0
+        return max(by_epochs, by_time)
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for group in opt.param_groups:
-        group["lr"] *= factor
-    opt.step()
-    for group, lr in zip(opt.param_groups, scheduled):
         group["lr"] = lr
 
 
@@ -219,17 +262,13 @@ class _Snapshot:
         self.values = [p.detach().clone() for p in params]
         self.opt_state = copy.deepcopy(opt.state_dict())
 
-    def restore(self, lr_factor: float) -> None:
-        """Back to the snapshot's parameters and moments, at lr_factor x the CURRENT learning rates (so
-        successive halvings within one epoch compound)."""
-        lrs = [group["lr"] * lr_factor for group in self.opt.param_groups]
+    def restore(self) -> None:
+        """Back to the snapshot's parameters and moments (the loop sets the learning rate per step)."""
         with torch.no_grad():
             for p, v in zip(self.params, self.values):
                 p.copy_(v)
         # a copy each time: load_state_dict adopts the given tensors and Adam then updates them in place
         self.opt.load_state_dict(copy.deepcopy(self.opt_state))
-        for group, lr in zip(self.opt.param_groups, lrs):
-            group["lr"] = lr
 
 
 def run_epochs(
@@ -241,6 +280,7 @@ def run_epochs(
     valid_loss: Callable[[], float],
     parameters: Iterable[torch.nn.Parameter] | None = None,
     seed: int = 0,
+    select: str = "valid_loss",
     callback: Callable[[dict], None] | None = None,
     evaluate: Callable[[torch.nn.Module], dict] | None = None,
     on_epoch: Callable[[dict, bool, Callable[[], dict]], None] | None = None,
@@ -255,20 +295,27 @@ def run_epochs(
 
     batches(epoch): that epoch's batches in order, a function of (seed, epoch) only (the loop skips
     the first k when resuming mid-epoch); batch_loss(batch): scalar loss to minimise; valid_loss():
-    validation score (NaN: none, the train loss is used for early stopping); parameters: what Adam
-    trains (default: all of model's). With an active `dist`, valid_loss, evaluate, callback and the
-    hooks run on rank 0 only and its decisions are broadcast."""
+    validation -ELBO per bin (NaN: none); parameters: what Adam trains (default: all of model's).
+    select: the epoch record's key that picks the best epoch and drives early stopping: a loss
+    ("*_loss", lower is better) or a score (higher is better, e.g. "valid_fp_bps" from `evaluate`);
+    epochs where it is missing or not finite fall back to valid_loss, then train_loss.
+    The learning rate of each update is cfg.lr x warm-up x schedule (`anneal_factor`) x 0.5 per
+    divergence. The budget (`Budget`: max_epochs and cfg.time_limit_min) is checked after every step:
+    a time limit ends the epoch early, which is then validated and recorded as usual.
+    With an active `dist`, valid_loss, evaluate, callback and the hooks run on rank 0 only and its
+    decisions are broadcast."""
     d = dist or SINGLE
     torch.manual_seed(seed)
     params = list(model.parameters()) if parameters is None else list(parameters)
     device = params[0].device if params else torch.device("cpu")
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
-    result = FitResult()
+    result = FitResult(select=select)
+    last_epoch = cfg.max_epochs if max_epochs is None else max_epochs
     first_epoch, divergences, since_best, partial, updates = 0, 0, 0, None, 0
+    seconds_before, lr_scale = 0.0, 1.0
+    budget = Budget(last_epoch, cfg.time_limit_min)
     if resume is not None:
         opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict(resume["scheduler"])
         torch.set_rng_state(resume["rng"]["torch"])
         if device.type == "cuda" and resume["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
@@ -276,9 +323,23 @@ def run_epochs(
         partial = resume.get("partial")
         divergences, since_best = resume["divergences"], resume["since_best"]
         updates = int(resume.get("updates", 0))
+        seconds_before = float(resume.get("seconds", 0.0))
+        lr_scale = float(resume.get("lr_scale", 0.5 ** divergences))
         result.history = list(resume["history"])
-        result.best_epoch, result.best_valid_loss = resume["best"]["epoch"], resume["best"]["valid_loss"]
+        best = resume["best"]
+        result.best_epoch = best["epoch"]
+        result.best_score = best.get("score", best.get("valid_loss", math.inf))
         result.best_state = resume.get("best_model")
+        if resume.get("budget") is not None:
+            saved = Budget(**resume["budget"])
+            done = partial["epoch"] + partial["step"] / max(partial.get("steps", 1), 1) if partial else first_epoch
+            if saved.progress(done, seconds_before) < 1.0:
+                budget = saved  # the run's own schedule goes on
+            else:  # its schedule had ended: a new one over this invocation's budget
+                budget = Budget(last_epoch - first_epoch, cfg.time_limit_min, first_epoch, seconds_before)
+    minimise = select.endswith("_loss")
+    if result.best_epoch < 0:
+        result.best_score = math.inf if minimise else -math.inf
 
     def state(done_epoch: int, in_epoch: dict | None = None) -> dict:
         """done_epoch: the last completed epoch; in_epoch: progress in the next one (mid-epoch save)."""
@@ -287,14 +348,16 @@ def run_epochs(
             rng["cuda"] = torch.cuda.get_rng_state(device)
         return {
             "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
             "epoch": done_epoch,
             "partial": in_epoch,
             "divergences": divergences,
             "updates": updates,
+            "lr_scale": lr_scale,
+            "seconds": seconds,
+            "budget": dataclasses.asdict(budget),
             "since_best": since_best,
             "history": result.history,
-            "best": {"epoch": result.best_epoch, "valid_loss": result.best_valid_loss},
+            "best": {"epoch": result.best_epoch, "score": result.best_score, "key": select},
             "rng": rng,
         }
 
@@ -302,12 +365,16 @@ def run_epochs(
     hook = signal_hook_for_tests()
     steps_done = 0
     start = time.monotonic()
-    last_epoch = cfg.max_epochs if max_epochs is None else max_epochs
+    seconds = seconds_before  # training seconds of the whole run, the same number on every rank
     model.train()
     result.stopped = f"max_epochs={last_epoch} reached"
     if resume is not None and partial is None and result.history and since_best >= cfg.patience:
         result.stopped = f"no validation improvement for {cfg.patience} epochs"  # a finished run, resumed
         first_epoch = max(first_epoch, last_epoch)
+
+    def out_of_time() -> bool:
+        return cfg.time_limit_min is not None and time.monotonic() - start > 60 * cfg.time_limit_min
+
     for epoch in range(first_epoch, last_epoch):
         skip, losses, elapsed = 0, [], 0.0
         if partial is not None and partial["epoch"] == epoch:
@@ -315,8 +382,12 @@ def run_epochs(
         partial = None
         t0 = time.monotonic() - elapsed
         rollback = _Snapshot(params, opt)
-        step = skip
-        for batch in itertools.islice(batches(epoch), skip, None):
+        epoch_batches = list(batches(epoch))
+        step, time_up = skip, False
+        for batch in epoch_batches[skip:]:
+            lr = cfg.lr * lr_scale * warmup_factor(updates, cfg.warmup_steps) * anneal_factor(
+                cfg, epoch, budget.progress(epoch + step / len(epoch_batches), seconds))
+            _set_lr(opt, lr)
             opt.zero_grad(set_to_none=True)
             loss = step_loss(batch)
             loss.backward()
@@ -327,11 +398,13 @@ def run_epochs(
                 os.kill(os.getpid(), hook[1])  # test-only (signals.TEST_SIGNAL_ENV)
             value, bad_grad = loss.item(), not bool(torch.isfinite(norm))
             stop = should_stop is not None and should_stop()
-            if d.active:  # one collective per step: everyone skips, steps and stops together
-                total, bad, stops = d.all_sum([value, float(bad_grad), float(stop)])
-                value, bad_grad, stop = total / d.world, bad > 0, stops > 0
+            time_up = out_of_time()
+            seconds = seconds_before + time.monotonic() - start
+            if d.active:  # one collective per step: everyone skips, steps, stops and anneals together
+                total, bad, stops, ups, secs = d.all_sum([value, float(bad_grad), float(stop), float(time_up), seconds])
+                value, bad_grad, stop, time_up, seconds = total / d.world, bad > 0, stops > 0, ups > 0, secs / d.world
             if math.isfinite(value) and not bad_grad:
-                _adam_step(opt, warmup_factor(updates, cfg.warmup_steps))
+                opt.step()
                 updates += 1
                 losses.append(value)
             else:
@@ -341,17 +414,21 @@ def run_epochs(
                     what = "gradient" if math.isfinite(value) else "loss"
                     raise RunFailure(f"non-finite {what} {divergences} times (last at epoch {epoch}, step {step}) "
                                      f"although the learning rate was halved {MAX_DIVERGENCES} times; lower train.lr")
-                rollback.restore(lr_factor=0.5)
+                rollback.restore()
+                lr_scale *= 0.5
             if stop:
-                snapshot = {"epoch": epoch, "step": step, "losses": list(losses), "seconds": time.monotonic() - t0}
+                snapshot = {"epoch": epoch, "step": step, "steps": len(epoch_batches), "losses": list(losses),
+                            "seconds": time.monotonic() - t0}
                 if on_interrupt is not None:
                     on_interrupt(lambda: state(epoch - 1, snapshot))
                 d.barrier()
                 raise Preempted(f"stopped at epoch {epoch}, step {step}")
-        sched.step()
+            schedule_done = cfg.schedule == "cosine" and budget.progress(epoch + step / len(epoch_batches), seconds) >= 1
+            if time_up or schedule_done:
+                break
         if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
             raise RunFailure(f"parameters became non-finite during epoch {epoch}; lower train.lr")
-        record = time_up = stop = None
+        record = stop = None
         if d.is_main:
             record = {
                 "epoch": epoch,
@@ -362,17 +439,22 @@ def run_epochs(
             if evaluate is not None:
                 record.update(evaluate(model))
             record["seconds"] = time.monotonic() - t0
-            time_up = cfg.time_limit_min is not None and time.monotonic() - start > 60 * cfg.time_limit_min
             stop = should_stop is not None and should_stop()
-        record, time_up, stop = d.broadcast((record, time_up, stop))
+        record, stop, time_up_end = d.broadcast((record, stop, out_of_time() if d.is_main else None))
         result.history.append(record)
-        score = record["valid_loss"] if math.isfinite(record["valid_loss"]) else record["train_loss"]
-        is_best = score < result.best_valid_loss
+        score, higher = _selection_score(record, select)
+        if higher != minimise:
+            is_best = score > result.best_score if higher else score < result.best_score
+        else:  # the selected score is missing this epoch (e.g. a forecast that blew up): not an improvement
+            is_best, score = result.best_epoch < 0, (math.inf if minimise else -math.inf)
         if is_best:
-            result.best_valid_loss, result.best_epoch, since_best = score, epoch, 0
+            result.best_score, result.best_epoch, since_best = score, epoch, 0
             result.best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1
+        seconds = seconds_before + time.monotonic() - start
+        if d.active:
+            seconds = d.broadcast(seconds)
         if callback is not None:
             callback(record)
         if on_epoch is not None:
@@ -385,9 +467,22 @@ def run_epochs(
         if since_best >= cfg.patience:
             result.stopped = f"no validation improvement for {cfg.patience} epochs"
             break
-        if time_up:
+        if time_up or time_up_end:
             result.stopped = f"time limit of {cfg.time_limit_min:g} min reached"
+            break
+        if cfg.schedule == "cosine" and budget.progress(epoch + 1, seconds) >= 1 and epoch + 1 < last_epoch:
+            result.stopped = "learning-rate schedule completed (the run's time budget)"
             break
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     return result
+
+
+def _selection_score(record: dict, select: str) -> tuple[float, bool]:
+    """(score, higher_is_better) of an epoch record: record[select] when finite, else the validation
+    loss, else the training loss (losses: lower is better)."""
+    for key in (select, "valid_loss", "train_loss"):
+        value = record.get(key)
+        if value is not None and math.isfinite(value):
+            return float(value), not key.endswith("_loss")
+    return math.inf, False

@@ -28,7 +28,7 @@ import torch
 
 from xfads_cli.config import TrainConfig
 from xfads_cli.train.distributed import SINGLE, Dist
-from xfads_cli.train.loop import FitResult, epoch_generator, mix_seed, run_epochs
+from xfads_cli.train.loop import FitResult, auto_batch_size, epoch_generator, mix_seed, run_epochs
 
 
 @torch.no_grad()
@@ -65,6 +65,7 @@ def fit_meta(
     dist: Dist | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_interrupt: Callable[[Callable[[], dict]], None] | None = None,
+    select: str = "valid_loss",
 ) -> FitResult:
     """Train a MetaXFADS on sessions_train[i] [trial, time, neuron_i] (session i of the model; None or
     empty: not trained on), early-stopping on the mean over sessions of the validation loss per bin.
@@ -90,7 +91,8 @@ def fit_meta(
         for i in trained:
             y = sessions_train[i]
             order = torch.randperm(y.shape[0], generator=gen)
-            chunks += [(i, order[k : k + cfg.batch_size]) for k in range(0, len(order), cfg.batch_size)]
+            size = cfg.batch_size or auto_batch_size(len(order))
+            chunks += [(i, order[k : k + size]) for k in range(0, len(order), size)]
         mix = torch.randperm(len(chunks), generator=gen).tolist()
         for start in range(0, len(mix), d.world):
             group = mix[start : start + d.world]
@@ -107,11 +109,11 @@ def fit_meta(
     def valid_loss() -> float:
         if not valid:
             return math.nan
-        return sum(evaluate_meta_loss(model, y, i, cfg.batch_size) for i, y in valid) / len(valid)
+        return sum(evaluate_meta_loss(model, y, i, cfg.batch_size or 64) for i, y in valid) / len(valid)
 
     return run_epochs(
         model, cfg, batches=batches, batch_loss=batch_loss,
-        valid_loss=valid_loss, parameters=parameters, seed=seed, callback=callback, evaluate=evaluate,
+        valid_loss=valid_loss, parameters=parameters, seed=seed, select=select, callback=callback, evaluate=evaluate,
         on_epoch=on_epoch, resume=resume, max_epochs=max_epochs, dist=d, should_stop=should_stop,
         on_interrupt=on_interrupt, find_unused_parameters=True,  # other sessions' read-in/readout idle
     )

@@ -177,6 +177,8 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
     for data in sessions:
         if data.subset("train").n_trials == 0:
             raise UsageError(f"{data.provenance.get('path')} gives no training trials; check data.split or the trial options")
+    config = resolve_batch_size(config, sessions)
+    select = selection_key(config, sessions, meta)
     dev = rank_device(d, device)
     # The process group is up before rank 0 creates anything: every rank has passed the checks above
     # (under torchrun a rank failing them ends the job, so none waits here for ever).
@@ -209,17 +211,21 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
             return session_views(model, sessions) if meta else [model]
 
         def evaluate_epoch(m) -> dict:
-            # cheap per-epoch scores only: no forecast pass, no decoder fit on the training trials
+            # cheap per-epoch scores only: no decoder fit on the training trials, no baselines, and a
+            # forecast pass only when it selects the best epoch
             out_metrics = {}
             for view, data in zip(views(), sessions):
                 if data.subset("valid").n_trials:
-                    scores = evaluate(view, data, config, splits=("valid",), forecast=False, decode=False)
+                    scores = evaluate(view, data, config, splits=("valid",), forecast=False, decode=False,
+                                      baselines=False)
+                    if select == "valid_fp_bps":
+                        scores["valid_fp_bps"] = selection_fp_bps(view, data.subset("valid"), config)
                     out_metrics.update({_key(k, data, meta): v for k, v in scores.items() if math.isfinite(v)})
             return out_metrics
 
         writer = RunWriter(out, base, model, state) if d.is_main else None
         t0 = time.monotonic()
-        common = dict(seed=config.seed, resume=state, max_epochs=max_epochs, dist=d,
+        common = dict(seed=config.seed, select=select, resume=state, max_epochs=max_epochs, dist=d,
                       evaluate=evaluate_epoch if d.is_main else None,
                       on_epoch=writer.on_epoch if writer else None,
                       on_interrupt=writer.on_interrupt if writer else None,
@@ -251,7 +257,8 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
         "kind": "meta" if meta else "xfads",
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,
-        "best_valid_loss": result.best_valid_loss,
+        "selected_on": result.select,
+        "best_score": result.best_score,
         "stopped": result.stopped,
         "seconds": time.monotonic() - t0,
         "metrics": metrics,
@@ -262,6 +269,71 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
         "versions": base["versions"],
     }
     return writer.finish(summary, result.history, plot)
+
+
+def resolve_batch_size(config: Config, sessions: list) -> Config:
+    """train.batch_size unset: `auto_batch_size` of the training trials (the median over sessions), so
+    that the saved config records the number used."""
+    if config.train.batch_size is not None:
+        return config
+    from dataclasses import replace
+    import statistics
+
+    from xfads_cli.train.loop import auto_batch_size
+
+    n = statistics.median(s.subset("train").n_trials for s in sessions)
+    return replace(config, train=replace(config.train, batch_size=auto_batch_size(int(n))))
+
+
+SELECT_KEYS = {"elbo": "valid_loss", "co_bps": "valid_co_bps", "fp_bps": "valid_fp_bps"}
+
+
+def selection_key(config: Config, sessions: list, meta: bool) -> str:
+    """The epoch-record key that picks best.pt (train.select): 'auto' is co-bps when the recording has
+    held-out neurons, else fp-bps (neither can be raised by fitting the noise of the counts the
+    encoder reads); the multi-session model selects on its validation -ELBO."""
+    select = config.train.select
+    if meta:
+        if select not in ("auto", "elbo"):
+            raise UsageError(f"train.select={select} is not available for the multi-session model; use auto or elbo")
+        return "valid_loss"
+    data = sessions[0]
+    if select == "auto":
+        select = "co_bps" if data.heldout.any() else "fp_bps" if data.n_time >= 3 else "elbo"
+    if select == "co_bps" and not data.heldout.any():
+        raise UsageError("train.select=co_bps needs held-out neurons; set data.heldout_fraction (e.g. 0.2) or "
+                         "use train.select=auto")
+    if select == "fp_bps" and data.n_time < 3:
+        raise UsageError(f"train.select=fp_bps needs trials of at least 3 bins (these have {data.n_time}); "
+                         "use train.select=elbo")
+    return SELECT_KEYS[select]
+
+
+SELECT_SAMPLES = 20  # forecast samples per trial for the per-epoch fp-bps
+
+
+def selection_fp_bps(model, valid, config: Config) -> float:
+    """fp-bps of the validation trials' forecast (eval.context_bins / horizon_bins, default: the last
+    third from the first two), with SELECT_SAMPLES draws from a fixed generator: the same draws every
+    epoch, so that epochs differ by their parameters, not by Monte Carlo noise."""
+    import torch
+
+    from xfads_cli.ops import as_tensor, default_forecast_window
+    from xfads_cli.outputs.metrics import BitsPerSpike
+
+    context, horizon = default_forecast_window(valid.n_time, config)
+    if context + horizon > valid.n_time:
+        return math.nan
+    score = BitsPerSpike(valid.counts[:, context: context + horizon])
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(config.seed)
+    with torch.no_grad():
+        for i in range(0, valid.n_trials, config.train.batch_size):
+            y = as_tensor(valid.counts[i: i + config.train.batch_size, :context], model)
+            score.add(model.forecast(y, horizon, n_samples=SELECT_SAMPLES, generator=gen).rates.mean(0).cpu().numpy())
+    model.train(was_training)
+    return score.value()
 
 
 @contextmanager

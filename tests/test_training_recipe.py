@@ -1,0 +1,122 @@
+"""The training recipe: the learning-rate schedule over the run's budget, automatic batch size, model
+selection on a validation score, and forecast-trained trials."""
+
+import math
+
+import pytest
+import torch
+
+from xfads_cli.config import ModelConfig, TrainConfig
+from xfads_cli.train.loop import Budget, anneal_factor, auto_batch_size, run_epochs, trial_draws
+
+
+def test_cosine_schedule_anneals_from_lr_to_lr_final_over_the_budget():
+    cfg = TrainConfig(schedule="cosine", lr_final=0.1)
+    assert anneal_factor(cfg, 0, 0.0) == 1.0
+    assert anneal_factor(cfg, 0, 0.5) == pytest.approx(0.55)
+    assert anneal_factor(cfg, 0, 1.0) == pytest.approx(0.1)
+    assert anneal_factor(cfg, 0, 7.0) == pytest.approx(0.1)  # past the budget: stays at the floor
+    values = [anneal_factor(cfg, 0, p / 10) for p in range(11)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    assert anneal_factor(TrainConfig(schedule="exponential", lr_decay=0.5), 3, 0.9) == 0.125
+
+
+def test_budget_progress_is_whichever_of_epochs_and_time_is_used_up_first():
+    b = Budget(epochs=10, minutes=2.0)
+    assert b.progress(5, 0.0) == 0.5
+    assert b.progress(1, 90.0) == 0.75
+    assert Budget(epochs=10, minutes=None).progress(2, 1e6) == 0.2
+    assert Budget(epochs=10, minutes=1.0, epoch0=4, seconds0=60.0).progress(6, 90.0) == 0.5
+
+
+def test_auto_batch_size_gives_several_steps_per_epoch_on_small_recordings():
+    assert auto_batch_size(24) == 8
+    assert auto_batch_size(160) == 16
+    assert auto_batch_size(1000) == 64
+    assert all(8 <= auto_batch_size(n) <= 64 for n in range(1, 5000, 37))
+
+
+def _toy(cfg, select="valid_loss", records=None, **kwargs):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    x = torch.randn(8, 3)
+    scores = iter(records or [])
+    return model, run_epochs(model, cfg, batches=lambda epoch: [x[i: i + 2] for i in range(0, 8, 2)],
+                             batch_loss=lambda b: model(b).square().mean(), valid_loss=lambda: math.nan,
+                             evaluate=(lambda m: next(scores)) if records else None, select=select, **kwargs)
+
+
+def test_cosine_run_ends_at_lr_final_and_records_a_falling_lr():
+    cfg = TrainConfig(max_epochs=5, lr=0.1, lr_final=0.01, patience=100)
+    _, result = _toy(cfg)
+    lrs = [r["lr"] for r in result.history]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    # the last step of the last epoch runs at progress 19/20 of the budget
+    assert lrs[-1] == pytest.approx(0.1 * anneal_factor(cfg, 4, 19 / 20))
+
+
+def test_selection_on_a_score_keeps_the_epoch_with_the_highest_value():
+    cfg = TrainConfig(max_epochs=4, lr=0.1, patience=100)
+    records = [{"valid_fp_bps": v} for v in (0.01, 0.05, 0.02, float("nan"))]
+    _, result = _toy(cfg, select="valid_fp_bps", records=records)
+    assert result.best_epoch == 1 and result.best_score == 0.05 and result.select == "valid_fp_bps"
+
+
+def test_patience_counts_epochs_without_a_higher_score():
+    cfg = TrainConfig(max_epochs=10, lr=0.1, patience=2)
+    records = [{"valid_fp_bps": v} for v in (0.1, 0.05, 0.04, 0.3, 0.3, 0.3)]
+    _, result = _toy(cfg, select="valid_fp_bps", records=records)
+    assert len(result.history) == 3 and result.best_epoch == 0 and "no validation improvement" in result.stopped
+
+
+def test_time_limit_is_checked_after_every_step(monkeypatch):
+    import xfads_cli.train.loop as loop
+
+    clock = {"t": 0.0}
+
+    def fake_monotonic():
+        clock["t"] += 1.0  # every call: one second
+        return clock["t"]
+
+    monkeypatch.setattr(loop.time, "monotonic", fake_monotonic)
+    cfg = TrainConfig(max_epochs=1000, lr=0.1, patience=1000, time_limit_min=0.1)  # 6 s
+    _, result = _toy(cfg)
+    assert len(result.history) <= 2 and "time limit" in result.stopped
+
+
+def test_forecast_draws_cut_trials_and_drop_their_backward_potentials():
+    from xfads_cli.model.xfads import XFADS
+
+    model = XFADS(ModelConfig(latent_dim=3, rank_local=2, rank_backward=1, samples=4, encoder_hidden=8,
+                              dynamics_hidden=8), 5, torch.ones(5, dtype=torch.bool), 0.02)
+    y = torch.zeros(40, 20, 5)
+    noise0, keep0, back0 = trial_draws(model, y, list(range(40)), drop=0.2)
+    noise, keep, back = trial_draws(model, y, list(range(40)), drop=0.2, forecast=0.5)
+    assert back0 is None and torch.equal(noise, noise0)  # the earlier draws do not change
+    assert 5 < int((~back).sum()) < 35
+    for i in range(40):
+        if back[i]:
+            assert torch.equal(keep[i], keep0[i])
+        else:  # kept up to a cut in the middle three fifths, dropped from it to the end
+            cut = int(keep[i].logical_not().nonzero()[0])  # first dropped bin at or before the cut
+            assert not keep[i, 16:].any() and cut <= 15
+            assert torch.equal(keep[i, :4], keep0[i, :4])
+    assert trial_draws(model, y, [1], n_samples=7)[0].shape[3] == 7
+
+
+def test_a_trial_without_backward_potentials_is_filtered_causally():
+    from xfads_cli.model.xfads import XFADS
+
+    torch.manual_seed(1)
+    cfg = ModelConfig(latent_dim=3, rank_local=2, rank_backward=2, samples=5, encoder_hidden=8, dynamics_hidden=8)
+    model = XFADS(cfg, 4, torch.ones(4, dtype=torch.bool), 0.02).double()
+    torch.nn.init.normal_(model.backward.proj.weight, std=0.5)  # backward messages that matter
+    y = torch.poisson(torch.full((3, 12, 4), 2.0)).double()
+    noise = torch.randn(model.noise_shape(3, 12), dtype=torch.float64)
+    mask = torch.tensor([True, False, True])
+    smoothed = model.posterior(y, noise=noise, backward_mask=mask)
+    filtered = model.posterior(y, mode="filter", noise=noise[..., : 5 + 3 + 2])
+    full = model.posterior(y, noise=noise)
+    torch.testing.assert_close(smoothed.mean[1], filtered.mean[1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(smoothed.mean[0], full.mean[0], rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(full.mean[1], filtered.mean[1])
