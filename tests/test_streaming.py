@@ -73,7 +73,7 @@ def test_streamed_smooth_equals_the_in_memory_path(run_dir, recording, tmp_path)
 
     run, data, model = in_memory(run_dir, recording, seed=7)
     arrays = ops.smooth_arrays(model, ops.as_tensor(data.counts, run), batch_size=run.config.train.batch_size)
-    metrics = ops.score_smoothed(arrays["rates_mean"], data)
+    metrics = ops.score_smoothed(arrays["rates_mean"], data, baselines=True)
     metrics.update(ops.evaluate(model, data, run.config, forecast=False, smoothed=arrays["rates_mean"]))
     arrays.update({"counts": data.counts, "trial_ids": data.trial_ids, "split": data.split,
                    "unit_ids": data.unit_ids.astype(str), "heldout": data.heldout})
@@ -81,7 +81,8 @@ def test_streamed_smooth_equals_the_in_memory_path(run_dir, recording, tmp_path)
 
     attrs, _ = files_agree(tmp_path / "stream.h5", tmp_path / "memory.h5")
     streamed = json.loads(attrs["metrics"])
-    assert {"co_bps", "retest_bps", "valid_co_bps", "test_retest_oracle_bps"} <= set(streamed)
+    assert {"co_bps", "co_baseline_bps", "retest_bps", "valid_co_bps", "valid_co_baseline_bps",
+            "test_retest_oracle_bps"} <= set(streamed)
     assert streamed.keys() == metrics.keys()
     for key, value in metrics.items():
         assert streamed[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
@@ -96,7 +97,7 @@ def test_streamed_forecast_equals_the_in_memory_path(run_dir, recording, tmp_pat
     run, data, model = in_memory(run_dir, recording, seed=3)
     arrays = ops.forecast_arrays(model, ops.as_tensor(data.counts[:, :16], run), 8, n_samples=5,
                                  batch_size=run.config.train.batch_size, keep_samples=True)
-    metrics = ops.score_forecast(arrays["rates_mean"], data, 16)
+    metrics = ops.score_forecast(arrays["rates_mean"], data, 16, baselines=True)
     arrays.update({"counts": data.counts[:, 16:24], "context_counts": data.counts[:, :16],
                    "true_rates": data.truth["rates"][:, 16:24], "trial_ids": data.trial_ids, "split": data.split,
                    "unit_ids": data.unit_ids.astype(str)})
@@ -104,7 +105,7 @@ def test_streamed_forecast_equals_the_in_memory_path(run_dir, recording, tmp_pat
 
     attrs, _ = files_agree(tmp_path / "stream.h5", tmp_path / "memory.h5")
     streamed = json.loads(attrs["metrics"])
-    assert streamed.keys() == metrics.keys() == {"fp_bps", "fp_oracle_bps"}
+    assert streamed.keys() == metrics.keys() == {"fp_bps", "fp_baseline_bps", "fp_oracle_bps"}
     for key, value in metrics.items():
         assert streamed[key] == pytest.approx(value, rel=1e-9), key
     assert attrs["context_bins"] == 16 and attrs["horizon_bins"] == 8

@@ -120,9 +120,15 @@ FormatOpt = Annotated[str, typer.Option("--format", help="h5 (default) or nwb (a
 
 
 def _report(summary: dict, title: str, json_out: bool, quiet: bool) -> None:
-    from xfads_cli.progress import log, print_metrics
+    from xfads_cli.progress import log, print_metrics, print_verdicts
 
     print_metrics(title, summary.get("metrics", {}), quiet=quiet)
+    if "verdicts" not in summary and any(k.endswith("_baseline_bps") for k in summary.get("metrics", {})):
+        # a summary that scored baselines without judging them (e.g. adapt's): judge them here
+        from xfads_cli.outputs.baselines import verdicts
+
+        summary["verdicts"] = verdicts(summary["metrics"], summary.get("baselines"))
+    print_verdicts(summary.get("verdicts", []), quiet=quiet)
     for key in ("run_dir", "out"):
         if key in summary:
             log(f"wrote {summary[key]}", quiet)

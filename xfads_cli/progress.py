@@ -71,3 +71,11 @@ def print_metrics(title: str, metrics: dict, quiet: bool = False) -> None:
         if isinstance(value, (int, float)):
             table.add_row(key, _fmt(value))
     console.print(table)
+
+
+def print_verdicts(lines: list[str], quiet: bool = False) -> None:
+    """The model-vs-baseline lines after the metrics table: 'warning: ...' lines (the model does not
+    beat a trivial baseline) are printed even with --quiet, like other warnings; the others not."""
+    for line in lines:
+        if not quiet or line.startswith("warning:"):
+            print(line, file=sys.stderr, flush=True)

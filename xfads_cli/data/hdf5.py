@@ -166,7 +166,8 @@ def load_hdf5(path: Path, cfg: DataConfig) -> SpikeData:
     with h5py.File(path, "r") as f:
         layout = detect_layout(f)
         data = _load_nlb(f, path, cfg) if layout == "nlb" else _load_plain(f, path, cfg)
-    data.provenance.update({"path": str(Path(path).resolve()), "sha256": file_sha256(path), "format": f"hdf5-{layout}"})
+    data.provenance.update({"path": str(Path(path).resolve()), "sha256": file_sha256(path), "format": f"hdf5-{layout}",
+                            "trials_from": f"hdf5-{layout} trial tensors"})  # trial-aligned, never chopped
     return data
 
 

@@ -1,0 +1,243 @@
+"""Trivial baselines (xfads_cli/outputs/baselines.py) against hand-computed values and known truths,
+and their scores next to the model's (ops: SmoothedScores, ForecastScores, verdicts)."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from xfads_cli import ops
+from xfads_cli.data.spikedata import SpikeData
+from xfads_cli.outputs import baselines as B
+from xfads_cli.outputs.metrics import bits_per_spike, poisson_nll
+
+NAN = np.nan
+
+
+def _tiny():
+    # 3 trials x 2 bins x 1 neuron, one missing bin
+    return np.array([[[1.0], [2.0]], [[3.0], [0.0]], [[NAN], [4.0]]])
+
+
+def test_loo_psth_equals_the_hand_computed_average_of_the_other_trials():
+    counts = _tiny()
+    rates = B.loo_psth(counts, [0, 1, 2])
+    # trial 0: others are trials 1, 2. bin 0 sees 3 (trial 2 missing), bin 1 sees 0 + 4;
+    # the pseudo-trial's rate is their mean (3 + 0 + 4 + 0.5) / (3 bins + 1)
+    m0 = (7 + 0.5) / (3 + 1)
+    assert rates[0, :, 0] == pytest.approx([(3 + m0) / (1 + 1), (4 + m0) / (2 + 1)])
+    # trial 1: others 0 and 2 -> bin 0: 1 (one trial), bin 1: 2 + 4
+    m1 = (1 + 2 + 4 + 0.5) / (3 + 1)
+    assert rates[1, :, 0] == pytest.approx([(1 + m1) / 2, (6 + m1) / 3])
+    # trial 2: its own missing bin is not subtracted from anything
+    m2 = (1 + 2 + 3 + 0 + 0.5) / (4 + 1)
+    assert rates[2, :, 0] == pytest.approx([(4 + m2) / 3, (2 + m2) / 3])
+    # a pool that leaves a trial out uses it for nobody and does not subtract it from itself
+    pool = B.psth_pool(counts, np.array([True, True, False]))
+    m = (3 + 0 + 0.5) / (2 + 1)
+    assert B.loo_psth(counts, [0], pool=pool)[0, :, 0] == pytest.approx([(3 + m) / 2, (0 + m) / 2])
+    assert B.loo_psth(counts, [2], pool=pool)[0, :, 0] == pytest.approx([(4 + (6.5 / 5)) / 3, (2 + 6.5 / 5) / 3])
+
+
+def test_loo_psth_never_gives_zero_rates_and_smoothing_keeps_a_constant():
+    counts = np.zeros((4, 6, 2))
+    counts[0, 2, 1] = 1.0  # neuron 0 never spikes; neuron 1 once, in trial 0
+    for sigma in (0.0, 1.0, 4.0):
+        rates = B.loo_psth(counts, range(4), sigma)
+        assert (rates > 0).all() and np.isfinite(rates).all()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "zero rates replaced" from the baseline
+            poisson_nll(rates, counts)
+    flat = np.full((5, 12, 1), 2.0)
+    for sigma in (0.0, 2.0, 8.0):  # edges lose the same kernel mass above and below the line
+        assert B.loo_psth(flat, range(5), sigma) == pytest.approx(np.full((5, 12, 1), (4 * 2 + (2 * 48 + 0.5) / 49) / 5))
+
+
+def test_psth_width_is_chosen_by_leave_one_out_likelihood():
+    rng = np.random.default_rng(0)
+    t = np.arange(60)
+    smooth = 1.0 + 0.8 * np.sin(2 * np.pi * t / 60)  # a slow PSTH: smoothing pools neighbouring bins
+    counts = rng.poisson(np.broadcast_to(smooth[None, :, None], (40, 60, 3))).astype(float)
+    sigma, losses = B.choose_psth_sigma(counts, np.arange(40) < 30)
+    assert sigma > 0 and set(losses) == set(B.PSTH_SIGMAS_BINS)
+    sharp = np.tile(np.array([0.1, 4.0]), 30)  # alternating bins: any smoothing blurs them
+    counts = rng.poisson(np.broadcast_to(sharp[None, :, None], (40, 60, 3))).astype(float)
+    assert B.choose_psth_sigma(counts)[0] == 0.0
+
+
+def test_trial_aligned_psth_beats_the_mean_and_the_mean_baseline_scores_about_zero():
+    rng = np.random.default_rng(1)
+    t = np.arange(40)
+    psth = 0.2 + 1.5 * np.exp(-0.5 * ((t[:, None] - np.array([10, 25, 32])) / 3.0) ** 2)  # [time, neuron]
+    true = np.broadcast_to(psth, (60, 40, 3))
+    counts = rng.poisson(true).astype(float)
+    counts[rng.random(counts.shape) < 0.05] = NAN  # missing bins are dropped everywhere
+    sigma, _ = B.choose_psth_sigma(counts, np.arange(60) < 48)
+    rates = B.loo_psth(counts, range(60), sigma)
+    oracle = bits_per_spike(true, counts)
+    assert 0.8 * oracle < bits_per_spike(rates, counts) < oracle
+    mean = B.mean_rate(counts, np.arange(60) < 48)
+    assert abs(bits_per_spike(np.broadcast_to(mean, counts.shape), counts)) < 0.01
+
+
+def test_mean_rate_is_nan_aware_with_a_pseudo_count():
+    counts = _tiny()
+    assert B.mean_rate(counts) == pytest.approx([(1 + 2 + 3 + 0 + 4 + 0.5) / (5 + 1)])
+    assert B.mean_rate(counts, np.array([False, True, True])) == pytest.approx([(3 + 0 + 4 + 0.5) / (3 + 1)])
+    assert B.mean_rate(np.zeros((2, 3, 1)))[0] > 0
+
+
+def test_trial_aligned_unless_chopped():
+    assert B.trial_aligned({"trials_from": "trials"}) and B.trial_aligned({"trials_from": "hdf5-plain trial tensors"})
+    assert B.trial_aligned({}) and not B.trial_aligned({"trials_from": "chopped"})
+
+
+def test_poisson_glm_recovers_known_weights():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(6000, 3))
+    W = np.array([[0.5, -0.3], [0.0, 0.4], [-0.2, 0.1]])
+    b = np.array([-0.5, 0.3])
+    Y = rng.poisson(np.exp(X @ W + b)).astype(float)
+    W_hat, b_hat = B.fit_poisson_glm(X, Y, penalty=1e-6)
+    assert W_hat == pytest.approx(W, abs=0.04) and b_hat == pytest.approx(b, abs=0.04)
+    # at the optimum (tight tolerance, exact Hessian) the penalised gradient vanishes: X^T (mu - y) + penalty w = 0
+    penalty = 50.0
+    W_p, b_p = B.fit_poisson_glm(X, Y, penalty=penalty, hessian_rows=10**6, tol=1e-14)
+    mu = np.exp(X @ W_p + b_p)
+    assert X.T @ (mu - Y) + penalty * W_p == pytest.approx(np.zeros_like(W_p), abs=1e-2)
+    assert (mu - Y).sum(0) == pytest.approx([0, 0], abs=1e-2)
+    assert np.abs(W_p).sum() < np.abs(W_hat).sum()  # the penalty shrinks
+
+
+def test_poisson_glm_drops_missing_targets_and_survives_degenerate_columns():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(500, 2))
+    y = rng.poisson(np.exp(0.5 * X[:, 0] - 1)).astype(float)
+    missing = rng.random(500) < 0.3
+    y_nan = np.where(missing, NAN, y)
+    W1, b1 = B.fit_poisson_glm(X, y_nan, 1.0)
+    W2, b2 = B.fit_poisson_glm(X[~missing], y[~missing], 1.0)
+    assert W1 == pytest.approx(W2, abs=1e-6) and b1 == pytest.approx(b2, abs=1e-6)
+    # a silent output, a perfectly separable one and a duplicated, huge feature
+    Xd = np.column_stack([X[:, 0], X[:, 0], 1e3 * X[:, 1]])
+    Y = np.column_stack([np.zeros(500), (X[:, 0] > 0) * 3.0, y])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        W, b = B.fit_poisson_glm(Xd, Y, 1e-3)
+        rates = B.predict_poisson_glm(Xd, W, b)
+    assert np.isfinite(W).all() and np.isfinite(b).all() and (rates > 0).all() and np.isfinite(rates).all()
+    assert rates[:, 0].max() < 1e-3  # the silent output predicts (almost) nothing
+
+
+def _latent_population(seed=4, trials=50, time=40, neurons=16, heldout=4):
+    """Trials of a smooth 2-D latent (random per trial) read out by every neuron."""
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0, 2 * np.pi, size=(trials, 1))
+    t = np.arange(time)[None, :]
+    latent = np.stack([np.sin(2 * np.pi * t / 25 + phase), np.cos(2 * np.pi * t / 25 + phase)], -1)
+    C = rng.normal(size=(2, neurons))
+    true = np.exp(latent @ C * 0.7 - 0.5)
+    counts = rng.poisson(true).astype(float)
+    mask = np.zeros(neurons, bool)
+    mask[-heldout:] = True
+    return true, counts, mask
+
+
+def test_smoothing_glm_predicts_held_out_neurons_from_held_in_ones():
+    true, counts, heldout = _latent_population()
+    train = np.arange(len(counts)) < 40
+    model = B.fit_smoothing_glm(counts, heldout, train, bin_ms=20.0)
+    assert model.sigma_ms in B.CO_SIGMAS_MS and model.alpha in B.GLM_ALPHAS
+    assert "smoothing + Poisson GLM" in model.describe() and f"{model.sigma_ms:g} ms" in model.describe()
+    test = ~train
+    rates = B.smoothing_glm_rates(model, counts[test])
+    assert rates.shape == (10, 40, 4) and (rates > 0).all()
+    score = bits_per_spike(rates, counts[test][..., heldout])
+    oracle = bits_per_spike(true[test][..., heldout], counts[test][..., heldout])
+    assert 0.3 * oracle < score < oracle
+    # missing held-in bins are filled from their neighbours; missing held-out bins are not fitted
+    holes = counts.copy()
+    holes[np.random.default_rng(5).random(holes.shape) < 0.1] = NAN
+    with_holes = B.fit_smoothing_glm(holes, heldout, train, bin_ms=20.0)
+    rates = B.smoothing_glm_rates(with_holes, holes[test])
+    assert np.isfinite(rates).all() and bits_per_spike(rates, holes[test][..., heldout]) > 0.3 * oracle
+    # no held-out neuron, or no observed held-out count in training: no baseline
+    assert B.fit_smoothing_glm(counts, np.zeros(16, bool), train, 20.0) is None
+    blind = counts.copy()
+    blind[np.ix_(train, np.arange(40), heldout)] = NAN
+    assert B.fit_smoothing_glm(blind, heldout, train, 20.0) is None
+
+
+def _spikedata(counts, heldout, trials_from="trials", split=None):
+    n = len(counts)
+    split = split if split is not None else np.array(["train"] * (n - 10) + ["valid"] * 5 + ["test"] * 5)
+    return SpikeData(counts=counts.astype(np.float32), bin_ms=20.0, unit_ids=np.arange(counts.shape[2]).astype(str),
+                     trial_ids=np.arange(n), split=split, session="s", heldout=heldout,
+                     provenance={"trials_from": trials_from})
+
+
+def test_scores_put_the_baselines_next_to_the_model_on_the_same_trials_and_bins():
+    true, counts, heldout = _latent_population()
+    data = _spikedata(counts, heldout)
+    test = data.split == "test"
+    sub = data.subset("test")
+    base = ops.baselines_for(data)
+    assert ops.baselines_for(data) is base  # one fit per recording
+    # fp: the leave-one-out PSTH over ALL other trials (every split) at the forecast bins
+    fc = ops.score_forecast(true[test][:, 30:], sub, 30, baselines=False)
+    assert set(fc) == {"fp_bps"}
+    index = np.flatnonzero(test)
+    scores = ops.ForecastScores(sub, 30, 10, fp_baseline=base.fp_source(index, 30, 10))
+    for block in (slice(0, 2), slice(2, 5)):  # block by block == whole
+        scores.add(true[test][block, 30:])
+    fp = scores.result()
+    expected = B.loo_psth(data.counts, index, base.fp[1], B.psth_pool(data.counts))[:, 30:]
+    assert fp["fp_baseline_bps"] == pytest.approx(bits_per_spike(expected, sub.counts[:, 30:]), rel=1e-9)
+    assert fp["fp_bps"] == pytest.approx(fc["fp_bps"], rel=1e-9)
+    # co: the GLM's held-out rates, scored on the same trials (a [trial] mask passes the others over)
+    co = ops.SmoothedScores(data, trials=test, co_baseline=base.co_source(np.arange(data.n_trials)))
+    for start in range(0, 50, 16):
+        co.add(true[start : start + 16])
+    result = co.result()
+    glm = B.smoothing_glm_rates(base.co, data.counts[test])
+    assert list(result) == ["co_bps", "co_baseline_bps"]
+    assert result["co_baseline_bps"] == pytest.approx(bits_per_spike(glm, data.counts[test][..., heldout]), rel=1e-9)
+    assert set(base.describe()) == {"fp", "co"} and base.describe()["fp"].startswith("leave-one-out PSTH")
+
+
+def test_chopped_windows_get_the_train_mean_rate():
+    _, counts, heldout = _latent_population()
+    data = _spikedata(counts, heldout, trials_from="chopped")
+    sub = data.subset("valid")
+    fp = ops.score_forecast(np.ones((5, 10, 16)), sub, 30, baselines=False)
+    scores = ops.ForecastScores(sub, 30, 10, fp_baseline=ops.baselines_for(data).fp_source(np.flatnonzero(data.split == "valid"), 30, 10))
+    scores.add(np.ones((5, 10, 16)))
+    mean = B.mean_rate(data.counts, data.split == "train")
+    assert scores.result()["fp_baseline_bps"] == pytest.approx(
+        bits_per_spike(np.broadcast_to(mean, (5, 10, 16)), sub.counts[:, 30:]), rel=1e-9)
+    assert scores.result()["fp_bps"] == fp["fp_bps"]
+    assert ops.baselines_for(data).describe()["fp"].startswith("train-split mean rate")
+
+
+def test_verdicts_judge_the_most_honest_split_and_warn_when_the_model_loses():
+    metrics = {"valid_fp_bps": 0.2, "valid_fp_baseline_bps": 0.1, "test_fp_bps": 0.081, "test_fp_baseline_bps": 0.052,
+               "test_co_bps": -0.031, "test_co_baseline_bps": 0.070, "test_retest_bps": 0.3}
+    described = {"fp": "leave-one-out PSTH (details)", "co": "smoothing + Poisson GLM (details)"}
+    lines = B.verdicts(metrics, described, {"test": "25 test trials"})
+    assert lines[0] == ("forecast: model 0.081 bits/spike vs leave-one-out PSTH 0.052 (1.56x) on 25 test trials: "
+                        "the model is better")
+    assert lines[1].startswith("warning: the model predicts the held-out neurons worse than the smoothing + Poisson GLM "
+                               "on 25 test trials (-0.031 vs 0.070 bits/spike)")
+    assert len(lines) == 2
+    # valid when there is no test split; no line without a baseline; session prefixes for meta runs
+    assert B.verdicts({"valid_fp_bps": 0.1, "valid_fp_baseline_bps": 0.2})[0].startswith("warning: the model forecasts")
+    assert B.verdicts({"test_fp_bps": 0.1}) == []
+    meta = B.verdicts({"a/valid_co_bps": 0.3, "a/valid_co_baseline_bps": 0.1},
+                      {"a": {"co": "smoothing + Poisson GLM (x)"}}, {"a": {"valid": "3 valid trials"}})
+    assert meta == ["a: held-out neurons: model 0.300 bits/spike vs smoothing + Poisson GLM 0.100 (3.00x) on 3 valid "
+                    "trials: the model is better"]
+    # a negative baseline gives no ratio; a non-finite model score is a warning; a NaN baseline no line
+    assert "x)" not in B.verdicts({"fp_bps": 0.1, "fp_baseline_bps": -0.02})[0]
+    assert B.verdicts({"fp_bps": math.nan, "fp_baseline_bps": 0.1})[0].startswith("warning:")
+    assert B.verdicts({"fp_bps": 0.1, "fp_baseline_bps": math.nan}) == []
