@@ -260,7 +260,8 @@ def evaluate(model, data: SpikeData, config: Config, splits=EVAL_SPLITS, forecas
             continue
         index = np.flatnonzero(data.split == split)
         smoothed_scores = SmoothedScores(sub, co_baseline=None if base is None else base.co_source(index))
-        smoothed_scores.add(rates[split])
+        for start in range(0, sub.n_trials, M.BLOCK_TRIALS):  # baseline rates are made one block at a time
+            smoothed_scores.add(rates[split][start : start + M.BLOCK_TRIALS])
         out.update({f"{split}_{k}": v for k, v in smoothed_scores.result().items()})
         lag = int(round(config.eval.behavior_lag_ms / data.bin_ms))
         # A lag as long as the trial leaves no (rate, behaviour) pair inside any trial: no score.
@@ -283,7 +284,8 @@ def score_smoothed(rates: np.ndarray, data: SpikeData, baselines: bool = False) 
     """co-bps on held-out neurons, and test-retest bps when the data hold a second draw; with
     `baselines`, co_baseline_bps of the smoothing baseline fitted on `data`'s train split."""
     scores = SmoothedScores(data, co_baseline=baselines_for(data).co_source(np.arange(data.n_trials)) if baselines else None)
-    scores.add(rates)
+    for start in range(0, len(rates), M.BLOCK_TRIALS):
+        scores.add(rates[start : start + M.BLOCK_TRIALS])
     return scores.result()
 
 
@@ -293,7 +295,8 @@ def score_forecast(rates: np.ndarray, data: SpikeData, context: int, baselines: 
     horizon = rates.shape[1]
     source = baselines_for(data).fp_source(np.arange(data.n_trials), context, horizon) if baselines else None
     scores = ForecastScores(data, context, horizon, fp_baseline=source)
-    scores.add(rates)
+    for start in range(0, len(rates), M.BLOCK_TRIALS):
+        scores.add(rates[start : start + M.BLOCK_TRIALS])
     return scores.result()
 
 

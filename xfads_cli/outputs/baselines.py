@@ -32,7 +32,7 @@ import numpy as np
 
 from xfads_cli.outputs.metrics import _convolve_time
 
-PSTH_SIGMAS_BINS = (0.0, 1.0, 2.0, 4.0, 8.0)  # candidate PSTH smoothing widths, in bins
+PSTH_SIGMAS_BINS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # candidate PSTH smoothing widths, in bins (wide: ~flat)
 CO_SIGMAS_MS = (20.0, 40.0, 60.0, 80.0, 120.0)  # candidate held-in smoothing widths (NLB uses 50-ish ms)
 GLM_ALPHAS = (1e-1, 1e-2, 1e-3, 1e-4)  # L2 penalty per row (sklearn PoissonRegressor's alpha), strong to weak
 PSEUDO_SPIKES = 0.5  # pseudo-count of a neuron's mean rate: (spikes + 0.5) / (bins + 1) is never 0
@@ -40,6 +40,7 @@ SELECT_TRIALS = 256  # at most this many training trials score each PSTH width
 GLM_ROWS = 20_000  # at most about this many training bins (whole trials) fit the GLM
 SELECT_ROWS = 8_000  # ... and at most about this many choose its smoothing width and penalty
 GLM_FEATURES = 64  # more held-in neurons than this are reduced to their first principal components
+ROWS_PER_FEATURE = 20  # ... and fewer features are kept when there are fewer than 20 training bins per feature
 HESSIAN_ROWS = 2_000  # the GLM's Newton steps estimate the Hessian on at most this many rows
 BLOCK = 64  # trials per block when walking the recording
 
@@ -271,16 +272,27 @@ def _newton_steps(pairs: np.ndarray, upper: tuple, mu: np.ndarray, reg: np.ndarr
         return np.stack([np.linalg.lstsq(h, g, rcond=None)[0] for h, g in zip(hess, grad.T)], axis=1)
 
 
-def predict_poisson_glm(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """exp(X W + b) with the linear predictor clipped to [-20, 20]: rates in (2e-9, 5e8), never 0."""
-    return np.exp(np.clip(np.asarray(X, dtype=np.float64) @ W + b, -20.0, 20.0))
+def predict_poisson_glm(X: np.ndarray, W: np.ndarray, b: np.ndarray, bounds=None) -> np.ndarray:
+    """exp(X W + b) with the linear predictor clipped to bounds = (low [output], high [output]), by
+    default [-20, 20]: rates in (2e-9, 5e8), never 0."""
+    low, high = (-20.0, 20.0) if bounds is None else bounds
+    return np.exp(np.clip(np.asarray(X, dtype=np.float64) @ W + b, low, high))
+
+
+def glm_bounds(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The range [output] of the linear predictor over the fitted rows X (within [-20, 20]): a GLM is
+    not extrapolated past what it was fitted on (a feature outside the training range would
+    otherwise send exp(x w + b) anywhere)."""
+    eta = np.asarray(X, dtype=np.float64) @ W + b
+    return np.clip(eta.min(0), -20.0, 20.0), np.clip(eta.max(0), -20.0, 20.0)
 
 
 @dataclass(frozen=True)
 class SmoothingGLM:
     """A fitted smoothing baseline (fit_smoothing_glm). heldin/heldout: [neuron] masks of the
     recording; features: log1p of the held-in counts smoothed with sigma_bins, NaN filled with `fill`,
-    minus `center`, times `project` [heldin, feature] (scaling or principal components); floor:
+    minus `center`, times `project` [heldin, feature] (scaling or principal components); bounds:
+    the linear predictor's range on the training rows (glm_bounds), kept at prediction; floor:
     [heldout] lowest rate, 0.5 spike over the training bins (a neuron silent in training, whose GLM
     intercept runs off to -20, keeps the rate a pseudo-count gives it)."""
 
@@ -294,6 +306,7 @@ class SmoothingGLM:
     project: np.ndarray
     W: np.ndarray
     b: np.ndarray
+    bounds: tuple[np.ndarray, np.ndarray]
     floor: np.ndarray
 
     def describe(self) -> str:
@@ -344,12 +357,18 @@ def fit_smoothing_glm(counts: np.ndarray, heldout: np.ndarray, trials: np.ndarra
 
     The smoothing width (sigmas_ms) and the penalty (alphas, per row) are chosen by the held-out
     Poisson likelihood of every 5th of (at most ~select_rows bins of) those trials, predicted by a GLM
-    fit on the others: the width first at alpha 1e-2, then the penalty at that width. The GLM is then
-    refitted on (at most ~max_rows bins of) all of them. Trials are taken whole and evenly spaced.
-    None when there is no held-out or held-in neuron or no observed held-out count in those trials."""
+    fit on the others: the width first at alpha 1e-2, then the penalty at that width (with a single
+    training trial: 60 ms and the strongest penalty). The GLM is then refitted on (at most ~max_rows
+    bins of) all of them. Trials are taken whole and evenly spaced. Features: at most max_features and
+    one per ROWS_PER_FEATURE fitted bins (principal components beyond). None when there is no
+    held-out or held-in neuron or no observed held-out count in those trials."""
     heldout = np.asarray(heldout, dtype=bool)
     heldin = ~heldout
     n_time = max(counts.shape[1], 1)
+
+    def n_features(rows: int) -> int:  # principal components if the held-in neurons outnumber the rows
+        return min(max_features, max(1, rows // ROWS_PER_FEATURE))
+
     index = _evenly(np.flatnonzero(np.asarray(trials, dtype=bool)), max_rows // n_time)
     if not heldout.any() or not heldin.any() or not len(index):
         return None
@@ -365,8 +384,8 @@ def fit_smoothing_glm(counts: np.ndarray, heldout: np.ndarray, trials: np.ndarra
     if not (~np.isnan(Y)).any():
         return None
     sigmas_ms, alphas = [float(s) for s in sigmas_ms], [float(a) for a in alphas]
-    sigma = 60.0 if 60.0 in sigmas_ms else sigmas_ms[0]
-    alpha = 1e-2 if 1e-2 in alphas else alphas[0]
+    # without trials to choose on: the NLB-like width and the strongest penalty
+    sigma, alpha = (60.0 if 60.0 in sigmas_ms else sigmas_ms[0]), max(alphas)
     chosen = _evenly(np.arange(len(index)), select_rows // n_time)
     inner = np.zeros(len(chosen), bool)
     inner[4::5] = True  # every 5th of them validates the choices
@@ -380,27 +399,28 @@ def fit_smoothing_glm(counts: np.ndarray, heldout: np.ndarray, trials: np.ndarra
 
         def split_features(s: float) -> tuple[np.ndarray, np.ndarray]:
             raw = _raw_features(select_counts, heldin, s / bin_ms)
-            stand = _standardiser(raw[~rows_valid], max_features)
+            stand = _standardiser(raw[~rows_valid], n_features(int((~rows_valid).sum())))
             return _features(raw[~rows_valid], *stand), _features(raw[rows_valid], *stand)
 
         def score(features, a: float, init=None):
             Xf, Xv = features
             W, b = fit_poisson_glm(Xf, Yf, a * len(Xf), init=init)
-            return _poisson_loss(predict_poisson_glm(Xv, W, b), Yv), (W, b)
+            return _poisson_loss(predict_poisson_glm(Xv, W, b, glm_bounds(Xf, W, b)), Yv), (W, b)
 
         features = {s: split_features(s) for s in sigmas_ms}
-        by_sigma = {s: score(features[s], alpha)[0] for s in sigmas_ms}
+        by_sigma = {s: score(features[s], 1e-2 if 1e-2 in alphas else alpha)[0] for s in sigmas_ms}
         sigma = min(sigmas_ms, key=lambda s: (by_sigma[s], s))
         by_alpha, init = {}, None
         for a in sorted(alphas, reverse=True):  # strong to weak penalty, each warm-started from the last
             by_alpha[a], init = score(features[sigma], a, init)
         alpha = min(alphas, key=lambda a: (by_alpha[a], -a))
     raw = _raw_features(fit_counts, heldin, sigma / bin_ms)
-    fill, center, project = _standardiser(raw, max_features)
+    fill, center, project = _standardiser(raw, n_features(len(raw)))
     X = _features(raw, fill, center, project)
     W, b = fit_poisson_glm(X, Y, alpha * len(X))
     floor = PSEUDO_SPIKES / ((~np.isnan(Y)).sum(0) + 1.0)
-    return SmoothingGLM(sigma, sigma / bin_ms, alpha, heldin, heldout, fill, center, project, W, b, floor)
+    return SmoothingGLM(sigma, sigma / bin_ms, alpha, heldin, heldout, fill, center, project, W, b,
+                        glm_bounds(X, W, b), floor)
 
 
 def smoothing_glm_rates(model: SmoothingGLM, counts: np.ndarray) -> np.ndarray:
@@ -409,7 +429,7 @@ def smoothing_glm_rates(model: SmoothingGLM, counts: np.ndarray) -> np.ndarray:
     n_trial, n_time = counts.shape[:2]
     F = _raw_features(counts, model.heldin, model.sigma_bins)
     X = _features(F, model.fill, model.center, model.project)
-    return np.maximum(predict_poisson_glm(X, model.W, model.b), model.floor).reshape(n_trial, n_time, -1)
+    return np.maximum(predict_poisson_glm(X, model.W, model.b, model.bounds), model.floor).reshape(n_trial, n_time, -1)
 
 
 # -- verdicts ---------------------------------------------------------------------------------------
