@@ -241,3 +241,17 @@ def test_verdicts_judge_the_most_honest_split_and_warn_when_the_model_loses():
     assert "x)" not in B.verdicts({"fp_bps": 0.1, "fp_baseline_bps": -0.02})[0]
     assert B.verdicts({"fp_bps": math.nan, "fp_baseline_bps": 0.1})[0].startswith("warning:")
     assert B.verdicts({"fp_bps": 0.1, "fp_baseline_bps": math.nan}) == []
+
+
+def test_report_prints_the_verdicts_after_the_table_and_warnings_even_when_quiet(capsys):
+    from xfads_cli.cli import _report
+
+    summary = {"metrics": {"test_fp_bps": 0.2, "test_fp_baseline_bps": 0.1, "test_co_bps": 0.0, "test_co_baseline_bps": 0.1}}
+    _report(summary, "title", json_out=False, quiet=False)  # no verdicts yet: judged from the metrics
+    err = capsys.readouterr().err
+    assert err.index("test_co_baseline_bps") < err.index("forecast: model 0.200 bits/spike vs trivial baseline 0.100")
+    assert "warning: the model predicts the held-out neurons worse than the trivial baseline" in err
+    assert len(summary["verdicts"]) == 2  # and --json users get them
+    _report(summary, "title", json_out=False, quiet=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ")

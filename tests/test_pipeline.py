@@ -64,7 +64,14 @@ def test_smooth_output_reads_with_h5py_and_metrics_match(run_dir, recording, tmp
         independent = co_bps(f["rates_mean"][()], f["counts"][()], heldout)
         assert json.loads(f.attrs["metrics"])["co_bps"] == pytest.approx(independent, rel=1e-6)
         assert set(f["split"].asstr()[()]) == {"train", "valid", "test"}
+        assert json.loads(f.attrs["verdicts"]) == summary["verdicts"]
+        assert json.loads(f.attrs["baselines"]) == summary["baselines"]
     assert summary["metrics"]["co_bps"] == pytest.approx(independent, rel=1e-6)
+    # the smoothing baseline next to every co-bps, judged on the test trials
+    assert {"co_baseline_bps", "valid_co_baseline_bps", "test_co_baseline_bps"} <= set(summary["metrics"])
+    assert summary["baselines"]["co"].startswith("smoothing + Poisson GLM")
+    assert len(summary["verdicts"]) == 1 and "smoothing + Poisson GLM" in summary["verdicts"][0]
+    assert " test trials" in summary["verdicts"][0]
 
 
 def test_forecast_output_and_fp_bps(run_dir, recording, tmp_path):
@@ -79,6 +86,10 @@ def test_forecast_output_and_fp_bps(run_dir, recording, tmp_path):
         fp = json.loads(f.attrs["metrics"])["fp_bps"]
     assert fp == pytest.approx(bits_per_spike(rates, counts), rel=1e-6)
     assert math.isfinite(fp)
+    summary = json.loads(result.stdout)  # simulated trials are trial-aligned: the leave-one-out PSTH
+    assert math.isfinite(summary["metrics"]["fp_baseline_bps"])
+    assert summary["baselines"]["fp"].startswith("leave-one-out PSTH")
+    assert len(summary["verdicts"]) == 1 and "leave-one-out PSTH" in summary["verdicts"][0]
 
 
 def test_forecast_beyond_the_window_reads_the_recording(run_dir, recording, tmp_path):
