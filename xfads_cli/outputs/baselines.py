@@ -323,8 +323,8 @@ def _raw_features(counts: np.ndarray, heldin: np.ndarray, sigma_bins: float) -> 
 
 def _standardiser(F: np.ndarray, max_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fill, center, project) from training features F [row, heldin] (may hold NaN)."""
-    fill = np.nanmean(np.where(np.isnan(F).all(0), 0.0, F), axis=0) if F.size else np.zeros(F.shape[1])
-    fill = np.nan_to_num(fill)
+    seen = (~np.isnan(F)).sum(0)
+    fill = np.where(seen > 0, np.nansum(F, axis=0) / np.maximum(seen, 1), 0.0)  # column means; 0 if never seen
     G = np.where(np.isnan(F), fill, F)
     center = G.mean(0)
     scale = G.std(0)
