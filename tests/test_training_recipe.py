@@ -19,6 +19,10 @@ def test_cosine_schedule_anneals_from_lr_to_lr_final_over_the_budget():
     values = [anneal_factor(cfg, 0, p / 10) for p in range(11)]
     assert all(a > b for a, b in zip(values, values[1:]))
     assert anneal_factor(TrainConfig(schedule="exponential", lr_decay=0.5), 3, 0.9) == 0.125
+    late = TrainConfig(schedule="cosine", lr_final=0.1, anneal_fraction=0.25)  # constant, then annealed
+    assert anneal_factor(late, 0, 0.5) == anneal_factor(late, 0, 0.75) == 1.0
+    assert anneal_factor(late, 0, 0.875) == pytest.approx(0.55)
+    assert anneal_factor(late, 0, 1.0) == pytest.approx(0.1)
 
 
 def test_budget_progress_is_whichever_of_epochs_and_time_is_used_up_first():

@@ -94,6 +94,7 @@ class TrainConfig:
     # 'exponential': lr * lr_decay**epoch, whatever the budget.
     schedule: Literal["cosine", "exponential"] = "cosine"
     lr_final: float = 0.05
+    anneal_fraction: float = 1.0
     lr_decay: float = 0.997
     # Linear learning-rate warm-up over the first optimisation steps: the first Adam steps on a freshly
     # initialised readout can push exp-link rates past float range at higher learning rates.
@@ -158,7 +159,7 @@ _RANGES = {
     "train.max_epochs": _AT_LEAST_1, "train.batch_size": _AT_LEAST_1, "train.lr": _POSITIVE,
     "train.lr_decay": (0, 1, False, True), "train.warmup_steps": _AT_LEAST_0, "train.grad_clip": _POSITIVE,
     "train.patience": _AT_LEAST_1, "train.drop_local": (0, 1, True, False), "train.time_limit_min": _POSITIVE,
-    "train.lr_final": (0, 1, True, True), "train.forecast_fraction": (0, 1, True, True), "train.samples": _AT_LEAST_1,
+    "train.lr_final": (0, 1, True, True), "train.anneal_fraction": (0, 1, False, True), "train.forecast_fraction": (0, 1, True, True), "train.samples": _AT_LEAST_1,
     "eval.context_bins": _AT_LEAST_1, "eval.horizon_bins": _AT_LEAST_1, "eval.samples": _AT_LEAST_1,
     "eval.behavior_lag_ms": _AT_LEAST_0, "eval.psth_sigma_ms": _AT_LEAST_0,
 }

@@ -17,6 +17,9 @@ class EpochProgress:
 
     def __init__(self, total: int, quiet: bool = False, first: int = 0):
         self.total, self.quiet, self.first = total, quiet, first
+        # the record key that picks best.pt (set by the fit before training): shown with its best so far
+        self.select: str | None = None
+        self._best: tuple[float, int] | None = None
         self.tty = sys.stderr.isatty()
         self._bar = None
 
@@ -36,8 +39,15 @@ class EpochProgress:
     def update(self, record: dict) -> None:
         if self.quiet:
             return
-        keys = ("train_loss", "valid_loss", "valid_co_bps", "valid_retest_bps")
-        info = "  ".join(f"{k.replace('_loss', '')}={_fmt(record[k])}" for k in keys if k in record)
+        keys = ("train_loss", "valid_loss", "valid_co_bps", "valid_fp_bps", "valid_retest_bps")
+        info = "  ".join(f"{k.replace('_loss', '')}={_fmt(record[k])}" for k in keys if k in record and k != self.select)
+        value = record.get(self.select) if self.select else None
+        if value is not None and math.isfinite(value):
+            higher = not self.select.endswith("_loss")
+            if self._best is None or (value > self._best[0] if higher else value < self._best[0]):
+                self._best = (value, record["epoch"] + 1)
+            info = (f"{self.select.replace('_loss', '')}={_fmt(value)} (best {_fmt(self._best[0])} at epoch "
+                    f"{self._best[1]}, selects best.pt)  {info}")
         if self._bar is not None:
             self._bar.update(self._task, completed=record["epoch"] + 1, info=info)
         else:

@@ -223,11 +223,13 @@ def warmup_factor(updates: int, warmup_steps: int) -> float:
 
 
 def anneal_factor(cfg: TrainConfig, epoch: int, progress: float) -> float:
-    """The schedule's multiple of cfg.lr. 'exponential': lr_decay**epoch; 'cosine': from 1 at progress
-    0 to lr_final at progress >= 1 along half a cosine, progress being the used fraction of the budget."""
+    """The schedule's multiple of cfg.lr. 'exponential': lr_decay**epoch; 'cosine': 1 until the last
+    `anneal_fraction` of the budget, then down to lr_final at progress >= 1 along half a cosine,
+    progress being the used fraction of the budget."""
     if cfg.schedule == "exponential":
         return cfg.lr_decay ** epoch
-    p = min(max(progress, 0.0), 1.0)
+    start = 1.0 - cfg.anneal_fraction
+    p = min(max((progress - start) / max(cfg.anneal_fraction, 1e-12), 0.0), 1.0)
     return cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * p))
 
 

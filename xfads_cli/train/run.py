@@ -224,6 +224,8 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
             return out_metrics
 
         writer = RunWriter(out, base, model, state) if d.is_main else None
+        if progress is not None:
+            progress.select = select
         t0 = time.monotonic()
         common = dict(seed=config.seed, select=select, resume=state, max_epochs=max_epochs, dist=d,
                       evaluate=evaluate_epoch if d.is_main else None,
@@ -268,6 +270,9 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
         "deterministic": deterministic,
         "versions": base["versions"],
     }
+    from xfads_cli.ops import baseline_summary
+
+    summary.update(baseline_summary(sessions, metrics, meta))
     return writer.finish(summary, result.history, plot)
 
 
