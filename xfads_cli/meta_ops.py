@@ -182,7 +182,8 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     from xfads_cli.model.meta import SessionView
 
     view = SessionView.pooled(model, index, y)
-    metrics = evaluate(view, data, config, splits=("valid", "test"))
+    # no trivial baselines here: they would be fitted on the whole train split, the model on `trials` shots
+    metrics = evaluate(view, data, config, splits=("valid", "test"), baselines=False)
     summary = {
         "run_dir": str(out), "kind": "meta", "adapted_session": data.session, "trials": trials,
         "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped": result.stopped,
