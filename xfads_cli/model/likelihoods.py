@@ -12,6 +12,7 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 
@@ -35,6 +36,8 @@ class Poisson(nn.Module):
         return self.dt * self.rate_hz(eta)
 
     def log_prob(self, eta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.link == "exp" and not y.requires_grad:
+            return _PoissonExpLogProb.apply(eta, y, self.dt)
         y, mask = _observed(y)
         if self.link == "exp":
             log_rate = eta + math.log(self.dt)
@@ -50,6 +53,41 @@ class Poisson(nn.Module):
         """Readout bias d that makes the initial model predict each neuron's mean count per bin."""
         rate = mean_counts.clamp(min=1e-3) / self.dt
         return torch.log(rate) if self.link == "exp" else rate + torch.log(-torch.expm1(-rate))
+
+
+class _PoissonExpLogProb(torch.autograd.Function):
+    """Poisson log p(y | eta) with the exp link, y * (eta + log dt) - dt * exp(eta) - lgamma(y + 1),
+    as one autograd node: d/d eta = y - dt * exp(eta).
+
+    The eta here is the [sample, batch, time, neuron] tensor of the training loss, the largest one of a
+    step; autograd through the elementwise expression makes about eight passes over it forward and
+    as many backward (and a zero-filled tensor for the mask). This makes three forward and two backward.
+    y (data, no gradient) broadcasts against eta; NaN in y = missing: contributes 0, gradient 0.
+    """
+
+    @staticmethod
+    def forward(ctx, eta: torch.Tensor, y: torch.Tensor, dt: float):
+        y, mask = _observed(y)
+        complete = bool(mask.all())
+        exp_eta = torch.exp(eta)
+        # y * eta + (y log dt - lgamma(y + 1)) - dt * exp(eta), the eta-free part computed on y's shape
+        lp = torch.addcmul(y * math.log(dt) - torch.lgamma(y + 1), y, eta).sub_(exp_eta, alpha=dt)
+        if not complete:
+            lp = torch.where(mask, lp, torch.zeros((), dtype=lp.dtype, device=lp.device))
+        ctx.save_for_backward(exp_eta, y, None if complete else mask)
+        ctx.dt, ctx.eta_shape = dt, eta.shape
+        return lp
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor):
+        exp_eta, y, mask = ctx.saved_tensors
+        grad = torch.sub(y, exp_eta, alpha=ctx.dt).mul_(g)  # (y - dt exp(eta)) g
+        if mask is not None:
+            grad = torch.where(mask, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+        if grad.shape != ctx.eta_shape:  # eta broadcast against a larger y
+            grad = grad.sum_to_size(ctx.eta_shape)
+        return grad, None, None
 
 
 class Gaussian(nn.Module):
