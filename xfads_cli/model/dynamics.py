@@ -1,7 +1,9 @@
 """Latent dynamics f: [..., latent] -> [..., latent] (MODEL.md section 1).
 
 Each module maps any leading shape (sample, batch, ...) so the filter can push all particles of all
-trials through f in one call. The process noise lives with the model, not here.
+trials through f in one call. The process noise lives with the model, not here. `rowwise = True`: f
+acts on each latent vector independently (no per-trial parameters), so the filter may pass the
+particles in whatever leading layout it keeps them in (filtering.propagate).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ class MLPDynamics(nn.Module):
     The last layer starts near zero so f starts near the identity: a slowly varying latent is the
     right prior before any data has been seen, and it keeps early rollouts stable.
     """
+
+    rowwise = True
 
     def __init__(self, latent_dim: int, hidden: int = 128, layers: int = 1, activation: str = "silu"):
         super().__init__()
@@ -42,6 +46,8 @@ class GRUDynamics(nn.Module):
         h' = (1 - u) * n + u * h
     """
 
+    rowwise = True
+
     def __init__(self, latent_dim: int, hidden: int = 128):
         super().__init__()
         self.inp = nn.Linear(latent_dim, hidden)
@@ -59,6 +65,8 @@ class GRUDynamics(nn.Module):
 class LinearDynamics(nn.Module):
     """f(z) = A z + b, A initialised at 0.95 I (stable, slow). With `max_radius`, A's singular values
     are clipped on the fly so rollouts cannot explode."""
+
+    rowwise = True
 
     def __init__(self, latent_dim: int, max_radius: float | None = None):
         super().__init__()

@@ -147,7 +147,13 @@ def spd_inverse(U: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def propagate(dynamics: Dynamics, z: Tensor) -> Tensor:
-    """f applied to particles z [batch, sample, latent] -> [batch, sample, latent]."""
+    """f applied to particles z [batch, sample, latent] -> [batch, sample, latent].
+
+    f is called on [sample, batch, latent] (per-trial dynamics broadcast over the batch dim), except
+    for dynamics that declare `rowwise = True` (f maps each latent vector on its own, model/dynamics.py):
+    those get the particles in their own layout, which spares two transposes and a copy per step."""
+    if getattr(dynamics, "rowwise", False):
+        return dynamics(z)
     return dynamics(z.transpose(0, 1)).transpose(0, 1)
 
 
@@ -159,14 +165,6 @@ def moments(mu: Tensor) -> tuple[Tensor, Tensor]:
     """
     mbar = mu.mean(1)
     return mbar, (mu - mbar.unsqueeze(1)) * (mu.shape[1] ** -0.5)
-
-
-def predict_moments(dynamics: Dynamics, z: Tensor) -> tuple[Tensor, Tensor]:
-    """Moment-matched prediction from particles z [batch, sample, latent] of q(z_{t-1}).
-
-    Returns mbar [batch, latent], Mt [batch, sample, latent]; Pbar = diag(q) + Mt^T Mt.
-    """
-    return moments(propagate(dynamics, z))
 
 
 def update(mbar: Tensor, Mt: Tensor, d: Tensor, k: Tensor, K: Tensor) -> Update:
@@ -280,6 +278,11 @@ def kl_lowrank(delta: Tensor, d: Tensor, Mt1: Tensor, PK1: Tensor, Z1: Tensor, U
     `Update`, so log det(diag(d) + Mt1^T Mt1) - log det P1 = log det U1), Mt2 [batch, sample2, latent]
     -> [batch]. Woodbury with G = I + Mt D^{-1} Mt^T: O(latent * sample^2) per trial.
     """
+    return _kl_lowrank(delta, d, Mt1, PK1, Z1, spd_inverse(U1)[1], Mt2)
+
+
+def _kl_lowrank(delta: Tensor, d: Tensor, Mt1: Tensor, PK1: Tensor, Z1: Tensor, logdet_U1: Tensor, Mt2: Tensor) -> Tensor:
+    """`kl_lowrank` given log det U1 [batch]."""
     dinv = 1.0 / d
     eye1 = torch.eye(Mt1.shape[1], dtype=d.dtype, device=d.device)
     eye2 = torch.eye(Mt2.shape[1], dtype=d.dtype, device=d.device)
@@ -295,8 +298,134 @@ def kl_lowrank(delta: Tensor, d: Tensor, Mt1: Tensor, PK1: Tensor, Z1: Tensor, U
     # tr(P2^{-1} P1) - L = -S2 + tr(G2^{-1}) + tr(Mt1 P2^{-1} Mt1^T) - tr(P2^{-1} PK1 Z1)
     trace = (G2inv.diagonal(dim1=-2, dim2=-1).sum(-1) - Mt2.shape[1] + inner(Mt1T, Mt1T)
              - inner(PK1, Z1.transpose(1, 2)))
-    logdet = logdet_G2 - logdet_G1 + spd_inverse(U1)[1]
+    logdet = logdet_G2 - logdet_G1 + logdet_U1
     return 0.5 * (trace + inner(dl, dl) + logdet)
+
+
+class _FilterStep(torch.autograd.Function):
+    """One information-form update plus the Matheron draws (`_update` then `_sample`), as ONE autograd
+    node with a hand-written backward.
+
+    forward(mu [B, S, L] or None, mbar [B, L] or None, d [L], sd = d^{1/2} [L], Ka [B, L, r_a],
+            Kb [B, L, r_b] or None, k [B, L], w1 [B, n, S], w2 [B, n, L], u [B, n, r])
+        -> (mean [B, L], z [B, n, L], U^{-1} [B, r, r], log det U [B], Ktv [B, r], PK [B, L, r],
+            Z [B, r, L], wsq [B, L] = diag(PK Z), msq [B, L] = rowsum(Mt^2), mbar [B, L], Mt [B, S, L]),
+    the same quantities (same operations) as `moments(mu)`, `_update` and `_sample` with K = [Ka, Kb];
+    mu None: the first bin's prediction, N(mbar, diag(d)) (M = 0).
+
+    This is the filter's time loop minus f: autograd through it records ~45 small ops per step and
+    runs ~20 batched matmuls backward; here the forward records nothing and the backward shares
+    products (e.g. U^{-1} dZ gives both the PK and the U gradient) for 15 matmuls. The noise gets no
+    gradient (the filter falls back to the autograd path for noise that requires one).
+
+    Backward, with X = [K, k], PX = [Pbar K, v] (v = mbar + Pbar k), KP = K^T PX = [U - I, Ktv]:
+        z = zt + mean - c Z, c = u + zt K, zt = sd w2 + w1 Mt, mean = v - Z^T Ktv, Z = U^{-1} PK^T,
+        PX = diag(d) X + Mt^T (Mt X) + [0, mbar];  dU from Z is -U^{-1} dZ PK U^{-1} = -(U^{-1} dZ) Z^T.
+    """
+
+    @staticmethod
+    def forward(ctx, mu, mbar, d, sd, Ka, Kb, k, w1, w2, u):
+        ctx.set_materialize_grads(False)
+        ctx.r_a, ctx.first = Ka.shape[-1], mu is None
+        if mu is None:  # the first bin: prediction N(mbar, diag(d)), M = 0
+            Mt = Ka.new_zeros(Ka.shape[0], w1.shape[-1], Ka.shape[1])
+        else:  # moment matching of the propagated particles (`moments`)
+            mbar, Mt = moments(mu)
+        X = torch.cat([Ka, k.unsqueeze(-1)] if Kb is None else [Ka, Kb, k.unsqueeze(-1)], -1)
+        r = X.shape[-1] - 1
+        K = X[..., :r]
+        MX = torch.bmm(Mt, X)
+        PX = torch.baddbmm(d.unsqueeze(-1) * X, Mt.transpose(1, 2), MX)  # Pbar [K, k]
+        PX[..., r] += mbar  # [Pbar K, v]
+        KP = torch.bmm(K.transpose(1, 2), PX)
+        U = KP[..., :r] + torch.eye(r, dtype=X.dtype, device=X.device)
+        Ktv = KP[..., r]
+        chol = cholesky_jitter(U)
+        Linv = tril_inverse(chol)
+        Uinv = Linv.transpose(-1, -2) @ Linv
+        logdet = 2.0 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        PK = PX[..., :r]
+        Z = torch.bmm(Uinv, PK.transpose(1, 2))
+        mean = torch.baddbmm(PX[..., r:], Z.transpose(1, 2), Ktv.unsqueeze(-1), alpha=-1.0).squeeze(-1)
+        zt = torch.baddbmm(sd * w2, w1, Mt)
+        c = torch.baddbmm(u, zt, K)
+        z = torch.baddbmm(zt + mean.unsqueeze(1), c, Z, alpha=-1.0)
+        wsq = (PK * Z.transpose(1, 2)).sum(-1)
+        msq = Mt.square().sum(1)
+        ctx.save_for_backward(Mt, d, X, w1, w2, MX, PX, Ktv, Uinv, Z, zt, c)
+        ctx.has_b = Kb is not None
+        return mean, z, Uinv, logdet, Ktv, PK, Z, wsq, msq, mbar, Mt
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_mean, g_z, g_Uinv, g_logdet, g_Ktv, g_PK, g_Z, g_wsq, g_msq, g_mbar, g_Mt):
+        Mt, d, X, w1, w2, MX, PX, Ktv, Uinv, Z, zt, c = ctx.saved_tensors
+        r = X.shape[-1] - 1
+        K, PK = X[..., :r], PX[..., :r]
+        B, L = X.shape[0], X.shape[1]
+        zeros = lambda *shape: X.new_zeros(shape)
+        gm = g_mean  # total gradient of mean (also through z)
+        gK = gMt = gsd = None
+        gZ = g_Z
+        if g_z is not None:
+            gm = g_z.sum(1) if gm is None else gm + g_z.sum(1)
+            gc = torch.bmm(g_z, Z.transpose(1, 2)).neg_()
+            gZ = torch.bmm(c.transpose(1, 2), g_z).neg_() if gZ is None else \
+                torch.baddbmm(gZ, c.transpose(1, 2), g_z, alpha=-1.0)
+            gzt = torch.baddbmm(g_z, gc, K.transpose(1, 2))
+            gK = torch.bmm(zt.transpose(1, 2), gc)
+            gMt = torch.bmm(w1.transpose(1, 2), gzt)
+            gsd = (gzt * w2).sum((0, 1))
+        gKtv = g_Ktv
+        if gm is not None:
+            gZ = torch.baddbmm(zeros(B, r, L) if gZ is None else gZ, Ktv.unsqueeze(-1), gm.unsqueeze(1), alpha=-1.0)
+            gKtv = torch.baddbmm(zeros(B, r, 1) if gKtv is None else gKtv.unsqueeze(-1), Z, gm.unsqueeze(-1),
+                                 alpha=-1.0).squeeze(-1)
+        gPK = g_PK
+        if g_wsq is not None:
+            gPK = g_wsq.unsqueeze(-1) * Z.transpose(1, 2) if gPK is None else \
+                torch.addcmul(gPK, g_wsq.unsqueeze(-1), Z.transpose(1, 2))
+            gZ = g_wsq.unsqueeze(1) * PK.transpose(1, 2) if gZ is None else \
+                torch.addcmul(gZ, g_wsq.unsqueeze(1), PK.transpose(1, 2))
+        # U^{-1} and log det U as outputs: dU = -U^{-1} dUinv U^{-1} + dlogdet U^{-1}
+        gU = None if g_logdet is None else g_logdet[:, None, None] * Uinv
+        if g_Uinv is not None:
+            gU = torch.bmm(Uinv, torch.bmm(g_Uinv, Uinv)).neg_() if gU is None else \
+                torch.baddbmm(gU, Uinv, torch.bmm(g_Uinv, Uinv), alpha=-1.0)
+        if gZ is not None:
+            W = torch.bmm(Uinv, gZ)
+            gPK = W.transpose(1, 2) if gPK is None else gPK + W.transpose(1, 2)
+            gU = torch.bmm(W, Z.transpose(1, 2)).neg_() if gU is None else torch.baddbmm(gU, W, Z.transpose(1, 2), alpha=-1.0)
+        # KP = K^T PX: [gU, gKtv] -> PX and K
+        G0 = torch.cat([zeros(B, L, r) if gPK is None else gPK, zeros(B, L, 1) if gm is None else gm.unsqueeze(-1)], -1)
+        if gU is None and gKtv is None:
+            gPX = G0
+        else:
+            gKP = torch.cat([zeros(B, r, r) if gU is None else gU, zeros(B, r, 1) if gKtv is None else gKtv.unsqueeze(-1)], -1)
+            gPX = torch.baddbmm(G0, K, gKP)
+            gK = torch.bmm(PX, gKP.transpose(1, 2)) if gK is None else torch.baddbmm(gK, PX, gKP.transpose(1, 2))
+        gmbar = gPX[..., r] if g_mbar is None else gPX[..., r] + g_mbar
+        # PX = diag(d) X + Mt^T (Mt X) (+ mbar in the last column)
+        gX = d.unsqueeze(-1) * gPX
+        gd = (gPX * X).sum((0, 2))
+        gMt = torch.bmm(MX, gPX.transpose(1, 2)) if gMt is None else torch.baddbmm(gMt, MX, gPX.transpose(1, 2))
+        gMX = torch.bmm(Mt, gPX)
+        gMt = torch.baddbmm(gMt, gMX, X.transpose(1, 2))
+        gX = torch.baddbmm(gX, Mt.transpose(1, 2), gMX)
+        if g_msq is not None:
+            gMt = gMt + 2.0 * Mt * g_msq.unsqueeze(1)
+        if g_Mt is not None:
+            gMt = gMt + g_Mt
+        if gK is not None:
+            gX[..., :r] += gK
+        r_a = ctx.r_a
+        gKa, gKb = gX[..., :r_a], (gX[..., r_a:r] if ctx.has_b else None)
+        if ctx.first:
+            return None, gmbar, gd, gsd, gKa, gKb, gX[..., r], None, None, None
+        # back through mbar = mean_s mu_s, Mt = (mu - mbar) / sqrt(S)
+        S = Mt.shape[1]
+        gmu = (gMt - gMt.mean(1, keepdim=True)).mul_(S ** -0.5).add_((gmbar / S).unsqueeze(1))
+        return gmu, None, gd, gsd, gKa, gKb, gX[..., r], None, None, None
 
 
 def noise_shape(mode: str, time: int, batch: int, n_samples: int, latent: int, rank: int) -> tuple[int, ...]:
@@ -362,14 +491,6 @@ def low_rank_filter(
     k_t, ka_t = k.unbind(1), k_local.unbind(1)
     blocks_t = [b.unbind(1) for b in blocks]
 
-    def potential(t: int, causal: bool) -> tuple[Tensor, Tensor]:
-        """(K, [K, k]) at bin t, [batch, latent, rank (+1)]; causal: the local part only."""
-        if causal:
-            Kx = torch.cat([blocks_t[0][t], ka_t[t].unsqueeze(-1)], -1)
-        else:
-            Kx = torch.cat([b[t] for b in blocks_t] + [k_t[t].unsqueeze(-1)], -1)
-        return Kx[..., :-1], Kx
-
     if sampler == "cubature":
         eps = None
     else:
@@ -382,64 +503,76 @@ def low_rank_filter(
             shape = noise_shape(mode, T, B, S, L, r)
             eps = torch.randn(shape, generator=noise, **like)
         w1, w2, u = eps[..., :S].unbind(0), eps[..., S:S + L].unbind(0), eps[..., S + L:S + L + r].unbind(0)
-        # scaled inside the loop: scaling all bins at once would need a full-size gradient buffer
-        sqrt_d = d_all.sqrt()
+        sqrt_q0, sqrt_q = q0.sqrt(), q.sqrt()
+    # The Matheron path runs each step's update + draws as one autograd node (_FilterStep); the
+    # cubature sampler (tests, small latent) and noise that itself requires a gradient take the
+    # composable path (_update, _sample), which computes the same quantities.
+    fused = eps is not None and not eps.requires_grad
 
-    def draw(upd: Update, Mt: Tensor, K: Tensor, t: int, stream: int) -> Tensor:
-        if eps is None:
-            return cubature_points(upd, Mt, d_all[t])
-        return _sample(upd, Mt, K, w1[t][stream], sqrt_d[t] * w2[t][stream], u[t][stream][..., :K.shape[-1]])
-
-    def prior() -> tuple[Tensor, Tensor]:
+    def step(mu: Optional[Tensor], t: int, causal: bool, stream: int):
+        """Moment matching of the propagated particles mu [batch, sample, latent] (None at the first
+        bin: the prior N(m0, diag(q0))), update with the potential at bin t and the draws from it:
+        (mean, z, U^{-1}, log det U, Ktv, PK, Z, wsq, msq, mbar, Mt) as `_FilterStep`; causal: the local
+        part only."""
+        kt = ka_t[t] if causal else k_t[t]
+        Ks = [blocks_t[0][t]] if causal else [b[t] for b in blocks_t]
+        if fused:
+            d, sd = (q0, sqrt_q0) if t == 0 else (q, sqrt_q)
+            rt = sum(b.shape[-1] for b in Ks)
+            return _FilterStep.apply(mu, m0.expand(B, L) if mu is None else None, d, sd, Ks[0],
+                                     Ks[1] if len(Ks) > 1 else None, kt, w1[t][stream], w2[t][stream],
+                                     u[t][stream][..., :rt])
         # the first bin's prediction N(m0, diag(q0)) is the general form with M = 0
-        return m0.expand(B, L), torch.zeros(B, S, L, **like)
+        mbar, Mt = (m0.expand(B, L), torch.zeros(B, S, L, **like)) if mu is None else moments(mu)
+        Kx = torch.cat(Ks + [kt.unsqueeze(-1)], -1)
+        K = Kx[..., :-1]
+        upd = _update(mbar, Mt, d_all[t], K, Kx, eye[:K.shape[-1], :K.shape[-1]])
+        if eps is None:
+            z = cubature_points(upd, Mt, d_all[t])
+        else:
+            z = _sample(upd, Mt, K, w1[t][stream], d_all[t].sqrt() * w2[t][stream], u[t][stream][..., :K.shape[-1]])
+        return (upd.mean, z, *spd_inverse(upd.U), upd.Ktv, upd.PK, upd.Z, _wsq(upd), Mt.square().sum(1), mbar,
+                Mt)
 
     if mode == "two_filter":
         # per-step outputs, stacked over time along these dims
-        dims = (1, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1)
+        dims = (1, 1, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1)
 
         def chunk(t0: int, t1: int, zf: Optional[Tensor], zs: Optional[Tensor]):
             out = []
             for t in range(t0, t1):
-                if t == 0:
-                    mbar_f, Mt_f = mbar_2, Mt_2 = prior()
-                else:
+                mu = mu_2 = None
+                if t > 0:
                     # one pass of f over both particle sets: filtered (to propagate) and smoothed (for KL)
                     mu = propagate(dynamics, torch.cat([zf, zs], 1))
-                    (mbar_f, Mt_f), (mbar_2, Mt_2) = moments(mu[:, :S]), moments(mu[:, S:])
-                Ka, Kxa = potential(t, causal=True)
-                K, Kx = potential(t, causal=False)
-                upd_f = _update(mbar_f, Mt_f, d_all[t], Ka, Kxa, eye[:r_a, :r_a])
-                upd_s = _update(mbar_f, Mt_f, d_all[t], K, Kx, eye)
-                zf, zs = draw(upd_f, Mt_f, Ka, t, 0), draw(upd_s, Mt_f, K, t, 1)
-                out.append((upd_s.mean, _wsq(upd_s), zs.transpose(0, 1), upd_f.mean, _wsq(upd_f),
-                            zf.transpose(0, 1), mbar_2, Mt_f, Mt_2, upd_s.PK, upd_s.Z, upd_s.U))
+                    mu, mu_2 = mu[:, :S], mu[:, S:]
+                fmean, zf, _, _, _, _, _, fwsq, msq, mbar_f, Mt_f = step(mu, t, True, 0)
+                mean, zs, _, logdet_U, _, PK, Z, wsq, _, _, _ = step(mu, t, False, 1)
+                mbar_2, Mt_2 = (mbar_f, Mt_f) if mu_2 is None else moments(mu_2)
+                out.append((mean, wsq, msq, zs.transpose(0, 1), fmean, fwsq, zf.transpose(0, 1), mbar_2, Mt_f, Mt_2,
+                            PK, Z, logdet_U))
             return tuple(torch.stack(x, dim) for x, dim in zip(zip(*out), dims)) + (zf, zs)
 
-        (mean, wsq, samples, fmean, fwsq, fsamples, mbar_2, Mt_f, Mt_2, PK, Z, U) = _run_chunks(
+        (mean, wsq, msq, samples, fmean, fwsq, fsamples, mbar_2, Mt_f, Mt_2, PK, Z, logdet_U) = _run_chunks(
             chunk, T, checkpoint_steps, 2, dims)
         # the KL against the prediction from the smoothed samples, for all bins at once
         flat = lambda x: x.flatten(0, 1)
-        kl = kl_lowrank(flat(mean - mbar_2), flat(d_all.expand(B, T, L)), flat(Mt_f), flat(PK), flat(Z), flat(U),
-                        flat(Mt_2)).unflatten(0, (B, T))
-        msq = Mt_f.square().sum(2)
+        kl = _kl_lowrank(flat(mean - mbar_2), flat(d_all.expand(B, T, L)), flat(Mt_f), flat(PK), flat(Z),
+                         flat(logdet_U), flat(Mt_2)).unflatten(0, (B, T))
         return Posterior(mean, _var(d_all, msq, wsq), samples, kl, fmean, _var(d_all, msq, fwsq), fsamples)
 
-    dims = (1, 1, 1, 2, 1, 1, 1)
+    dims = (1, 1, 1, 2, 1, 1, 1, 1)
 
     def chunk(t0: int, t1: int, z: Optional[Tensor]):
         out = []
         for t in range(t0, t1):
-            mbar, Mt = prior() if t == 0 else predict_moments(dynamics, z)
-            K, Kx = potential(t, causal=False)
-            upd = _update(mbar, Mt, d_all[t], K, Kx, eye)
-            z = draw(upd, Mt, K, t, 0)
-            out.append((upd.mean, Mt.square().sum(1), _wsq(upd), z.transpose(0, 1), mbar, upd.Ktv, upd.U))
+            mean, z, Uinv, logdet_U, Ktv, _, _, wsq, msq, mbar, _ = step(None if t == 0 else propagate(dynamics, z),
+                                                                         t, False, 0)
+            out.append((mean, msq, wsq, z.transpose(0, 1), mbar, Ktv, Uinv, logdet_U))
         return tuple(torch.stack(x, dim) for x, dim in zip(zip(*out), dims)) + (z,)
 
-    mean, msq, wsq, samples, mbar, Ktv, U = _run_chunks(chunk, T, checkpoint_steps, 1, dims)
-    # the KL needs nothing sequential, so it is computed for all bins at once
-    Uinv, logdet_U = spd_inverse(U)
+    mean, msq, wsq, samples, mbar, Ktv, Uinv, logdet_U = _run_chunks(chunk, T, checkpoint_steps, 1, dims)
+    # the rest of the KL needs nothing sequential, so it is computed for all bins at once
     c = Uinv @ Ktv.unsqueeze(-1)
     c_blocks = c.split([b.shape[-1] for b in blocks], dim=-2)
     Kc = sum((b @ cb).squeeze(-1) for b, cb in zip(blocks, c_blocks))
