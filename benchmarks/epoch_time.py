@@ -1,43 +1,68 @@
 """Seconds per training epoch of the full XFADS model at the TARGETS.md reference setting.
 
-    python benchmarks/epoch_time.py [--epochs 5] [--mode smoother]
+    python benchmarks/epoch_time.py [--epochs 5] [--mode smoother] [--threads 2] [--json]
 
 160 training trials x 70 bins x 45 neurons, 20 ms bins, Poisson, L = 8, r_a = 8, r_b = 4, S = 20,
 batch 64, hidden widths 128 (dynamics) / 64 (encoders), 2 threads. One epoch = every training batch
 forward + backward + Adam step, plus the validation pass the fit loop runs (40 trials). The median
 over epochs is reported next to the TARGETS.md figures (the authors' code is not run here, so that
 ratio is against the published-on-this-machine figure, not measured in this run).
+
+Timings on a shared machine vary by 2x and more (see epoch_time_ab.py for a side-by-side comparison
+of two code versions). `--json` prints one line with the per-epoch seconds and the losses instead:
+epoch_time_ab.py runs this file in subprocesses, each importing the xfads_cli found first on
+PYTHONPATH, so only APIs that both compared versions share are used here.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 
 import torch
 
-from xfads_cli.config import ModelConfig, TrainConfig
-from xfads_cli.data.simulate import simulate_arrays
-from xfads_cli.model.xfads import XFADS
-from xfads_cli.train.loop import fit
-
 REFERENCE_S, TARGET_S = 3.8, 1.25
+
+
+def measure(epochs: int, mode: str, dynamics: str = "mlp") -> dict:
+    """Train epochs + 1 epochs at the reference setting; the first (one-off warm-up) is not timed."""
+    import xfads_cli
+    from xfads_cli.config import ModelConfig, TrainConfig
+    from xfads_cli.data.simulate import simulate_arrays
+    from xfads_cli.model.xfads import XFADS
+    from xfads_cli.train.loop import fit
+
+    sim = simulate_arrays("lorenz", neurons=45, trials=200, bins=70, bin_ms=20.0, seed=0, base_rate_hz=10.0, param=None)
+    y = torch.tensor(sim["counts"], dtype=torch.float32)
+    cfg = ModelConfig(latent_dim=8, rank_local=8, rank_backward=4, samples=20, dynamics_hidden=128,
+                      encoder_hidden=64, mode=mode, dynamics=dynamics)
+    torch.manual_seed(0)
+    model = XFADS(cfg, 45, torch.ones(45, dtype=torch.bool), dt=0.02)
+    model.init_from_data(y[:160])
+    res = fit(model, y[:160], y[160:], TrainConfig(max_epochs=epochs + 1, batch_size=64, patience=10**9), seed=0)
+    return {
+        "package": xfads_cli.__file__,
+        "seconds": [r["seconds"] for r in res.history[1:]],
+        "train_loss": [r["train_loss"] for r in res.history],
+        "valid_loss": [r["valid_loss"] for r in res.history],
+    }
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--mode", default="smoother")
+    p.add_argument("--dynamics", default="mlp")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true", help="one JSON line: per-epoch seconds and losses")
     args = p.parse_args()
-    torch.set_num_threads(2)
-    sim = simulate_arrays("lorenz", neurons=45, trials=200, bins=70, bin_ms=20.0, seed=0, base_rate_hz=10.0, param=None)
-    y = torch.tensor(sim["counts"], dtype=torch.float32)
-    cfg = ModelConfig(latent_dim=8, rank_local=8, rank_backward=4, samples=20, dynamics_hidden=128,
-                      encoder_hidden=64, mode=args.mode)
-    model = XFADS(cfg, 45, torch.ones(45, dtype=torch.bool), dt=0.02)
-    model.init_from_data(y[:160])
-    res = fit(model, y[:160], y[160:], TrainConfig(max_epochs=args.epochs + 1, batch_size=64, patience=10**9), seed=0)
-    secs = [r["seconds"] for r in res.history[1:]]  # the first epoch includes one-off warm-up
+    torch.set_num_threads(args.threads)
+    out = measure(args.epochs, args.mode, args.dynamics)
+    if args.json:
+        print(json.dumps(out))
+        return
+    secs = out["seconds"]
     med = statistics.median(secs)
     print(f"mode={args.mode} epochs timed={len(secs)} seconds/epoch median {med:.3f} (min {min(secs):.3f}, max {max(secs):.3f})")
     print(f"TARGETS.md: reference code {REFERENCE_S} s/epoch, target <= {TARGET_S} s; "
