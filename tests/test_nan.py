@@ -13,7 +13,7 @@ from xfads_cli.config import TrainConfig
 from xfads_cli.errors import RunFailure
 from xfads_cli.train.loop import MAX_DIVERGENCES, run_epochs
 
-CFG = TrainConfig(max_epochs=3, batch_size=2, lr=0.01, schedule="exponential", lr_decay=1.0, patience=100)
+CFG = TrainConfig(max_epochs=3, batch_size=2, lr=0.01, schedule="exponential", lr_decay=1.0, warmup_steps=0, patience=100)
 STEPS = 4  # per epoch in the toy problem
 
 
@@ -84,7 +84,7 @@ def test_rollback_recovers_from_parameters_whose_loss_stays_non_finite():
         loss = (w - 4.0).square().sum()
         return loss * math.nan if w.abs().max() > 5 else loss
 
-    cfg = TrainConfig(max_epochs=30, batch_size=1, lr=3.0, schedule="exponential", lr_decay=1.0, patience=100)
+    cfg = TrainConfig(max_epochs=30, batch_size=1, lr=3.0, schedule="exponential", lr_decay=1.0, warmup_steps=0, patience=100)
     result = run_epochs(model, cfg, batches=lambda epoch: [0, 1, 2], batch_loss=batch_loss,
                         valid_loss=lambda: math.nan)
     assert max(visited) > 5  # it did step into the non-finite region

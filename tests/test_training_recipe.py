@@ -11,7 +11,7 @@ from xfads_cli.train.loop import Budget, anneal_factor, auto_batch_size, run_epo
 
 
 def test_cosine_schedule_anneals_from_lr_to_lr_final_over_the_budget():
-    cfg = TrainConfig(schedule="cosine", lr_final=0.1)
+    cfg = TrainConfig(schedule="cosine", lr_final=0.1, anneal_fraction=1.0)
     assert anneal_factor(cfg, 0, 0.0) == 1.0
     assert anneal_factor(cfg, 0, 0.5) == pytest.approx(0.55)
     assert anneal_factor(cfg, 0, 1.0) == pytest.approx(0.1)
@@ -51,7 +51,7 @@ def _toy(cfg, select="valid_loss", records=None, **kwargs):
 
 
 def test_cosine_run_ends_at_lr_final_and_records_a_falling_lr():
-    cfg = TrainConfig(max_epochs=5, lr=0.1, lr_final=0.01, patience=100)
+    cfg = TrainConfig(max_epochs=5, lr=0.1, lr_final=0.01, anneal_fraction=1.0, warmup_steps=0, patience=100)
     _, result = _toy(cfg)
     lrs = [r["lr"] for r in result.history]
     assert all(a > b for a, b in zip(lrs, lrs[1:]))

@@ -88,17 +88,17 @@ class TrainConfig:
     # training trials (`auto_batch_size`), so that small recordings still get several steps per epoch;
     # the resolved number is what the run's config.yaml and checkpoints record.
     batch_size: Optional[int] = None
-    lr: float = 1e-3
-    # 'cosine': the learning rate anneals from lr to lr * lr_final over the run's budget (--time-limit
-    # and/or --max-epochs, whichever ends first), so a fit ends annealed whatever time it is given;
-    # 'exponential': lr * lr_decay**epoch, whatever the budget.
+    lr: float = 1e-2
+    # 'cosine': the learning rate stays at lr, then anneals to lr * lr_final along half a cosine over the
+    # last `anneal_fraction` of the run's budget (--time-limit and/or --max-epochs, whichever ends
+    # first), so a fit ends annealed whatever time it is given; 'exponential': lr * lr_decay**epoch.
     schedule: Literal["cosine", "exponential"] = "cosine"
     lr_final: float = 0.05
-    anneal_fraction: float = 1.0
+    anneal_fraction: float = 0.3
     lr_decay: float = 0.997
     # Linear learning-rate warm-up over the first optimisation steps: the first Adam steps on a freshly
     # initialised readout can push exp-link rates past float range at higher learning rates.
-    warmup_steps: int = 0
+    warmup_steps: int = 50
     grad_clip: float = 1.0
     patience: int = 40
     drop_local: float = 0.2
@@ -106,8 +106,9 @@ class TrainConfig:
     # the dynamics alone after it (no local or backward potentials), as `forecast` and fp-bps use the
     # model. Trains f to predict several steps ahead rather than one (isolated dropped bins).
     forecast_fraction: float = 0.0
-    # Monte Carlo samples of the filter during training; None: model.samples (used for inference).
-    samples: Optional[int] = None
+    # Monte Carlo samples of the filter during training (fewer than model.samples, which smoothing uses:
+    # the steps are cheaper and the fits measured as good); None: model.samples.
+    samples: Optional[int] = 8
     # best.pt / early stopping by: 'elbo' (validation -ELBO), 'co_bps' (held-out neurons), 'fp_bps'
     # (forecast of the validation trials' last third); 'auto': co_bps with held-out neurons, else fp_bps.
     select: Literal["auto", "elbo", "co_bps", "fp_bps"] = "auto"
