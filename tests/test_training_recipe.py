@@ -66,11 +66,14 @@ def test_selection_on_a_score_keeps_the_epoch_with_the_highest_value():
     assert result.best_epoch == 1 and result.best_score == 0.05 and result.select == "valid_fp_bps"
 
 
-def test_patience_counts_epochs_without_a_higher_score():
-    cfg = TrainConfig(max_epochs=10, lr=0.1, patience=2)
-    records = [{"valid_fp_bps": v} for v in (0.1, 0.05, 0.04, 0.3, 0.3, 0.3)]
+@pytest.mark.parametrize("schedule, epochs", [("exponential", 3), ("cosine", 4)])
+def test_patience_counts_epochs_and_with_the_cosine_schedule_a_quarter_of_the_budget(schedule, epochs):
+    cfg = TrainConfig(max_epochs=10, lr=0.1, patience=2, schedule=schedule)
+    records = [{"valid_fp_bps": v} for v in (0.1, 0.05, 0.04, 0.03, 0.02, 0.01, 0.0, 0.0, 0.0, 0.0)]
     _, result = _toy(cfg, select="valid_fp_bps", records=records)
-    assert len(result.history) == 3 and result.best_epoch == 0 and "no validation improvement" in result.stopped
+    # best at epoch 0 (10% of the budget); 2 worse epochs stop the exponential run, the cosine one also
+    # waits until 25% more of the budget has passed without a new best (epoch 3 ends at 40%)
+    assert len(result.history) == epochs and result.best_epoch == 0 and "no validation improvement" in result.stopped
 
 
 def test_time_limit_is_checked_after_every_step(monkeypatch):

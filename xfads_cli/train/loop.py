@@ -314,6 +314,7 @@ def run_epochs(
     result = FitResult(select=select)
     last_epoch = cfg.max_epochs if max_epochs is None else max_epochs
     first_epoch, divergences, since_best, partial, updates = 0, 0, 0, None, 0
+    best_progress = 0.0  # budget progress at the best epoch (early stopping, see `_stalled`)
     seconds_before, lr_scale = 0.0, 1.0
     budget = Budget(last_epoch, cfg.time_limit_min)
     if resume is not None:
@@ -324,6 +325,7 @@ def run_epochs(
         first_epoch = resume["epoch"] + 1
         partial = resume.get("partial")
         divergences, since_best = resume["divergences"], resume["since_best"]
+        best_progress = float(resume.get("best_progress", 0.0))
         updates = int(resume.get("updates", 0))
         seconds_before = float(resume.get("seconds", 0.0))
         lr_scale = float(resume.get("lr_scale", 0.5 ** divergences))
@@ -358,6 +360,7 @@ def run_epochs(
             "seconds": seconds,
             "budget": dataclasses.asdict(budget),
             "since_best": since_best,
+            "best_progress": best_progress,
             "history": result.history,
             "best": {"epoch": result.best_epoch, "score": result.best_score, "key": select},
             "rng": rng,
@@ -370,7 +373,8 @@ def run_epochs(
     seconds = seconds_before  # training seconds of the whole run, the same number on every rank
     model.train()
     result.stopped = f"max_epochs={last_epoch} reached"
-    if resume is not None and partial is None and result.history and since_best >= cfg.patience:
+    if resume is not None and partial is None and result.history and _stalled(
+            cfg, since_best, budget.progress(first_epoch, seconds_before) - best_progress):
         result.stopped = f"no validation improvement for {cfg.patience} epochs"  # a finished run, resumed
         first_epoch = max(first_epoch, last_epoch)
 
@@ -444,6 +448,9 @@ def run_epochs(
             stop = should_stop is not None and should_stop()
         record, stop, time_up_end = d.broadcast((record, stop, out_of_time() if d.is_main else None))
         result.history.append(record)
+        seconds = seconds_before + time.monotonic() - start
+        if d.active:  # rank 0's clock, so that every rank anneals and stops alike
+            seconds = d.broadcast(seconds)
         score, higher = _selection_score(record, select)
         if higher != minimise:
             is_best = score > result.best_score if higher else score < result.best_score
@@ -451,12 +458,10 @@ def run_epochs(
             is_best, score = result.best_epoch < 0, (math.inf if minimise else -math.inf)
         if is_best:
             result.best_score, result.best_epoch, since_best = score, epoch, 0
+            best_progress = budget.progress(epoch + 1, seconds)
             result.best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1
-        seconds = seconds_before + time.monotonic() - start
-        if d.active:
-            seconds = d.broadcast(seconds)
         if callback is not None:
             callback(record)
         if on_epoch is not None:
@@ -466,8 +471,9 @@ def run_epochs(
         if stop:
             d.barrier()
             raise Preempted(f"stopped after epoch {epoch}")
-        if since_best >= cfg.patience:
-            result.stopped = f"no validation improvement for {cfg.patience} epochs"
+        if _stalled(cfg, since_best, budget.progress(epoch + 1, seconds) - best_progress):
+            result.stopped = f"no validation improvement for {cfg.patience} epochs" + (
+                f" and {STALL_FRACTION:.0%} of the budget" if cfg.schedule == "cosine" else "")
             break
         if time_up or time_up_end:
             result.stopped = f"time limit of {cfg.time_limit_min:g} min reached"
@@ -478,6 +484,18 @@ def run_epochs(
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     return result
+
+
+STALL_FRACTION = 0.25
+
+
+def _stalled(cfg: TrainConfig, since_best: int, progress_since_best: float) -> bool:
+    """Early stopping: `cfg.patience` epochs without a better validation score and, with the cosine
+    schedule, also STALL_FRACTION of the budget: epochs of a small recording last a fraction of a second,
+    and a noisy score easily goes 40 of them without a new best long before the learning rate anneals."""
+    if since_best < cfg.patience:
+        return False
+    return cfg.schedule != "cosine" or progress_since_best >= STALL_FRACTION
 
 
 def _selection_score(record: dict, select: str) -> tuple[float, bool]:
