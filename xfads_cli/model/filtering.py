@@ -303,129 +303,124 @@ def _kl_lowrank(delta: Tensor, d: Tensor, Mt1: Tensor, PK1: Tensor, Z1: Tensor, 
 
 
 class _FilterStep(torch.autograd.Function):
-    """One information-form update plus the Matheron draws (`_update` then `_sample`), as ONE autograd
-    node with a hand-written backward.
+    """Moment matching, information-form update and Matheron draws of one filter step (`moments`,
+    `_update`, `_sample`) as ONE autograd node with a hand-written backward.
 
-    forward(mu [B, S, L] or None, mbar [B, L] or None, d [L], sd = d^{1/2} [L], Ka [B, L, r_a],
-            Kb [B, L, r_b] or None, k [B, L], w1 [B, n, S], w2 [B, n, L], u [B, n, r])
+    forward(mu [B, S, L] or None, mbar [B, L] or None, X = [K, k] [B, L, r + 1], DX = diag(d) X,
+            dw2 = d^{1/2} w2 [B, n, L], w1 [B, n, S], u [B, n, r], eye [B, r, r])
         -> (mean [B, L], z [B, n, L], U^{-1} [B, r, r], log det U [B], Ktv [B, r], PK [B, L, r],
             Z [B, r, L], wsq [B, L] = diag(PK Z), msq [B, L] = rowsum(Mt^2), mbar [B, L], Mt [B, S, L]),
-    the same quantities (same operations) as `moments(mu)`, `_update` and `_sample` with K = [Ka, Kb];
-    mu None: the first bin's prediction, N(mbar, diag(d)) (M = 0).
+    the same quantities, by the same operations, as the composable functions; mu None: the first
+    bin, whose prediction is N(mbar, diag(d)) (M = 0). eye: the identity, broadcast over the batch.
 
-    This is the filter's time loop minus f: autograd through it records ~45 small ops per step and
-    runs ~20 batched matmuls backward; here the forward records nothing and the backward shares
-    products (e.g. U^{-1} dZ gives both the PK and the U gradient) for 15 matmuls. The noise gets no
-    gradient (the filter falls back to the autograd path for noise that requires one).
+    This is the filter's time loop minus f: autograd through the composable functions records ~45
+    small ops per step and runs ~20 batched matmuls backward; here the forward records nothing and
+    the backward shares products (U^{-1} dZ gives both the PK and the U gradient). The noise w1, u gets
+    no gradient (the filter takes the composable path for noise that requires one). The filter
+    prepares X, DX and dw2 for all bins at once, so their gradients w.r.t. K, k and d are also taken
+    once for all bins.
 
-    Backward, with X = [K, k], PX = [Pbar K, v] (v = mbar + Pbar k), KP = K^T PX = [U - I, Ktv]:
-        z = zt + mean - c Z, c = u + zt K, zt = sd w2 + w1 Mt, mean = v - Z^T Ktv, Z = U^{-1} PK^T,
-        PX = diag(d) X + Mt^T (Mt X) + [0, mbar];  dU from Z is -U^{-1} dZ PK U^{-1} = -(U^{-1} dZ) Z^T.
+    Backward, with PX = [Pbar K, v] (v = mbar + Pbar k) and KP = K^T PX = [U - I, Ktv]:
+        z = zt + mean - c Z, c = u + zt K, zt = dw2 + w1 Mt, mean = v - Z^T Ktv, Z = U^{-1} PK^T,
+        PX = DX + Mt^T (Mt X) + [0, mbar];  dU from Z is -U^{-1} dZ PK U^{-1} = -(U^{-1} dZ) Z^T.
+    Signs are folded into the products where possible (nZ = -dZ, nW = -U^{-1} dZ).
     """
 
     @staticmethod
-    def forward(ctx, mu, mbar, d, sd, Ka, Kb, k, w1, w2, u):
+    def forward(ctx, mu, mbar, X, DX, dw2, w1, u, eye):
         ctx.set_materialize_grads(False)
-        ctx.r_a, ctx.first = Ka.shape[-1], mu is None
+        ctx.first = mu is None
+        bmm, baddbmm = torch.bmm, torch.baddbmm
         if mu is None:  # the first bin: prediction N(mbar, diag(d)), M = 0
-            Mt = Ka.new_zeros(Ka.shape[0], w1.shape[-1], Ka.shape[1])
+            Mt = X.new_zeros(X.shape[0], w1.shape[-1], X.shape[1])
         else:  # moment matching of the propagated particles (`moments`)
             mbar, Mt = moments(mu)
-        X = torch.cat([Ka, k.unsqueeze(-1)] if Kb is None else [Ka, Kb, k.unsqueeze(-1)], -1)
         r = X.shape[-1] - 1
         K = X[..., :r]
-        MX = torch.bmm(Mt, X)
-        PX = torch.baddbmm(d.unsqueeze(-1) * X, Mt.transpose(1, 2), MX)  # Pbar [K, k]
+        MX = bmm(Mt, X)
+        PX = baddbmm(DX, Mt.transpose(1, 2), MX)  # Pbar [K, k]
         PX[..., r] += mbar  # [Pbar K, v]
-        KP = torch.bmm(K.transpose(1, 2), PX)
-        U = KP[..., :r] + torch.eye(r, dtype=X.dtype, device=X.device)
-        Ktv = KP[..., r]
+        KP = bmm(K.transpose(1, 2), PX)
+        U = KP[..., :r]
+        U.diagonal(dim1=-2, dim2=-1).add_(1.0)  # I + K^T Pbar K
         chol = cholesky_jitter(U)
-        Linv = tril_inverse(chol)
+        Linv = torch.linalg.solve_triangular(chol, eye, upper=False)
         Uinv = Linv.transpose(-1, -2) @ Linv
-        logdet = 2.0 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        logdet = chol.diagonal(dim1=-2, dim2=-1).log().sum(-1).mul_(2.0)
         PK = PX[..., :r]
-        Z = torch.bmm(Uinv, PK.transpose(1, 2))
-        mean = torch.baddbmm(PX[..., r:], Z.transpose(1, 2), Ktv.unsqueeze(-1), alpha=-1.0).squeeze(-1)
-        zt = torch.baddbmm(sd * w2, w1, Mt)
-        c = torch.baddbmm(u, zt, K)
-        z = torch.baddbmm(zt + mean.unsqueeze(1), c, Z, alpha=-1.0)
-        wsq = (PK * Z.transpose(1, 2)).sum(-1)
+        Z = bmm(Uinv, PK.transpose(1, 2))
+        Zt = Z.transpose(1, 2)
+        mean = baddbmm(PX[..., r:], Zt, KP[..., r:], alpha=-1.0).transpose(1, 2)  # [B, 1, L]
+        zt = baddbmm(dw2, w1, Mt)
+        c = baddbmm(u, zt, K)
+        z = baddbmm(zt + mean, c, Z, alpha=-1.0)
+        wsq = (PK * Zt).sum(-1)
         msq = Mt.square().sum(1)
-        ctx.save_for_backward(Mt, d, X, w1, w2, MX, PX, Ktv, Uinv, Z, zt, c)
-        ctx.has_b = Kb is not None
-        return mean, z, Uinv, logdet, Ktv, PK, Z, wsq, msq, mbar, Mt
+        ctx.save_for_backward(Mt, X, w1, MX, PX, KP, Uinv, Z, zt, c)
+        return mean.squeeze(1), z, Uinv, logdet, KP[..., r], PK, Z, wsq, msq, mbar, Mt
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_mean, g_z, g_Uinv, g_logdet, g_Ktv, g_PK, g_Z, g_wsq, g_msq, g_mbar, g_Mt):
-        Mt, d, X, w1, w2, MX, PX, Ktv, Uinv, Z, zt, c = ctx.saved_tensors
+        Mt, X, w1, MX, PX, KP, Uinv, Z, zt, c = ctx.saved_tensors
+        bmm, baddbmm = torch.bmm, torch.baddbmm
         r = X.shape[-1] - 1
-        K, PK = X[..., :r], PX[..., :r]
+        K, PK, Ktv = X[..., :r], PX[..., :r], KP[..., r:]
+        Zt = Z.transpose(1, 2)
         B, L = X.shape[0], X.shape[1]
-        zeros = lambda *shape: X.new_zeros(shape)
-        gm = g_mean  # total gradient of mean (also through z)
-        gK = gMt = gsd = None
-        gZ = g_Z
+        zeros = X.new_zeros
+        gm = None if g_mean is None else g_mean.unsqueeze(-1)  # [B, L, 1]: total gradient of mean
+        gK = gMt = gzt = None
+        nZ = None if g_Z is None else -g_Z  # -dZ
         if g_z is not None:
-            gm = g_z.sum(1) if gm is None else gm + g_z.sum(1)
-            gc = torch.bmm(g_z, Z.transpose(1, 2)).neg_()
-            gZ = torch.bmm(c.transpose(1, 2), g_z).neg_() if gZ is None else \
-                torch.baddbmm(gZ, c.transpose(1, 2), g_z, alpha=-1.0)
-            gzt = torch.baddbmm(g_z, gc, K.transpose(1, 2))
-            gK = torch.bmm(zt.transpose(1, 2), gc)
-            gMt = torch.bmm(w1.transpose(1, 2), gzt)
-            gsd = (gzt * w2).sum((0, 1))
-        gKtv = g_Ktv
+            gm = g_z.sum(1).unsqueeze(-1) if gm is None else gm + g_z.sum(1).unsqueeze(-1)
+            ngc = bmm(g_z, Zt)  # -dc
+            nZ = bmm(c.transpose(1, 2), g_z) if nZ is None else baddbmm(nZ, c.transpose(1, 2), g_z)
+            gzt = baddbmm(g_z, ngc, K.transpose(1, 2), alpha=-1.0)
+            gK = bmm(zt.transpose(1, 2), ngc).neg_()
+            gMt = bmm(w1.transpose(1, 2), gzt)
+        gKtv = None if g_Ktv is None else g_Ktv.unsqueeze(-1)  # [B, r, 1]
         if gm is not None:
-            gZ = torch.baddbmm(zeros(B, r, L) if gZ is None else gZ, Ktv.unsqueeze(-1), gm.unsqueeze(1), alpha=-1.0)
-            gKtv = torch.baddbmm(zeros(B, r, 1) if gKtv is None else gKtv.unsqueeze(-1), Z, gm.unsqueeze(-1),
-                                 alpha=-1.0).squeeze(-1)
+            nZ = Ktv * gm.transpose(1, 2) if nZ is None else torch.addcmul(nZ, Ktv, gm.transpose(1, 2))
+            gKtv = bmm(Z, gm).neg_() if gKtv is None else baddbmm(gKtv, Z, gm, alpha=-1.0)
         gPK = g_PK
         if g_wsq is not None:
-            gPK = g_wsq.unsqueeze(-1) * Z.transpose(1, 2) if gPK is None else \
-                torch.addcmul(gPK, g_wsq.unsqueeze(-1), Z.transpose(1, 2))
-            gZ = g_wsq.unsqueeze(1) * PK.transpose(1, 2) if gZ is None else \
-                torch.addcmul(gZ, g_wsq.unsqueeze(1), PK.transpose(1, 2))
+            gPK = g_wsq.unsqueeze(-1) * Zt if gPK is None else torch.addcmul(gPK, g_wsq.unsqueeze(-1), Zt)
+            nZ = torch.addcmul(zeros(B, r, L) if nZ is None else nZ, g_wsq.unsqueeze(1), PK.transpose(1, 2), value=-1.0)
         # U^{-1} and log det U as outputs: dU = -U^{-1} dUinv U^{-1} + dlogdet U^{-1}
         gU = None if g_logdet is None else g_logdet[:, None, None] * Uinv
         if g_Uinv is not None:
-            gU = torch.bmm(Uinv, torch.bmm(g_Uinv, Uinv)).neg_() if gU is None else \
-                torch.baddbmm(gU, Uinv, torch.bmm(g_Uinv, Uinv), alpha=-1.0)
-        if gZ is not None:
-            W = torch.bmm(Uinv, gZ)
-            gPK = W.transpose(1, 2) if gPK is None else gPK + W.transpose(1, 2)
-            gU = torch.bmm(W, Z.transpose(1, 2)).neg_() if gU is None else torch.baddbmm(gU, W, Z.transpose(1, 2), alpha=-1.0)
+            gU = bmm(Uinv, bmm(g_Uinv, Uinv)).neg_() if gU is None else baddbmm(gU, Uinv, bmm(g_Uinv, Uinv), alpha=-1.0)
+        if nZ is not None:
+            nW = bmm(Uinv, nZ)  # -U^{-1} dZ: dPK += -nW^T, dU += nW Z^T
+            gPK = nW.transpose(1, 2).neg() if gPK is None else gPK - nW.transpose(1, 2)
+            gU = bmm(nW, Zt) if gU is None else baddbmm(gU, nW, Zt)
         # KP = K^T PX: [gU, gKtv] -> PX and K
-        G0 = torch.cat([zeros(B, L, r) if gPK is None else gPK, zeros(B, L, 1) if gm is None else gm.unsqueeze(-1)], -1)
+        G0 = torch.cat([zeros(B, L, r) if gPK is None else gPK, zeros(B, L, 1) if gm is None else gm], -1)
         if gU is None and gKtv is None:
             gPX = G0
         else:
-            gKP = torch.cat([zeros(B, r, r) if gU is None else gU, zeros(B, r, 1) if gKtv is None else gKtv.unsqueeze(-1)], -1)
-            gPX = torch.baddbmm(G0, K, gKP)
-            gK = torch.bmm(PX, gKP.transpose(1, 2)) if gK is None else torch.baddbmm(gK, PX, gKP.transpose(1, 2))
+            gKP = torch.cat([zeros(B, r, r) if gU is None else gU, zeros(B, r, 1) if gKtv is None else gKtv], -1)
+            gPX = baddbmm(G0, K, gKP)
+            gK = bmm(PX, gKP.transpose(1, 2)) if gK is None else baddbmm(gK, PX, gKP.transpose(1, 2))
         gmbar = gPX[..., r] if g_mbar is None else gPX[..., r] + g_mbar
-        # PX = diag(d) X + Mt^T (Mt X) (+ mbar in the last column)
-        gX = d.unsqueeze(-1) * gPX
-        gd = (gPX * X).sum((0, 2))
-        gMt = torch.bmm(MX, gPX.transpose(1, 2)) if gMt is None else torch.baddbmm(gMt, MX, gPX.transpose(1, 2))
-        gMX = torch.bmm(Mt, gPX)
-        gMt = torch.baddbmm(gMt, gMX, X.transpose(1, 2))
-        gX = torch.baddbmm(gX, Mt.transpose(1, 2), gMX)
+        # PX = DX + Mt^T (Mt X) (+ mbar in the last column)
+        gMt = bmm(MX, gPX.transpose(1, 2)) if gMt is None else baddbmm(gMt, MX, gPX.transpose(1, 2))
+        gMX = bmm(Mt, gPX)
+        gMt = baddbmm(gMt, gMX, X.transpose(1, 2))
+        gX = bmm(Mt.transpose(1, 2), gMX)
         if g_msq is not None:
-            gMt = gMt + 2.0 * Mt * g_msq.unsqueeze(1)
+            gMt = torch.addcmul(gMt, Mt, g_msq.unsqueeze(1), value=2.0)
         if g_Mt is not None:
             gMt = gMt + g_Mt
         if gK is not None:
             gX[..., :r] += gK
-        r_a = ctx.r_a
-        gKa, gKb = gX[..., :r_a], (gX[..., r_a:r] if ctx.has_b else None)
         if ctx.first:
-            return None, gmbar, gd, gsd, gKa, gKb, gX[..., r], None, None, None
+            return None, gmbar, gX, gPX, gzt, None, None, None
         # back through mbar = mean_s mu_s, Mt = (mu - mbar) / sqrt(S)
         S = Mt.shape[1]
         gmu = (gMt - gMt.mean(1, keepdim=True)).mul_(S ** -0.5).add_((gmbar / S).unsqueeze(1))
-        return gmu, None, gd, gsd, gKa, gKb, gX[..., r], None, None, None
+        return gmu, None, gX, gPX, gzt, None, None, None
 
 
 def noise_shape(mode: str, time: int, batch: int, n_samples: int, latent: int, rank: int) -> tuple[int, ...]:
@@ -502,26 +497,39 @@ def low_rank_filter(
         else:
             shape = noise_shape(mode, T, B, S, L, r)
             eps = torch.randn(shape, generator=noise, **like)
-        w1, w2, u = eps[..., :S].unbind(0), eps[..., S:S + L].unbind(0), eps[..., S + L:S + L + r].unbind(0)
-        sqrt_q0, sqrt_q = q0.sqrt(), q.sqrt()
+        # per stream (filtered / smoothed in two_filter mode), per-step views [batch, sample, ...]
+        n_stream = eps.shape[1]
+        w1 = [e.unbind(0) for e in eps[..., :S].unbind(1)]
+        ranks = [r_a, r] if n_stream == 2 else [r]
+        u = [e[..., S + L:S + L + rk].unbind(0) for e, rk in zip(eps.unbind(1), ranks)]
+        # d^{1/2} w2 of every step at once (one op forward and backward instead of one per step)
+        dw2 = [e.unbind(0) for e in (d_all.sqrt()[:, None, None, None] * eps[..., S:S + L]).unbind(1)]
     # The Matheron path runs each step's update + draws as one autograd node (_FilterStep); the
     # cubature sampler (tests, small latent) and noise that itself requires a gradient take the
     # composable path (_update, _sample), which computes the same quantities.
     fused = eps is not None and not eps.requires_grad
+    if fused:
+        # [K, k] and diag(d) [K, k] of every bin, assembled once (each step keeps its bin's views for
+        # backward, and the gradients w.r.t. K, k and d are taken for all bins at once)
+        def potentials(Ks: list[Tensor], kk: Tensor):
+            X = torch.cat(Ks + [kk.unsqueeze(-1)], -1)
+            return X.unbind(1), (d_all[:, :, None] * X).unbind(1)
+
+        XD = potentials(blocks, k)
+        XDa = potentials([K_local], k_local) if mode == "two_filter" else XD
+        eyes = {rk: torch.eye(rk, **like).expand(B, rk, rk) for rk in (r_a, r)}
 
     def step(mu: Optional[Tensor], t: int, causal: bool, stream: int):
         """Moment matching of the propagated particles mu [batch, sample, latent] (None at the first
         bin: the prior N(m0, diag(q0))), update with the potential at bin t and the draws from it:
         (mean, z, U^{-1}, log det U, Ktv, PK, Z, wsq, msq, mbar, Mt) as `_FilterStep`; causal: the local
         part only."""
+        if fused:
+            X, DX = XDa if causal else XD
+            return _FilterStep.apply(mu, m0.expand(B, L) if mu is None else None, X[t], DX[t], dw2[stream][t],
+                                     w1[stream][t], u[stream][t], eyes[X[t].shape[-1] - 1])
         kt = ka_t[t] if causal else k_t[t]
         Ks = [blocks_t[0][t]] if causal else [b[t] for b in blocks_t]
-        if fused:
-            d, sd = (q0, sqrt_q0) if t == 0 else (q, sqrt_q)
-            rt = sum(b.shape[-1] for b in Ks)
-            return _FilterStep.apply(mu, m0.expand(B, L) if mu is None else None, d, sd, Ks[0],
-                                     Ks[1] if len(Ks) > 1 else None, kt, w1[t][stream], w2[t][stream],
-                                     u[t][stream][..., :rt])
         # the first bin's prediction N(m0, diag(q0)) is the general form with M = 0
         mbar, Mt = (m0.expand(B, L), torch.zeros(B, S, L, **like)) if mu is None else moments(mu)
         Kx = torch.cat(Ks + [kt.unsqueeze(-1)], -1)
@@ -530,7 +538,7 @@ def low_rank_filter(
         if eps is None:
             z = cubature_points(upd, Mt, d_all[t])
         else:
-            z = _sample(upd, Mt, K, w1[t][stream], d_all[t].sqrt() * w2[t][stream], u[t][stream][..., :K.shape[-1]])
+            z = _sample(upd, Mt, K, w1[stream][t], dw2[stream][t], u[stream][t])
         return (upd.mean, z, *spd_inverse(upd.U), upd.Ktv, upd.PK, upd.Z, _wsq(upd), Mt.square().sum(1), mbar,
                 Mt)
 
@@ -573,9 +581,10 @@ def low_rank_filter(
 
     mean, msq, wsq, samples, mbar, Ktv, Uinv, logdet_U = _run_chunks(chunk, T, checkpoint_steps, 1, dims)
     # the rest of the KL needs nothing sequential, so it is computed for all bins at once
-    c = Uinv @ Ktv.unsqueeze(-1)
-    c_blocks = c.split([b.shape[-1] for b in blocks], dim=-2)
-    Kc = sum((b @ cb).squeeze(-1) for b, cb in zip(blocks, c_blocks))
+    # (batched matrix-vector products as elementwise products: their backward is then elementwise too)
+    c = (Uinv * Ktv.unsqueeze(-2)).sum(-1)  # U^{-1} K^T v
+    c_blocks = c.split([b.shape[-1] for b in blocks], dim=-1)
+    Kc = sum((b * cb.unsqueeze(-2)).sum(-1) for b, cb in zip(blocks, c_blocks))
     kl = _kl(mean - mbar, k - Kc, Uinv, logdet_U)
     return Posterior(mean, _var(d_all, msq, wsq), samples, kl)
 
