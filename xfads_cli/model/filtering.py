@@ -479,8 +479,9 @@ def low_rank_filter(
     like = dict(dtype=k_local.dtype, device=k_local.device)
 
     # Per-step views are made once (unbind): indexing [:, t] inside the loop would make each step's
-    # backward zero a gradient the size of the whole sequence. [K, k] is assembled per step rather
-    # than for all bins, which would hold (and back-propagate) a second copy of K.
+    # backward zero a gradient the size of the whole sequence. The composable path (cubature, noise
+    # with a gradient) assembles [K, k] per step; the fused path once for all bins (below), since each
+    # step's node keeps its bin's [K, k] for backward anyway.
     d_all = torch.cat([q0.unsqueeze(0), q.expand(T - 1, L)])  # [time, latent], diag of the noise
     eye = torch.eye(r, **like)
     k_t, ka_t = k.unbind(1), k_local.unbind(1)
