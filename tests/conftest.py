@@ -24,3 +24,8 @@ def real_dir() -> Path:
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+# One fixed CPU thread for every fit the tests run (in-process and in subprocesses): the thread tuner
+# (train/threads.py) would otherwise choose counts from timings, and results differ in the last bits
+# between thread counts, which the bit-identical resume tests would see. test_threads.py tests the tuner.
+os.environ.setdefault("XFADS_THREADS", "1")

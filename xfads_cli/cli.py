@@ -113,10 +113,20 @@ def simulate(
 
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
+ThreadsOpt = Annotated[Optional[str], typer.Option(
+    "--threads", help="CPU threads: auto (at most the cores this job may use; training measures which count is "
+                      "fastest while other jobs share them) or N (fixed: bit-identical reruns). Default: $XFADS_THREADS or auto.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables on stderr.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 PlotOpt = Annotated[bool, typer.Option("--plot", help="Also save PNG plots next to the outputs (needs matplotlib).")]
 FormatOpt = Annotated[str, typer.Option("--format", help="h5 (default) or nwb (a NEW NWB file: the input plus results).")]
+
+
+def _fixed_threads(spec: Optional[str]) -> None:
+    """Inference runs a few large ops: a fixed thread count (--threads N, else the cores this job may use)."""
+    from xfads_cli.train.threads import configure_threads
+
+    configure_threads(spec, tune=False)
 
 
 def _report(summary: dict, title: str, json_out: bool, quiet: bool) -> None:
@@ -158,6 +168,7 @@ def fit(
     distributed: Annotated[Optional[bool], typer.Option(
         "--distributed/--no-distributed",
         help="Data-parallel over the ranks of torchrun (or srun); default: on when WORLD_SIZE > 1.")] = None,
+    threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -167,7 +178,7 @@ def fit(
 
     On SIGTERM or SIGUSR1 (e.g. SLURM's warning before the time limit) fit finishes the current step,
     saves the exact state to last.pt and exits with code 75 (EX_TEMPFAIL: rerun with --resume or
-    --resume-auto to continue bit-for-bit). Exit codes: 0 done, 1 failure (e.g. the loss kept
+    --resume-auto to continue; bit-for-bit with a fixed --threads N). Exit codes: 0 done, 1 failure (e.g. the loss kept
     diverging; last.pt keeps the last good epoch), 2 bad usage or input, 75 preempted.
     Multi-GPU: torchrun --nproc-per-node K -m xfads_cli fit ... (train.batch_size is the global batch).
     """
@@ -193,7 +204,7 @@ def fit(
         with EpochProgress(cfg.train.max_epochs, quiet=quiet) as progress:
             summary = run_fit(data, cfg, out, device=device, overwrite=overwrite,
                               resume="auto" if resume_auto else resume, max_epochs=max_epochs,
-                              progress=progress, plot=plot, deterministic=deterministic, dist=dist)
+                              progress=progress, plot=plot, deterministic=deterministic, dist=dist, threads=threads)
     except Preempted as exc:
         if dist.is_main:
             _stderr(f"preempted: {exc}")
@@ -216,12 +227,14 @@ def smooth(
     fmt: FormatOpt = "h5",
     set_: SetOpt = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     plot: PlotOpt = False,
 ):
     """Smoothed latents (mean, variance) and rates (mean, 5/50/95% quantiles) for every trial."""
+    _fixed_threads(threads)
     from xfads_cli import ops
 
     summary = ops.smooth(run, data, out, split=split, mode=mode, samples=samples, fmt=fmt, overwrite=overwrite,
@@ -246,12 +259,14 @@ def forecast(
     fmt: FormatOpt = "h5",
     set_: SetOpt = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     plot: PlotOpt = False,
 ):
     """Forecast rates (mean, 5/50/95% quantiles) for the bins after a context window, with fp-bps."""
+    _fixed_threads(threads)
     from xfads_cli import ops
 
     summary = ops.forecast(run, data, out, context=context, horizon=horizon, context_ms=context_ms,
@@ -268,12 +283,14 @@ def embed(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output HDF5 file.")],
     set_: SetOpt = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     plot: PlotOpt = False,
 ):
     """Per-session embeddings q(e_i) (mean, variance) and per-trial embeddings of a meta run."""
+    _fixed_threads(threads)
     from xfads_cli.meta_ops import embed as run_embed
 
     summary = run_embed(run, data, out, overwrite=overwrite, overrides=set_ or [], device=device, plot=plot)
@@ -295,6 +312,7 @@ def adapt(
              "embedding encoder's estimate.")] = True,
     set_: SetOpt = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -307,7 +325,7 @@ def adapt(
     with EpochProgress(max_epochs or 0, quiet=quiet) as progress:
         summary = run_adapt(run, data, out, trials=trials, max_epochs=max_epochs, time_limit_min=time_limit,
                             refine_embedding=refine_embedding, overwrite=overwrite, overrides=set_ or [], device=device,
-                            progress=progress, plot=plot)
+                            progress=progress, plot=plot, threads=threads)
     _report(summary, f"xfads adapt: session {summary['adapted_session']} from {summary['trials']} trials, "
             f"{summary['epochs']} epochs", json_out, quiet)
 

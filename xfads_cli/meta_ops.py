@@ -93,7 +93,7 @@ def embed(run_path: Path, data_paths: list[Path], out: Path, *, overwrite: bool 
 
 def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs: int | None = None,
           time_limit_min: float | None = None, refine_embedding: bool = True, overwrite: bool = False, overrides=(),
-          device: str = "auto", progress=None, plot: bool = False) -> dict:
+          device: str = "auto", progress=None, plot: bool = False, threads: str | None = None) -> dict:
     """Few-shot adaptation (MODEL.md section 6): a new read-in, readout and likelihood for the new
     session, trained on its first `trials` training trials with every shared parameter frozen. The
     embedding mean is a parameter of the new session fitted with them (refine_embedding, from the
@@ -108,10 +108,12 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     from xfads_cli.train.checkpoint import FORMAT
     from xfads_cli.train.meta_loop import fit_meta
     from xfads_cli.train.run import RunWriter, _atomic_text, _data_summary, _prepare_out, data_provenance
+    from xfads_cli.train.threads import configure_threads
 
     if trials < 1:
         raise UsageError(f"--trials must be >= 1, got {trials}")
     run = load_run(run_path, device)
+    tuner = configure_threads(threads, tune=run.device.type == "cpu")
     _require_meta(run, "adapt")
     config = load_config(overrides=overrides, base=resolved_config(run.config))
     train_cfg = config.train
@@ -162,7 +164,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     model.train()
     result = fit_meta(model, [None] * n_old + [y], [None] * n_old + [as_tensor(valid.counts, run) if valid.n_trials else None],
                       train_cfg, seed=config.seed, parameters=list(model.session_parameters(index)),
-                      on_epoch=writer.on_epoch, max_epochs=max_epochs,
+                      on_epoch=writer.on_epoch, max_epochs=max_epochs, threads=tuner,
                       callback=progress.update if progress is not None else None)
     search = None
     if refine_embedding and y.shape[1] >= 2:
@@ -189,7 +191,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
         "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped": result.stopped,
         "seconds": time.monotonic() - t0, "metrics": metrics, "data": _data_summary(data),
         "shared_parameters_unchanged": True, "refined_embedding": refine_embedding,
-        "embedding_mean": view.e.detach().cpu().tolist(), "versions": base["versions"],
+        "embedding_mean": view.e.detach().cpu().tolist(), "threads": tuner.summary(), "versions": base["versions"],
     }
     if search is not None:
         summary["embedding_search"] = {"forecast_nll": search.nll, "candidates": len(search.scores)}

@@ -40,6 +40,7 @@ from xfads_cli.config import TrainConfig
 from xfads_cli.errors import RunFailure
 from xfads_cli.train.distributed import SINGLE, Dist
 from xfads_cli.train.signals import Preempted, signal_hook_for_tests
+from xfads_cli.train.threads import ThreadTuner
 
 MAX_DIVERGENCES = 3
 _MASK64 = (1 << 64) - 1
@@ -157,6 +158,7 @@ def fit(
     dist: Dist | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_interrupt: Callable[[Callable[[], dict]], None] | None = None,
+    threads: ThreadTuner | None = None,
 ) -> FitResult:
     """Train `model` on train_y [trial, time, neuron] (on the model's device), early-stopping on the
     -ELBO per bin of valid_y [trial, time, neuron]. Returns the history and the best parameters
@@ -194,7 +196,7 @@ def fit(
         model, cfg, batches=batches, batch_loss=batch_loss,
         valid_loss=lambda: evaluate_loss(model, valid_y, batch_size) if has_valid else float("nan"),
         seed=seed, select=select, callback=callback, evaluate=evaluate, on_epoch=on_epoch, resume=resume, max_epochs=max_epochs,
-        dist=d, should_stop=should_stop, on_interrupt=on_interrupt, find_unused_parameters=unused,
+        dist=d, should_stop=should_stop, on_interrupt=on_interrupt, find_unused_parameters=unused, threads=threads,
     )
 
 
@@ -292,6 +294,7 @@ def run_epochs(
     should_stop: Callable[[], bool] | None = None,
     on_interrupt: Callable[[Callable[[], dict]], None] | None = None,
     find_unused_parameters: bool = False,
+    threads: ThreadTuner | None = None,
 ) -> FitResult:
     """The epoch loop shared by `fit` and `fit_meta` (train/meta_loop.py), agnostic of what a batch is.
 
@@ -305,7 +308,7 @@ def run_epochs(
     divergence. The budget (`Budget`: max_epochs and cfg.time_limit_min) is checked after every step:
     a time limit ends the epoch early, which is then validated and recorded as usual.
     With an active `dist`, valid_loss, evaluate, callback and the hooks run on rank 0 only and its
-    decisions are broadcast."""
+    decisions are broadcast. threads: told the wall time of every step (train/threads.py)."""
     d = dist or SINGLE
     torch.manual_seed(seed)
     params = list(model.parameters()) if parameters is None else list(parameters)
@@ -391,6 +394,7 @@ def run_epochs(
         epoch_batches = list(batches(epoch))
         step, time_up = skip, False
         for batch in epoch_batches[skip:]:
+            step_start = time.monotonic()
             lr = cfg.lr * lr_scale * warmup_factor(updates, cfg.warmup_steps) * anneal_factor(
                 cfg, epoch, budget.progress(epoch + step / len(epoch_batches), seconds))
             _set_lr(opt, lr)
@@ -413,6 +417,8 @@ def run_epochs(
                 opt.step()
                 updates += 1
                 losses.append(value)
+                if threads is not None:
+                    threads.after_step(time.monotonic() - step_start)
             else:
                 opt.zero_grad(set_to_none=True)
                 divergences += 1

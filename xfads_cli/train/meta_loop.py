@@ -29,6 +29,7 @@ import torch
 from xfads_cli.config import TrainConfig
 from xfads_cli.train.distributed import SINGLE, Dist
 from xfads_cli.train.loop import FitResult, auto_batch_size, epoch_generator, mix_seed, run_epochs
+from xfads_cli.train.threads import ThreadTuner
 
 
 @torch.no_grad()
@@ -66,6 +67,7 @@ def fit_meta(
     should_stop: Callable[[], bool] | None = None,
     on_interrupt: Callable[[Callable[[], dict]], None] | None = None,
     select: str = "valid_loss",
+    threads: ThreadTuner | None = None,
 ) -> FitResult:
     """Train a MetaXFADS on sessions_train[i] [trial, time, neuron_i] (session i of the model; None or
     empty: not trained on), early-stopping on the mean over sessions of the validation loss per bin.
@@ -116,4 +118,5 @@ def fit_meta(
         valid_loss=valid_loss, parameters=parameters, seed=seed, select=select, callback=callback, evaluate=evaluate,
         on_epoch=on_epoch, resume=resume, max_epochs=max_epochs, dist=d, should_stop=should_stop,
         on_interrupt=on_interrupt, find_unused_parameters=True,  # other sessions' read-in/readout idle
+        threads=threads,
     )

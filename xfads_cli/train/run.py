@@ -132,7 +132,7 @@ def data_provenance(data) -> dict:
 
 def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto", overwrite: bool = False,
             resume: bool | str = False, max_epochs: int | None = None, progress=None, plot: bool = False,
-            deterministic: bool = False, dist=None, handle_signals: bool = True) -> dict:
+            deterministic: bool = False, dist=None, handle_signals: bool = True, threads: str | None = None) -> dict:
     """Fit XFADS to one recording, or the meta-dynamical model to several (model.kind: meta, or more
     than one DATA), and write RUN_DIR; returns the summary (also in summary.json).
 
@@ -140,7 +140,8 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
     if last.pt exists, else start afresh). A resumed run keeps the checkpoint's config except
     train.time_limit_min, which is this invocation's budget. dist: this process's rank
     (train.distributed.detect()); None: one process. handle_signals: SIGTERM/SIGUSR1 during training
-    save a resumable last.pt and raise train.signals.Preempted."""
+    save a resumable last.pt and raise train.signals.Preempted. threads: 'auto' / N / None ($XFADS_THREADS
+    or auto), see train/threads.py."""
     import torch
 
     from xfads_cli.data.provenance import package_versions
@@ -149,6 +150,7 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
     from xfads_cli.train.checkpoint import load_checkpoint
     from xfads_cli.train.distributed import SINGLE, process_group, rank_device
     from xfads_cli.train.signals import Preempted, catch_preemption
+    from xfads_cli.train.threads import configure_threads
 
     d = dist or SINGLE
     out = Path(out)
@@ -180,6 +182,7 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
     config = resolve_batch_size(config, sessions)
     select = selection_key(config, sessions, meta)
     dev = rank_device(d, device)
+    tuner = configure_threads(threads, world=d.world, tune=not deterministic and dev.type == "cpu")
     # The process group is up before rank 0 creates anything: every rank has passed the checks above
     # (under torchrun a rank failing them ends the job, so none waits here for ever).
     with deterministic_mode(deterministic), process_group(d, dev):
@@ -227,7 +230,7 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
         if progress is not None:
             progress.select = select
         t0 = time.monotonic()
-        common = dict(seed=config.seed, select=select, resume=state, max_epochs=max_epochs, dist=d,
+        common = dict(seed=config.seed, select=select, resume=state, max_epochs=max_epochs, dist=d, threads=tuner,
                       evaluate=evaluate_epoch if d.is_main else None,
                       on_epoch=writer.on_epoch if writer else None,
                       on_interrupt=writer.on_interrupt if writer else None,
@@ -267,6 +270,7 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
         "data": [_data_summary(s) for s in sessions] if meta else _data_summary(sessions[0]),
         "device": str(dev),
         "world_size": d.world,
+        "threads": tuner.summary(),
         "deterministic": deterministic,
         "versions": base["versions"],
     }
