@@ -70,6 +70,9 @@ class ModelConfig:
     encoder_hidden: int = 64
     samples: int = 20
     mode: Literal["smoother", "two_filter", "filter"] = "smoother"
+    # Readout before training: 'mean' (bias = each neuron's mean, random weights) or 'pca' (also the
+    # weights: principal axes of the smoothed, link-transformed training counts, scaled for unit latents).
+    init: Literal["mean", "pca"] = "mean"
     # Meta-dynamical model only (kind: meta, MODEL.md section 6).
     embed_dim: int = 2
     read_in_dim: int = 32

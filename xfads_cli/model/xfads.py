@@ -77,9 +77,13 @@ class XFADS(nn.Module):
 
     @torch.no_grad()
     def init_from_data(self, counts: torch.Tensor) -> None:
-        """Readout bias from each neuron's mean count per bin (MODEL.md section 1)."""
-        mean = torch.nanmean(counts.reshape(-1, counts.shape[-1]), dim=0)
-        self.readout.bias.copy_(self.likelihood.init_bias(torch.nan_to_num(mean, nan=0.0)))
+        """Readout bias from each neuron's mean count per bin (MODEL.md section 1); with cfg.init 'pca'
+        also its weights (`pca_readout`). counts: [trial, time, neuron]."""
+        mean = torch.nan_to_num(torch.nanmean(counts.reshape(-1, counts.shape[-1]), dim=0), nan=0.0)
+        self.readout.bias.copy_(self.likelihood.init_bias(mean))
+        if self.cfg.init == "pca":
+            self.readout.weight.copy_(pca_readout(counts, mean, self.likelihood.init_bias, self.read_dims,
+                                                  self.readout.weight))
 
     # -- inference ----------------------------------------------------------------------------
     def noise_shape(self, batch: int, time: int, *, mode: str | None = None, n_samples: int | None = None) -> tuple:
@@ -147,6 +151,34 @@ class XFADS(nn.Module):
         post = self.posterior(y_context, mode=mode, n_samples=n_samples, noise=generator)
         z = self.rollout(post.samples[:, :, -1], horizon, generator)
         return Forecast(z, self.rates(z))
+
+
+def pca_readout(counts: torch.Tensor, mean: torch.Tensor, inverse_link, k: int, fallback: torch.Tensor,
+                sigma_bins: float = 2.0) -> torch.Tensor:
+    """Readout weights [neuron, k] from the training counts [trial, time, neuron]: the top k principal
+    axes of the counts smoothed in time (Gaussian, sigma_bins) and mapped through the inverse link
+    (log rate for Poisson), each scaled by its component's standard deviation, so that unit-variance
+    latents reproduce the smoothed counts' main modes. Columns beyond the data's rank keep `fallback`'s.
+    Why: the encoder and dynamics then start from a readout that already spans the population's
+    main co-fluctuations instead of a random one."""
+    y = torch.where(torch.isfinite(counts), counts, mean)
+    half = int(3 * sigma_bins)
+    t = torch.arange(-half, half + 1, dtype=y.dtype, device=y.device)
+    kernel = torch.exp(-0.5 * (t / sigma_bins) ** 2)
+    n, T, N = y.shape
+    flat = y.permute(0, 2, 1).reshape(n * N, 1, T)
+    ones = torch.ones(1, 1, T, dtype=y.dtype, device=y.device)
+    w = kernel.view(1, 1, -1)
+    smooth = F.conv1d(flat, w, padding=half) / F.conv1d(ones, w, padding=half)  # edge-corrected
+    smooth = smooth.reshape(n, N, T).permute(0, 2, 1).reshape(-1, N)
+    # a floor of a tenth of the mean: log(0) of a silent stretch would otherwise dominate the variance
+    x = inverse_link(torch.maximum(smooth, 0.1 * mean.clamp(min=1e-6)))
+    x = x - x.mean(0)
+    _, S, Vh = torch.linalg.svd(x, full_matrices=False)
+    out = fallback.detach().clone()
+    r = min(k, int((S > 1e-6 * S[0]).sum()) if S.numel() else 0)
+    out[:, :r] = Vh[:r].T * (S[:r] / (x.shape[0] - 1) ** 0.5)
+    return out
 
 
 def _softplus_inv(x: float) -> float:
