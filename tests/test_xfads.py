@@ -63,3 +63,40 @@ def test_forecast_shapes_and_rates():
     assert fc.latents.shape == (11, 4, 5, 3)
     assert fc.rates.shape == (11, 4, 5, 7)
     assert (fc.rates >= 0).all()
+
+
+def test_pca_readout_spans_the_planted_loadings():
+    """Counts from log rates d + C z_t with a planted 2-D C: the 'pca' init's first two readout columns
+    span C's column space (small principal angles); the 'mean' init's random columns do not."""
+    from xfads_cli.model.xfads import pca_readout
+
+    g = torch.Generator().manual_seed(0)
+    n, T, N = 60, 80, 40
+    C = torch.randn(N, 2, generator=g) * 0.5
+    phase = torch.rand(n, 1, generator=g) * 6.28
+    t = torch.arange(T) * 0.15
+    z = torch.stack([torch.sin(t + phase), torch.cos(0.7 * t + 2 * phase)], -1)  # [n, T, 2], slow
+    rates = torch.exp(torch.log(torch.tensor(0.3)) + z @ C.T)
+    y = torch.poisson(rates, generator=g)
+    cfg = ModelConfig(latent_dim=4, init="pca")
+    m = XFADS(cfg, N, torch.ones(N, dtype=torch.bool), dt=0.02)
+    random = m.readout.weight.detach().clone()
+    m.init_from_data(y)
+    W = m.readout.weight.detach()
+
+    def cos_largest_angle(A, B):
+        qa, qb = torch.linalg.qr(A)[0], torch.linalg.qr(B)[0]
+        return torch.linalg.svdvals(qa.T @ qb).min()
+
+    assert cos_largest_angle(W[:, :2], C) > 0.95
+    assert cos_largest_angle(random[:, :2], C) < 0.8
+    # scaled for unit-variance latents: the readout's top component has the smoothed data's spread
+    assert 0.2 < W[:, 0].norm() / C.norm() < 2.0
+    # the bias is the mean init's either way
+    m2 = XFADS(ModelConfig(latent_dim=4), N, torch.ones(N, dtype=torch.bool), dt=0.02)
+    m2.init_from_data(y)
+    assert torch.equal(m.readout.bias, m2.readout.bias)
+    # missing bins are filled, not propagated
+    y_nan = y.clone()
+    y_nan[0, :5] = float("nan")
+    assert torch.isfinite(pca_readout(y_nan, y.mean((0, 1)), m.likelihood.init_bias, 4, random)).all()
