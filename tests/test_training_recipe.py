@@ -127,3 +127,19 @@ def test_a_trial_without_backward_potentials_is_filtered_causally():
     torch.testing.assert_close(smoothed.mean[1], filtered.mean[1], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(smoothed.mean[0], full.mean[0], rtol=1e-10, atol=1e-12)
     assert not torch.allclose(full.mean[1], filtered.mean[1])
+
+
+def test_progress_keeps_the_best_so_far_across_a_resume(capsys):
+    """A resumed fit's progress line goes on from the checkpoint's best, not from its first new epoch."""
+    from xfads_cli.progress import EpochProgress
+
+    p = EpochProgress(10)
+    p.resume("valid_fp_bps", {"epoch": 3, "score": 0.25, "key": "valid_fp_bps"})
+    p.update({"epoch": 6, "train_loss": 1.0, "valid_fp_bps": 0.2})
+    assert "best 0.25 at epoch 4" in capsys.readouterr().err
+    p.update({"epoch": 7, "train_loss": 1.0, "valid_fp_bps": 0.3})
+    assert "best 0.3 at epoch 8" in capsys.readouterr().err
+    fresh = EpochProgress(10)
+    fresh.resume("valid_fp_bps", {"epoch": 3, "score": 0.25, "key": "valid_loss"})  # selected on another key
+    fresh.update({"epoch": 6, "train_loss": 1.0, "valid_fp_bps": 0.2})
+    assert "best 0.2 at epoch 7" in capsys.readouterr().err

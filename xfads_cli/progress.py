@@ -36,6 +36,13 @@ class EpochProgress:
             self._task = self._bar.add_task("fit", total=self.total or None, completed=self.first, info="")
         return self
 
+    def resume(self, select: str, best: dict | None) -> None:
+        """Continue a resumed run's display: the key that selects best.pt and the best so far
+        (train_state["best"]: epoch, score, key), so "best ... at epoch N" does not restart."""
+        self.select = select
+        if best and best.get("key") == select and best.get("epoch", -1) >= 0 and math.isfinite(best.get("score", math.nan)):
+            self._best = (float(best["score"]), int(best["epoch"]) + 1)
+
     def update(self, record: dict) -> None:
         if self.quiet:
             return

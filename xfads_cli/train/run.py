@@ -228,7 +228,7 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
 
         writer = RunWriter(out, base, model, state) if d.is_main else None
         if progress is not None:
-            progress.select = select
+            progress.resume(select, state.get("best") if state else None)
         t0 = time.monotonic()
         common = dict(seed=config.seed, select=select, resume=state, max_epochs=max_epochs, dist=d, threads=tuner,
                       evaluate=evaluate_epoch if d.is_main else None,
