@@ -155,11 +155,26 @@ def test_bad_sources(tmp_path):
 
 
 def test_inconsistent_series_are_a_caller_bug(lorenz, tmp_path):
-    bad = {"a": np.zeros((3, 5, 2)), "b": np.zeros((3, 4, 2))}
-    with pytest.raises(ValueError, match="differ"):
+    bad = {"a": np.zeros((3, 5, 2)), "b": np.zeros((2, 5, 2))}
+    with pytest.raises(ValueError, match="number of trials"):
         _write(lorenz, tmp_path / "x.nwb", series=bad)
     with pytest.raises(ValueError, match="trial, time, dim"):
         _write(lorenz, tmp_path / "x.nwb", series={"a": np.zeros((3, 5))})
+
+
+def test_series_on_other_bins_get_their_own_timestamps(lorenz, tmp_path):
+    """A forecast's context (4 bins before the forecast start) next to its 3 forecast bins."""
+    series = {"rates_mean": np.ones((2, 3, 4)), "context_counts": np.zeros((2, 4, 4)), "counts": np.ones((2, 3, 4))}
+    out = _write(lorenz, tmp_path / "f.nwb", series=series, module="xfads_forecast", offsets={"context_counts": -4})
+    got = _read_module(out, "xfads_forecast")
+    start = np.arange(2) * 2.0 + 1.0
+    bin_s = BIN_MS / 1000
+    np.testing.assert_allclose(got["rates_mean"][1], (start[:, None] + (np.arange(3) + 0.5) * bin_s).ravel())
+    np.testing.assert_allclose(got["context_counts"][1], (start[:, None] + (np.arange(4) - 4 + 0.5) * bin_s).ravel())
+    np.testing.assert_array_equal(got["counts"][1], got["rates_mean"][1])
+    assert got["context_counts"][0].shape == (8, 4)
+    meta = json.loads(got["description"])
+    assert meta["series_bins"]["context_counts"] == {"n_time": 4, "offset_bins": -4}
 
 
 @pytest.mark.parametrize(

@@ -110,6 +110,22 @@ def test_smooth_nwb_format_writes_a_new_file(run_dir, recording, tmp_path):
         assert "xfads_smooth" in f["processing"]
 
 
+def test_forecast_nwb_format_writes_context_and_forecast(run_dir, recording, tmp_path):
+    """The README's example: context and forecast differ in length (this crashed with 'series differ')."""
+    before = recording.read_bytes()
+    out = tmp_path / "forecast.nwb"
+    result = invoke("forecast", run_dir, recording, "--out", out, "--format", "nwb", "--context", 20, "--horizon", 10,
+                    "--quiet")
+    assert result.exit_code == 0, result.output
+    assert recording.read_bytes() == before
+    with h5py.File(out, "r") as f:
+        module = f["processing/xfads_forecast"]
+        assert module["rates_mean/data"].shape[0] == 10 * module["context_counts/data"].shape[0] // 20
+        context_t, forecast_t = module["context_counts/timestamps"][()], module["rates_mean/timestamps"][()]
+    bin_s = (forecast_t[1] - forecast_t[0])
+    assert abs(forecast_t[0] - context_t[19] - bin_s) < 1e-9  # the forecast's first bin follows the context's last
+
+
 def test_resume_continues_from_last(recording, tmp_path):
     out = tmp_path / "run"
     assert invoke("fit", recording, "--out", out, "--max-epochs", 2, "--quiet", *FAST).exit_code == 0

@@ -525,7 +525,8 @@ def _output_attrs(run: Run, data: SpikeData, command: str, metrics: dict) -> dic
     }
 
 
-def _open_output(out: Path, fmt: str, rows: SpikeData, overwrite: bool, module: str, start_s: np.ndarray | None):
+def _open_output(out: Path, fmt: str, rows: SpikeData, overwrite: bool, module: str, start_s: np.ndarray | None,
+                 offsets: dict[str, int] | None = None):
     """The writer of a command's results, used as `with ... as sink:` then sink.append(block of
     trials) / sink.write(name, whole array) / sink.set_attrs(attrs): an H5Stream for --format h5, which
     writes each block as it comes; for --format nwb a _NwbOutput, which gathers them in memory."""
@@ -536,7 +537,7 @@ def _open_output(out: Path, fmt: str, rows: SpikeData, overwrite: bool, module: 
     source = Path(rows.provenance.get("path", ""))
     if rows.provenance.get("format") != "nwb" or start_s is None:
         raise UsageError("--format nwb needs an NWB input file (trial times are taken from it); use --format h5")
-    return _NwbOutput(source, Path(out), module, start_s, rows.bin_ms, overwrite)
+    return _NwbOutput(source, Path(out), module, start_s, rows.bin_ms, overwrite, offsets)
 
 
 class _NwbOutput:
@@ -544,8 +545,9 @@ class _NwbOutput:
     gathered in memory and the copy of the input with the module added is written when the `with`
     block ends without an exception. Series are the [trial, time, dim] arrays, in the order given."""
 
-    def __init__(self, source: Path, out: Path, module: str, start_s: np.ndarray, bin_ms: float, overwrite: bool):
-        self.source, self.path, self.module = source, out, module
+    def __init__(self, source: Path, out: Path, module: str, start_s: np.ndarray, bin_ms: float, overwrite: bool,
+                 offsets: dict[str, int] | None = None):
+        self.source, self.path, self.module, self.offsets = source, out, module, offsets
         self.start_s, self.bin_ms, self.overwrite = start_s, bin_ms, overwrite
         self.parts: list[dict] = []
         self.whole: dict[str, np.ndarray] = {}
@@ -572,7 +574,7 @@ class _NwbOutput:
 
             series = {k: v for k, v in self.arrays().items() if v.ndim == 3}
             write_nwb_copy(self.source, self.path, self.module, series, self.start_s, self.bin_ms,
-                           f"xfads {self.module}", self.attrs, self.overwrite)
+                           f"xfads {self.module}", self.attrs, self.overwrite, offsets=self.offsets)
         return False
 
 
@@ -700,7 +702,8 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
     if "rates" in rows.truth:
         inputs["true_rates"] = rows.truth["rates"][:, context : context + horizon]
     start_s = None if rows.start_s is None else rows.start_s + context * rows.bin_ms / 1000.0
-    with _open_output(out, fmt, rows, overwrite, "xfads_forecast", start_s) as sink:
+    # start_s is the first forecast bin's; the context counts come before it
+    with _open_output(out, fmt, rows, overwrite, "xfads_forecast", start_s, {"context_counts": -context}) as sink:
         start = 0
         for part in iter_forecast(session_model(run, data), inputs["context_counts"], horizon, n_samples=samples,
                                   mode=mode, batch_size=run.config.train.batch_size, keep_samples=keep_samples):

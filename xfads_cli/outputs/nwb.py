@@ -6,8 +6,9 @@ removes the temporary file, so the output name only ever holds a complete file.
 
 Layout of the module `module_name` (e.g. 'xfads_smooth', 'xfads_forecast'):
   - one TimeSeries per entry of `series`, data [trial * time, dim] (trial-major: row k * n_time + i is
-    bin i of trial k), timestamps = bin centres in seconds, shared by all series of the module
-    (the first series holds them, the others link to it, as in `xfads simulate`'s ground truth);
+    bin i of trial k), timestamps = bin centres in seconds, shared by the series on the same bins
+    (the first holds them, the others link to it, as in `xfads simulate`'s ground truth); a forecast's
+    context_counts cover the bins before the forecast and have their own timestamps;
   - the module's description is JSON: {"description", "bin_ms", "n_trials", "n_time", "series",
     "attrs"} where attrs is the caller's provenance (resolved config, checkpoint and input sha256 ...).
 
@@ -49,6 +50,7 @@ def write_nwb_copy(
     attrs: dict,
     overwrite: bool = False,
     units: dict[str, str] | None = None,
+    offsets: dict[str, int] | None = None,
 ) -> Path:
     """Write `out` = a copy of the NWB file `source` plus processing module `module_name`.
 
@@ -56,10 +58,14 @@ def write_nwb_copy(
     start_s: [trial] start time (s) of each trial's first bin (for forecasts: of the first forecast
              bin); bin i of trial k is stamped start_s[k] + (i + 0.5) * bin_ms / 1000
     units:   optional name -> unit string per series (default 'a.u.')
+    offsets: optional name -> first bin of that series relative to start_s (default 0), for series that
+             cover other bins than the rest (a forecast's context_counts: -context); series may differ
+             in their number of bins, never in their number of trials
     Returns `out`. UsageError for a missing/unreadable source, `out` equal to `source`, an existing
     `out` without `overwrite`, or a source that already holds `module_name`.
     """
     source, out = Path(source), Path(out)
+    offsets = {name: int((offsets or {}).get(name, 0)) for name in series}
     n_trial, n_time = _check_series(series, start_s, bin_ms)
     _check_paths(source, out, overwrite)
     _check_module_free(source, module_name)
@@ -71,10 +77,13 @@ def write_nwb_copy(
         "series": list(series),
         "attrs": jsonable(attrs),
     }
+    if any(offsets.values()) or len({np.shape(a)[1] for a in series.values()}) > 1:
+        meta["series_bins"] = {name: {"n_time": int(np.shape(a)[1]), "offset_bins": offsets[name]}
+                               for name, a in series.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, NWB_SUFFIX) as tmp:
         shutil.copyfile(source, tmp)  # copies bytes only: the input's read-only mode is not carried over
-        _append_module(tmp, source.name, module_name, json.dumps(meta), series, start_s, bin_ms, units or {})
+        _append_module(tmp, source.name, module_name, json.dumps(meta), series, start_s, bin_ms, units or {}, offsets)
     return out
 
 
@@ -83,7 +92,7 @@ def write_nwb_copy(
 
 
 def _check_series(series: dict[str, np.ndarray], start_s, bin_ms: float) -> tuple[int, int]:
-    """(n_trial, n_time) shared by every series; ValueError for inconsistent shapes (a caller bug)."""
+    """(n_trial, n_time of the first series); ValueError for inconsistent shapes (a caller bug)."""
     if not series:
         raise ValueError("write_nwb_copy needs at least one series")
     shapes = {name: np.shape(arr) for name, arr in series.items()}
@@ -92,12 +101,11 @@ def _check_series(series: dict[str, np.ndarray], start_s, bin_ms: float) -> tupl
             raise ValueError(f"series '{name}' has shape {shape}, expected [trial, time, dim]")
         if "/" in name or not name:
             raise ValueError(f"series name '{name}' is not a valid NWB object name")
-    trial_time = {shape[:2] for shape in shapes.values()}
-    if len(trial_time) != 1:
-        raise ValueError(f"series differ in [trial, time]: {shapes}")
-    n_trial, n_time = trial_time.pop()
-    if n_trial == 0 or n_time == 0:
-        raise ValueError(f"series have no bins (shape {n_trial} x {n_time}); nothing to write")
+    if len({shape[0] for shape in shapes.values()}) != 1:
+        raise ValueError(f"series differ in their number of trials: {shapes}")
+    n_trial, n_time = next(iter(shapes.values()))[:2]
+    if n_trial == 0 or any(shape[1] == 0 for shape in shapes.values()):
+        raise ValueError(f"series have no bins ({shapes}); nothing to write")
     if np.shape(start_s) != (n_trial,):
         raise ValueError(f"start_s has shape {np.shape(start_s)}, expected ({n_trial},)")
     if not np.all(np.isfinite(np.asarray(start_s, dtype=np.float64))):
@@ -143,7 +151,8 @@ def _check_module_free(source: Path, module_name: str) -> None:
 # Writing
 
 
-def _append_module(path: Path, source_name: str, module_name: str, description: str, series, start_s, bin_ms, units):
+def _append_module(path: Path, source_name: str, module_name: str, description: str, series, start_s, bin_ms, units,
+                   offsets):
     """Open the copy at `path` with pynwb in append mode and add the module. pynwb's warnings are
     muted as in data/nwb.py: files written elsewhere trigger many harmless ones."""
     from pynwb import NWBHDF5IO
@@ -161,39 +170,47 @@ def _append_module(path: Path, source_name: str, module_name: str, description: 
                     " expected an NWB 2.x file (HDF5) as written by pynwb or MatNWB"
                 ) from None
             module = nwb.create_processing_module(name=module_name, description=description)
-            for ts in _timeseries(series, start_s, bin_ms, units):
+            for ts in _timeseries(series, start_s, bin_ms, units, offsets):
                 module.add(ts)
             io.write(nwb)
         finally:
             io.close()
 
 
-def _timeseries(series: dict[str, np.ndarray], start_s, bin_ms: float, units: dict[str, str]) -> list:
-    """One pynwb TimeSeries per series, data [trial * time, dim]; the first one holds the timestamps
-    (bin centres, s) and the others link to it, so they are stored once."""
+def _timeseries(series: dict[str, np.ndarray], start_s, bin_ms: float, units: dict[str, str],
+                offsets: dict[str, int]) -> list:
+    """One pynwb TimeSeries per series, data [trial * time, dim]; the first series of each time base
+    (bins, offset) holds its timestamps (bin centres, s) and the others link to it, stored once."""
     from hdmf.backends.hdf5.h5_utils import H5DataIO
     from pynwb import TimeSeries
 
     bin_s = float(bin_ms) / 1000.0
-    n_trial, n_time = next(iter(series.values())).shape[:2]
-    centres = (np.asarray(start_s, dtype=np.float64)[:, None] + (np.arange(n_time) + 0.5) * bin_s).ravel()
-    layout = json.dumps({"n_trials": int(n_trial), "n_time": int(n_time), "bin_ms": float(bin_ms)})
-    out, first = [], None
+    out, holders = [], {}
     for name, arr in series.items():
+        n_trial, n_time = np.shape(arr)[:2]
+        offset = offsets.get(name, 0)
+        base = (n_time, offset)
+        if base not in holders:
+            centres = (np.asarray(start_s, dtype=np.float64)[:, None] + (np.arange(n_time) + offset + 0.5) * bin_s).ravel()
+            timestamps = H5DataIO(centres, compression="gzip")
+        else:
+            timestamps = holders[base]
+        layout = {"n_trials": int(n_trial), "n_time": int(n_time), "bin_ms": float(bin_ms)}
+        if offset:
+            layout["offset_bins"] = offset
         data = np.ascontiguousarray(np.asarray(arr).reshape(n_trial * n_time, -1))
         ts = TimeSeries(
             name=name,
             data=H5DataIO(data, compression="gzip", shuffle=True),
             unit=units.get(name, "a.u."),
-            timestamps=first if first is not None else H5DataIO(centres, compression="gzip"),
+            timestamps=timestamps,
             description=(
                 f"xfads '{name}' [trial * time, {data.shape[1]}]: row k * {n_time} + i is bin i of trial k;"
                 " timestamps are bin centres (s)"
             ),
-            comments=layout,
+            comments=json.dumps(layout),
         )
-        if first is None:
-            first = ts
+        holders.setdefault(base, ts)
         out.append(ts)
     return out
 
