@@ -130,6 +130,21 @@ def test_resume_auto_refuses_foreign_files(recording, tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_resume_on_other_data_is_a_clear_error(recording, tmp_path):
+    """(was torch's 'size mismatch for local.net.0.weight ...' with exit 1)"""
+    out = tmp_path / "run"
+    assert invoke("fit", recording, "--out", out, "--max-epochs", 1, "--quiet", *FAST).exit_code == 0
+    before = (out / "last.pt").read_bytes()
+    other = tmp_path / "other.h5"
+    assert invoke("simulate", "ring", "--out", other, "--neurons", 8, "--trials", 16, "--bins", 12).exit_code == 0
+    for flag in ("--resume", "--resume-auto"):
+        result = invoke("fit", other, "--out", out, "--max-epochs", 2, flag, "--quiet")
+        assert result.exit_code == 2, result.output
+        assert "gives 8 neurons but the run" in result.output and "trained on 6" in result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert (out / "last.pt").read_bytes() == before
+
+
 def test_bad_input_creates_nothing(tmp_path):
     out = tmp_path / "deep" / "run"
     result = invoke("fit", tmp_path / "missing.nwb", "--out", out, "--quiet")

@@ -191,6 +191,7 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
         trains = [as_tensor(d_.subset("train").counts, model) for d_ in sessions]
         valids = [as_tensor(d_.subset("valid").counts, model) if d_.subset("valid").n_trials else None for d_ in sessions]
         if ckpt is not None:
+            _check_resumable(ckpt["spec"], spec, out)
             model.load_state_dict(ckpt["model"])
         else:
             for i, y in enumerate(trains):
@@ -278,6 +279,26 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
 
     summary.update(baseline_summary(sessions, metrics, meta))
     return writer.finish(summary, result.history, plot)
+
+
+def _check_resumable(saved: dict, spec: dict, out: Path) -> None:
+    """UsageError when the data given to --resume are not the ones the run in `out` was trained on."""
+    saved_sessions = saved["sessions"] if saved.get("kind") == "meta" else [saved]
+    sessions = spec["sessions"] if spec.get("kind") == "meta" else [spec]
+    fix = "resume with the recording(s) and data options the run was fitted on, or start a new run (another --out, or --overwrite)"
+    if len(saved_sessions) != len(sessions):
+        raise UsageError(f"--resume: {len(sessions)} recording(s) given but the run in {out} was trained on "
+                         f"{len(saved_sessions)}; {fix}")
+    for old, new in zip(saved_sessions, sessions):
+        name = f"recording '{new.get('session')}'" if len(sessions) > 1 else "the recording"
+        if old["n_neurons"] != new["n_neurons"]:
+            raise UsageError(f"--resume: {name} gives {new['n_neurons']} neurons but the run in {out} was trained on "
+                             f"{old['n_neurons']}; {fix}")
+        for key, what in (("unit_ids", "unit ids"), ("heldin", "held-out neurons (data.heldout_fraction)"),
+                          ("bin_ms", "bin size (data.bin_ms)")):
+            if key in old and old[key] != new.get(key):
+                raise UsageError(f"--resume: the {what} of {name} differ from those the run in {out} was trained "
+                                 f"with; {fix}")
 
 
 def resolve_batch_size(config: Config, sessions: list) -> Config:
