@@ -121,3 +121,35 @@ def test_warnings_print_as_one_line():
 
     text = _one_line_warning(UserWarning("window past the end:\n  3 trials dropped"), UserWarning, "x.py", 1)
     assert text == "warning: window past the end: 3 trials dropped\n"
+
+
+@pytest.mark.parametrize("likelihood, values, fragment", [
+    ("poisson", [0.0, 1.5, 2.0], "non-integer counts (e.g. 1.5) but model.likelihood is poisson"),
+    ("bernoulli", [0, 2, 1], "values other than 0 and 1 (e.g. 2) but model.likelihood is bernoulli"),
+])
+def test_counts_outside_the_likelihood_are_refused(tmp_path, likelihood, values, fragment):
+    """Non-integer counts used to fit silently under the Poisson likelihood (issue 13 item 6)."""
+    import h5py
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(1.0, (12, 8, 4)).astype(np.float32 if likelihood == "poisson" else np.int64)
+    if likelihood == "bernoulli":
+        counts = np.minimum(counts, 1)
+    counts[3, 2, :3] = values
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w") as f:
+        f["spikes"] = counts
+        f.attrs["bin_ms"] = 20.0
+    out = tmp_path / "run"
+    result = invoke("fit", path, "--out", out, "--max-epochs", "1", "--set", f"model.likelihood={likelihood}")
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output and "Traceback" not in result.output
+    assert not out.exists()
+    counts[3, 2, :3] = 0  # the same file with valid values fits
+    with h5py.File(path, "w") as f:
+        f["spikes"] = counts
+        f.attrs["bin_ms"] = 20.0
+    ok = invoke("fit", path, "--out", out, "--max-epochs", "1", "--quiet", "--set", f"model.likelihood={likelihood}",
+                "--set", "model.latent_dim=2", "--set", "model.dynamics_hidden=8", "--set", "model.encoder_hidden=8")
+    assert ok.exit_code == 0, ok.output

@@ -120,6 +120,11 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     if time_limit_min is not None:
         train_cfg = replace(train_cfg, time_limit_min=time_limit_min)
     data = load_data(data_path, config.data)
+    from xfads_cli.model.likelihoods import support_problem
+
+    problem = support_problem(config.model.likelihood, data.counts)
+    if problem:
+        raise UsageError(f"{Path(data_path).name} {problem}")
     known = [s["name"] for s in run.checkpoint["spec"]["sessions"]]
     if data.session in known:
         raise UsageError(f"session '{data.session}' is already in {run_path}; use smooth/forecast on it directly "

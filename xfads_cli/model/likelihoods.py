@@ -144,3 +144,22 @@ LIKELIHOODS = {"poisson": Poisson, "gaussian": Gaussian, "bernoulli": Bernoulli}
 
 def build_likelihood(kind: str, n_neurons: int, dt: float, link: str = "exp") -> nn.Module:
     return LIKELIHOODS[kind](n_neurons, dt, link)
+
+
+def support_problem(kind: str, counts) -> str | None:
+    """Why `counts` (numpy [trial, time, neuron], NaN = missing) cannot come from likelihood `kind`, or
+    None. A Poisson model of 0.5 spikes fits without complaint and scores nonsense, so fit refuses it."""
+    import numpy as np
+
+    values = counts[np.isfinite(counts)] if counts.dtype.kind == "f" else counts.ravel()
+    if kind == "poisson" and counts.dtype.kind == "f":
+        bad = values != np.round(values)
+        if bad.any():
+            return (f"holds non-integer counts (e.g. {values[bad][0]:g}) but model.likelihood is poisson; give spike "
+                    "counts per bin, or --set model.likelihood=gaussian for continuous data")
+    if kind == "bernoulli":
+        bad = (values != 0) & (values != 1)
+        if bad.any():
+            return (f"holds values other than 0 and 1 (e.g. {values[bad][0]:g}) but model.likelihood is bernoulli; "
+                    "binarise the counts, or --set model.likelihood=poisson")
+    return None

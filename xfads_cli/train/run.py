@@ -176,7 +176,12 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
         from dataclasses import replace
 
         config = replace(config, model=replace(config.model, kind="meta"))
+    from xfads_cli.model.likelihoods import support_problem
+
     for data in sessions:
+        problem = support_problem(config.model.likelihood, data.counts)
+        if problem:
+            raise UsageError(f"{Path(data.provenance.get('path', 'the recording')).name} {problem}")
         if data.subset("train").n_trials == 0:
             raise UsageError(f"{data.provenance.get('path')} gives no training trials; check data.split or the trial options")
     config = resolve_batch_size(config, sessions)
