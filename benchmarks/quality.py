@@ -162,6 +162,7 @@ def layout_of(path: Path, sets: list[str]) -> tuple[str, dict]:
     if res.returncode != 0:
         raise RuntimeError(f"xfads inspect failed (exit {res.returncode}): {_last_line(res.stderr)}")
     info = json.loads(res.stdout)
+    info = info[0] if isinstance(info, list) else info  # a list since issue 13 (one report per file)
     opts = dict(s.split("=", 1) for s in sets)
     table = opts.get("data.intervals")
     if table is None:

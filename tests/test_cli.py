@@ -42,7 +42,9 @@ def test_simulate_then_inspect_json_names_ground_truth(tmp_path):
     assert out.exists()
     result = run_main("inspect", out, "--json")
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    reports = json.loads(result.stdout)
+    assert isinstance(reports, list) and len(reports) == 1  # a list for one file as for several
+    report = reports[0]
     text = json.dumps(report)
     for series in ("true_latents", "true_rates", "retest_counts"):
         assert series in text
@@ -105,8 +107,7 @@ def test_inspect_every_real_nwb_file(real_dir):
     result = run_main("inspect", *files, "--json")
     assert result.returncode == 0, result.stderr
     reports = json.loads(result.stdout)
-    reports = reports if isinstance(reports, list) else [reports]
-    assert len(reports) == len(files)
+    assert isinstance(reports, list) and len(reports) == len(files)
     for report in reports:
         assert report["units"]["count"] > 0
         assert "intervals" in report and "behavior" in report

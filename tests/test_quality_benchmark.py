@@ -80,7 +80,7 @@ def test_coupled_system_writes_a_file_inspect_accepts(tmp_path):
     res = subprocess.run([sys.executable, "-m", "xfads_cli", "inspect", str(path), "--json"],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout)
+    (out,) = json.loads(res.stdout)
     assert "retest_counts" in out["truth"] and out["loaded"]["trials"] == 12
     # Same seed, same file content.
     again = coupled_system.simulate(trials=12, bins=30, neurons=10, seed=3)

@@ -72,14 +72,14 @@ def inspect(
     set_: SetOpt = None,
     json_out: JsonOpt = False,
 ):
-    """Does my file work? Summarise each file and show how xfads would cut it into trials."""
+    """Does my file work? Summarise each file and show how xfads would cut it into trials (--json: a list, one object per file)."""
     from xfads_cli.config import load_config
     from xfads_cli.inspect import inspect_files, render_reports
 
     cfg = load_config(config, set_ or [])
     reports = inspect_files(data, cfg.data, strict=bool(config or set_))
     if json_out:
-        _print_json(reports if len(reports) > 1 else reports[0])
+        _print_json(reports)  # always a list, one report per file: pipelines need not branch
     else:
         render_reports(reports)
 
