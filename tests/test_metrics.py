@@ -37,8 +37,26 @@ def test_nll_rejects_bad_rates_and_warns_on_zero():
         poisson_nll(np.array([-1.0, 1.0]).reshape(1, 2, 1), n)
     with pytest.raises(ValueError):
         poisson_nll(np.array([np.nan, 1.0]).reshape(1, 2, 1), n)
-    with pytest.warns(RuntimeWarning):
+    with pytest.warns(RuntimeWarning, match="rates of 0 where spikes were observed"):
         poisson_nll(np.array([0.0, 1.0]).reshape(1, 2, 1), n)
+
+
+def test_zero_rate_on_zero_count_is_exact_and_silent():
+    """A neuron silent in the evaluated bins has null-model rate 0 there: term 0, no warning (this warning
+    used to end every fit on a real recording)."""
+    import warnings
+
+    r = np.array([0.0, 0.5, 2.0]).reshape(1, 3, 1)
+    n = np.array([0.0, 1.0, 3.0]).reshape(1, 3, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = poisson_nll(r, n)
+    assert got == pytest.approx(poisson_nll(r[:, 1:], n[:, 1:]), rel=1e-12)
+    counts = np.zeros((2, 4, 2))
+    counts[:, :, 1] = [[1, 0, 2, 1], [0, 1, 1, 0]]  # neuron 0 never fires
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isfinite(bits_per_spike(np.full(counts.shape, 0.6), counts))
 
 
 def _poisson_data(seed=0, shape=(6, 20, 4)):
