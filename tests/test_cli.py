@@ -154,3 +154,20 @@ def test_counts_outside_the_likelihood_are_refused(tmp_path, likelihood, values,
     ok = invoke("fit", path, "--out", out, "--max-epochs", "1", "--quiet", "--set", f"model.likelihood={likelihood}",
                 "--set", "model.latent_dim=2", "--set", "model.dynamics_hidden=8", "--set", "model.encoder_hidden=8")
     assert ok.exit_code == 0, ok.output
+
+
+def test_smooth_without_an_honest_score_says_why(tmp_path):
+    """No held-out neurons and no ground truth: a note with the fix instead of an empty metrics table."""
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f["spikes"] = np.random.default_rng(1).poisson(1.0, (12, 8, 4)).astype(np.int64)
+        f.attrs["bin_ms"] = 20.0
+    small = ["--set", "model.latent_dim=2", "--set", "model.dynamics_hidden=8", "--set", "model.encoder_hidden=8"]
+    assert invoke("fit", path, "--out", tmp_path / "run", "--max-epochs", "1", "--quiet", *small).exit_code == 0
+    result = invoke("smooth", tmp_path / "run", path, "--out", tmp_path / "s.h5")
+    assert result.exit_code == 0, result.output
+    assert "note: no quality number for smoothing here" in result.output
+    assert "data.heldout_fraction=0.2" in result.output and "metric" not in result.output

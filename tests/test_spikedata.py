@@ -13,6 +13,18 @@ def test_split_is_seeded_and_covers_every_split(n):
     assert not np.array_equal(a, assign_split(n, (0.8, 0.1, 0.1), seed=5)) or n < 5
 
 
+def test_too_few_trials_for_every_split_is_a_warning():
+    """A 2-trial recording used to split train 1 / valid 1 / test 0 silently, and test metrics vanished."""
+    with pytest.warns(UserWarning, match=r"train 1 / valid 1 / test 0: no test trials, so test metrics will be missing"):
+        assign_split(2, (0.8, 0.1, 0.1), seed=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assign_split(3, (0.8, 0.1, 0.1), seed=0)
+        assign_split(10, (0.8, 0.2, 0.0), seed=0)  # no test split asked for: nothing missing
+
+
 def test_select_cuts_every_per_trial_field():
     counts = np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2)
     data = SpikeData(

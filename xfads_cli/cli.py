@@ -139,6 +139,8 @@ def _report(summary: dict, title: str, json_out: bool, quiet: bool) -> None:
 
         summary["verdicts"] = verdicts(summary["metrics"], summary.get("baselines"))
     print_verdicts(summary.get("verdicts", []), quiet=quiet)
+    for note in summary.get("notes", []):
+        log(f"note: {note}", quiet)
     for key in ("run_dir", "out"):
         if key in summary:
             log(f"wrote {summary[key]}", quiet)

@@ -652,6 +652,11 @@ def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mo
         sink.set_attrs(_output_attrs(run, rows, "smooth", metrics) | judged | {"mode": mode or run.config.model.mode,
                                                                                "split_selected": split})
     summary = {"out": str(sink.path), "trials": rows.n_trials, "bins": rows.n_time, "metrics": metrics} | judged
+    if not any(np.isfinite(v) for v in metrics.values()):
+        summary["notes"] = [
+            "no quality number for smoothing here: the run has no held-out neurons and the file no ground truth, "
+            "and rates scored on the counts the encoder read reward fitting noise; fit with --set "
+            "data.heldout_fraction=0.2 for co-bps, or run 'xfads forecast' for fp-bps next to the PSTH baseline"]
     if plot:
         from xfads_cli.outputs.plots import plot_latents, plot_psth
 

@@ -81,6 +81,8 @@ def print_metrics(title: str, metrics: dict, quiet: bool = False) -> None:
 
     console = Console(stderr=True)
     console.print(f"[bold]{title}[/bold]")
+    if not any(isinstance(v, (int, float)) for v in metrics.values()):
+        return  # no empty table: the command says why it has no number (a 'note:' line)
     table = Table()
     table.add_column("metric", style="bold cyan")
     table.add_column("value", justify="right")

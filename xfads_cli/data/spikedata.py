@@ -126,6 +126,13 @@ def assign_split(n_trials: int, fractions: tuple[float, float, float], seed: int
         if frac[i] > 0 and counts[i] == 0 and n_trials - counts[1:].sum() > 1:
             counts[i] = 1
     counts[0] = n_trials - counts[1] - counts[2]
+    empty = [name for name, f, c in zip(SPLITS, frac, counts) if f > 0 and c == 0]
+    if empty:
+        import warnings
+
+        warnings.warn(f"{n_trials} trial(s) split into train {counts[0]} / valid {counts[1]} / test {counts[2]}: no "
+                      f"{' or '.join(empty)} trials, so {' and '.join(empty)} metrics will be missing; "
+                      "a recording with more trials (or windows: data.chop_ms) gives every split some", stacklevel=2)
     labels = np.repeat(np.array(SPLITS), counts)
     order = np.random.default_rng(seed).permutation(n_trials)
     split = np.empty(n_trials, dtype="<U5")
