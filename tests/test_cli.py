@@ -113,6 +113,8 @@ def test_inspect_every_real_nwb_file(real_dir):
         assert "intervals" in report and "behavior" in report
     by_name = {r["path"].split("/")[-1]: r for r in reports}
     assert "recognition_table" in by_name["human_mtl_sub-4_ses-4.nwb"]["intervals"]
+    mtl_hints = " ".join(by_name["human_mtl_sub-4_ses-4.nwb"]["hints"])
+    assert "--set data.intervals=" in mtl_hints and "--set data.bin_ms=100" in mtl_hints
     assert any(b["name"] == "hand_vel" for b in by_name["mc_maze_2trials.nwb"]["behavior"])
     assert any(b["name"] == "led1" for b in by_name["rat_hc_linear_track.nwb"]["behavior"])
 
@@ -171,3 +173,18 @@ def test_smooth_without_an_honest_score_says_why(tmp_path):
     assert result.exit_code == 0, result.output
     assert "note: no quality number for smoothing here" in result.output
     assert "data.heldout_fraction=0.2" in result.output and "metric" not in result.output
+
+
+def test_inspect_hints_name_the_options_to_paste():
+    from xfads_cli.config import DataConfig
+    from xfads_cli.inspect import hints
+
+    report = {"intervals": {"recognition_table": {}, "encoding_table": {}}, "defaults": {"trials_from": "chopped"},
+              "suggested_bin_ms": 100, "loaded": {"bin_ms": 20.0}}
+    got = hints(report, DataConfig())
+    assert len(got) == 2
+    assert "cut into 1000 ms windows" in got[0] and "--set data.intervals=recognition_table" in got[0]
+    assert "--set data.bin_ms=100" in got[1]
+    # options already chosen, or a trials table: nothing to suggest
+    assert hints(report | {"loaded": {"bin_ms": 100.0}}, DataConfig(intervals="recognition_table", bin_ms=100.0)) == []
+    assert hints({"intervals": {"x": {}}, "defaults": {"trials_from": "trials"}, "loaded": {}}, DataConfig()) == []

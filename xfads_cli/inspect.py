@@ -23,8 +23,27 @@ def inspect_files(paths: list[Path], cfg: DataConfig, strict: bool = False) -> l
             if strict:
                 raise
             report["loaded"] = {"error": str(exc)}
+        report["hints"] = hints(report, cfg)
         reports.append(report)
     return reports
+
+
+def hints(report: dict, cfg: DataConfig) -> list[str]:
+    """The data options this file probably wants, as `--set` arguments a user can paste."""
+    out = []
+    loaded = report.get("loaded", {})
+    chopped = (report.get("defaults") or {}).get("trials_from") == "chopped"
+    if chopped and report.get("intervals") and cfg.intervals is None:
+        names = list(report["intervals"])
+        out.append(f"no trials table, so the recording is cut into {cfg.chop_ms:g} ms windows; to use an interval "
+                   f"table's rows as trials: --set data.intervals={names[0]}"
+                   + (f" (tables here: {', '.join(names)})" if len(names) > 1 else "")
+                   + " and, for a fixed window around each row's start, --set data.window_ms=[START_MS,STOP_MS]")
+    suggested = report.get("suggested_bin_ms")
+    if suggested and "error" not in loaded and abs(float(loaded.get("bin_ms", cfg.bin_ms)) - float(suggested)) > 1e-9:
+        out.append(f"suggested bin size for this recording's firing rates: --set data.bin_ms={suggested:g} "
+                   f"(loaded at {loaded.get('bin_ms', cfg.bin_ms):g} ms)")
+    return out
 
 
 def render_reports(reports: list[dict], console=None) -> None:
@@ -62,7 +81,7 @@ def _render_one(report: dict, console) -> None:
     from rich.table import Table
 
     console.print(Rule(f"[bold]{report['path']}[/bold]  ({report.get('format', '?')}, {report['size_bytes'] / 1e6:.2f} MB)"))
-    skip = {"path", "size_bytes", "format", "units", "intervals", "behavior", "loaded", "datasets", "defaults"}
+    skip = {"path", "size_bytes", "format", "units", "intervals", "behavior", "loaded", "datasets", "defaults", "hints"}
     head = {k: v for k, v in report.items() if k not in skip and not isinstance(v, (dict, list)) and v not in (None, "")}
     if head:
         console.print(_kv_table("file", head))
@@ -104,4 +123,6 @@ def _render_one(report: dict, console) -> None:
         console.print(f"[yellow]loading with these options fails:[/yellow] {loaded['error']}")
     else:
         console.print(_kv_table("loaded with the current config", loaded))
+    for hint in report.get("hints", []):
+        console.print(f"[bold]hint:[/bold] {hint}")
     console.print()
