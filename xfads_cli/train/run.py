@@ -27,6 +27,7 @@ from xfads_cli.atomic import atomic_path, partial_glob
 from xfads_cli.config import Config, dump_config, load_config, resolved_config
 from xfads_cli.errors import RunFailure, UsageError
 from xfads_cli.train.checkpoint import FORMAT
+from xfads_cli.train.lock import LOCK_NAME, RunLock
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "summary.json", "config.yaml", "training.png")
 
@@ -69,7 +70,7 @@ def _check_out(out: Path, overwrite: bool, resume: bool | str) -> bool:
             raise UsageError(f"--resume: {out} holds no last.pt to resume from; drop --resume to start a new run "
                              "(or use --resume-auto)")
         return True
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and not overwrite:
         raise UsageError(f"{out} already holds a run; pass --overwrite to replace it or --resume to continue it")
     return False
 
@@ -130,9 +131,7 @@ def data_provenance(data) -> dict:
     }
 
 
-def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto", overwrite: bool = False,
-            resume: bool | str = False, max_epochs: int | None = None, progress=None, plot: bool = False,
-            deterministic: bool = False, dist=None, handle_signals: bool = True, threads: str | None = None) -> dict:
+def run_fit(paths: list[Path], config: Config, out: Path, **options) -> dict:
     """Fit XFADS to one recording, or the meta-dynamical model to several (model.kind: meta, or more
     than one DATA), and write RUN_DIR; returns the summary (also in summary.json).
 
@@ -141,7 +140,17 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
     train.time_limit_min, which is this invocation's budget. dist: this process's rank
     (train.distributed.detect()); None: one process. handle_signals: SIGTERM/SIGUSR1 during training
     save a resumable last.pt and raise train.signals.Preempted. threads: 'auto' / N / None ($XFADS_THREADS
-    or auto), see train/threads.py."""
+    or auto), see train/threads.py. One process writes RUN_DIR at a time (train/lock.py)."""
+    lock = RunLock(Path(out))
+    try:
+        return _fit(paths, config, out, lock=lock, **options)
+    finally:
+        lock.release()
+
+
+def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "auto", overwrite: bool = False,
+         resume: bool | str = False, max_epochs: int | None = None, progress=None, plot: bool = False,
+         deterministic: bool = False, dist=None, handle_signals: bool = True, threads: str | None = None) -> dict:
     import torch
 
     from xfads_cli.data.provenance import package_versions
@@ -206,6 +215,10 @@ def run_fit(paths: list[Path], config: Config, out: Path, *, device: str = "auto
                     model.init_from_data(y)
         # The input is loaded and valid: only now does anything appear on disk (rank 0 only).
         if d.is_main:
+            lock.acquire()
+            if _check_out(out, overwrite, resume) != resumed:
+                raise UsageError(f"{out} changed while this fit was loading its data (another process wrote it); "
+                                 "run the command again")
             _create_out(out, fresh=not resumed)
             _atomic_text(out / "config.yaml", dump_config(config))
         base = {
