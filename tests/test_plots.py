@@ -53,6 +53,30 @@ def test_training(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "plots"]  # no temporaries left
 
 
+def test_training_axes_count_epochs_from_1_and_legends_read_as_words(tmp_path, monkeypatch):
+    seen = {}
+    real_save = plots._save
+
+    def save(fig, out):  # look at the figure before _save clears it
+        loss_ax, bps_ax = fig.axes
+        seen["x"] = list(loss_ax.lines[0].get_xdata())
+        seen["labels"] = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
+        seen["ticks"] = [t for t in bps_ax.get_xticks() if 1 <= t <= 3]
+        return real_save(fig, out)
+
+    monkeypatch.setattr(plots, "_save", save)
+    history = [{"epoch": e, "train_loss": 1.0 / (e + 1), "valid_loss": 1.1 / (e + 1), "valid_retest_bps": 0.1 * e,
+                "valid_retest_oracle_bps": 0.5} for e in range(3)]
+    plots.plot_training(history, tmp_path / "t.png")
+    assert seen["x"] == [1, 2, 3]  # the console's "epoch 1/300" is the first point
+    assert seen["labels"][-2:] == ["validation test-retest bps (smoothed rates)",
+                                   "validation test-retest bps of the true rates"]
+    assert all("_" not in label for label in seen["labels"])
+    assert seen["ticks"] and all(float(t).is_integer() for t in seen["ticks"])
+    assert plots.metric_label("test_fp_baseline_bps") == "test fp-bps of the baseline"
+    assert plots.metric_label("lr") == "lr"
+
+
 def test_psth(tmp_path):
     counts, mean, lo, hi = _rates((12, 15, 9))
     counts[0, :5, 2] = np.nan  # missing bins

@@ -662,12 +662,12 @@ def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mo
 
         arrays = _whole_arrays(sink, ["rates_mean", "rates_q05", "rates_q95", "latents_mean", "latents_var"])
         truth = rows.truth.get("latents")
-        summary["plots"] = [
-            str(plot_psth(rows.counts, arrays["rates_mean"], arrays["rates_q05"], arrays["rates_q95"], rows.bin_ms,
-                          Path(out).with_suffix(".psth.png"), conditions=rows.conditions)),
-            str(plot_latents(arrays["latents_mean"], Path(out).with_suffix(".latents.png"),
-                             variances=arrays["latents_var"], truth=truth)),
-        ]
+        summary["plots"] = [str(plot_latents(arrays["latents_mean"], Path(out).with_suffix(".latents.png"),
+                                             variances=arrays["latents_var"], truth=truth))]
+        if rows.provenance.get("trials_from") != "chopped":  # a PSTH of windows cut at arbitrary times means nothing
+            summary["plots"].insert(0, str(plot_psth(
+                rows.counts, arrays["rates_mean"], arrays["rates_q05"], arrays["rates_q95"], rows.bin_ms,
+                Path(out).with_suffix(".psth.png"), conditions=rows.conditions)))
     return summary
 
 

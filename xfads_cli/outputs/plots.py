@@ -38,7 +38,7 @@ def plot_training(history: list[dict], out: Path) -> Path:
     bps_keys = sorted({k for rec in history for k in rec if "bps" in k})
     fig = new_figure(figsize=(7, 6.5 if bps_keys else 3.8), layout="constrained")
     axes = fig.subplots(2 if bps_keys else 1, 1, sharex=True, squeeze=False)[:, 0]
-    epochs = [rec.get("epoch", i) for i, rec in enumerate(history)]
+    epochs = [rec.get("epoch", i) + 1 for i, rec in enumerate(history)]  # 1-based, as the console counts
     for key, style in (("train_loss", "-"), ("valid_loss", "--")):
         _plot_column(axes[0], epochs, history, key, style)
     axes[0].set_ylabel("loss (-ELBO per bin)")
@@ -50,6 +50,9 @@ def plot_training(history: list[dict], out: Path) -> Path:
         axes[-1].set_ylabel("bits per spike")
         axes[-1].set_title("Bits per spike")
     axes[-1].set_xlabel("epoch")
+    from matplotlib.ticker import MaxNLocator
+
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes:
         if ax.lines:
             ax.legend(fontsize=8)
@@ -281,7 +284,24 @@ def _plot_column(ax, epochs, history, key: str, style: str) -> None:
     points = [(e, float(rec[key])) for e, rec in zip(epochs, history) if _finite(rec.get(key))]
     if points:
         x, y = zip(*points)
-        ax.plot(x, y, style, marker="." if len(points) < 30 else None, label=key)
+        ax.plot(x, y, style, marker="." if len(points) < 30 else None, label=metric_label(key))
+
+
+SPLIT_NAMES = {"train": "train", "valid": "validation", "test": "test"}
+METRIC_NAMES = {
+    "loss": "loss", "co_bps": "co-bps (held-out neurons)", "fp_bps": "fp-bps (forecast)",
+    "retest_bps": "test-retest bps (smoothed rates)", "retest_oracle_bps": "test-retest bps of the true rates",
+    "fp_oracle_bps": "fp-bps of the true rates", "co_oracle_bps": "co-bps of the true rates",
+    "fp_baseline_bps": "fp-bps of the baseline", "co_baseline_bps": "co-bps of the baseline",
+}
+
+
+def metric_label(key: str) -> str:
+    """'valid_retest_oracle_bps' -> 'validation test-retest bps of the true rates' (legends, not raw keys)."""
+    split, _, metric = key.partition("_")
+    if split not in SPLIT_NAMES or not metric:
+        return key.replace("_", " ")
+    return f"{SPLIT_NAMES[split]} {METRIC_NAMES.get(metric, metric.replace('_', ' '))}"
 
 
 def _band(ax, t, mean, lo, hi, label: str, band_label: str = BAND_LABEL) -> None:
@@ -323,6 +343,8 @@ def _trajectories(ax, means: np.ndarray, trials: list[int]) -> None:
             ax.plot(np.arange(len(z)), z[:, 0], color=colour, lw=1.2, label=f"trial {k}")
     if n_dim >= 3:
         ax.set(xlabel="z1", ylabel="z2", zlabel="z3")
+        ax.locator_params(nbins=4)  # the 3-D axes' default ticks collide
+        ax.tick_params(labelsize=7)
     elif n_dim == 2:
         ax.set(xlabel="z1", ylabel="z2")
     else:
