@@ -168,14 +168,16 @@ def test_context_longer_than_trial_in_hdf5(tmp_path):
         assert np.asarray(f["spikes"]).shape == (8, 12, 6)
 
 
-def test_behaviour_and_conditions_give_vel_and_psth_r2(recording, fixtures_dir, tmp_path):
+def test_behaviour_and_conditions_give_behavior_and_psth_r2(recording, fixtures_dir, tmp_path):
     run = tmp_path / "maze"
     result = invoke("fit", fixtures_dir / "mc_maze_2trials.nwb", "--out", run, "--max-epochs", 1, "--quiet",
                     "--set", "data.behavior=hand_vel", "--set", "data.split=[0.5,0.5,0]", *FAST)
     assert result.exit_code == 0, result.output
     result = invoke("smooth", run, fixtures_dir / "mc_maze_2trials.nwb", "--out", tmp_path / "m.h5", "--json", "--quiet")
     assert result.exit_code == 0, result.output
-    assert math.isfinite(json.loads(result.stdout)["metrics"]["valid_vel_r2"])
+    metrics = json.loads(result.stdout)["metrics"]
+    assert math.isfinite(metrics["valid_behavior_r2"])
+    assert not any("vel" in k for k in metrics)  # named after what is decoded, not after velocity
 
     run2 = tmp_path / "cond"
     assert invoke("fit", recording, "--out", run2, "--max-epochs", 1, "--quiet", "--set", "data.condition=condition",
@@ -186,9 +188,9 @@ def test_behaviour_and_conditions_give_vel_and_psth_r2(recording, fixtures_dir, 
     assert math.isfinite(metrics["test_psth_r2"]) and metrics["test_psth_r2"] <= 1.0
 
 
-def test_behaviour_lag_longer_than_the_trial_skips_vel_r2(tmp_path):
+def test_behaviour_lag_longer_than_the_trial_skips_behavior_r2(tmp_path):
     """NLB file with 10-bin (50 ms) trials and the default 100 ms decoding lag: nothing to decode
-    inside a trial, so fit finishes without a vel_r2 score instead of crashing."""
+    inside a trial, so fit finishes without a behavior_r2 score instead of crashing."""
     rng = np.random.default_rng(0)
     path = tmp_path / "short.h5"
     with h5py.File(path, "w") as f:
@@ -200,4 +202,4 @@ def test_behaviour_lag_longer_than_the_trial_skips_vel_r2(tmp_path):
         f.attrs["bin_ms"] = 5.0
     invoke("fit", path, "--out", tmp_path / "run", "--max-epochs", "1", "--quiet")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert not any(k.endswith("vel_r2") for k in summary["metrics"])
+    assert not any(k.endswith("behavior_r2") for k in summary["metrics"])

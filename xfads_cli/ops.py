@@ -235,7 +235,8 @@ def evaluate(model, data: SpikeData, config: Config, splits=EVAL_SPLITS, forecas
              decode: bool = True, smoothed: np.ndarray | None = None, baselines: bool = True) -> dict:
     """Honest metrics (METRICS.md) for the trials of each split in `splits`, keyed `{split}_{metric}`:
     co_bps (held-out neurons), retest_bps + retest_oracle_bps (simulated data), fp_bps (+ oracle),
-    and with `decode`: vel_r2 (behaviour; decoder fit on train-split rates), psth_r2 (conditions).
+    and with `decode`: behavior_r2 (R^2 of the data.behavior series, whatever it is, decoded linearly
+    from the rates by NLB's vel_r2 procedure, decoder fit on train-split rates), psth_r2 (conditions).
     With `baselines`, co_baseline_bps and fp_baseline_bps next to co_bps and fp_bps: what the trivial
     baselines of `Baselines` score on the same trials and bins (fitted once per `data`, see
     baselines_for; baseline_summary describes them and says whether the model beats them).
@@ -266,7 +267,7 @@ def evaluate(model, data: SpikeData, config: Config, splits=EVAL_SPLITS, forecas
         lag = int(round(config.eval.behavior_lag_ms / data.bin_ms))
         # A lag as long as the trial leaves no (rate, behaviour) pair inside any trial: no score.
         if decode_behavior and "train" in rates and split != "train" and 0 <= lag < data.n_time:
-            out[f"{split}_vel_r2"] = M.vel_r2(rates["train"], data.subset("train").behavior, rates[split], sub.behavior, lag_bins=lag)
+            out[f"{split}_behavior_r2"] = M.vel_r2(rates["train"], data.subset("train").behavior, rates[split], sub.behavior, lag_bins=lag)
         if decode and data.conditions is not None:
             out[f"{split}_psth_r2"] = M.psth_r2(rates[split], sub.counts, sub.conditions, data.bin_ms, config.eval.psth_sigma_ms)
         if forecast and data.n_time >= 2:
@@ -607,7 +608,7 @@ def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mo
     scored as it comes, so memory does not grow with the trials beyond the recording itself, with
     three exceptions: --format nwb (gathered in memory, see _NwbOutput), --plot (reads the output
     back) and --split all on data with behaviour or conditions, where rates_mean of every trial
-    (float32, as large as the counts) is kept for the vel_r2 / psth_r2 decoders of `evaluate`."""
+    (float32, as large as the counts) is kept for the behavior_r2 / psth_r2 decoders of `evaluate`."""
     if split not in ("all", "train", "valid", "test"):
         raise UsageError(f"--split must be all, train, valid or test, got '{split}'")
     if mode not in (None, "smoother", "filter", "two_filter"):

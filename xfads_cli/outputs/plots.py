@@ -293,6 +293,7 @@ METRIC_NAMES = {
     "retest_bps": "test-retest bps (smoothed rates)", "retest_oracle_bps": "test-retest bps of the true rates",
     "fp_oracle_bps": "fp-bps of the true rates", "co_oracle_bps": "co-bps of the true rates",
     "fp_baseline_bps": "fp-bps of the baseline", "co_baseline_bps": "co-bps of the baseline",
+    "behavior_r2": "R² of the behaviour decoded from rates", "psth_r2": "PSTH R²",
 }
 
 
