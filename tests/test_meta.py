@@ -236,7 +236,7 @@ def test_baseline_adaptations_run_with_the_same_shapes(adaptation):
     assert float(t.frobenius) == 0.0
     loss = model.loss(y, 1, drop_local=0.1)
     loss.backward()
-    assert math.isfinite(float(loss))
+    assert math.isfinite(loss.item())
     fc = model.forecast(y, 1, H, n_samples=6)
     assert fc.latents.shape == (6, B, H, L) and fc.rates.shape == (6, B, H, NEURONS[1])
     z = torch.randn(5, B, L)
