@@ -139,6 +139,10 @@ def test_fit_records_its_thread_policy(tmp_path, fixtures_dir):
     summary = json.loads(res.stdout)
     assert summary["threads"]["policy"] == "fixed" and summary["threads"]["final"] == 1
     assert sum(summary["threads"]["steps_at"].values()) > 0
+    res = CliRunner().invoke(app, ["fit", str(fixtures_dir / "vdp_small.h5"), "--out", str(tmp_path / "cfg"),
+                                   "--max-epochs", "1", "--set", "train.threads=2", "--quiet", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["threads"] == json.loads(res.stdout)["threads"] | {"policy": "fixed", "max": 2}
     res = CliRunner().invoke(app, ["fit", str(fixtures_dir / "vdp_small.h5"), "--out", str(tmp_path / "bad"),
                                    "--threads", "many"])
     assert res.exit_code == 2 and "--threads must be 'auto' or a positive integer" in res.output

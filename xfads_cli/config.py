@@ -117,6 +117,9 @@ class TrainConfig:
     # (forecast of the validation trials' last third); 'auto': co_bps with held-out neurons, else fp_bps.
     select: Literal["auto", "elbo", "co_bps", "fp_bps"] = "auto"
     time_limit_min: Optional[float] = None
+    # CPU threads of training (train/threads.py): None = $XFADS_THREADS or auto (at most the cores this
+    # job may use, the count tuned from timed steps); N = exactly N (bit-identical reruns). --threads wins.
+    threads: Optional[int] = None
     device: str = "auto"
     dtype: Literal["float32", "float64"] = "float32"
 
@@ -165,6 +168,7 @@ _RANGES = {
     "train.lr_decay": (0, 1, False, True), "train.warmup_steps": _AT_LEAST_0, "train.grad_clip": _POSITIVE,
     "train.patience": _AT_LEAST_1, "train.drop_local": (0, 1, True, False), "train.time_limit_min": _POSITIVE,
     "train.lr_final": (0, 1, True, True), "train.anneal_fraction": (0, 1, False, True), "train.forecast_fraction": (0, 1, True, True), "train.samples": _AT_LEAST_1,
+    "train.threads": _AT_LEAST_1,
     "eval.context_bins": _AT_LEAST_1, "eval.horizon_bins": _AT_LEAST_1, "eval.samples": _AT_LEAST_1,
     "eval.behavior_lag_ms": _AT_LEAST_0, "eval.psth_sigma_ms": _AT_LEAST_0,
 }

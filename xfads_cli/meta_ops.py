@@ -113,9 +113,9 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     if trials < 1:
         raise UsageError(f"--trials must be >= 1, got {trials}")
     run = load_run(run_path, device)
-    tuner = configure_threads(threads, tune=run.device.type == "cpu")
     _require_meta(run, "adapt")
     config = load_config(overrides=overrides, base=resolved_config(run.config))
+    tuner = configure_threads(threads if threads is not None else config.train.threads, tune=run.device.type == "cpu")
     train_cfg = config.train
     if time_limit_min is not None:
         train_cfg = replace(train_cfg, time_limit_min=time_limit_min)

@@ -196,7 +196,8 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
     config = resolve_batch_size(config, sessions)
     select = selection_key(config, sessions, meta)
     dev = rank_device(d, device)
-    tuner = configure_threads(threads, world=d.world, tune=not deterministic and dev.type == "cpu")
+    tuner = configure_threads(threads if threads is not None else config.train.threads, world=d.world,
+                              tune=not deterministic and dev.type == "cpu")
     # The process group is up before rank 0 creates anything: every rank has passed the checks above
     # (under torchrun a rank failing them ends the job, so none waits here for ever).
     with deterministic_mode(deterministic), process_group(d, dev):
