@@ -66,14 +66,22 @@ def test_selection_on_a_score_keeps_the_epoch_with_the_highest_value():
     assert result.best_epoch == 1 and result.best_score == 0.05 and result.select == "valid_fp_bps"
 
 
-@pytest.mark.parametrize("schedule, epochs", [("exponential", 3), ("cosine", 4)])
-def test_patience_counts_epochs_and_with_the_cosine_schedule_a_quarter_of_the_budget(schedule, epochs):
-    cfg = TrainConfig(max_epochs=10, lr=0.1, patience=2, schedule=schedule)
+@pytest.mark.parametrize("schedule, epochs", [("exponential", 3), ("cosine", 9)])
+def test_patience_counts_epochs_and_with_the_cosine_schedule_waits_for_the_anneal(schedule, epochs):
+    cfg = TrainConfig(max_epochs=10, lr=0.1, patience=2, schedule=schedule, anneal_fraction=0.3)
     records = [{"valid_fp_bps": v} for v in (0.1, 0.05, 0.04, 0.03, 0.02, 0.01, 0.0, 0.0, 0.0, 0.0)]
     _, result = _toy(cfg, select="valid_fp_bps", records=records)
-    # best at epoch 0 (10% of the budget); 2 worse epochs stop the exponential run, the cosine one also
-    # waits until 25% more of the budget has passed without a new best (epoch 3 ends at 40%)
+    # best at epoch 0; 2 worse epochs stop the exponential run; the cosine one anneals over the last 30%
+    # (from 70% of the budget) and stops when half of that (15%) passed without a new best: epoch 8 ends at 90%
     assert len(result.history) == epochs and result.best_epoch == 0 and "no validation improvement" in result.stopped
+
+
+def test_a_new_best_during_the_anneal_restarts_the_count():
+    cfg = TrainConfig(max_epochs=20, lr=0.1, patience=2, anneal_fraction=0.5)
+    records = [{"valid_fp_bps": v} for v in [0.1] + [0.0] * 11 + [0.2] + [0.0] * 7]
+    _, result = _toy(cfg, select="valid_fp_bps", records=records)
+    # anneal from epoch 10 (50%); new best at epoch 12 (ends at 65%); stop 25% later: after epoch 17 (90%)
+    assert result.best_epoch == 12 and len(result.history) == 18
 
 
 def test_time_limit_is_checked_after_every_step(monkeypatch):
