@@ -1,6 +1,6 @@
 """Training speed on a shared CPU: `xfads fit --threads 2 | 1 | auto`, alone and beside another job.
 
-    python benchmarks/shared_cpu.py [--epochs 10] [--competitor busy|fit|none] [--policies 2,1,auto]
+    python benchmarks/contention.py [--epochs 10] [--competitor busy|fit|none] [--policies 2,1,auto]
 
 Fits the reference-size simulated recording (200 trials x 70 bins x 45 neurons, vdp, 20 ms) for a
 fixed number of epochs with each thread policy, first with the machine to itself, then with a
