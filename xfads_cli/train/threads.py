@@ -2,8 +2,8 @@
 
 On a lab node or a SLURM allocation other jobs share the cores. torch's intra-op threads meet at a
 barrier after every parallel op, and a thread whose core another process holds makes all of them
-wait: with 2 threads on 2 cores and one busy process beside it, an epoch at the reference setting
-took 4.6x as long as alone, while 1 thread lost only 1.2x (benchmarks/contention.py). The best count
+wait: with 2 threads on 2 cores and one busy process beside it, a fit at the reference size ran 38.9 s
+per epoch instead of 1.15 s alone, while 1 thread ran 1.35 s (benchmarks/contention.py). The best count
 therefore depends on what else runs, which changes during a fit; `ThreadTuner` measures it.
 
 `--threads auto` (the default): at most the cores this process may run on (its CPU affinity, which
