@@ -65,6 +65,26 @@ def test_forecast_shapes_and_rates():
     assert (fc.rates >= 0).all()
 
 
+def test_forecast_rates_are_capped_by_the_training_counts():
+    """An expansive rollout (here: a readout 50x too large) cannot forecast more than twice the most
+    spikes a neuron showed in one training bin, plus one; a checkpoint without the cap loads uncapped."""
+    model = make_model()
+    y = counts()
+    with torch.no_grad():
+        model.init_from_data(y)
+        assert torch.equal(model.rate_ceiling, 2 * y.reshape(-1, 7).amax(0) + 1)
+        model.readout.weight.mul_(50.0)
+        gen = torch.Generator().manual_seed(3)
+        capped = model.forecast(y, horizon=6, n_samples=8, generator=gen).rates
+        assert (capped <= model.rate_ceiling).all() and torch.isfinite(capped).all()
+        old = {k: v for k, v in model.state_dict().items() if k != "rate_ceiling"}
+        model.load_state_dict(old)
+        assert torch.isinf(model.rate_ceiling).all()
+        gen = torch.Generator().manual_seed(3)
+        uncapped = model.forecast(y, horizon=6, n_samples=8, generator=gen).rates
+    assert (uncapped > 2 * y.reshape(-1, 7).amax(0) + 1).any()  # the test would pass without a cap otherwise
+
+
 def test_pca_readout_spans_the_planted_loadings():
     """Counts from log rates d + C z_t with a planted 2-D C: the 'pca' init's first two readout columns
     span C's column space (small principal angles); the 'mean' init's random columns do not."""

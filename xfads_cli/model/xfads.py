@@ -59,6 +59,11 @@ class XFADS(nn.Module):
         self.m0 = nn.Parameter(torch.zeros(L))
         self.raw_q0 = nn.Parameter(torch.full((L,), _softplus_inv(1.0)))
         self.raw_q = nn.Parameter(torch.full((L,), _softplus_inv(0.05)))
+        # Largest expected count per bin a forecast may give each neuron (set from the training counts;
+        # inf: no cap). Why: a rollout that leaves the region the dynamics were trained on can grow
+        # without bound, and under the exp link one such sample among 20 made a trial's mean forecast
+        # 1e9 spikes per bin (fp-bps -1.3e9 on a real recording, benchmarks/README.md).
+        self.register_buffer("rate_ceiling", torch.full((n_neurons,), float("inf")))
 
     # -- generative model ---------------------------------------------------------------------
     def q(self) -> torch.Tensor:
@@ -78,9 +83,12 @@ class XFADS(nn.Module):
     @torch.no_grad()
     def init_from_data(self, counts: torch.Tensor) -> None:
         """Readout bias from each neuron's mean count per bin (MODEL.md section 1); with cfg.init 'pca'
-        also its weights (`pca_readout`). counts: [trial, time, neuron]."""
+        also its weights (`pca_readout`); the forecast's rate ceiling. counts: [trial, time, neuron]."""
         mean = torch.nan_to_num(torch.nanmean(counts.reshape(-1, counts.shape[-1]), dim=0), nan=0.0)
         self.readout.bias.copy_(self.likelihood.init_bias(mean))
+        if self.cfg.likelihood == "poisson":  # twice the most spikes seen in one bin, plus one
+            top = torch.nan_to_num(counts, nan=0.0).reshape(-1, counts.shape[-1]).amax(0)
+            self.rate_ceiling.copy_(2 * top + 1)
         if self.cfg.init == "pca":
             self.readout.weight.copy_(pca_readout(counts, mean, self.likelihood.init_bias, self.read_dims,
                                                   self.readout.weight))
@@ -150,7 +158,12 @@ class XFADS(nn.Module):
         generator: for every draw (None: the global RNG)."""
         post = self.posterior(y_context, mode=mode, n_samples=n_samples, noise=generator)
         z = self.rollout(post.samples[:, :, -1], horizon, generator)
-        return Forecast(z, self.rates(z))
+        return Forecast(z, torch.minimum(self.rates(z), self.rate_ceiling))
+
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        if "rate_ceiling" not in state_dict:  # a checkpoint from before the ceiling: no cap, as then
+            state_dict = {**state_dict, "rate_ceiling": torch.full_like(self.rate_ceiling, float("inf"))}
+        return super().load_state_dict(state_dict, *args, **kwargs)
 
 
 def pca_readout(counts: torch.Tensor, mean: torch.Tensor, inverse_link, k: int, fallback: torch.Tensor,
