@@ -85,7 +85,8 @@ def test_two_ranks_follow_the_single_process_fit_and_only_rank0_writes(recording
     result = invoke("fit", path, "--out", single, "--max-epochs", EPOCHS, "--quiet", *opts)
     assert result.exit_code == 0, result.output
     assert_close_runs(out, single)
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".xfads.lock", "best.pt", "config.yaml", "last.pt", "metrics.csv",
+                                                     "summary.json"]
     assert json.loads((out / "summary.json").read_text())["world_size"] == 2
     assert stderr.count(f"epoch 1/{EPOCHS}") == 1 and stderr.count(f"wrote {out}") == 1  # rank 1 is silent
 

@@ -80,7 +80,7 @@ def test_rollback_recovers_from_parameters_whose_loss_stays_non_finite():
     visited = []
 
     def batch_loss(b):
-        visited.append(float(w))
+        visited.append(float(w.detach()))
         loss = (w - 4.0).square().sum()
         return loss * math.nan if w.abs().max() > 5 else loss
 

@@ -471,7 +471,7 @@ def test_real_mc_maze_hand_velocity():
     path = real("mc_maze_2trials.nwb")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # pynwb's own warnings must not reach the user
-        data = load_nwb(path, DataConfig(behavior=("hand_vel",)))
+        data = load_nwb(path, DataConfig(behavior=("hand_vel",), split=(0.5, 0.5, 0.0)))  # 2 trials: no test split
     assert data.counts.shape[0] == 2 and data.n_neurons == 182
     assert data.behavior.shape == (2, data.n_time, 2) and np.isfinite(data.behavior).all()
     with h5py.File(path, "r") as handle:

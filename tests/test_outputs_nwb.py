@@ -182,7 +182,7 @@ def test_series_on_other_bins_get_their_own_timestamps(lorenz, tmp_path):
     [
         # NWB 2.4.0 written in the wild (MatNWB/PyNWB): pynwb migrates it while appending.
         ("human_mtl_sub-4_ses-4.nwb", DataConfig(intervals="recognition_table", window_ms=(0, 1500))),
-        ("mc_maze_2trials.nwb", DataConfig()),
+        ("mc_maze_2trials.nwb", DataConfig(split=(0.5, 0.5, 0.0))),  # 2 trials: no test split
         ("rat_hc_linear_track.nwb", DataConfig()),
     ],
 )

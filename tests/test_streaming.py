@@ -2,6 +2,7 @@
 accumulated block by block (BitsPerSpike, SmoothedScores, ForecastScores)."""
 
 import json
+import warnings
 
 import h5py
 import numpy as np
@@ -154,7 +155,8 @@ def test_bits_per_spike_accumulator_edge_cases():
         score.value()  # a score of part of the trials would be silently wrong
     with pytest.raises(ValueError, match="counts have 23"):
         score.add(rates)
-    with pytest.warns(RuntimeWarning, match="zero rates"):  # the null model of silent neurons, as bits_per_spike
+    with warnings.catch_warnings():  # the null model of silent neurons is 0 where no spike is seen: exact, silent
+        warnings.simplefilter("error")
         empty = M.BitsPerSpike(np.zeros((3, 4, 2)))
         empty.add(np.ones((3, 4, 2)))
         assert np.isnan(empty.value())  # no spikes: undefined, as bits_per_spike
