@@ -1,6 +1,6 @@
 """Quality benchmark: `xfads fit` with its DEFAULTS on simulated and real recordings, one table.
 
-    python benchmarks/quality.py                         # everything, 5 min per fit (about 2 hours)
+    python benchmarks/quality.py                         # everything, 5 min per fit (73 min on 2 idle cores; small recordings end early)
     python benchmarks/quality.py --quick                 # smoke run: 3 cases, 1 min per fit
     python benchmarks/quality.py --cases 'lorenz-*,mouse_gpe_50trials' --minutes 3 --out runs/q --json q.json
     python benchmarks/quality.py --list                  # the case names
