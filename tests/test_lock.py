@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 from typer.testing import CliRunner
@@ -54,9 +55,13 @@ def test_lock_of_a_killed_fit_is_taken_over_with_a_warning(data, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / LOCK_NAME).write_text(json.dumps({"pid": 4242, "host": "node7", "started": "2026-01-01 00:00:00"}))
-    result = invoke("fit", data, "--out", out, "--max-epochs", 1, *SMALL)
+    # the CLI prints warnings as one line on stderr; inside pytest they may be recorded instead
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = invoke("fit", data, "--out", out, "--max-epochs", 1, *SMALL)
     assert result.exit_code == 0, result.output
-    assert "taking over from a run that ended without releasing its lock (pid 4242 on node7" in result.output
+    said = result.output + " ".join(str(w.message) for w in caught)
+    assert "taking over from a run that ended without releasing its lock (pid 4242 on node7" in said
 
 
 def test_two_concurrent_fits_on_one_out(data, tmp_path):
