@@ -71,6 +71,8 @@ def test_auto_shares_cores_between_ranks(monkeypatch):
     assert th.configure_threads("3").got == (3, True)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert th.configure_threads("auto").got == (2, True)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # 8 ranks on 4 nodes: the node's cores go to its 2 ranks
+    assert th.configure_threads("auto", world=8).got == (4, True)
 
 
 def test_candidates():

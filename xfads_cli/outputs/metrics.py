@@ -24,18 +24,14 @@ def poisson_nll(rates: np.ndarray, counts: np.ndarray) -> float:
     r, n = r[keep], n[keep]
     if np.isnan(r).any() or (r < 0).any():
         raise ValueError("rates must be finite and non-negative where counts are observed")
-    zero = r == 0
-    if zero.any():
-        # a zero rate where no spike was seen is exact (its term is 0: a neuron silent in the evaluated
-        # bins has a null-model mean of 0); only a zero rate meeting a spike has an infinite NLL
-        impossible = zero & (n > 0)
-        if impossible.any():
-            warnings.warn(f"rates of 0 where spikes were observed ({int(impossible.sum())} bins) replaced by 1e-9 "
-                          "in the Poisson NLL", RuntimeWarning, stacklevel=2)
-        r = np.where(impossible, 1e-9, np.where(zero, 1.0, r))  # rate 1 with n = 0: replaced below
-        terms = r - n * np.log(r) + _lgamma(n + 1)
-        return float(np.sum(np.where(zero & (n == 0), 0.0, terms)))
-    return float(np.sum(r - n * np.log(r) + _lgamma(n + 1)))
+    impossible = (r == 0) & (n > 0)  # an infinite NLL
+    if impossible.any():
+        warnings.warn(f"rates of 0 where spikes were observed ({int(impossible.sum())} bins) replaced by 1e-9 "
+                      "in the Poisson NLL", RuntimeWarning, stacklevel=2)
+        r = np.where(impossible, 1e-9, r)
+    # where n = 0 the n ln r term is 0 whatever r, also r = 0 (a neuron silent in the evaluated bins
+    # has a null-model mean of 0 there): exact, no warning
+    return float(np.sum(r - n * np.log(np.where(n > 0, r, 1.0)) + _lgamma(n + 1)))
 
 
 def bits_per_spike(rates: np.ndarray, counts: np.ndarray) -> float:

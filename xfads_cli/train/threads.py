@@ -149,13 +149,14 @@ class ThreadTuner:
 def configure_threads(spec: str | int | None, *, world: int = 1, tune: bool = True) -> ThreadTuner:
     """Set torch's thread count for this process and return the tuner that keeps it (a no-op when fixed).
 
-    world: processes sharing this machine's cores (torchrun ranks; default: $LOCAL_WORLD_SIZE or 1);
-    each gets its share. tune: False for work that must not change its thread count (--deterministic,
-    CUDA, inference), and always with several ranks (a step's time then includes waiting for the others)."""
+    world: ranks of the run (torchrun's WORLD_SIZE); the ranks on this node ($LOCAL_WORLD_SIZE, else
+    world) share its cores equally. tune: False for work that must not change its thread count
+    (--deterministic, CUDA, inference); never tuned with several ranks (a step's time then includes
+    waiting for the others)."""
     n = parse_threads(spec)
     if n is not None:
         return ThreadTuner(n, fixed=True)
     local = os.environ.get("LOCAL_WORLD_SIZE", "")
-    world = world if world > 1 else (int(local) if local.isdigit() and int(local) >= 1 else 1)
-    share = max(1, available_cores() // world)
-    return ThreadTuner(share, fixed=not (tune and world == 1))
+    on_node = int(local) if local.isdigit() and int(local) >= 1 else world
+    world = max(world, on_node)
+    return ThreadTuner(max(1, available_cores() // on_node), fixed=not (tune and world == 1))
