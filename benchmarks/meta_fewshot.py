@@ -3,7 +3,7 @@ scaled to 2 CPU cores).
 
     python benchmarks/meta_fewshot.py [--quick] [--epochs 300] [--system hopf] [--seed 0]
 
-Protocol (MODEL.md section 6, "Baselines"):
+Protocol (docs/model.md section 6, "Baselines"):
   * a family of sessions from `simulate_arrays(system, param=p)`, p spanning a range, neuron counts differing
     per session; training sessions at evenly spaced p, 3 held-out sessions at p strictly inside the range
     (between training values);

@@ -27,7 +27,7 @@ Cases
              neurons 20 %; trial-aligned where the file has trials or an interval table, else chopped
              into the default 1 s windows. Skipped with a message when the folder does not exist.
 
-Scores (METRICS.md; test split)
+Scores (docs/metrics.md; test split)
   simulated  retest/oracle = test_retest_bps / test_retest_oracle_bps (smoothed rates scored on an
              independent second draw of counts), fp/oracle = test_fp_bps / test_fp_oracle_bps
              (forecast of the last third of each trial from the first two thirds), and the fp baseline.

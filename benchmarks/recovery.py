@@ -2,7 +2,7 @@
 
     python benchmarks/recovery.py [--minutes 3] [--neurons 40] [--trials 150]
 
-Prints honest quality numbers (METRICS.md): test-retest smoothing bits/spike (smoothed rates of test
+Prints honest quality numbers (docs/metrics.md): test-retest smoothing bits/spike (smoothed rates of test
 trials scored on an independent second draw of counts) and forecast bits/spike (40-bin causal context,
 then 20 bins ahead), each next to its oracle computed from the true rates in the same run.
 """

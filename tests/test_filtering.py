@@ -1,4 +1,4 @@
-"""The low-rank filter against dense references (MODEL.md section 7)."""
+"""The low-rank filter against dense references (docs/model.md section 7)."""
 
 from __future__ import annotations
 
@@ -258,7 +258,7 @@ def test_elbo_against_exact_log_marginal_likelihood():
     torch.testing.assert_close(m.elbo(m.run("filter")), loglik, rtol=0, atol=1e-8)
     # the prior as posterior (zero potentials): a valid bound by Jensen, and a loose one
     assert m.elbo(m.run("filter", alpha_scale=0.0)) < loglik - 1.0
-    # the exact smoothed marginals: MODEL.md's objective uses marginal KLs, and
+    # the exact smoothed marginals: docs/model.md's objective uses marginal KLs, and
     # sum_t KL(q_t || prediction from q_{t-1}) <= KL(q(z_{1:T}) || p(z_{1:T})) (data processing),
     # so with the exact posterior it lies ABOVE log p(y); it is not a bound in smoothing modes
     assert m.elbo(m.run("two_filter", with_beta=True)) > loglik

@@ -1,4 +1,4 @@
-"""The meta-dynamical model (MODEL.md section 6) and its multi-session training loop."""
+"""The meta-dynamical model (docs/model.md section 6) and its multi-session training loop."""
 
 from __future__ import annotations
 
@@ -293,7 +293,7 @@ def test_refined_session_embedding_replaces_the_pooled_mean_and_is_trained():
 
 @pytest.mark.parametrize("mode", ["smoother", "filter"])
 def test_one_session_at_the_prior_mean_is_xfads(mode):
-    """MODEL.md section 6 on top of the same filter: one session, an identity read-in and e = 0 (where the
+    """docs/model.md section 6 on top of the same filter: one session, an identity read-in and e = 0 (where the
     hypernetwork's update vanishes) give exactly the single-session XFADS with the same weights."""
     from dataclasses import replace
 

@@ -1,4 +1,4 @@
-"""Multi-session fit, embed and adapt through the CLI (meta-dynamical model, MODEL.md section 6)."""
+"""Multi-session fit, embed and adapt through the CLI (meta-dynamical model, docs/model.md section 6)."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""METRICS.md test vectors and the named scores (co-bps, fp-bps, vel R2, psth R2)."""
+"""docs/metrics.md test vectors and the named scores (co-bps, fp-bps, vel R2, psth R2)."""
 
 import math
 

@@ -94,7 +94,7 @@ def embed(run_path: Path, data_paths: list[Path], out: Path, *, overwrite: bool 
 def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs: int | None = None,
           time_limit_min: float | None = None, refine_embedding: bool = True, overwrite: bool = False, overrides=(),
           device: str = "auto", progress=None, plot: bool = False, threads: str | None = None) -> dict:
-    """Few-shot adaptation (MODEL.md section 6): a new read-in, readout and likelihood for the new
+    """Few-shot adaptation (docs/model.md section 6): a new read-in, readout and likelihood for the new
     session, trained on its first `trials` training trials with every shared parameter frozen. The
     embedding mean is a parameter of the new session fitted with them (refine_embedding, from the
     prior mean), or the frozen embedding encoder's pooled estimate. Writes a new run directory holding the

@@ -233,7 +233,7 @@ EVAL_SPLITS = ("valid", "test")
 
 def evaluate(model, data: SpikeData, config: Config, splits=EVAL_SPLITS, forecast: bool = True,
              decode: bool = True, smoothed: np.ndarray | None = None, baselines: bool = True) -> dict:
-    """Honest metrics (METRICS.md) for the trials of each split in `splits`, keyed `{split}_{metric}`:
+    """Honest metrics (docs/metrics.md) for the trials of each split in `splits`, keyed `{split}_{metric}`:
     co_bps (held-out neurons), retest_bps + retest_oracle_bps (simulated data), fp_bps (+ oracle),
     and with `decode`: behavior_r2 (R^2 of the data.behavior series, whatever it is, decoded linearly
     from the rates by NLB's vel_r2 procedure, decoder fit on train-split rates), psth_r2 (conditions).

@@ -1,4 +1,4 @@
-"""Latent dynamics f: [..., latent] -> [..., latent] (MODEL.md section 1).
+"""Latent dynamics f: [..., latent] -> [..., latent] (docs/model.md section 1).
 
 Each module maps any leading shape (sample, batch, ...) so the filter can push all particles of all
 trials through f in one call. The process noise lives with the model, not here. `rowwise = True`: f

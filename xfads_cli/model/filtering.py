@@ -1,4 +1,4 @@
-"""The low-rank nonlinear filter of XFADS (MODEL.md sections 2-4): pure functions, no module state.
+"""The low-rank nonlinear filter of XFADS (docs/model.md sections 2-4): pure functions, no module state.
 
     post = low_rank_filter(dynamics, m0, q0, q, k_local, K_local, k_back, K_back,
                            n_samples=20, mode="smoother")
@@ -444,7 +444,7 @@ def low_rank_filter(
     sampler: str = "matheron",
     checkpoint_steps: int = 0,
 ) -> Posterior:
-    """Filter the potentials through the prior dynamics (MODEL.md section 3).
+    """Filter the potentials through the prior dynamics (docs/model.md section 3).
 
     dynamics: f, maps [sample, batch, latent] -> [sample, batch, latent].
     m0, q0, q: [latent] initial mean, initial and process variances (positive).

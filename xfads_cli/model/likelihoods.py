@@ -1,4 +1,4 @@
-"""Observation models p(y_t | eta_t), eta_t = C z_t + d, as small plug-in modules (MODEL.md section 1).
+"""Observation models p(y_t | eta_t), eta_t = C z_t + d, as small plug-in modules (docs/model.md section 1).
 
 All share one interface:
     log_prob(eta, y) -> [..., neuron]   log-density per neuron (NaN in y = missing, contributes 0)

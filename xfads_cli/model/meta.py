@@ -1,5 +1,5 @@
 """The meta-dynamical XFADS model: many sessions, shared dynamics adapted by a session embedding
-(MODEL.md section 6).
+(docs/model.md section 6).
 
     session i, trial j:  x_t = Omega_i log1p(y_t[heldin_i])                     (read-in, per session)
     q(e_i) = N(0, I) x prod_j N(e; mu_ij, diag(var_ij))                        (embedding, pooled)
@@ -120,7 +120,7 @@ class HyperMLPDynamics(nn.Module):
 
 
 class InputMLPDynamics(nn.Module):
-    """Baselines of the meta model (MODEL.md section 6, "Baselines"), with HyperMLPDynamics' interface:
+    """Baselines of the meta model (docs/model.md section 6, "Baselines"), with HyperMLPDynamics' interface:
 
         use_embedding=True:   f(z; e) = z + MLP([z, e])    (the embedding fed as an input to f)
         use_embedding=False:  f(z; e) = z + MLP(z)         (shared dynamics, the embedding ignored)
@@ -248,7 +248,7 @@ class Session(nn.Module):
         nn.init.normal_(self.readout.weight, std=1.0 / read_dims**0.5)
         self.likelihood = build_likelihood(cfg.likelihood, self.n_neurons, self.dt, cfg.link)
         # A refined embedding (few-shot adaptation): the mean of q(e_i) is this parameter, fitted by gradient
-        # with the session's other parameters, instead of the frozen encoder's pooled mean (MODEL.md section 6).
+        # with the session's other parameters, instead of the frozen encoder's pooled mean (docs/model.md section 6).
         # It starts at the prior mean, e = 0 (the shared dynamics).
         if spec.get("refine_embedding"):
             self.embedding = nn.Parameter(torch.zeros(cfg.embed_dim))
@@ -334,7 +334,7 @@ class MetaXFADS(nn.Module):
 
     @torch.no_grad()
     def init_from_data(self, session: int | str, counts: torch.Tensor) -> None:
-        """Readout bias of a session from each neuron's mean count per bin (MODEL.md section 1)."""
+        """Readout bias of a session from each neuron's mean count per bin (docs/model.md section 1)."""
         s = self._session(session)
         mean = torch.nanmean(counts.reshape(-1, counts.shape[-1]).to(s.readout.bias.dtype), dim=0)
         s.readout.bias.copy_(s.likelihood.init_bias(torch.nan_to_num(mean, nan=0.0)))
@@ -450,7 +450,7 @@ class MetaXFADS(nn.Module):
 
             [-sum_j elbo_j + KL(q(e_i) || p(e)) + lambda * frobenius] / (batch * time)
 
-        The per-session terms enter once per batch (MODEL.md section 6) and share the per-bin scale, so
+        The per-session terms enter once per batch (docs/model.md section 6) and share the per-bin scale, so
         the number is comparable with XFADS's loss (train/loop.py) and with other sessions' batches."""
         t = self.elbo(y, session, drop_local=drop_local, generator=generator)
         extra = t.kl_embed + self.cfg.frobenius_weight * t.frobenius

@@ -1,4 +1,4 @@
-"""Evaluation metrics in Neural Latents Benchmark conventions (../shared/design/METRICS.md), numpy only.
+"""Evaluation metrics in Neural Latents Benchmark conventions (docs/metrics.md), numpy only.
 
 Rates are expected spikes PER BIN; counts are observed spikes per bin; arrays are [trial, time, neuron]
 (any leading shape works as long as the neuron axis is last).
@@ -120,7 +120,7 @@ def bits_per_spike_blocked(rates: np.ndarray, counts: np.ndarray, trials: np.nda
 
 
 # --------------------------------------------------------------------------------------------------
-# Named scores (METRICS.md "Named scores")
+# Named scores (docs/metrics.md "Named scores")
 # --------------------------------------------------------------------------------------------------
 
 
@@ -267,7 +267,7 @@ def vel_r2(
     eval_behavior: np.ndarray,
     lag_bins: int = 0,
 ) -> float:
-    """METRICS.md "vel R2": ridge decoder rates -> behaviour fit on TRAIN, R^2 on EVAL.
+    """docs/metrics.md "vel R2": ridge decoder rates -> behaviour fit on TRAIN, R^2 on EVAL.
 
     *_rates: [trial, time, neuron] (held-in and held-out concatenated by the caller);
     *_behavior: [trial, time, dim]. Behaviour at t + lag_bins is predicted from rates at t within
@@ -350,7 +350,7 @@ def psth_r2(
     bin_ms: float,
     sigma_ms: float = 50.0,
 ) -> float:
-    """METRICS.md "psth R2": R^2 of predicted vs empirical condition-averaged PSTHs.
+    """docs/metrics.md "psth R2": R^2 of predicted vs empirical condition-averaged PSTHs.
 
     rates, counts: [trial, time, neuron] (rates per bin, counts per bin); conditions: [trial] labels.
     Per condition with >= 2 trials (a single trial is no average, so such conditions are skipped):

@@ -1,4 +1,4 @@
-"""Training loop of the meta-dynamical model (MODEL.md section 6) over many sessions at once.
+"""Training loop of the meta-dynamical model (docs/model.md section 6) over many sessions at once.
 
     result = fit_meta(model, [y_1, y_2, ...], [v_1, v_2, ...], cfg, seed=0)
 
