@@ -105,8 +105,8 @@ def test_forecast_draws_cut_trials_and_drop_their_backward_potentials():
     model = XFADS(ModelConfig(latent_dim=3, rank_local=2, rank_backward=1, samples=4, encoder_hidden=8,
                               dynamics_hidden=8), 5, torch.ones(5, dtype=torch.bool), 0.02)
     y = torch.zeros(40, 20, 5)
-    noise0, keep0, back0 = trial_draws(model, y, list(range(40)), drop=0.2)
-    noise, keep, back = trial_draws(model, y, list(range(40)), drop=0.2, forecast=0.5)
+    noise0, keep0, back0, _ = trial_draws(model, y, list(range(40)), drop=0.2)
+    noise, keep, back, _ = trial_draws(model, y, list(range(40)), drop=0.2, forecast=0.5)
     assert back0 is None and torch.equal(noise, noise0)  # the earlier draws do not change
     assert 5 < int((~back).sum()) < 35
     for i in range(40):
@@ -151,3 +151,79 @@ def test_progress_keeps_the_best_so_far_across_a_resume(capsys):
     fresh.resume("valid_fp_bps", {"epoch": 3, "score": 0.25, "key": "valid_loss"})  # selected on another key
     fresh.update({"epoch": 6, "train_loss": 1.0, "valid_fp_bps": 0.2})
     assert "best 0.2 at epoch 7" in capsys.readouterr().err
+
+
+def test_input_dropout_hides_entries_from_the_encoder_and_scores_only_them():
+    """Coordinated dropout: the posterior does not depend on a hidden count, the likelihood's gradient
+    comes from the hidden held-in entries (x 1/rate) and the held-out neurons, and the ELBO's value is
+    that of the same posterior without the gradient mask."""
+    from xfads_cli.model.encoders import InputDropout, scale_grad
+    from xfads_cli.model.xfads import XFADS
+
+    torch.manual_seed(2)
+    cfg = ModelConfig(latent_dim=3, rank_local=2, rank_backward=1, samples=4, encoder_hidden=8, dynamics_hidden=8)
+    heldin = torch.tensor([True, True, True, True, False])
+    model = XFADS(cfg, 5, heldin, 0.02).double()
+    y = torch.poisson(torch.full((2, 10, 5), 1.5)).double().requires_grad_(True)
+    noise = torch.randn(model.noise_shape(2, 10), dtype=torch.float64)
+    dropped = torch.rand(2, 10, 4) < 0.3
+    drop = InputDropout(dropped, 0.3)
+    post = model.posterior(y, noise=noise, input_dropout=drop)
+    (g,) = torch.autograd.grad(post.mean.sum(), y)
+    assert torch.all(g[..., :4][dropped] == 0) and torch.any(g[..., :4][~dropped] != 0)
+
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    (gx,) = torch.autograd.grad(scale_grad(x.sin(), torch.tensor([0.0, 1.0, 2.0, 3.0])).sum(), x)
+    torch.testing.assert_close(gx, x.cos().detach() * torch.tensor([0.0, 1.0, 2.0, 3.0]))
+    terms = model.elbo(y.detach(), noise=noise, input_dropout=drop)
+    same = model.elbo(y.detach(), noise=noise, input_dropout=drop)  # deterministic given the draws
+    torch.testing.assert_close(terms.elbo, same.elbo)
+    # value: the loglik of that posterior, unmasked
+    expect = model.likelihood.log_prob(model.eta(terms.posterior.samples), y.detach()).sum(-1).mean(0).sum(-1)
+    torch.testing.assert_close(terms.loglik, expect)
+    # gradient w.r.t. the readout bias: hidden held-in entries x 1/0.3, shown entries 0, held-out x 1
+    model.zero_grad()
+    terms.loglik.sum().backward()
+    eta_s = model.eta(terms.posterior.samples.detach())
+    w = torch.ones(2, 10, 5, dtype=torch.float64)
+    w[..., :4] = dropped.double() / 0.3
+    resid = (y.detach() - model.likelihood.mean(eta_s))  # d log p / d eta for Poisson-exp
+    expect_bias = (resid * w).sum((1, 2)).mean(0)
+    torch.testing.assert_close(model.readout.bias.grad, expect_bias)
+
+
+def test_input_dropout_draws_are_per_trial_and_leave_the_other_draws_alone():
+    from xfads_cli.model.xfads import XFADS
+
+    model = XFADS(ModelConfig(latent_dim=3, rank_local=2, rank_backward=1, samples=4, encoder_hidden=8,
+                              dynamics_hidden=8), 6, torch.tensor([True] * 5 + [False]), 0.02)
+    y = torch.zeros(30, 40, 6)
+    plain = trial_draws(model, y, list(range(30)), drop=0.2)
+    draws = trial_draws(model, y, list(range(30)), drop=0.2, input_drop=0.3)
+    assert plain.input_dropout is None
+    assert torch.equal(plain.noise, draws.noise) and torch.equal(plain.keep, draws.keep)
+    hidden = draws.input_dropout.dropped
+    assert hidden.shape == (30, 40, 5) and abs(float(hidden.float().mean()) - 0.3) < 0.03
+    again = trial_draws(model, y[[7, 3]], [7, 3], drop=0.2, input_drop=0.3).input_dropout.dropped
+    assert torch.equal(again, hidden[[7, 3]])  # a trial's mask does not depend on its batch
+
+
+def test_without_validation_trials_best_pt_follows_the_training_loss(tmp_path):
+    """No validation trials: no score exists, so best.pt must not stay the first epoch's model."""
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from xfads_cli.cli import app
+
+    data = Path(__file__).resolve().parents[1] / "data_fixtures" / "vdp_small.h5"
+    res = CliRunner().invoke(app, ["fit", str(data), "--out", str(tmp_path / "run"), "--max-epochs", "3",
+                                   "--set", "data.split=[0.8,0,0.2]", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout[res.stdout.index("{"):])
+    assert summary["selected_on"] == "train_loss" and summary["best_epoch"] == 2
+    res = CliRunner().invoke(app, ["fit", str(data), "--out", str(tmp_path / "run2"), "--max-epochs", "1",
+                                   "--set", "data.split=[0.8,0,0.2]", "--set", "train.select=fp_bps"])
+    assert res.exit_code == 2 and "validation share" in res.output
+    assert not (tmp_path / "run2").exists()

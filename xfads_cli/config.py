@@ -55,7 +55,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The state-space model (MODEL.md sections 1-3)."""
+    """The state-space model (docs/model.md sections 1-3)."""
 
     kind: Literal["xfads", "meta"] = "xfads"
     latent_dim: int = 8
@@ -74,7 +74,7 @@ class ModelConfig:
     # weights: principal axes of the smoothed, link-transformed training counts, scaled for unit latents;
     # single-session model only). Not the default: see benchmarks/README.md, recipe ablation.
     init: Literal["mean", "pca"] = "mean"
-    # Meta-dynamical model only (kind: meta, MODEL.md section 6).
+    # Meta-dynamical model only (kind: meta, docs/model.md section 6).
     embed_dim: int = 2
     read_in_dim: int = 32
     hyper_rank: int = 2
@@ -85,7 +85,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The optimisation (MODEL.md section 4)."""
+    """The optimisation (docs/model.md section 4)."""
 
     max_epochs: int = 300
     # Trials per optimisation step (the global batch under torchrun). None: from the number of
@@ -110,6 +110,10 @@ class TrainConfig:
     # the dynamics alone after it (no local or backward potentials), as `forecast` and fp-bps use the
     # model. Trains f to predict several steps ahead rather than one (isolated dropped bins).
     forecast_fraction: float = 0.0
+    # Coordinated dropout (model/encoders.InputDropout): each held-in count hidden from the encoder with
+    # this probability in every training step, the likelihood's gradient taken from the hidden ones.
+    # Keeps the smoothed rates from following the spikes' noise as training goes on. 0: off.
+    input_dropout: float = 0.0
     # Monte Carlo samples of the filter during training (fewer than model.samples, which smoothing uses:
     # the steps are cheaper and the fits measured as good); None: model.samples.
     samples: Optional[int] = 8
@@ -126,7 +130,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """How results are scored (METRICS.md)."""
+    """How results are scored (docs/metrics.md)."""
 
     # Forecast scored in run summaries (fp-bps): the first `context_bins` bins of each trial are the
     # context, the next `horizon_bins` are forecast. None: context 2/3 of the trial, horizon the rest.
@@ -167,7 +171,7 @@ _RANGES = {
     "train.max_epochs": _AT_LEAST_1, "train.batch_size": _AT_LEAST_1, "train.lr": _POSITIVE,
     "train.lr_decay": (0, 1, False, True), "train.warmup_steps": _AT_LEAST_0, "train.grad_clip": _POSITIVE,
     "train.patience": _AT_LEAST_1, "train.drop_local": (0, 1, True, False), "train.time_limit_min": _POSITIVE,
-    "train.lr_final": (0, 1, True, True), "train.anneal_fraction": (0, 1, False, True), "train.forecast_fraction": (0, 1, True, True), "train.samples": _AT_LEAST_1,
+    "train.lr_final": (0, 1, True, True), "train.anneal_fraction": (0, 1, False, True), "train.forecast_fraction": (0, 1, True, True), "train.input_dropout": (0, 1, True, False), "train.samples": _AT_LEAST_1,
     "train.threads": _AT_LEAST_1,
     "eval.context_bins": _AT_LEAST_1, "eval.horizon_bins": _AT_LEAST_1, "eval.samples": _AT_LEAST_1,
     "eval.behavior_lag_ms": _AT_LEAST_0, "eval.psth_sigma_ms": _AT_LEAST_0,

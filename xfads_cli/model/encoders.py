@@ -1,4 +1,4 @@
-"""Amortised encoders producing Gaussian potentials in information form (MODEL.md section 2).
+"""Amortised encoders producing Gaussian potentials in information form (docs/model.md section 2).
 
 local:    y_t -> alpha_t = (a_t, A_t A_t^T),   a_t: [batch, time, latent], A_t: [batch, time, latent, rank_local]
 backward: GRU over reversed time on [a_t, vec(A_t)] -> beta_t = (b_t, B_t B_t^T) that depends on
@@ -7,8 +7,25 @@ backward: GRU over reversed time on [a_t, vec(A_t)] -> beta_t = (b_t, B_t B_t^T)
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
+
+
+class InputDropout(NamedTuple):
+    """Coordinated dropout of one training batch (train.input_dropout): the held-in entries hidden from
+    the encoder, `dropped` [batch, time, neuron_in] bool, each with probability `rate`. The encoder reads
+    the others scaled by 1 / (1 - rate); the likelihood's gradient comes from the hidden entries only,
+    scaled by 1 / rate (its value is unchanged). Why: an entry the encoder read can be "predicted" by
+    copying its noise into the latents; one it did not read can only be predicted from the population's
+    shared structure, so the posterior stops following the spikes' noise as training goes on."""
+
+    dropped: torch.Tensor
+    rate: float
+
+    def input_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        return (~self.dropped).to(dtype) / (1.0 - self.rate)
 
 
 class LocalEncoder(nn.Module):
@@ -23,13 +40,17 @@ class LocalEncoder(nn.Module):
             nn.Linear(hidden, latent_dim * (rank + 1)),
         )
 
-    def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, y: torch.Tensor, input_weight: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """y: [batch, time, neuron] -> a [batch, time, latent], A [batch, time, latent, rank],
-        observed [batch, time] bool."""
+        observed [batch, time] bool. input_weight [batch, time, neuron] multiplies the (log) inputs:
+        coordinated dropout's 0 / 1 / (1 - p) mask during training."""
         observed = torch.isfinite(y).all(dim=-1)
         x = torch.where(torch.isfinite(y), y, torch.zeros_like(y))
         if self.log_inputs:
             x = torch.log1p(x.clamp(min=0))
+        if input_weight is not None:
+            x = x * input_weight
         out = self.net(x)
         a = out[..., : self.latent_dim]
         A = out[..., self.latent_dim :].unflatten(-1, (self.latent_dim, self.rank))
@@ -76,3 +97,22 @@ def drop_local_potentials(a: torch.Tensor, A: torch.Tensor, drop: float = 0.0,
         keep = keep & keep_mask
     w = keep.to(a.dtype)
     return a * w[..., None], A * w[..., None, None]
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the incoming gradient multiplied by `weight` backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(weight)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        return grad * weight, None
+
+
+def scale_grad(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x unchanged, its gradient times `weight` (broadcast against x)."""
+    return _ScaleGrad.apply(x, weight)

@@ -1,4 +1,4 @@
-"""The XFADS model: generative model + amortised low-rank posterior (MODEL.md sections 1-5).
+"""The XFADS model: generative model + amortised low-rank posterior (docs/model.md sections 1-5).
 
     z_1 ~ N(m0, diag(q0)),  z_t = f(z_{t-1}) + e_t,  e_t ~ N(0, diag(q))
     y_t | z_t ~ p(y_t | C z_t[:L_read] + d)
@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from xfads_cli.config import ModelConfig
 from xfads_cli.model.dynamics import build_dynamics
-from xfads_cli.model.encoders import BackwardEncoder, LocalEncoder, drop_local_potentials
+from xfads_cli.model.encoders import BackwardEncoder, InputDropout, LocalEncoder, drop_local_potentials, scale_grad
 from xfads_cli.model.filtering import Posterior, low_rank_filter, noise_shape
 from xfads_cli.model.likelihoods import build_likelihood
 
@@ -82,7 +82,7 @@ class XFADS(nn.Module):
 
     @torch.no_grad()
     def init_from_data(self, counts: torch.Tensor) -> None:
-        """Readout bias from each neuron's mean count per bin (MODEL.md section 1); with cfg.init 'pca'
+        """Readout bias from each neuron's mean count per bin (docs/model.md section 1); with cfg.init 'pca'
         also its weights (`pca_readout`); the forecast's rate ceiling. counts: [trial, time, neuron]."""
         mean = torch.nan_to_num(torch.nanmean(counts.reshape(-1, counts.shape[-1]), dim=0), nan=0.0)
         self.readout.bias.copy_(self.likelihood.init_bias(mean))
@@ -102,19 +102,22 @@ class XFADS(nn.Module):
 
     def posterior(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
                   drop_local: float = 0.0, local_mask: torch.Tensor | None = None,
-                  backward_mask: torch.Tensor | None = None,
+                  backward_mask: torch.Tensor | None = None, input_dropout: InputDropout | None = None,
                   noise: torch.Tensor | torch.Generator | None = None) -> Posterior:
         """y: [batch, time, neuron] (all neurons; NaN = missing) -> Posterior over [batch, time, latent].
 
         drop_local: during training, the fraction of bins whose local potential is dropped at random so
-        that the dynamics learn to predict (MODEL.md section 2). local_mask [batch, time] bool keeps
+        that the dynamics learn to predict (docs/model.md section 2). local_mask [batch, time] bool keeps
         alpha_t only where True (used for forecasting contexts). backward_mask [batch] bool keeps the
         backward potentials of a trial only where True (False: that trial is filtered causally, as in
         mode "filter", within a smoother batch). noise: the filter's standard normals
         (`noise_shape(...)`) or a torch.Generator; None draws from the global RNG.
         """
         mode = mode or self.cfg.mode
-        a, A, _ = self.local(y[..., self.heldin])
+        weight = None
+        if input_dropout is not None:
+            weight = input_dropout.input_weight(y.dtype)
+        a, A, _ = self.local(y[..., self.heldin], weight)
         b = B = None
         if mode != "filter":
             b, B = self.backward(a, A)
@@ -129,13 +132,18 @@ class XFADS(nn.Module):
 
     def elbo(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
              drop_local: float = 0.0, local_mask: torch.Tensor | None = None,
-             backward_mask: torch.Tensor | None = None,
+             backward_mask: torch.Tensor | None = None, input_dropout: InputDropout | None = None,
              noise: torch.Tensor | torch.Generator | None = None) -> Elbo:
-        """Monte Carlo ELBO per trial. y: [batch, time, neuron]. local_mask, backward_mask, noise: as in
-        `posterior` (the training loop passes per-trial draws, train/loop.py)."""
+        """Monte Carlo ELBO per trial. y: [batch, time, neuron]. local_mask, backward_mask, input_dropout,
+        noise: as in `posterior` (the training loop passes per-trial draws, train/loop.py)."""
         post = self.posterior(y, mode=mode, n_samples=n_samples, drop_local=drop_local, local_mask=local_mask,
-                              backward_mask=backward_mask, noise=noise)
-        loglik = self.likelihood.log_prob(self.eta(post.samples), y).sum(-1).mean(0).sum(-1)
+                              backward_mask=backward_mask, input_dropout=input_dropout, noise=noise)
+        lp = self.likelihood.log_prob(self.eta(post.samples), y)  # [sample, batch, time, neuron]
+        if input_dropout is not None:  # gradient from the entries the encoder did not read (and held-out)
+            w = torch.ones(y.shape, dtype=lp.dtype, device=lp.device)
+            w[..., self.heldin] = input_dropout.dropped.to(lp.dtype) / input_dropout.rate
+            lp = scale_grad(lp, w)
+        loglik = lp.sum(-1).mean(0).sum(-1)
         kl = post.kl.sum(-1)
         return Elbo(loglik - kl, loglik, kl, post)
 

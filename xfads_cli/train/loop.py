@@ -38,6 +38,7 @@ import torch
 
 from xfads_cli.config import TrainConfig
 from xfads_cli.errors import RunFailure
+from xfads_cli.model.encoders import InputDropout
 from xfads_cli.train.distributed import SINGLE, Dist
 from xfads_cli.train.signals import Preempted, signal_hook_for_tests
 from xfads_cli.train.threads import ThreadTuner
@@ -75,11 +76,19 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(mix_seed(seed, epoch))
 
 
+class Draws(NamedTuple):
+    """The random parts of one batch's training loss (`trial_draws`)."""
+
+    noise: torch.Tensor  # the filter's standard normals, model.noise_shape for the batch
+    keep: torch.Tensor | None  # [batch, time] bool: local potentials kept
+    backward: torch.Tensor | None  # [batch] bool: backward potentials kept
+    input_dropout: InputDropout | None  # coordinated dropout of the encoder's held-in inputs
+
+
 def trial_draws(model, y: torch.Tensor, keys: list[int], drop: float = 0.0, forecast: float = 0.0,
-                n_samples: int | None = None):
-    """Monte Carlo draws of XFADS's training loss, one generator per trial (keys[i] seeds trial i):
-    (noise of model.noise_shape for the batch, keep mask [batch, time] of the local potentials or None,
-    backward mask [batch] or None). A trial's draws do not depend on the batch it is in.
+                n_samples: int | None = None, input_drop: float = 0.0) -> Draws:
+    """Monte Carlo draws of XFADS's training loss, one generator per trial (keys[i] seeds trial i).
+    A trial's draws do not depend on the batch it is in.
 
     drop: fraction of bins whose local potential is dropped. forecast: probability that a trial is
     trained as a forecast: its local potentials are dropped from a cut point drawn uniformly in the
@@ -92,6 +101,8 @@ def trial_draws(model, y: torch.Tensor, keys: list[int], drop: float = 0.0, fore
     buf = torch.empty((shape[2], shape[0], shape[1], *shape[3:]), dtype=dtype, device=y.device)
     keep = torch.ones((len(keys), T), dtype=torch.bool, device=y.device) if drop > 0 or forecast > 0 else None
     backward = torch.ones(len(keys), dtype=torch.bool, device=y.device) if forecast > 0 else None
+    n_in = int(model.heldin.sum())
+    dropped = torch.zeros((len(keys), T, n_in), dtype=torch.bool, device=y.device) if input_drop > 0 else None
     lo, hi = T // 5, max(T // 5, (4 * T) // 5 - 1)
     for i, key in enumerate(keys):
         g = torch.Generator(device=y.device).manual_seed(key)
@@ -103,7 +114,10 @@ def trial_draws(model, y: torch.Tensor, keys: list[int], drop: float = 0.0, fore
             if u[0] < forecast:
                 keep[i, max(1, lo + int(u[1] * (hi - lo + 1))):] = False
                 backward[i] = False
-    return buf.permute(1, 2, 0, 3, 4), keep, backward
+        if input_drop > 0:
+            dropped[i] = torch.rand((T, n_in), generator=g, device=y.device) < input_drop
+    return Draws(buf.permute(1, 2, 0, 3, 4), keep, backward,
+                 InputDropout(dropped, input_drop) if input_drop > 0 else None)
 
 
 def elbo_loss(model, y: torch.Tensor, drop_local: float = 0.0) -> torch.Tensor:
@@ -181,9 +195,10 @@ def fit(
     def batch_loss(b: TrialBatch) -> torch.Tensor:
         y = train_y[b.trials.to(train_y.device)]
         if keyed:
-            noise, keep, backward = trial_draws(model, y, [mix_seed(seed, b.epoch, t) for t in b.trials.tolist()],
-                                                cfg.drop_local, cfg.forecast_fraction, cfg.samples)
-            terms = model.elbo(y, noise=noise, local_mask=keep, backward_mask=backward, n_samples=cfg.samples)
+            draws = trial_draws(model, y, [mix_seed(seed, b.epoch, t) for t in b.trials.tolist()],
+                                cfg.drop_local, cfg.forecast_fraction, cfg.samples, cfg.input_dropout)
+            terms = model.elbo(y, noise=draws.noise, local_mask=draws.keep, backward_mask=draws.backward,
+                               input_dropout=draws.input_dropout, n_samples=cfg.samples)
         else:
             terms = model.elbo(y, drop_local=cfg.drop_local)
         # sum over this rank's trials / (global batch x time), x world: DDP's average over ranks

@@ -347,6 +347,18 @@ def selection_key(config: Config, sessions: list, meta: bool) -> str:
             raise UsageError(f"train.select={select} is not available for the multi-session model; use auto or elbo")
         return "valid_loss"
     data = sessions[0]
+    if not (data.split == "valid").any():
+        # No score can be computed: without this, every epoch after the first would count as "missing
+        # score, no improvement" and best.pt would stay the barely trained first epoch.
+        if select in ("co_bps", "fp_bps"):
+            raise UsageError(f"train.select={select} needs validation trials and data.split gives none; "
+                             "give data.split a validation share (e.g. [0.7, 0.1, 0.2]) or use train.select=elbo")
+        import warnings
+
+        warnings.warn("no validation trials: best.pt is the epoch with the lowest training loss, which "
+                      "fitting the spikes' noise can lower; give data.split a validation share for an honest "
+                      "selection")
+        return "train_loss"
     if select == "auto":
         select = "co_bps" if data.heldout.any() else "fp_bps" if data.n_time >= 3 else "elbo"
     if select == "co_bps" and not data.heldout.any():
