@@ -317,6 +317,20 @@ def _check_args(neurons, trials, bins, bin_ms, seed, base_rate_hz):
         raise UsageError(f"--base-rate must be > 0 Hz; got {base_rate_hz}")
 
 
+def _check_rates(rates: np.ndarray, base_rate_hz: float, bin_ms: float) -> None:
+    """Expected counts per bin must be counts the loaders accept (and numpy's Poisson sampler can draw):
+    a huge --base-rate (or --bin-ms) would otherwise fail with a traceback or write a file that no command
+    can read."""
+    from xfads_cli.data.hdf5 import MAX_COUNT
+
+    top = float(rates.max(initial=0.0))
+    if not top <= MAX_COUNT:
+        raise UsageError(
+            f"--base-rate {base_rate_hz:g} Hz with {bin_ms:g} ms bins gives up to {top:.3g} expected spikes in one bin;"
+            f" counts above {MAX_COUNT} per bin are not believable (nor exact in float32): lower --base-rate or --bin-ms"
+        )
+
+
 def simulate_arrays(
     system: str,
     *,
@@ -349,7 +363,9 @@ def simulate_arrays(
 
     latents = standardise(simulate_latents(spec, p, trials, bins, bin_s, dyn_rng))
     C, d = readout(latents, neurons, float(base_rate_hz), bin_s, out_rng)
-    rates = np.exp(latents @ C.T + d)
+    with np.errstate(over="ignore"):
+        rates = np.exp(latents @ C.T + d)
+    _check_rates(rates, base_rate_hz, bin_ms)
     return {
         "system": spec.name,
         "params": {**p, "base_rate_hz": float(base_rate_hz), "time_scale": spec.time_scale,
