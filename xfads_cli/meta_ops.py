@@ -45,10 +45,10 @@ def embed(run_path: Path, data_paths: list[Path], out: Path, *, overwrite: bool 
           device: str = "auto", plot: bool = False) -> dict:
     """Per-session q(e_i) (mean, variance) pooled over each file's trials, and per-trial embeddings."""
     from xfads_cli.model.meta import session_embedding
-    from xfads_cli.ops import _output_attrs
+    from xfads_cli.ops import _output_attrs, run_inputs
     from xfads_cli.outputs.h5 import check_output, write_h5
 
-    check_output(out, overwrite)
+    check_output(out, overwrite, run_inputs(run_path, *data_paths))
     run = load_run(run_path, device)
     _require_meta(run, "embed")
     names, means, variances, params = [], [], [], []
@@ -112,8 +112,15 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
 
     if trials < 1:
         raise UsageError(f"--trials must be >= 1, got {trials}")
+    if max_epochs is not None and max_epochs < 1:
+        raise UsageError(f"--max-epochs must be >= 1, got {max_epochs}")
+    if time_limit_min is not None and not time_limit_min > 0:  # also NaN
+        raise UsageError(f"--time-limit must be > 0 minutes, got {time_limit_min:g}; e.g. --time-limit 5")
     run = load_run(run_path, device)
     _require_meta(run, "adapt")
+    if Path(out).resolve() in (Path(run_path).resolve(), run.path.parent.resolve()):
+        raise UsageError(f"--out {out} is the run being adapted; xfads never modifies its input, choose a new "
+                         "directory for the adapted run")
     config = load_config(overrides=overrides, base=resolved_config(run.config))
     tuner = configure_threads(threads if threads is not None else config.train.threads, tune=run.device.type == "cpu")
     train_cfg = config.train

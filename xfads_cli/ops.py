@@ -12,6 +12,7 @@ commands stream: each block of trials is scored and written to HDF5 as it comes.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,8 +271,9 @@ def evaluate(model, data: SpikeData, config: Config, splits=EVAL_SPLITS, forecas
             out[f"{split}_behavior_r2"] = M.vel_r2(rates["train"], data.subset("train").behavior, rates[split], sub.behavior, lag_bins=lag)
         if decode and data.conditions is not None:
             out[f"{split}_psth_r2"] = M.psth_r2(rates[split], sub.counts, sub.conditions, data.bin_ms, config.eval.psth_sigma_ms)
-        if forecast and data.n_time >= 2:
-            context, horizon = default_forecast_window(data.n_time, config)
+        context, horizon = default_forecast_window(data.n_time, config)
+        # no fp-bps when eval.context_bins / horizon_bins leave no forecast window inside these trials
+        if forecast and data.n_time >= 2 and horizon >= 1 and context + horizon <= data.n_time:
             scores = ForecastScores(sub, context, horizon,
                                     fp_baseline=None if base is None else base.fp_source(index, context, horizon))
             for part in iter_forecast(model, sub.counts[:, :context], horizon, n_samples=config.eval.samples,
@@ -591,12 +593,19 @@ def _whole_arrays(sink, names: list[str]) -> dict[str, np.ndarray]:
         return {name: f[name][()] for name in names}
 
 
-def _check_format(out: Path, fmt: str, overwrite: bool) -> None:
+def run_inputs(run_path: Path, *data_paths: Path) -> list[Path]:
+    """The files a command reading the run `run_path` (a directory or a .pt file) and `data_paths` must
+    never write to: the recordings and the checkpoints."""
+    run_path = Path(run_path)
+    return [*map(Path, data_paths), run_path, run_path / "best.pt", run_path / "last.pt"]
+
+
+def _check_format(out: Path, fmt: str, overwrite: bool, inputs=()) -> None:
     from xfads_cli.outputs.h5 import check_output
 
     if fmt not in ("h5", "nwb"):
         raise UsageError(f"--format must be h5 or nwb, got '{fmt}'")
-    check_output(out, overwrite)
+    check_output(out, overwrite, inputs)
 
 
 def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mode: str | None = None,
@@ -613,7 +622,9 @@ def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mo
         raise UsageError(f"--split must be all, train, valid or test, got '{split}'")
     if mode not in (None, "smoother", "filter", "two_filter"):
         raise UsageError(f"--mode must be smoother, filter or two_filter, got '{mode}'")
-    _check_format(out, fmt, overwrite)
+    if samples is not None and samples < 1:
+        raise UsageError("--samples must be >= 1")
+    _check_format(out, fmt, overwrite, run_inputs(run_path, data_path))
     run = load_run(run_path, device)
     data = load_data_for_run(data_path, run, overrides)
     rows = data.subset(split)
@@ -685,7 +696,7 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
         raise UsageError(f"--split must be all, train, valid or test, got '{split}'")
     if mode not in ("filter", "smoother"):
         raise UsageError(f"--mode must be filter (causal context, default) or smoother, got '{mode}'")
-    _check_format(out, fmt, overwrite)
+    _check_format(out, fmt, overwrite, run_inputs(run_path, data_path))
     for name, bins, ms in (("context", context, context_ms), ("horizon", horizon, horizon_ms)):
         if (bins is None) == (ms is None):
             raise UsageError(f"give exactly one of --{name} (bins) or --{name}-ms")
@@ -744,6 +755,8 @@ def _judge(base: Baselines, metrics: dict, labels: dict) -> dict:
 
 
 def _bins(bins: int | None, ms: float | None, bin_ms: float, name: str) -> int:
+    if ms is not None and not math.isfinite(ms / bin_ms):
+        raise UsageError(f"--{name}-ms must be a finite number of ms, got {ms:g}; e.g. --{name}-ms {10 * bin_ms:g}")
     value = bins if bins is not None else int(round(ms / bin_ms))
     if value < 1:
         raise UsageError(f"--{name} must cover at least one bin ({bin_ms:g} ms), got {value}")

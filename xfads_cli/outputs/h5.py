@@ -18,9 +18,14 @@ from xfads_cli.atomic import partial_name
 from xfads_cli.errors import UsageError
 
 
-def check_output(path: Path, overwrite: bool) -> Path:
-    """Fail before any work when `path` exists (without --overwrite) or its folder is missing."""
+def check_output(path: Path, overwrite: bool, inputs=()) -> Path:
+    """Fail before any work when `path` is one of the `inputs` the command reads (even with --overwrite:
+    xfads never modifies its input), exists (without --overwrite) or its folder is missing."""
     path = Path(path)
+    for source in map(Path, inputs):
+        if path.resolve() == source.resolve() or (path.exists() and source.exists() and os.path.samefile(path, source)):
+            raise UsageError(f"output '{path}' is the input file {source.name}; xfads never modifies its input, "
+                             "choose another output name")
     if path.exists() and not overwrite:
         raise UsageError(f"{path} exists; pass --overwrite to replace it or choose another --out")
     if path.is_dir():

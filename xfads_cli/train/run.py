@@ -383,7 +383,7 @@ def selection_fp_bps(model, valid, config: Config) -> float:
     from xfads_cli.outputs.metrics import BitsPerSpike
 
     context, horizon = default_forecast_window(valid.n_time, config)
-    if context + horizon > valid.n_time:
+    if horizon < 1 or context + horizon > valid.n_time:
         return math.nan
     score = BitsPerSpike(valid.counts[:, context: context + horizon])
     was_training = model.training
