@@ -60,7 +60,9 @@ class BitsPerSpike:
              several scores (e.g. one per split); the other trials' rates are passed over.
     add(rates) takes rates [block, time, neuron] (all neurons) for the next consecutive trials of
     `counts`; value() after the last trial equals
-    bits_per_spike(rates[trials][..., neurons], counts[trials][..., neurons]).
+    bits_per_spike(rates[trials][..., neurons], counts[trials][..., neurons]), or NaN when a rate was
+    negative where a count is observed: a Gaussian likelihood's expected values can be, and Poisson bits
+    per spike are then undefined (bits_per_spike itself raises).
     """
 
     def __init__(self, counts: np.ndarray, neurons: np.ndarray | None = None, trials: np.ndarray | None = None):
@@ -71,6 +73,7 @@ class BitsPerSpike:
             raise ValueError(f"trials mask {self.trials.shape} must be [trial] of counts {np.shape(counts)}")
         self.position = 0  # trials of `counts` covered by the blocks added so far
         self.nll_model = self.nll_null = self.total = 0.0
+        self.undefined = False  # a negative rate where a count is observed
         self.neuron_mean = self._neuron_mean()
 
     def _counts(self, start: int, stop: int) -> np.ndarray:
@@ -98,14 +101,17 @@ class BitsPerSpike:
         self.position = stop
         if n.size == 0:
             return
-        self.nll_model += poisson_nll(r, n)
+        if (np.asarray(r) < 0)[~np.isnan(n)].any():
+            self.undefined = True
+        if not self.undefined:
+            self.nll_model += poisson_nll(r, n)
         self.nll_null += poisson_nll(np.broadcast_to(self.neuron_mean, n.shape), n)
         self.total += float(np.nansum(n))
 
     def value(self) -> float:
         if self.position != len(self.counts):
             raise ValueError(f"rates of {self.position} of {len(self.counts)} trials added; add them all first")
-        if self.total == 0:
+        if self.total == 0 or self.undefined:
             return float("nan")
         return (self.nll_null - self.nll_model) / self.total / math.log(2)
 
