@@ -117,9 +117,14 @@ class SpikeData:
 def assign_split(n_trials: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
     """Seeded random train/valid/test split by trial. Every split gets at least one trial when
     there are enough trials, so that validation and test metrics always exist."""
+    frac = np.asarray(fractions, dtype=float)
+    if not (np.isfinite(frac).all() and (frac >= 0).all() and frac.sum() > 0):
+        from xfads_cli.errors import UsageError
+
+        raise UsageError(f"data.split must be train, valid and test fractions >= 0 that do not all equal 0, got "
+                         f"{[float(f) for f in frac]}; e.g. --set data.split=[0.8,0.1,0.1]")
     if n_trials == 0:
         return np.array([], dtype="<U5")
-    frac = np.asarray(fractions, dtype=float)
     frac = frac / frac.sum()
     counts = np.floor(frac * n_trials).astype(int)
     for i in (1, 2):  # valid and test get one trial each before train takes the remainder
