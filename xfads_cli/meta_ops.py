@@ -122,6 +122,10 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
         raise UsageError(f"--out {out} is the run being adapted; xfads never modifies its input, choose a new "
                          "directory for the adapted run")
     config = load_config(overrides=overrides, base=resolved_config(run.config))
+    if config.train.batch_size is None:  # e.g. --set train.batch_size=null: resolved from the shots, as fit does
+        from xfads_cli.train.loop import auto_batch_size
+
+        config = replace(config, train=replace(config.train, batch_size=auto_batch_size(trials)))
     tuner = configure_threads(threads if threads is not None else config.train.threads, tune=run.device.type == "cpu")
     train_cfg = config.train
     if time_limit_min is not None:
