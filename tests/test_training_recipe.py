@@ -227,3 +227,25 @@ def test_without_validation_trials_best_pt_follows_the_training_loss(tmp_path):
                                    "--set", "data.split=[0.8,0,0.2]", "--set", "train.select=fp_bps"])
     assert res.exit_code == 2 and "validation share" in res.output
     assert not (tmp_path / "run2").exists()
+
+
+def test_input_dropout_starts_with_the_epoch_after_its_step_count(monkeypatch):
+    """Coordinated dropout is off for the epochs that start before train.input_dropout_from_step steps."""
+    from xfads_cli.model.xfads import XFADS
+    from xfads_cli.train import loop
+
+    seen = []
+    real = loop.trial_draws
+
+    def spy(model, y, keys, drop=0.0, forecast=0.0, n_samples=None, input_drop=0.0):
+        seen.append(input_drop)
+        return real(model, y, keys, drop, forecast, n_samples, input_drop)
+
+    monkeypatch.setattr(loop, "trial_draws", spy)
+    torch.manual_seed(0)
+    model = XFADS(ModelConfig(latent_dim=2, rank_local=1, rank_backward=1, samples=2, encoder_hidden=4,
+                              dynamics_hidden=4), 3, torch.ones(3, dtype=torch.bool), 0.02)
+    y = torch.poisson(torch.ones(12, 6, 3))
+    cfg = TrainConfig(batch_size=4, max_epochs=4, input_dropout=0.25, input_dropout_from_step=5, warmup_steps=0)
+    loop.fit(model, y, None, cfg)
+    assert seen == [0.0] * 6 + [0.25] * 6  # 3 steps per epoch: epochs 0-1 before step 5, 2-3 after

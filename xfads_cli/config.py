@@ -111,9 +111,12 @@ class TrainConfig:
     # model. Trains f to predict several steps ahead rather than one (isolated dropped bins).
     forecast_fraction: float = 0.0
     # Coordinated dropout (model/encoders.InputDropout): each held-in count hidden from the encoder with
-    # this probability in every training step, the likelihood's gradient taken from the hidden ones.
-    # Keeps the smoothed rates from following the spikes' noise as training goes on. 0: off.
+    # this probability in every training step, the latents' likelihood gradient taken from the hidden
+    # ones. Keeps the smoothed rates from following the spikes' noise as training goes on. 0: off.
     input_dropout: float = 0.0
+    # ... from the epoch that starts after this many optimisation steps: from the first step it kept a
+    # two-rhythm system's fit on one rhythm for most of the run (benchmarks/README.md).
+    input_dropout_from_step: int = 400
     # Monte Carlo samples of the filter during training (fewer than model.samples, which smoothing uses:
     # the steps are cheaper and the fits measured as good); None: model.samples.
     samples: Optional[int] = 8
@@ -171,7 +174,7 @@ _RANGES = {
     "train.max_epochs": _AT_LEAST_1, "train.batch_size": _AT_LEAST_1, "train.lr": _POSITIVE,
     "train.lr_decay": (0, 1, False, True), "train.warmup_steps": _AT_LEAST_0, "train.grad_clip": _POSITIVE,
     "train.patience": _AT_LEAST_1, "train.drop_local": (0, 1, True, False), "train.time_limit_min": _POSITIVE,
-    "train.lr_final": (0, 1, True, True), "train.anneal_fraction": (0, 1, False, True), "train.forecast_fraction": (0, 1, True, True), "train.input_dropout": (0, 1, True, False), "train.samples": _AT_LEAST_1,
+    "train.lr_final": (0, 1, True, True), "train.anneal_fraction": (0, 1, False, True), "train.forecast_fraction": (0, 1, True, True), "train.input_dropout": (0, 1, True, False), "train.input_dropout_from_step": _AT_LEAST_0, "train.samples": _AT_LEAST_1,
     "train.threads": _AT_LEAST_1,
     "eval.context_bins": _AT_LEAST_1, "eval.horizon_bins": _AT_LEAST_1, "eval.samples": _AT_LEAST_1,
     "eval.behavior_lag_ms": _AT_LEAST_0, "eval.psth_sigma_ms": _AT_LEAST_0,

@@ -182,6 +182,7 @@ def fit(
     n, T = train_y.shape[0], train_y.shape[1]
     keyed = hasattr(model, "noise_shape")  # XFADS: per-trial draws; other models: the global RNG
     batch_size = cfg.batch_size or auto_batch_size(n)
+    steps_per_epoch = -(-n // batch_size)
 
     def batches(epoch: int) -> Iterable[TrialBatch]:
         order = torch.randperm(n, generator=epoch_generator(seed, epoch))
@@ -196,7 +197,8 @@ def fit(
         y = train_y[b.trials.to(train_y.device)]
         if keyed:
             draws = trial_draws(model, y, [mix_seed(seed, b.epoch, t) for t in b.trials.tolist()],
-                                cfg.drop_local, cfg.forecast_fraction, cfg.samples, cfg.input_dropout)
+                                cfg.drop_local, cfg.forecast_fraction, cfg.samples,
+                                cfg.input_dropout if b.epoch * steps_per_epoch >= cfg.input_dropout_from_step else 0.0)
             terms = model.elbo(y, noise=draws.noise, local_mask=draws.keep, backward_mask=draws.backward,
                                input_dropout=draws.input_dropout, n_samples=cfg.samples)
         else:
