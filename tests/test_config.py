@@ -41,7 +41,7 @@ def test_resolved_config_round_trips():
         ("data.window_ms=[1]", "list of 2 values"),
         ("data.bin_ms", "section.key=value"),
         ("data=3", "must be a mapping"),
-        ("model.latent_dim=-1", "model.latent_dim must be >= 1, got -1; e.g. --set model.latent_dim=8"),
+        ("model.latent_dim=-1", "model.latent_dim must be >= 1 and <= 65536, got -1; e.g. --set model.latent_dim=8"),
         ("train.batch_size=0", "train.batch_size must be >= 1"),
         ("train.lr=0", "train.lr must be > 0"),
         ("train.lr_decay=1.5", "train.lr_decay must be > 0 and <= 1"),

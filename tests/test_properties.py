@@ -39,10 +39,8 @@ serve smooth, forecast, embed and adapt; they are hashed before and after every 
 writing into the run it reads fails the input invariant (examples that may write over a checkpoint
 use a copy of it).
 
-Known gaps whose fix belongs to xfads_cli/config.py (another engineer's file at the time of writing):
-non-finite or absurdly large model/train/eval values pass its range checks, and model.read_dims may
-exceed model.latent_dim (`test_config_range_gaps`, xfail). The strategies leave those values out
-(VALUES, `config_gap`) until config.py checks them.
+Non-finite and absurdly large settings, and model.read_dims above model.latent_dim, are range errors
+in config.py (`test_config_values_out_of_range_exit_2`); the generators draw them too (VALUES).
 """
 
 from __future__ import annotations
@@ -66,7 +64,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, Phase, assume, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -658,10 +656,9 @@ def _config_keys() -> list[str]:
 
 
 CONFIG_KEYS = _config_keys()
-# Any key with any of these values. Left out until config.py checks them (test_config_range_gaps):
-# nan, inf and numbers too large for the model to build (e.g. 1e15 units) or for the optimiser (lr=1e300).
+# Any key with any of these values (nan, inf and sizes too large to build are range errors in config.py).
 VALUES = ["0", "-1", "1", "2", "3", "0.5", "2.5", "-0.5", "abc", "true", "null", "[1, 2]", "[0, 100]", "[]",
-          "{a: 1}", "''", "[0.5, 0.3, 0.2]"]
+          "{a: 1}", "''", "[0.5, 0.3, 0.2]", "nan", "inf", "1e300", "1000000000000000"]
 random_set = st.builds(lambda k, v: f"{k}={v}", st.sampled_from(CONFIG_KEYS), st.sampled_from(VALUES))
 one_set = weighted((75, st.sampled_from(GOOD_SETS)), (15, st.sampled_from(BAD_SETS)), (10, random_set))
 set_items = mostly([0, 0, 1, 1, 2], [3], 10).flatmap(lambda n: st.lists(one_set, min_size=n, max_size=n))
@@ -704,23 +701,6 @@ config_files = weighted(
     (11, st.sampled_from(CONFIG_TEXTS).map(lambda text: ConfigFile("text", text))),
     (4, st.sampled_from([ConfigFile("missing"), ConfigFile("binary")])),
 )
-
-
-def config_gap(args: list) -> str | None:
-    """The known config.py gap (test_config_range_gaps) the config of fit `args` (its --config and --set
-    options) falls into, if any: such examples are left out (assume) until config.py checks them."""
-    from xfads_cli.config import load_config
-    from xfads_cli.errors import UsageError
-
-    path = next((Path(b) for a, b in zip(args, args[1:]) if a == "--config"), None)
-    sets = [b for a, b in zip(args, args[1:]) if a == "--set"]
-    try:
-        config = load_config(path, sets)
-    except UsageError:
-        return None  # the CLI reports it
-    if config.model.read_dims is not None and config.model.read_dims > config.model.latent_dim:
-        return "model.read_dims > model.latent_dim"
-    return None
 
 
 def write_config(folder: Path, spec: ConfigFile | None) -> list[str]:
@@ -993,7 +973,6 @@ def test_fit(world, inputs, sets, config, out, max_epochs, time_limit, seed, thr
         args += flag("--overwrite", out.overwrite) + flag("--deterministic", deterministic) + flag("--plot", plot)
         args += {"no": [], "resume": ["--resume"], "auto": ["--resume-auto"], "both": ["--resume", "--resume-auto"]}[out.resume]
         args += flag("--json", json_out) + flag("--quiet", quiet)
-        assume(config_gap(args) is None)
         count("fit")
         before = snapshot(tmp) | world.snapshot()
         res = xfads(*args)
@@ -1274,18 +1253,13 @@ def test_adapt(world, new, which, out, trials, max_epochs, time_limit, refine, s
 
 
 # --------------------------------------------------------------------------------------------------
-# Known gaps (config.py) and the example count
+# Range errors (config.py) and the example count
 
 
-@pytest.mark.xfail(reason="xfads_cli/config.py: _check_ranges lets NaN and inf through (NaN compares False with "
-                          "every bound), has no upper bounds and no check that model.read_dims <= model.latent_dim, "
-                          "so these values fail later with a traceback, as a runtime failure (exit 1) or are "
-                          "silently used, instead of a one-line exit-2 error; the fix belongs in config.py (being "
-                          "edited by another engineer)", strict=False)
 @pytest.mark.parametrize("item", ["train.lr=nan", "train.lr=inf", "train.lr=1e300", "train.grad_clip=nan",
                                   "eval.behavior_lag_ms=nan", "model.dynamics_hidden=1000000000000000",
                                   "train.time_limit_min=nan", "data.heldout_fraction=nan", "model.read_dims=3"])
-def test_config_range_gaps(world, item, tmp_path):
+def test_config_values_out_of_range_exit_2(world, item, tmp_path):
     data = Path(shutil.copyfile(world.files["h5"], tmp_path / "base.h5"))
     res = xfads("fit", data, "--out", tmp_path / "run", "--max-epochs", 1, "--quiet", "--threads", 1, *FAST,
                 "--set", item)

@@ -165,23 +165,40 @@ class Config:
 _AT_LEAST_1 = (1, None, True, False)
 _AT_LEAST_0 = (0, None, True, False)
 _POSITIVE = (0, None, False, False)
+# Layer widths and latent sizes: far above any model that fits in memory, low enough that a typo
+# (1e15 units) is an error here rather than an allocation failure inside torch.
+_SIZE = (1, 1 << 16, True, True)
 _RANGES = {
-    "model.latent_dim": _AT_LEAST_1, "model.dynamics_hidden": _AT_LEAST_1, "model.dynamics_layers": _AT_LEAST_0,
-    "model.read_dims": _AT_LEAST_1, "model.rank_local": _AT_LEAST_1, "model.rank_backward": _AT_LEAST_0,
-    "model.encoder_hidden": _AT_LEAST_1, "model.samples": _AT_LEAST_1, "model.embed_dim": _AT_LEAST_1,
-    "model.read_in_dim": _AT_LEAST_1, "model.hyper_rank": _AT_LEAST_1, "model.hyper_hidden": _AT_LEAST_0,
+    "model.latent_dim": _SIZE, "model.dynamics_hidden": _SIZE, "model.dynamics_layers": (0, 64, True, True),
+    "model.read_dims": _SIZE, "model.rank_local": _SIZE, "model.rank_backward": (0, 1 << 16, True, True),
+    "model.encoder_hidden": _SIZE, "model.samples": _SIZE, "model.embed_dim": _SIZE,
+    "model.read_in_dim": _SIZE, "model.hyper_rank": _SIZE, "model.hyper_hidden": (0, 1 << 16, True, True),
     "model.frobenius_weight": _AT_LEAST_0,
-    "train.max_epochs": _AT_LEAST_1, "train.batch_size": _AT_LEAST_1, "train.lr": _POSITIVE,
+    "train.max_epochs": _AT_LEAST_1, "train.batch_size": _AT_LEAST_1, "train.lr": (0, 1, False, True),
     "train.lr_decay": (0, 1, False, True), "train.warmup_steps": _AT_LEAST_0, "train.grad_clip": _POSITIVE,
     "train.patience": _AT_LEAST_1, "train.drop_local": (0, 1, True, False), "train.time_limit_min": _POSITIVE,
     "train.lr_final": (0, 1, True, True), "train.anneal_fraction": (0, 1, False, True), "train.forecast_fraction": (0, 1, True, True), "train.input_dropout": (0, 1, True, False), "train.input_dropout_from_step": _AT_LEAST_0, "train.samples": _AT_LEAST_1,
     "train.threads": _AT_LEAST_1,
     "eval.context_bins": _AT_LEAST_1, "eval.horizon_bins": _AT_LEAST_1, "eval.samples": _AT_LEAST_1,
     "eval.behavior_lag_ms": _AT_LEAST_0, "eval.psth_sigma_ms": _AT_LEAST_0,
+    "data.heldout_fraction": (0, 1, True, False),
 }
 
 
 def _check_ranges(config: "Config") -> None:
+    import math
+
+    for section in ("data", "model", "train", "eval"):  # NaN passes every comparison below
+        for f in dataclasses.fields(getattr(config, section)):
+            value = getattr(getattr(config, section), f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                example = getattr(getattr(Config(), section), f.name)
+                hint = f"; e.g. --set {section}.{f.name}={example}" if example is not None else ""
+                raise UsageError(f"{section}.{f.name} must be a finite number, got {value}{hint}")
+    model = config.model
+    if model.read_dims is not None and model.read_dims > model.latent_dim:
+        raise UsageError(f"model.read_dims ({model.read_dims}) must be at most model.latent_dim "
+                         f"({model.latent_dim}); lower it or raise model.latent_dim")
     for key, (low, high, low_ok, high_ok) in _RANGES.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
