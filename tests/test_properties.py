@@ -675,19 +675,16 @@ class ConfigFile:
 
 
 def _nest(items: list[str]) -> dict:
+    """The --set items as a YAML mapping, parsed as --set parses them (items it refuses are left out)."""
+    from xfads_cli.config import _apply_override
+    from xfads_cli.errors import UsageError
+
     out: dict = {}
     for item in items:
-        key, _, text = item.partition("=")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            node = child if isinstance(child, dict) else {}
-        node[parts[-1]] = value
+            _apply_override(out, item)
+        except UsageError:
+            pass
     return out
 
 
