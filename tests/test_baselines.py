@@ -239,7 +239,9 @@ def test_verdicts_judge_the_most_honest_split_and_warn_when_the_model_loses():
                     "trials: the model is better"]
     # a negative baseline gives no ratio; a non-finite model score is a warning; a NaN baseline no line
     assert "x)" not in B.verdicts({"fp_bps": 0.1, "fp_baseline_bps": -0.02})[0]
-    assert B.verdicts({"fp_bps": math.nan, "fp_baseline_bps": 0.1})[0].startswith("warning:")
+    undefined = B.verdicts({"fp_bps": math.nan, "fp_baseline_bps": 0.1})[0]
+    assert undefined.startswith("warning:") and "undefined" in undefined and "worse" not in undefined
+    assert "worse than" in B.verdicts({"fp_bps": -math.inf, "fp_baseline_bps": 0.1})[0]
     assert B.verdicts({"fp_bps": 0.1, "fp_baseline_bps": math.nan}) == []
 
 

@@ -479,7 +479,10 @@ def verdicts(metrics: dict, baselines: dict | None = None, trials: dict | None =
             label = (labels or {}).get(split) if isinstance(labels, dict) else None
             where = label or (f"the {split} trials" if split else "the selected trials")
             noun, verb = _WHAT[score]
-            if math.isfinite(model) and model > base:
+            if math.isnan(model):  # e.g. a Gaussian mean below 0 where spikes were counted: no Poisson score
+                lines.append(f"warning: {prefix}the model's {score}-bps on {where} is undefined (nan; the "
+                             f"{name} gets {base:.3f} bits/spike); see docs/metrics.md, 'When a number is missing'")
+            elif math.isfinite(model) and model > base:
                 ratio = f" ({model / base:.2f}x)" if base > 0 else ""
                 lines.append(f"{prefix}{noun}: model {model:.3f} bits/spike vs {name} {base:.3f}{ratio} "
                              f"on {where}: the model is better")
