@@ -1054,6 +1054,14 @@ SMOOTH = dict(case=(RunRef("h5"), "same"), out=OutSpec(), split="all", mode=None
               device="cpu", threads="1", json_out=False, quiet=True, plot=False)
 
 
+def run_case_paths(tmp: Path, spec, ref, out, world) -> tuple[Path, Path, Path, Path]:
+    """(data folder, recording, run, output path) of one smooth/forecast example in tmp."""
+    folder = layout(tmp)
+    rec = write_run_data(folder, spec, ref, world)
+    run = run_path(tmp, ref, world)
+    return folder, rec, run, out_path(tmp, out, rec, run if run.is_file() and tmp in run.parents else None)
+
+
 @examples("smooth")
 # regressions found by this suite (fixed): --out naming the input or the checkpoint read, with --overwrite,
 # replaced it; --samples -1 was a traceback and 0 silently the default; a Gaussian model's negative means
@@ -1072,10 +1080,7 @@ def test_smooth(world, case, out, split, mode, samples, fmt, sets, device, threa
     ref, spec = case
     with workdir() as name:
         tmp = Path(name)
-        folder = layout(tmp)
-        rec = write_run_data(folder, spec, ref, world)
-        run = run_path(tmp, ref, world)
-        dest = out_path(tmp, out, rec, run if run.is_file() and tmp in run.parents else None)
+        folder, rec, run, dest = run_case_paths(tmp, spec, ref, out, world)
         args = ["smooth", run, rec, "--out", dest, "--split", split, "--format", fmt, "--device", device,
                 "--threads", threads, *set_args(sets)]
         args += (["--mode", mode] if mode else []) + (["--samples", samples] if samples else [])
@@ -1126,10 +1131,7 @@ def test_forecast(world, case, out, window, samples, mode, split, save_samples, 
     ref, spec = case
     with workdir() as name:
         tmp = Path(name)
-        folder = layout(tmp)
-        rec = write_run_data(folder, spec, ref, world)
-        run = run_path(tmp, ref, world)
-        dest = out_path(tmp, out, rec, run if run.is_file() and tmp in run.parents else None)
+        folder, rec, run, dest = run_case_paths(tmp, spec, ref, out, world)
         args = ["forecast", run, rec, "--out", dest, *window, "--mode", mode, "--split", split, "--format", fmt,
                 "--threads", "1", "--samples", samples, *set_args(sets)]
         args += flag("--save-samples", save_samples) + flag("--overwrite", out.overwrite)
