@@ -10,6 +10,7 @@ last. `resolved_config(config)` is the plain dict saved with every checkpoint an
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -168,11 +169,12 @@ _POSITIVE = (0, None, False, False)
 # Layer widths and latent sizes: far above any model that fits in memory, low enough that a typo
 # (1e15 units) is an error here rather than an allocation failure inside torch.
 _SIZE = (1, 1 << 16, True, True)
+_SIZE_OR_0 = (0, 1 << 16, True, True)
 _RANGES = {
     "model.latent_dim": _SIZE, "model.dynamics_hidden": _SIZE, "model.dynamics_layers": (0, 64, True, True),
-    "model.read_dims": _SIZE, "model.rank_local": _SIZE, "model.rank_backward": (0, 1 << 16, True, True),
+    "model.read_dims": _SIZE, "model.rank_local": _SIZE, "model.rank_backward": _SIZE_OR_0,
     "model.encoder_hidden": _SIZE, "model.samples": _SIZE, "model.embed_dim": _SIZE,
-    "model.read_in_dim": _SIZE, "model.hyper_rank": _SIZE, "model.hyper_hidden": (0, 1 << 16, True, True),
+    "model.read_in_dim": _SIZE, "model.hyper_rank": _SIZE, "model.hyper_hidden": _SIZE_OR_0,
     "model.frobenius_weight": _AT_LEAST_0,
     "train.max_epochs": _AT_LEAST_1, "train.batch_size": _AT_LEAST_1, "train.lr": (0, 1, False, True),
     "train.lr_decay": (0, 1, False, True), "train.warmup_steps": _AT_LEAST_0, "train.grad_clip": _POSITIVE,
@@ -186,8 +188,6 @@ _RANGES = {
 
 
 def _check_ranges(config: "Config") -> None:
-    import math
-
     for section in ("data", "model", "train", "eval"):  # NaN passes every comparison below
         for f in dataclasses.fields(getattr(config, section)):
             value = getattr(getattr(config, section), f.name)

@@ -223,9 +223,13 @@ def forecast_arrays(model, y_context: torch.Tensor, horizon: int, *, n_samples: 
                                       keep_samples=keep_samples)))
 
 
-def default_forecast_window(n_time: int, config: Config) -> tuple[int, int]:
+def default_forecast_window(n_time: int, config: Config) -> tuple[int, int] | None:
+    """(context, horizon) bins of the scored forecast (eval.context_bins / horizon_bins; default: the
+    first 2/3 of the trial, then the rest), or None when they leave no forecast inside n_time bins."""
     context = config.eval.context_bins or max(1, (2 * n_time) // 3)
     horizon = config.eval.horizon_bins or n_time - context
+    if horizon < 1 or context + horizon > n_time:
+        return None
     return context, horizon
 
 
@@ -271,9 +275,9 @@ def evaluate(model, data: SpikeData, config: Config, splits=EVAL_SPLITS, forecas
             out[f"{split}_behavior_r2"] = M.vel_r2(rates["train"], data.subset("train").behavior, rates[split], sub.behavior, lag_bins=lag)
         if decode and data.conditions is not None:
             out[f"{split}_psth_r2"] = M.psth_r2(rates[split], sub.counts, sub.conditions, data.bin_ms, config.eval.psth_sigma_ms)
-        context, horizon = default_forecast_window(data.n_time, config)
-        # no fp-bps when eval.context_bins / horizon_bins leave no forecast window inside these trials
-        if forecast and data.n_time >= 2 and horizon >= 1 and context + horizon <= data.n_time:
+        window = default_forecast_window(data.n_time, config)
+        if forecast and window is not None:  # else no fp-bps
+            context, horizon = window
             scores = ForecastScores(sub, context, horizon,
                                     fp_baseline=None if base is None else base.fp_source(index, context, horizon))
             for part in iter_forecast(model, sub.counts[:, :context], horizon, n_samples=config.eval.samples,

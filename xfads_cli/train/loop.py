@@ -101,8 +101,10 @@ def trial_draws(model, y: torch.Tensor, keys: list[int], drop: float = 0.0, fore
     buf = torch.empty((shape[2], shape[0], shape[1], *shape[3:]), dtype=dtype, device=y.device)
     keep = torch.ones((len(keys), T), dtype=torch.bool, device=y.device) if drop > 0 or forecast > 0 else None
     backward = torch.ones(len(keys), dtype=torch.bool, device=y.device) if forecast > 0 else None
-    n_in = int(model.heldin.sum())
-    dropped = torch.zeros((len(keys), T, n_in), dtype=torch.bool, device=y.device) if input_drop > 0 else None
+    dropped = None
+    if input_drop > 0:
+        n_in = int(model.heldin.sum())
+        dropped = torch.zeros((len(keys), T, n_in), dtype=torch.bool, device=y.device)
     lo, hi = T // 5, max(T // 5, (4 * T) // 5 - 1)
     for i, key in enumerate(keys):
         g = torch.Generator(device=y.device).manual_seed(key)

@@ -382,9 +382,10 @@ def selection_fp_bps(model, valid, config: Config) -> float:
     from xfads_cli.ops import as_tensor, default_forecast_window
     from xfads_cli.outputs.metrics import BitsPerSpike
 
-    context, horizon = default_forecast_window(valid.n_time, config)
-    if horizon < 1 or context + horizon > valid.n_time:
+    window = default_forecast_window(valid.n_time, config)
+    if window is None:
         return math.nan
+    context, horizon = window
     score = BitsPerSpike(valid.counts[:, context: context + horizon])
     was_training = model.training
     model.eval()
