@@ -42,6 +42,13 @@ def torchrun(*args, env_extra=None) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
+def why(done: subprocess.CompletedProcess) -> str:
+    """A failed launch's cause first (CI shows the end of the log), then the tail of its stderr."""
+    causes = [line for line in done.stderr.splitlines()
+              if any(key in line for key in ("error", "Error", "terminate", "Fatal", "exitcode"))]
+    return "\n".join(causes[-6:]) + "\n--- stderr tail ---\n" + done.stderr[-2500:]
+
+
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "ring.h5"
@@ -57,7 +64,7 @@ def ddp_run(recording, tmp_path_factory):
     path, opts = recording
     out = tmp_path_factory.mktemp("ddp") / "run"
     done = torchrun(path, "--out", out, "--max-epochs", EPOCHS, *opts)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, why(done)
     return out, done.stderr
 
 
@@ -99,7 +106,7 @@ def test_one_rank_signalled_stops_all_ranks_and_the_run_resumes(recording, ddp_r
     out = tmp_path / "run"
     stopped = torchrun(path, "--out", out, "--max-epochs", EPOCHS, *opts, env_extra={TEST_SIGNAL_ENV: "3:SIGTERM:1"})
     assert stopped.returncode != 0
-    assert stopped.stderr.count("preempted:") == 1, stopped.stderr[-3000:]
+    assert stopped.stderr.count("preempted:") == 1, why(stopped)
     assert f"exitcode  : {EXIT_PREEMPTED}" in stopped.stderr or "75" in stopped.stderr
     state = torch.load(out / "last.pt", weights_only=True)["train_state"]
     assert state["partial"] is not None and state["partial"]["step"] >= 1
@@ -118,7 +125,7 @@ def test_two_rank_meta_fit_runs_and_writes_once(tmp_path):
     out = tmp_path / "meta"
     done = torchrun(folder / "hopf0.h5", folder / "hopf1.h5", "--out", out, "--max-epochs", 2,
                     "--set", "model.read_in_dim=4", "--set", "train.batch_size=3", *MODEL)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, why(done)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["kind"] == "meta" and summary["world_size"] == 2 and summary["epochs"] == 2
     assert done.stderr.count(f"wrote {out}") == 1

@@ -19,6 +19,7 @@ Semantics (train/loop.py, train/meta_loop.py):
 
 from __future__ import annotations
 
+import gc
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -161,6 +162,13 @@ def process_group(d: Dist, device) -> Iterator[Dist]:
     d.backend = backend
     try:
         yield d
+        # Ranks leave together (rank 1 would otherwise tear down while rank 0 still evaluates and writes
+        # the run); on an error no rank waits here.
+        tdist.barrier()
     finally:
         d.backend = None
+        # The DDP wrapper's reducer holds the process group and sits in a reference cycle: left to the
+        # interpreter's exit, gloo's threads were torn down during finalisation and the rank aborted
+        # now and then (SIGABRT, 'terminate called without an active exception') on a loaded machine.
+        gc.collect()
         tdist.destroy_process_group()
