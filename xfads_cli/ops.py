@@ -635,6 +635,7 @@ def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mo
     if rows.n_trials == 0:
         raise UsageError(f"{Path(data_path).name} has no '{split}' trials; use --split all")
     model = session_model(run, data)
+    torch.manual_seed(run.config.seed)  # the posterior draws: the same file from the same run and data
     base = baselines_for(data)
     rows_index = np.arange(data.n_trials) if split == "all" else np.flatnonzero(data.split == split)
     scores = SmoothedScores(rows, co_baseline=base.co_source(rows_index))
@@ -726,6 +727,7 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
     # start_s is the first forecast bin's; the context counts come before it
     with _open_output(out, fmt, rows, overwrite, "xfads_forecast", start_s, {"context_counts": -context}) as sink:
         start = 0
+        torch.manual_seed(run.config.seed)  # the filter's and rollouts' draws: the same file every time
         for part in iter_forecast(session_model(run, data), inputs["context_counts"], horizon, n_samples=samples,
                                   mode=mode, batch_size=run.config.train.batch_size, keep_samples=keep_samples):
             stop = start + len(part["rates_mean"])

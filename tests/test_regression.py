@@ -1,0 +1,136 @@
+"""Fixed-seed regression: `fit` -> `smooth` -> `forecast` on the bundled fixtures gives the numbers the
+code gave when tests/fixtures/regression/ was written, and checkpoints written then still load and
+smooth identically.
+
+Refactors must not change results (issue 14): every float dataset of the smooth and forecast files and
+the per-epoch losses are compared, single-session and meta model. The fits run in float64 with one
+thread and --deterministic, so the only expected differences are float round-off (rtol 1e-6 leaves
+room for another CPU's vector units, not for a changed computation).
+
+A deliberate change of results regenerates the reference, and says why in its commit:
+
+    python tests/test_regression.py --regenerate
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from xfads_cli.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "data_fixtures"
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "regression"
+RTOL, ATOL = 1e-6, 1e-9
+
+SMALL = ["--threads", "1", "--deterministic", "--seed", "3", "--set", "train.dtype=float64",
+         "--set", "model.latent_dim=3", "--set", "model.dynamics_hidden=16", "--set", "model.encoder_hidden=16",
+         "--set", "model.samples=4", "--set", "model.rank_local=2", "--set", "model.rank_backward=1"]
+CASES = {
+    # name: (recordings, fit options)
+    "single": (["vdp_small.h5"], ["--max-epochs", "3"]),
+    "meta": (["vdp_small.h5", "duffing_small.nwb"], ["--max-epochs", "2", "--set", "model.read_in_dim=4"]),
+}
+OUT_OPTS = ["--threads", "1", "--quiet", "--overwrite"]
+
+
+def invoke(*args) -> None:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+
+
+INPUTS = {"counts", "context_counts", "true_rates"}  # copied from the recording, not computed
+
+
+def float_datasets(path: Path) -> dict[str, np.ndarray]:
+    """Every computed float dataset of an output file."""
+    out = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "f" and name.split("/")[-1] not in INPUTS:
+            out[name] = obj[()]
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return out
+
+
+def run_case(name: str, work: Path, checkpoint: Path | None = None) -> tuple[dict[str, np.ndarray], Path]:
+    """Fit (unless a checkpoint is given), smooth and forecast one case; every number to compare,
+    keyed '<case>/<source>/<dataset>'."""
+    recordings, fit_opts = CASES[name]
+    data = [FIXTURES / r for r in recordings]
+    numbers = {}
+    if checkpoint is None:
+        run = work / f"{name}_run"
+        invoke("fit", *data, "--out", run, "--quiet", *fit_opts, *SMALL)
+        with open(run / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        for key in ("train_loss", "valid_loss"):
+            numbers[f"{name}/metrics/{key}"] = np.array([float(r[key]) for r in rows])
+        checkpoint = run / "best.pt"
+    # the first recording (a meta run smooths and forecasts any of its sessions the same way)
+    smooth, forecast = work / f"{name}_smooth.h5", work / f"{name}_forecast.h5"
+    invoke("smooth", checkpoint, data[0], "--out", smooth, "--split", "test", *OUT_OPTS)
+    invoke("forecast", checkpoint, data[0], "--out", forecast, "--split", "test", "--context", 40, "--horizon", 20,
+           *OUT_OPTS)
+    for source, path in (("smooth", smooth), ("forecast", forecast)):
+        numbers.update({f"{name}/{source}/{k}": v for k, v in float_datasets(path).items()})
+    return numbers, checkpoint
+
+
+def reference() -> dict[str, np.ndarray]:
+    if not (REFERENCE / "reference.npz").exists():
+        pytest.fail(f"{REFERENCE / 'reference.npz'} is missing; run: python tests/test_regression.py --regenerate")
+    with np.load(REFERENCE / "reference.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray], prefix: str) -> None:
+    keys = sorted(k for k in want if k.startswith(prefix))
+    assert keys, f"no reference numbers under {prefix}"
+    assert sorted(k for k in got if k.startswith(prefix)) == keys
+    for key in keys:
+        np.testing.assert_allclose(got[key], want[key], rtol=RTOL, atol=ATOL, err_msg=key)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fit_smooth_forecast_reproduce_the_reference(name, tmp_path):
+    got, _ = run_case(name, tmp_path)
+    assert_same(got, reference(), f"{name}/")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_checkpoints_written_before_still_load_and_smooth_identically(name, tmp_path):
+    got, _ = run_case(name, tmp_path, checkpoint=REFERENCE / f"{name}_best.pt")
+    want = reference()
+    for source in ("smooth", "forecast"):
+        assert_same(got, want, f"{name}/{source}/")
+
+
+def regenerate() -> None:
+    import tempfile
+
+    REFERENCE.mkdir(parents=True, exist_ok=True)
+    numbers = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sorted(CASES):
+            got, checkpoint = run_case(name, Path(tmp))
+            numbers.update(got)
+            shutil.copyfile(checkpoint, REFERENCE / f"{name}_best.pt")
+    np.savez_compressed(REFERENCE / "reference.npz", **numbers)
+    print(f"wrote {REFERENCE}: {len(numbers)} arrays")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--regenerate"]:
+        sys.exit("usage: python tests/test_regression.py --regenerate")
+    regenerate()
