@@ -35,7 +35,6 @@ KNOWN_PRIVATE_IMPORTS = {
     ("xfads_cli.outputs.baselines", "xfads_cli.outputs.metrics", "_convolve_time"),
 }
 KNOWN_LONG_FUNCTIONS = {
-    ("xfads_cli.train.loop", "run_epochs"),  # issue 14 item 4: one readable loop
     ("xfads_cli.train.run", "_fit"),
     ("xfads_cli.meta_ops", "adapt"),
     ("xfads_cli.model.filtering", "low_rank_filter"),  # item 5: a step function and a scan

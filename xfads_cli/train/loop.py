@@ -4,7 +4,9 @@ after every step, divergence handling, preemption, resumable state, data-paralle
 
     result = fit(model, train_y, valid_y, cfg, seed=0, evaluate=fn, on_epoch=fn, resume=state)
 
-`run_epochs` is the loop itself, parameterised by what a batch is (the meta model's loop reuses it).
+`run_epochs` is the loop itself, parameterised by what a batch is (the meta model's loop reuses it):
+per epoch `_Loop.train_epoch` (the optimisation steps) then `_Loop.end_epoch` (validate, record, select,
+save, decide whether to stop); `LoopState` holds the counters a resumed run continues from.
 
 Reproducibility: the batch order of epoch e is a permutation drawn from a generator seeded with
 (seed, e) (as torch's DistributedSampler does), and the Monte Carlo draws of the training loss are
@@ -294,6 +296,211 @@ class _Snapshot:
         self.opt.load_state_dict(copy.deepcopy(self.opt_state))
 
 
+@dataclass
+class LoopState:
+    """The loop's counters: with the parameters, Adam's moments, the global RNG and the FitResult so
+    far, what a resumed run needs to continue exactly (saved by `_Loop.state` under these names)."""
+
+    budget: Budget
+    first_epoch: int = 0
+    partial: Optional[dict] = None  # the position inside an interrupted epoch
+    divergences: int = 0
+    since_best: int = 0
+    best_progress: float = 0.0  # budget progress at the best epoch (early stopping, see `_stalled`)
+    updates: int = 0
+    seconds_before: float = 0.0  # training seconds before this invocation
+    seconds: float = 0.0  # training seconds of the whole run, the same number on every rank
+    lr_scale: float = 1.0
+
+    @classmethod
+    def resumed(cls, resume: dict, budget: Budget, cfg: TrainConfig, last_epoch: int) -> "LoopState":
+        first_epoch, partial = resume["epoch"] + 1, resume.get("partial")
+        divergences, seconds = resume["divergences"], float(resume.get("seconds", 0.0))
+        if resume.get("budget") is not None:
+            saved = Budget(**resume["budget"])
+            done = partial["epoch"] + partial["step"] / max(partial.get("steps", 1), 1) if partial else first_epoch
+            if saved.progress(done, seconds) < 1.0:
+                budget = saved  # the run's own schedule goes on
+            else:  # its schedule had ended: a new one over this invocation's budget
+                budget = Budget(last_epoch - first_epoch, cfg.time_limit_min, first_epoch, seconds)
+        return cls(budget, first_epoch, partial, divergences, resume["since_best"],
+                   float(resume.get("best_progress", 0.0)), int(resume.get("updates", 0)), seconds, seconds,
+                   float(resume.get("lr_scale", 0.5 ** divergences)))
+
+
+class _Loop:
+    """One run of `run_epochs`: the optimiser, the DDP-wrapped loss, the counters and the result, with
+    one method per phase (`train_epoch`, `end_epoch`) and the resumable `state`."""
+
+    def __init__(self, model, cfg: TrainConfig, params: list, step_loss, *, batches, valid_loss, select: str,
+                 callback, evaluate, on_epoch, should_stop, on_interrupt, threads, dist: Dist):
+        self.model, self.cfg, self.params, self.step_loss, self.d = model, cfg, params, step_loss, dist
+        self.batches, self.valid_loss, self.select, self.threads = batches, valid_loss, select, threads
+        self.callback, self.evaluate, self.on_epoch = callback, evaluate, on_epoch
+        self.should_stop, self.on_interrupt = should_stop, on_interrupt
+        self.device = params[0].device if params else torch.device("cpu")
+        self.opt = torch.optim.Adam(params, lr=cfg.lr)
+        self.result = FitResult(select=select)
+        self.minimise = select.endswith("_loss")
+        self.hook = signal_hook_for_tests()
+        self.steps_done = 0
+        self.start = time.monotonic()
+
+    def restore(self, resume: Optional[dict], budget: Budget, last_epoch: int) -> LoopState:
+        """Adam's moments, the RNG and the result so far from a resumable state; the counters to go on with."""
+        if resume is None:
+            self.result.best_score = math.inf if self.minimise else -math.inf
+            return LoopState(budget)
+        self.opt.load_state_dict(resume["optimizer"])
+        torch.set_rng_state(resume["rng"]["torch"])
+        if self.device.type == "cuda" and resume["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(resume["rng"]["cuda"], self.device)
+        r, best = self.result, resume["best"]
+        r.history, r.best_epoch, r.best_state = list(resume["history"]), best["epoch"], resume.get("best_model")
+        r.best_score = best.get("score", best.get("valid_loss", math.inf))
+        if r.best_epoch < 0:
+            r.best_score = math.inf if self.minimise else -math.inf
+        return LoopState.resumed(resume, budget, self.cfg, last_epoch)
+
+    def state(self, done_epoch: int, in_epoch: Optional[dict] = None) -> dict:
+        """done_epoch: the last completed epoch; in_epoch: progress in the next one (mid-epoch save)."""
+        ls, r = self.ls, self.result
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "optimizer": self.opt.state_dict(), "epoch": done_epoch, "partial": in_epoch,
+            "divergences": ls.divergences, "updates": ls.updates, "lr_scale": ls.lr_scale, "seconds": ls.seconds,
+            "budget": dataclasses.asdict(ls.budget), "since_best": ls.since_best, "best_progress": ls.best_progress,
+            "history": r.history, "best": {"epoch": r.best_epoch, "score": r.best_score, "key": self.select},
+            "rng": rng,
+        }
+
+    def out_of_time(self) -> bool:
+        return self.cfg.time_limit_min is not None and time.monotonic() - self.start > 60 * self.cfg.time_limit_min
+
+    def train_epoch(self, epoch: int) -> tuple[list[float], float, bool]:
+        """The optimisation steps of `epoch` (from where an interrupted run stopped): (the steps' losses,
+        the epoch's start on the monotonic clock, whether the time limit ended it)."""
+        ls, cfg, d = self.ls, self.cfg, self.d
+        skip, losses, elapsed = 0, [], 0.0
+        if ls.partial is not None and ls.partial["epoch"] == epoch:
+            skip, losses, elapsed = int(ls.partial["step"]), list(ls.partial["losses"]), float(ls.partial["seconds"])
+        ls.partial = None
+        t0 = time.monotonic() - elapsed
+        rollback = _Snapshot(self.params, self.opt)
+        epoch_batches = list(self.batches(epoch))
+        step, time_up = skip, False
+        for batch in epoch_batches[skip:]:
+            step_start = time.monotonic()
+            progress = ls.budget.progress(epoch + step / len(epoch_batches), ls.seconds)
+            _set_lr(self.opt, cfg.lr * ls.lr_scale * warmup_factor(ls.updates, cfg.warmup_steps)
+                    * anneal_factor(cfg, epoch, progress))
+            self.opt.zero_grad(set_to_none=True)
+            loss = self.step_loss(batch)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            step += 1
+            self.steps_done += 1
+            if self.hook is not None and self.steps_done == self.hook[0]:
+                os.kill(os.getpid(), self.hook[1])  # test-only (signals.TEST_SIGNAL_ENV)
+            value, bad_grad = loss.item(), not bool(torch.isfinite(norm))
+            stop = self.should_stop is not None and self.should_stop()
+            time_up = self.out_of_time()
+            ls.seconds = ls.seconds_before + time.monotonic() - self.start
+            if d.active:  # one collective per step: everyone skips, steps, stops and anneals together
+                total, bad, stops, ups, secs = d.all_sum([value, float(bad_grad), float(stop), float(time_up), ls.seconds])
+                value, bad_grad, stop, time_up, ls.seconds = total / d.world, bad > 0, stops > 0, ups > 0, secs / d.world
+            if math.isfinite(value) and not bad_grad:
+                self.opt.step()
+                ls.updates += 1
+                losses.append(value)
+                if self.threads is not None:
+                    self.threads.after_step(time.monotonic() - step_start)
+            else:
+                self._diverged(value, epoch, step, rollback)
+            if stop:
+                snapshot = {"epoch": epoch, "step": step, "steps": len(epoch_batches), "losses": list(losses),
+                            "seconds": time.monotonic() - t0}
+                if self.on_interrupt is not None:
+                    self.on_interrupt(lambda: self.state(epoch - 1, snapshot))
+                d.barrier()
+                raise Preempted(f"stopped at epoch {epoch}, step {step}")
+            schedule_done = cfg.schedule == "cosine" and ls.budget.progress(
+                epoch + step / len(epoch_batches), ls.seconds) >= 1
+            if time_up or schedule_done:
+                break
+        return losses, t0, time_up
+
+    def _diverged(self, value: float, epoch: int, step: int, rollback: "_Snapshot") -> None:
+        """A non-finite loss or gradient: skip the step, roll back, halve the learning rate."""
+        self.opt.zero_grad(set_to_none=True)
+        self.ls.divergences += 1
+        if self.ls.divergences > MAX_DIVERGENCES:
+            what = "gradient" if math.isfinite(value) else "loss"
+            raise RunFailure(f"non-finite {what} {self.ls.divergences} times (last at epoch {epoch}, step {step}) "
+                             f"although the learning rate was halved {MAX_DIVERGENCES} times; lower train.lr")
+        rollback.restore()
+        self.ls.lr_scale *= 0.5
+
+    def end_epoch(self, epoch: int, losses: list[float], t0: float, time_up: bool, last_epoch: int) -> bool:
+        """Validate, record, select and save after `epoch`; True when the run should end here."""
+        ls, r, d, cfg = self.ls, self.result, self.d, self.cfg
+        if not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):
+            raise RunFailure(f"parameters became non-finite during epoch {epoch}; lower train.lr")
+        record = stop = None
+        if d.is_main:
+            record = {"epoch": epoch, "train_loss": sum(losses) / len(losses) if losses else math.nan,
+                      "valid_loss": self.valid_loss(), "lr": self.opt.param_groups[0]["lr"]}
+            if self.evaluate is not None:
+                record.update(self.evaluate(self.model))
+            record["seconds"] = time.monotonic() - t0
+            stop = self.should_stop is not None and self.should_stop()
+        record, stop, time_up_end = d.broadcast((record, stop, self.out_of_time() if d.is_main else None))
+        r.history.append(record)
+        ls.seconds = ls.seconds_before + time.monotonic() - self.start
+        if d.active:  # rank 0's clock, so that every rank anneals and stops alike
+            ls.seconds = d.broadcast(ls.seconds)
+        is_best = self._select(record, epoch)
+        if self.callback is not None:
+            self.callback(record)
+        if self.on_epoch is not None:
+            self.on_epoch(record, is_best, lambda: self.state(epoch))
+        elif stop and self.on_interrupt is not None:
+            self.on_interrupt(lambda: self.state(epoch))
+        if stop:
+            d.barrier()
+            raise Preempted(f"stopped after epoch {epoch}")
+        progress = ls.budget.progress(epoch + 1, ls.seconds)
+        if _stalled(cfg, ls.since_best, progress, ls.best_progress):
+            r.stopped = f"no validation improvement for {cfg.patience} epochs" + (
+                " nor in the first half of the learning-rate anneal" if cfg.schedule == "cosine" else "")
+            return True
+        if time_up or time_up_end:
+            r.stopped = f"time limit of {cfg.time_limit_min:g} min reached"
+            return True
+        if cfg.schedule == "cosine" and progress >= 1 and epoch + 1 < last_epoch:
+            r.stopped = "learning-rate schedule completed (the run's time budget)"
+            return True
+        return False
+
+    def _select(self, record: dict, epoch: int) -> bool:
+        """Whether `epoch` is the best so far by `select` (keeping its parameters if so)."""
+        ls, r = self.ls, self.result
+        score, higher = _selection_score(record, self.select)
+        if higher != self.minimise:
+            is_best = score > r.best_score if higher else score < r.best_score
+        else:  # the selected score is missing this epoch (e.g. a forecast that blew up): not an improvement
+            is_best, score = r.best_epoch < 0, (math.inf if self.minimise else -math.inf)
+        if is_best:
+            r.best_score, r.best_epoch, ls.since_best = score, epoch, 0
+            ls.best_progress = ls.budget.progress(epoch + 1, ls.seconds)
+            r.best_state = copy.deepcopy(self.model.state_dict())
+        else:
+            ls.since_best += 1
+        return is_best
+
+
 def run_epochs(
     model: torch.nn.Module,
     cfg: TrainConfig,
@@ -331,180 +538,23 @@ def run_epochs(
     d = dist or SINGLE
     torch.manual_seed(seed)
     params = list(model.parameters()) if parameters is None else list(parameters)
-    device = params[0].device if params else torch.device("cpu")
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    result = FitResult(select=select)
-    last_epoch = cfg.max_epochs if max_epochs is None else max_epochs
-    first_epoch, divergences, since_best, partial, updates = 0, 0, 0, None, 0
-    best_progress = 0.0  # budget progress at the best epoch (early stopping, see `_stalled`)
-    seconds_before, lr_scale = 0.0, 1.0
-    budget = Budget(last_epoch, cfg.time_limit_min)
-    if resume is not None:
-        opt.load_state_dict(resume["optimizer"])
-        torch.set_rng_state(resume["rng"]["torch"])
-        if device.type == "cuda" and resume["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
-        first_epoch = resume["epoch"] + 1
-        partial = resume.get("partial")
-        divergences, since_best = resume["divergences"], resume["since_best"]
-        best_progress = float(resume.get("best_progress", 0.0))
-        updates = int(resume.get("updates", 0))
-        seconds_before = float(resume.get("seconds", 0.0))
-        lr_scale = float(resume.get("lr_scale", 0.5 ** divergences))
-        result.history = list(resume["history"])
-        best = resume["best"]
-        result.best_epoch = best["epoch"]
-        result.best_score = best.get("score", best.get("valid_loss", math.inf))
-        result.best_state = resume.get("best_model")
-        if resume.get("budget") is not None:
-            saved = Budget(**resume["budget"])
-            done = partial["epoch"] + partial["step"] / max(partial.get("steps", 1), 1) if partial else first_epoch
-            if saved.progress(done, seconds_before) < 1.0:
-                budget = saved  # the run's own schedule goes on
-            else:  # its schedule had ended: a new one over this invocation's budget
-                budget = Budget(last_epoch - first_epoch, cfg.time_limit_min, first_epoch, seconds_before)
-    minimise = select.endswith("_loss")
-    if result.best_epoch < 0:
-        result.best_score = math.inf if minimise else -math.inf
-
-    def state(done_epoch: int, in_epoch: dict | None = None) -> dict:
-        """done_epoch: the last completed epoch; in_epoch: progress in the next one (mid-epoch save)."""
-        rng = {"torch": torch.get_rng_state()}
-        if device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        return {
-            "optimizer": opt.state_dict(),
-            "epoch": done_epoch,
-            "partial": in_epoch,
-            "divergences": divergences,
-            "updates": updates,
-            "lr_scale": lr_scale,
-            "seconds": seconds,
-            "budget": dataclasses.asdict(budget),
-            "since_best": since_best,
-            "best_progress": best_progress,
-            "history": result.history,
-            "best": {"epoch": result.best_epoch, "score": result.best_score, "key": select},
-            "rng": rng,
-        }
-
     step_loss = d.wrap(_BatchLoss(model, batch_loss, params), find_unused_parameters)
-    hook = signal_hook_for_tests()
-    steps_done = 0
-    start = time.monotonic()
-    seconds = seconds_before  # training seconds of the whole run, the same number on every rank
+    loop = _Loop(model, cfg, params, step_loss, batches=batches, valid_loss=valid_loss, select=select,
+                 callback=callback, evaluate=evaluate, on_epoch=on_epoch, should_stop=should_stop,
+                 on_interrupt=on_interrupt, threads=threads, dist=d)
+    last_epoch = cfg.max_epochs if max_epochs is None else max_epochs
+    loop.ls = ls = loop.restore(resume, Budget(last_epoch, cfg.time_limit_min), last_epoch)
+    result = loop.result
     model.train()
     result.stopped = f"max_epochs={last_epoch} reached"
-    if resume is not None and partial is None and result.history and _stalled(
-            cfg, since_best, budget.progress(first_epoch, seconds_before), best_progress):
+    first_epoch = ls.first_epoch
+    if resume is not None and ls.partial is None and result.history and _stalled(
+            cfg, ls.since_best, ls.budget.progress(first_epoch, ls.seconds_before), ls.best_progress):
         result.stopped = f"no validation improvement for {cfg.patience} epochs"  # a finished run, resumed
         first_epoch = max(first_epoch, last_epoch)
-
-    def out_of_time() -> bool:
-        return cfg.time_limit_min is not None and time.monotonic() - start > 60 * cfg.time_limit_min
-
     for epoch in range(first_epoch, last_epoch):
-        skip, losses, elapsed = 0, [], 0.0
-        if partial is not None and partial["epoch"] == epoch:
-            skip, losses, elapsed = int(partial["step"]), list(partial["losses"]), float(partial["seconds"])
-        partial = None
-        t0 = time.monotonic() - elapsed
-        rollback = _Snapshot(params, opt)
-        epoch_batches = list(batches(epoch))
-        step, time_up = skip, False
-        for batch in epoch_batches[skip:]:
-            step_start = time.monotonic()
-            lr = cfg.lr * lr_scale * warmup_factor(updates, cfg.warmup_steps) * anneal_factor(
-                cfg, epoch, budget.progress(epoch + step / len(epoch_batches), seconds))
-            _set_lr(opt, lr)
-            opt.zero_grad(set_to_none=True)
-            loss = step_loss(batch)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            step += 1
-            steps_done += 1
-            if hook is not None and steps_done == hook[0]:
-                os.kill(os.getpid(), hook[1])  # test-only (signals.TEST_SIGNAL_ENV)
-            value, bad_grad = loss.item(), not bool(torch.isfinite(norm))
-            stop = should_stop is not None and should_stop()
-            time_up = out_of_time()
-            seconds = seconds_before + time.monotonic() - start
-            if d.active:  # one collective per step: everyone skips, steps, stops and anneals together
-                total, bad, stops, ups, secs = d.all_sum([value, float(bad_grad), float(stop), float(time_up), seconds])
-                value, bad_grad, stop, time_up, seconds = total / d.world, bad > 0, stops > 0, ups > 0, secs / d.world
-            if math.isfinite(value) and not bad_grad:
-                opt.step()
-                updates += 1
-                losses.append(value)
-                if threads is not None:
-                    threads.after_step(time.monotonic() - step_start)
-            else:
-                opt.zero_grad(set_to_none=True)
-                divergences += 1
-                if divergences > MAX_DIVERGENCES:
-                    what = "gradient" if math.isfinite(value) else "loss"
-                    raise RunFailure(f"non-finite {what} {divergences} times (last at epoch {epoch}, step {step}) "
-                                     f"although the learning rate was halved {MAX_DIVERGENCES} times; lower train.lr")
-                rollback.restore()
-                lr_scale *= 0.5
-            if stop:
-                snapshot = {"epoch": epoch, "step": step, "steps": len(epoch_batches), "losses": list(losses),
-                            "seconds": time.monotonic() - t0}
-                if on_interrupt is not None:
-                    on_interrupt(lambda: state(epoch - 1, snapshot))
-                d.barrier()
-                raise Preempted(f"stopped at epoch {epoch}, step {step}")
-            schedule_done = cfg.schedule == "cosine" and budget.progress(epoch + step / len(epoch_batches), seconds) >= 1
-            if time_up or schedule_done:
-                break
-        if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
-            raise RunFailure(f"parameters became non-finite during epoch {epoch}; lower train.lr")
-        record = stop = None
-        if d.is_main:
-            record = {
-                "epoch": epoch,
-                "train_loss": sum(losses) / len(losses) if losses else math.nan,
-                "valid_loss": valid_loss(),
-                "lr": opt.param_groups[0]["lr"],
-            }
-            if evaluate is not None:
-                record.update(evaluate(model))
-            record["seconds"] = time.monotonic() - t0
-            stop = should_stop is not None and should_stop()
-        record, stop, time_up_end = d.broadcast((record, stop, out_of_time() if d.is_main else None))
-        result.history.append(record)
-        seconds = seconds_before + time.monotonic() - start
-        if d.active:  # rank 0's clock, so that every rank anneals and stops alike
-            seconds = d.broadcast(seconds)
-        score, higher = _selection_score(record, select)
-        if higher != minimise:
-            is_best = score > result.best_score if higher else score < result.best_score
-        else:  # the selected score is missing this epoch (e.g. a forecast that blew up): not an improvement
-            is_best, score = result.best_epoch < 0, (math.inf if minimise else -math.inf)
-        if is_best:
-            result.best_score, result.best_epoch, since_best = score, epoch, 0
-            best_progress = budget.progress(epoch + 1, seconds)
-            result.best_state = copy.deepcopy(model.state_dict())
-        else:
-            since_best += 1
-        if callback is not None:
-            callback(record)
-        if on_epoch is not None:
-            on_epoch(record, is_best, lambda: state(epoch))
-        elif stop and on_interrupt is not None:
-            on_interrupt(lambda: state(epoch))
-        if stop:
-            d.barrier()
-            raise Preempted(f"stopped after epoch {epoch}")
-        if _stalled(cfg, since_best, budget.progress(epoch + 1, seconds), best_progress):
-            result.stopped = f"no validation improvement for {cfg.patience} epochs" + (
-                " nor in the first half of the learning-rate anneal" if cfg.schedule == "cosine" else "")
-            break
-        if time_up or time_up_end:
-            result.stopped = f"time limit of {cfg.time_limit_min:g} min reached"
-            break
-        if cfg.schedule == "cosine" and budget.progress(epoch + 1, seconds) >= 1 and epoch + 1 < last_epoch:
-            result.stopped = "learning-rate schedule completed (the run's time budget)"
+        losses, t0, time_up = loop.train_epoch(epoch)
+        if loop.end_epoch(epoch, losses, t0, time_up, last_epoch):
             break
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
