@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,9 +22,10 @@ from typer.testing import CliRunner
 from xfads_cli.cli import app
 from xfads_cli.config import load_config
 from xfads_cli.data.load import load_data
-from xfads_cli.train.signals import EXIT_PREEMPTED, TEST_SIGNAL_ENV
+from xfads_cli.train.signals import EXIT_PREEMPTED
 
 runner = CliRunner()
+LAUNCHER = Path(__file__).resolve().parent / "signal_launcher.py"
 EPOCHS = 3
 MODEL = ["--set", "model.samples=3", "--set", "model.latent_dim=2", "--set", "model.dynamics_hidden=8",
          "--set", "model.encoder_hidden=8", "--set", "train.dtype=float64", "--seed", "5"]
@@ -33,12 +35,12 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def torchrun(*args, env_extra=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env_extra or {})}
-    if not env_extra:
-        env.pop(TEST_SIGNAL_ENV, None)
+def torchrun(*args, signal_at: str | None = None) -> subprocess.CompletedProcess:
+    """`xfads fit ARGS` on 2 ranks; signal_at 'K:SIGNAME:RANK': that rank signals itself after step K."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    program = ["-m", "xfads_cli"] if signal_at is None else [str(LAUNCHER), signal_at]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-           "-m", "xfads_cli", "fit", *[str(a) for a in args]]
+           *program, "fit", *[str(a) for a in args]]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
@@ -104,7 +106,7 @@ def test_one_rank_signalled_stops_all_ranks_and_the_run_resumes(recording, ddp_r
     (same global batch, keyed draws) continues the same trajectory."""
     path, opts = recording
     out = tmp_path / "run"
-    stopped = torchrun(path, "--out", out, "--max-epochs", EPOCHS, *opts, env_extra={TEST_SIGNAL_ENV: "3:SIGTERM:1"})
+    stopped = torchrun(path, "--out", out, "--max-epochs", EPOCHS, *opts, signal_at="3:SIGTERM:1")
     assert stopped.returncode != 0
     assert stopped.stderr.count("preempted:") == 1, why(stopped)
     assert f"exitcode  : {EXIT_PREEMPTED}" in stopped.stderr or "75" in stopped.stderr
