@@ -49,6 +49,7 @@ def test_resolved_config_round_trips():
         ("train.time_limit_min=-5", "e.g. --set train.time_limit_min=1"),
         ("model.hyper_hidden=-1", "model.hyper_hidden must be >= 0"),
         ("eval.samples=0", "eval.samples must be >= 1"),
+        ("train.device=cpu", "train.device is no longer a config key: the device is chosen per command with --device"),
     ],
 )
 def test_strict_errors_name_the_fix(override, fragment):
@@ -78,3 +79,13 @@ def test_sample_configs_are_valid():
     assert files, "sample_configs/ should hold examples"
     for path in files:
         load_config(path)
+
+
+def test_a_config_file_with_the_removed_train_device_names_the_option(tmp_path):
+    """train.device was never read (the device comes from --device); old run configs that carry it say so."""
+    path = tmp_path / "old_run_config.yaml"
+    path.write_text("train:\n  lr: 0.01\n  device: auto\n")
+    with pytest.raises(UsageError, match="--device") as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+    assert "device" not in resolved_config(load_config())["train"]

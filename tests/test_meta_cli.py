@@ -72,6 +72,7 @@ def test_adapt_trains_only_the_new_session(meta_run, sessions, tmp_path):
     assert adapted["spec"]["sessions"][-1]["refine_embedding"] is True
     assert "sessions.3.embedding" in new_keys and adapted["model"]["sessions.3.embedding"].abs().sum() > 0
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["shared_parameters_unchanged"] is True
     best = torch.load(out / "best.pt", weights_only=True)
     assert summary["embedding_mean"] == pytest.approx(best["model"]["sessions.3.embedding"].tolist(), abs=1e-6)
     # the forecast search ran and both checkpoints hold its choice
@@ -81,6 +82,39 @@ def test_adapt_trains_only_the_new_session(meta_run, sessions, tmp_path):
     assert fc.exit_code == 0, fc.output
     sm = invoke("smooth", out, new, "--out", tmp_path / "s.h5", "--quiet")
     assert sm.exit_code == 0, sm.output
+
+
+def test_shared_parameters_unchanged_compares_values():
+    from xfads_cli.meta_ops import same_values
+
+    params = [torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.zeros(2, 2))]
+    before = [p.detach().clone() for p in params]
+    assert same_values(before, params)
+    with torch.no_grad():
+        params[1][0, 1] += 1e-6
+    assert not same_values(before, params)
+    assert not same_values(before[:1], params)  # a parameter more or less is a change too
+
+
+def test_adapt_refuses_to_move_shared_parameters(meta_run, sessions, tmp_path, monkeypatch):
+    """A bug that trained a shared parameter during adapt ends the command instead of writing a run
+    whose summary says shared_parameters_unchanged."""
+    import xfads_cli.train.meta_loop as meta_loop
+    from xfads_cli.meta_ops import adapt
+
+    fit_meta = meta_loop.fit_meta
+
+    def leaky_fit(model, *args, **kwargs):
+        result = fit_meta(model, *args, **kwargs)
+        with torch.no_grad():
+            next(model.shared_parameters()).add_(0.1)
+        return result
+
+    monkeypatch.setattr(meta_loop, "fit_meta", leaky_fit)
+    _, new = sessions
+    with pytest.raises(RuntimeError, match="adapt changed shared parameters"):
+        adapt(meta_run, new, tmp_path / "leaky", trials=2, max_epochs=1, refine_embedding=False, device="cpu")
+    assert not (tmp_path / "leaky" / "summary.json").exists()
 
 
 def test_meta_failure_paths(meta_run, sessions, tmp_path):

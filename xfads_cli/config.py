@@ -128,7 +128,7 @@ class TrainConfig:
     # CPU threads of training (train/threads.py): None = $XFADS_THREADS or auto (at most the cores this
     # job may use, the count tuned from timed steps); N = exactly N (bit-identical reruns). --threads wins.
     threads: Optional[int] = None
-    device: str = "auto"
+    # (no train.device: each command takes --device; see REMOVED_KEYS)
     dtype: Literal["float32", "float64"] = "float32"
 
 
@@ -294,6 +294,13 @@ def _apply_override(raw: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
+# Keys that older versions accepted -> what to do instead (a one-line error, not "unknown key"). Checkpoints
+# that still hold them are migrated when loaded (train/checkpoint.py).
+REMOVED_KEYS = {
+    "train.device": "the device is chosen per command with --device auto|cpu|cuda[:i]",
+}
+
+
 def _build(cls, raw: dict, where: str):
     if not isinstance(raw, dict):
         raise UsageError(f"{where} must be a mapping, got {_describe(raw)}")
@@ -302,6 +309,10 @@ def _build(cls, raw: dict, where: str):
     kwargs = {}
     for key, value in raw.items():
         if key not in names:
+            removed = f"{where}.{key}" if where != "config" else key
+            if removed in REMOVED_KEYS:
+                raise UsageError(f"{removed} is no longer a config key: {REMOVED_KEYS[removed]}; remove it from "
+                                 "the config file or --set")
             raise UsageError(
                 f"unknown key '{key}' in {where}{closest(key, names)}; valid keys: {', '.join(names)}"
             )

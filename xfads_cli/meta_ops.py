@@ -14,7 +14,7 @@ from xfads_cli.ops import Run, as_tensor, load_data_for_run, load_run, session_i
 
 
 def _require_meta(run: Run, command: str) -> None:
-    if run.checkpoint["spec"].get("kind") != "meta":
+    if run.checkpoint.spec.get("kind") != "meta":
         raise UsageError(
             f"{run.path} is a single-session XFADS run; '{command}' needs a meta-dynamical run "
             "(fit several recordings, or --set model.kind=meta)"
@@ -91,6 +91,13 @@ def embed(run_path: Path, data_paths: list[Path], out: Path, *, overwrite: bool 
     return summary
 
 
+def same_values(before: list[torch.Tensor], params) -> bool:
+    """Whether `params` (e.g. model.shared_parameters()) hold exactly the values `before` (copies taken
+    earlier, in the same order)."""
+    params = list(params)
+    return len(params) == len(before) and all(torch.equal(a, p.detach()) for a, p in zip(before, params))
+
+
 def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs: int | None = None,
           time_limit_min: float | None = None, refine_embedding: bool = True, overwrite: bool = False, overrides=(),
           device: str = "auto", progress=None, plot: bool = False, threads: str | None = None) -> dict:
@@ -105,7 +112,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     from xfads_cli.data.load import load_data
     from xfads_cli.data.provenance import package_versions
     from xfads_cli.ops import evaluate, model_spec
-    from xfads_cli.train.checkpoint import FORMAT
+    from xfads_cli.train.checkpoint import Checkpoint
     from xfads_cli.train.meta_loop import fit_meta
     from xfads_cli.train.run import RunWriter, _atomic_text, _data_summary, _prepare_out, data_provenance
     from xfads_cli.train.threads import configure_threads
@@ -136,7 +143,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     problem = support_problem(config.model.likelihood, data.counts)
     if problem:
         raise UsageError(f"{Path(data_path).name} {problem}")
-    known = [s["name"] for s in run.checkpoint["spec"]["sessions"]]
+    known = [s["name"] for s in run.checkpoint.spec["sessions"]]
     if data.session in known:
         raise UsageError(f"session '{data.session}' is already in {run_path}; use smooth/forecast on it directly "
                          "(or --set data.session=NEW_NAME)")
@@ -156,6 +163,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
 
     model = run.model
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    shared_before = [p.detach().clone() for p in model.shared_parameters()]
     y = as_tensor(shots.counts, run)
     # the session's embedding is pooled over the few shots only, also later in smooth/forecast
     new_spec = model_spec(data) | {"name": data.session, "embed_trial_ids": [int(t) for t in shots.trial_ids]}
@@ -168,12 +176,10 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     model.freeze_shared()
     valid = data.subset("valid")
     n_old = index
-    spec = {"kind": "meta", "sessions": list(run.checkpoint["spec"]["sessions"]) + [new_spec]}
-    base = {
-        "format": FORMAT, "config": resolved_config(config), "spec": spec,
-        "data": list(run.checkpoint["data"]) + [data_provenance(data)],
-        "versions": package_versions(), "adapted_from": {"checkpoint": str(run.path), "sha256": run.sha256, "trials": trials},
-    }
+    spec = {"kind": "meta", "sessions": list(run.checkpoint.spec["sessions"]) + [new_spec]}
+    base = Checkpoint(config=resolved_config(config), spec=spec, data=list(run.checkpoint.data) + [data_provenance(data)],
+                      versions=package_versions(),
+                      adapted_from={"checkpoint": str(run.path), "sha256": run.sha256, "trials": trials})
     _atomic_text(out / "config.yaml", dump_config(config))
     writer = RunWriter(out, base, model)
     t0 = time.monotonic()
@@ -193,6 +199,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
         with torch.no_grad():
             model.sessions[index].embedding.copy_(search.e)
         writer.replace_model()
+    shared_unchanged = same_values(shared_before, model.shared_parameters())
     changed = [k for k, v in model.state_dict().items() if k in before and not torch.equal(v, before[k])]
     if changed:  # a bug, not a user error: shared parameters must never move during adapt
         raise RuntimeError(f"adapt changed shared parameters: {changed[:3]}")
@@ -206,8 +213,8 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
         "run_dir": str(out), "kind": "meta", "adapted_session": data.session, "trials": trials,
         "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped": result.stopped,
         "seconds": time.monotonic() - t0, "metrics": metrics, "data": _data_summary(data),
-        "shared_parameters_unchanged": True, "refined_embedding": refine_embedding,
-        "embedding_mean": view.e.detach().cpu().tolist(), "threads": tuner.summary(), "versions": base["versions"],
+        "shared_parameters_unchanged": shared_unchanged, "refined_embedding": refine_embedding,
+        "embedding_mean": view.e.detach().cpu().tolist(), "threads": tuner.summary(), "versions": base.versions,
     }
     if search is not None:
         summary["embedding_search"] = {"forecast_nll": search.nll, "candidates": len(search.scores)}

@@ -25,6 +25,7 @@ from xfads_cli.data.spikedata import SpikeData
 from xfads_cli.errors import UsageError
 from xfads_cli.outputs import baselines as B
 from xfads_cli.outputs import metrics as M
+from xfads_cli.train.checkpoint import Checkpoint
 
 QUANTILES = (0.05, 0.5, 0.95)
 
@@ -33,7 +34,7 @@ QUANTILES = (0.05, 0.5, 0.95)
 class Run:
     model: torch.nn.Module
     config: Config
-    checkpoint: dict
+    checkpoint: Checkpoint
     path: Path
     sha256: str
 
@@ -73,20 +74,17 @@ def build_model(config: Config, spec: dict, device="cpu") -> torch.nn.Module:
 
 
 def load_run(run: Path, device: str = "auto", which: str = "best") -> Run:
+    """The model of a run directory's checkpoint (`which`.pt, else last.pt) or of a .pt file, rebuilt
+    on `device` from the checkpoint alone (older checkpoints migrated: train/checkpoint.py)."""
     from xfads_cli.data.provenance import file_sha256
-    from xfads_cli.train.checkpoint import load_checkpoint, resolve_checkpoint
+    from xfads_cli.train.checkpoint import resolve_checkpoint
     from xfads_cli.train.device import resolve_device
 
     path = resolve_checkpoint(run, which)
-    ckpt = load_checkpoint(path)
-    base = ckpt["config"]
-    model_cfg = base.get("model", {}) if isinstance(base, dict) else {}
-    if model_cfg.get("kind") == "meta" and "hyper_hidden" not in model_cfg:
-        # meta runs from before model.hyper_hidden existed had an MLP hypernetwork of encoder_hidden units
-        base = {**base, "model": {**model_cfg, "hyper_hidden": model_cfg.get("encoder_hidden", 64)}}
-    config = load_config(base=base)
-    model = build_model(config, ckpt["spec"], resolve_device(device))
-    model.load_state_dict(ckpt["model"])
+    ckpt = Checkpoint.load(path)
+    config = load_config(base=ckpt.config)
+    model = build_model(config, ckpt.spec, resolve_device(device))
+    model.load_state_dict(ckpt.model)
     model.eval()
     return Run(model, config, ckpt, path, file_sha256(path))
 
@@ -117,18 +115,18 @@ def load_data_for_run(path: Path, run: Run, overrides=(), window_ms=None) -> Spi
 def session_spec(run: Run, data: SpikeData) -> dict:
     """The checkpoint's spec for `data`'s session: the only one for XFADS; for a meta run the session
     matched by name or by the file's sha256."""
-    spec = run.checkpoint["spec"]
+    spec = run.checkpoint.spec
     if spec.get("kind") != "meta":
         return spec
     return spec["sessions"][session_index(run, data)]
 
 
 def session_index(run: Run, data: SpikeData) -> int:
-    specs = run.checkpoint["spec"]["sessions"]
+    specs = run.checkpoint.spec["sessions"]
     names = [s["name"] for s in specs]
     if data.session in names:
         return names.index(data.session)
-    hashes = [d.get("sha256") for d in run.checkpoint.get("data", [])]
+    hashes = [d.get("sha256") for d in run.checkpoint.data or []]
     if data.provenance.get("sha256") in hashes:
         return hashes.index(data.provenance["sha256"])
     raise UsageError(
@@ -140,12 +138,12 @@ def session_index(run: Run, data: SpikeData) -> int:
 def session_model(run: Run, data: SpikeData):
     """The model to use on `data`: XFADS itself, or for a meta run a view of the matching session
     with its embedding pooled over the session's training trials."""
-    if run.checkpoint["spec"].get("kind") != "meta":
+    if run.checkpoint.spec.get("kind") != "meta":
         return run.model
     from xfads_cli.model.meta import SessionView
 
     index = session_index(run, data)
-    shots = run.checkpoint["spec"]["sessions"][index].get("embed_trial_ids")
+    shots = run.checkpoint.spec["sessions"][index].get("embed_trial_ids")
     # adapted sessions pool their embedding over the few-shot trials they were adapted on
     rows = data.select(np.isin(data.trial_ids, shots)) if shots else data.subset("train")
     y = as_tensor(rows.counts if rows.n_trials else data.counts, run)

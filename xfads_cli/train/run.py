@@ -21,12 +21,13 @@ import math
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from xfads_cli.atomic import atomic_path, partial_glob
 from xfads_cli.config import Config, dump_config, load_config, resolved_config
 from xfads_cli.errors import RunFailure, UsageError
-from xfads_cli.train.checkpoint import FORMAT
+from xfads_cli.train.checkpoint import Checkpoint
 from xfads_cli.train.lock import LOCK_NAME, RunLock
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "summary.json", "config.yaml", "training.png")
@@ -156,7 +157,6 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
     from xfads_cli.data.provenance import package_versions
     from xfads_cli.data.sessions import load_sessions
     from xfads_cli.ops import as_tensor, evaluate
-    from xfads_cli.train.checkpoint import load_checkpoint
     from xfads_cli.train.distributed import SINGLE, process_group, rank_device
     from xfads_cli.train.signals import Preempted, catch_preemption
     from xfads_cli.train.threads import configure_threads
@@ -166,14 +166,15 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
     resumed = _check_out(out, overwrite, resume)
     state = ckpt = None
     if resumed:
-        from dataclasses import replace
-
-        ckpt = load_checkpoint(out / "last.pt")
+        ckpt = Checkpoint.load(out / "last.pt")
+        if ckpt.train_state is None:
+            raise UsageError(f"--resume: {out / 'last.pt'} holds no training state (a copy of best.pt?); "
+                             "start a new run (another --out, or --overwrite)")
         limit = config.train.time_limit_min
-        config = load_config(base=ckpt["config"])
+        config = load_config(base=ckpt.config)
         config = replace(config, train=replace(config.train, time_limit_min=limit))
-        state = ckpt["train_state"]
-        state["best_model"] = ckpt.get("best_model")
+        state = ckpt.train_state
+        state["best_model"] = ckpt.best_model
     if plot:
         from xfads_cli.outputs.plots import require_matplotlib
 
@@ -182,8 +183,6 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
     sessions = load_sessions(paths, config.data)
     meta = config.model.kind == "meta" or len(sessions) > 1
     if meta and config.model.kind != "meta":
-        from dataclasses import replace
-
         config = replace(config, model=replace(config.model, kind="meta"))
     from xfads_cli.model.likelihoods import support_problem
 
@@ -206,8 +205,8 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
         trains = [as_tensor(d_.subset("train").counts, model) for d_ in sessions]
         valids = [as_tensor(d_.subset("valid").counts, model) if d_.subset("valid").n_trials else None for d_ in sessions]
         if ckpt is not None:
-            _check_resumable(ckpt["spec"], spec, out)
-            model.load_state_dict(ckpt["model"])
+            _check_resumable(ckpt.spec, spec, out)
+            model.load_state_dict(ckpt.model)
         else:
             for i, y in enumerate(trains):
                 if meta:
@@ -222,13 +221,8 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
                                  "run the command again")
             _create_out(out, fresh=not resumed)
             _atomic_text(out / "config.yaml", dump_config(config))
-        base = {
-            "format": FORMAT,
-            "config": resolved_config(config),
-            "spec": spec,
-            "data": [data_provenance(s) for s in sessions] if meta else data_provenance(sessions[0]),
-            "versions": package_versions(),
-        }
+        base = Checkpoint(config=resolved_config(config), spec=spec, versions=package_versions(),
+                          data=[data_provenance(s) for s in sessions] if meta else data_provenance(sessions[0]))
 
         def views():
             return session_views(model, sessions) if meta else [model]
@@ -292,7 +286,7 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
         "world_size": d.world,
         "threads": tuner.summary(),
         "deterministic": deterministic,
-        "versions": base["versions"],
+        "versions": base.versions,
     }
     from xfads_cli.ops import baseline_summary
 
@@ -325,7 +319,6 @@ def resolve_batch_size(config: Config, sessions: list) -> Config:
     that the saved config records the number used."""
     if config.train.batch_size is not None:
         return config
-    from dataclasses import replace
     import statistics
 
     from xfads_cli.train.loop import auto_batch_size
@@ -405,47 +398,43 @@ def _no_signals():
 
 class RunWriter:
     """Writes a run directory as training goes: best.pt when the validation loss improves, last.pt
-    and metrics.csv after every epoch (all atomically), summary.json (and plots) at the end."""
+    and metrics.csv after every epoch (all atomically), summary.json (and plots) at the end. `base`:
+    the checkpoint fields that stay the same all run (config, spec, data, versions, adapted_from)."""
 
-    def __init__(self, out: Path, base: dict, model, state: dict | None = None):
+    def __init__(self, out: Path, base: Checkpoint, model, state: dict | None = None):
         self.out, self.base, self.model = out, base, model
         # The best parameters also travel inside last.pt, so a resumed run can still return them.
         self.best_model = state.get("best_model") if state else None
 
     def on_epoch(self, record: dict, is_best: bool, train_state) -> None:
-        from xfads_cli.train.checkpoint import atomic_torch_save
-
         st = train_state()
         if is_best:
-            self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            atomic_torch_save({**self.base, "model": self.best_model, "epoch": record["epoch"], "best": st["best"]},
-                              self.out / "best.pt")
-        last = {**self.base, "model": self.model.state_dict(), "train_state": st, "epoch": record["epoch"],
-                "best": st["best"], "best_model": self.best_model}
-        atomic_torch_save(last, self.out / "last.pt")
+            self.best_model = self._model_copy()
+            replace(self.base, model=self.best_model, epoch=record["epoch"], best=st["best"]).save(self.out / "best.pt")
+        self._save_last(st, record["epoch"])
         _atomic_text(self.out / "metrics.csv", _metrics_csv(st["history"]))
 
     def on_interrupt(self, train_state) -> None:
         """last.pt with the exact (possibly mid-epoch) state when training is preempted; best.pt and
         metrics.csv are already up to date from the last completed epoch."""
-        from xfads_cli.train.checkpoint import atomic_torch_save
-
         st = train_state()
-        atomic_torch_save({**self.base, "model": self.model.state_dict(), "train_state": st, "epoch": st["epoch"],
-                           "best": st["best"], "best_model": self.best_model}, self.out / "last.pt")
+        self._save_last(st, st["epoch"])
+
+    def _save_last(self, st: dict, epoch: int) -> None:
+        replace(self.base, model=self.model.state_dict(), train_state=st, epoch=epoch, best=st["best"],
+                best_model=self.best_model).save(self.out / "last.pt")
+
+    def _model_copy(self) -> dict:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def replace_model(self) -> None:
         """best.pt and last.pt with the model's parameters as they are now: after a step that follows
         training (adapt's embedding search), so that every command sees the final model."""
-        from xfads_cli.train.checkpoint import atomic_torch_save, load_checkpoint
-
-        self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.best_model = self._model_copy()
         for name in ("best.pt", "last.pt"):
-            ckpt = load_checkpoint(self.out / name)
-            ckpt["model"] = self.best_model
-            if "best_model" in ckpt:
-                ckpt["best_model"] = self.best_model
-            atomic_torch_save(ckpt, self.out / name)
+            ckpt = Checkpoint.load(self.out / name)
+            best_model = self.best_model if ckpt.train_state is not None else None  # last.pt's copy
+            replace(ckpt, model=self.best_model, best_model=best_model).save(self.out / name)
 
     def finish(self, summary: dict, history: list[dict], plot: bool) -> dict:
         _atomic_text(self.out / "summary.json", json.dumps(summary, indent=2, default=str))
