@@ -34,6 +34,7 @@ import numpy as np
 
 from xfads_cli.atomic import atomic_path
 from xfads_cli.errors import UsageError, closest, listing
+from xfads_cli.scores import bits_per_spike
 
 SYSTEMS = ("lorenz", "vdp", "ring", "duffing", "hopf")
 
@@ -281,19 +282,6 @@ def readout(latents: np.ndarray, neurons: int, base_rate_hz: float, bin_s: float
     log_mean_gain = np.log(np.mean(np.exp(drive - drive.max(axis=0)), axis=0)) + drive.max(axis=0)
     d = np.log(base_rate_hz * bin_s) + jitter - log_mean_gain
     return C, d
-
-
-def oracle_bits_per_spike(counts: np.ndarray, rates: np.ndarray) -> float:
-    """Bits per spike of the true rates (expected counts per bin) over a per-neuron constant rate,
-    both scored on `counts` [trial, time, neuron]: the ceiling a perfect model reaches."""
-    counts = counts.reshape(-1, counts.shape[-1]).astype(np.float64)
-    rates = rates.reshape(-1, rates.shape[-1])
-    mean = counts.mean(axis=0, keepdims=True)
-    # Poisson log-likelihood without the log(k!) term, which cancels in the difference.
-    ll_true = np.sum(counts * np.log(rates) - rates)
-    ll_null = np.sum(np.where(counts > 0, counts * np.log(np.maximum(mean, 1e-300)), 0.0) - mean)
-    n_spikes = counts.sum()
-    return float((ll_true - ll_null) / (n_spikes * np.log(2))) if n_spikes > 0 else float("nan")
 
 
 _STREAMS = ("dynamics", "readout", "counts", "retest", "spike_times")
@@ -548,6 +536,7 @@ def summarise(sim: dict, path: Path | None = None) -> dict:
         "spikes": spikes,
         "mean_rate_hz": spikes / max(seconds * n_neuron, 1e-12),
         "truth": ["latents", "rates", "retest_counts"],
-        "oracle_bits_per_spike": oracle_bits_per_spike(sim["counts"], sim["rates"]),
-        "retest_oracle_bits_per_spike": oracle_bits_per_spike(sim["retest_counts"], sim["rates"]),
+        # the true rates over a per-neuron constant rate: the ceiling a perfect model reaches
+        "oracle_bits_per_spike": float(bits_per_spike(sim["rates"], sim["counts"])),
+        "retest_oracle_bits_per_spike": float(bits_per_spike(sim["rates"], sim["retest_counts"])),
     }

@@ -1,49 +1,15 @@
 """Evaluation metrics in Neural Latents Benchmark conventions (docs/metrics.md), numpy only.
 
 Rates are expected spikes PER BIN; counts are observed spikes per bin; arrays are [trial, time, neuron]
-(any leading shape works as long as the neuron axis is last).
+(any leading shape works as long as the neuron axis is last). The Poisson NLL and bits per spike
+themselves are xfads_cli/scores.py's (shared with the simulator's oracle), importable from here too.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-
 import numpy as np
 
-_lgamma = np.vectorize(math.lgamma, otypes=[np.float64])
-
-
-def poisson_nll(rates: np.ndarray, counts: np.ndarray) -> float:
-    """sum[r - n ln r + lgamma(n + 1)] over entries where n is observed (not NaN)."""
-    r = np.asarray(rates, dtype=np.float64)
-    n = np.asarray(counts, dtype=np.float64)
-    if r.shape != n.shape:
-        raise ValueError(f"rates {r.shape} and counts {n.shape} differ in shape")
-    keep = ~np.isnan(n)
-    r, n = r[keep], n[keep]
-    if np.isnan(r).any() or (r < 0).any():
-        raise ValueError("rates must be finite and non-negative where counts are observed")
-    impossible = (r == 0) & (n > 0)  # an infinite NLL
-    if impossible.any():
-        warnings.warn(f"rates of 0 where spikes were observed ({int(impossible.sum())} bins) replaced by 1e-9 "
-                      "in the Poisson NLL", RuntimeWarning, stacklevel=2)
-        r = np.where(impossible, 1e-9, r)
-    # where n = 0 the n ln r term is 0 whatever r, also r = 0 (a neuron silent in the evaluated bins
-    # has a null-model mean of 0 there): exact, no warning
-    return float(np.sum(r - n * np.log(np.where(n > 0, r, 1.0)) + _lgamma(n + 1)))
-
-
-def bits_per_spike(rates: np.ndarray, counts: np.ndarray) -> float:
-    """(NLL(rbar, n) - NLL(r, n)) / nansum(n) / ln 2, rbar = each neuron's nanmean of n."""
-    n = np.asarray(counts, dtype=np.float64)
-    neuron_mean = np.nanmean(n.reshape(-1, n.shape[-1]), axis=0)
-    rbar = np.broadcast_to(neuron_mean, n.shape)
-    total = np.nansum(n)
-    if total == 0:
-        return float("nan")
-    return (poisson_nll(rbar, n) - poisson_nll(rates, n)) / total / math.log(2)
-
+from xfads_cli.scores import bits_from_nll, bits_per_spike, poisson_nll
 
 BLOCK_TRIALS = 64  # trials per block when BitsPerSpike walks arrays already in memory
 
@@ -104,16 +70,16 @@ class BitsPerSpike:
         if (np.asarray(r) < 0)[~np.isnan(n)].any():
             self.undefined = True
         if not self.undefined:
-            self.nll_model += poisson_nll(r, n)
-        self.nll_null += poisson_nll(np.broadcast_to(self.neuron_mean, n.shape), n)
+            self.nll_model += poisson_nll(r, n, constant=False)
+        self.nll_null += poisson_nll(np.broadcast_to(self.neuron_mean, n.shape), n, constant=False)
         self.total += float(np.nansum(n))
 
     def value(self) -> float:
         if self.position != len(self.counts):
             raise ValueError(f"rates of {self.position} of {len(self.counts)} trials added; add them all first")
-        if self.total == 0 or self.undefined:
+        if self.undefined:
             return float("nan")
-        return (self.nll_null - self.nll_model) / self.total / math.log(2)
+        return bits_from_nll(self.nll_null, self.nll_model, self.total)
 
 
 def bits_per_spike_blocked(rates: np.ndarray, counts: np.ndarray, trials: np.ndarray | None = None) -> float:
