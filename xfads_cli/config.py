@@ -13,6 +13,7 @@ import dataclasses
 import math
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -311,8 +312,10 @@ def _build(cls, raw: dict, where: str):
         if key not in names:
             removed = f"{where}.{key}" if where != "config" else key
             if removed in REMOVED_KEYS:
-                raise UsageError(f"{removed} is no longer a config key: {REMOVED_KEYS[removed]}; remove it from "
-                                 "the config file or --set")
+                # a config.yaml written by an older fit must still rerun (the key never had an effect)
+                warnings.warn(f"{removed} is no longer a config key and is ignored: {REMOVED_KEYS[removed]}",
+                              stacklevel=2)
+                continue
             raise UsageError(
                 f"unknown key '{key}' in {where}{closest(key, names)}; valid keys: {', '.join(names)}"
             )
