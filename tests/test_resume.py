@@ -3,8 +3,8 @@
 A reference fit runs to completion in a subprocess; the same fit is then killed mid-epoch (SIGKILL:
 last.pt is the last completed epoch's, the lost epoch is redone) or asked to stop (SIGTERM: exit code
 75, last.pt holds the exact mid-epoch state), resumed, and must end with bit-identical parameters and
-losses. The kill is made deterministic by the test-only hook XFADS_TEST_SIGNAL_AT_STEP ("K:SIGNAME":
-the loop signals itself after its K-th step), not by timing. All fits run as subprocesses with one
+losses. The kill is made deterministic by tests/signal_launcher.py ("K:SIGNAME": the process signals
+itself after its K-th optimisation step), not by timing. All fits run as subprocesses with one
 torch thread so that the reference and the resumed run do the same arithmetic.
 """
 
@@ -12,6 +12,7 @@ import csv
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 from xfads_cli.cli import app
 from xfads_cli.config import load_config
 from xfads_cli.data.load import load_data
-from xfads_cli.train.signals import EXIT_PREEMPTED, TEST_SIGNAL_ENV
+from xfads_cli.train.signals import EXIT_PREEMPTED
 
 runner = CliRunner()
 BATCH = 4
@@ -35,11 +36,11 @@ def invoke(*args):
 
 
 def fit_subprocess(recording, out, *extra, signal_at: str | None = None) -> subprocess.CompletedProcess:
+    """`xfads fit` in a subprocess; signal_at 'K:SIGNAME': it signals itself after step K (tests/signal_launcher.py)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env.pop(TEST_SIGNAL_ENV, None)
-    if signal_at:
-        env[TEST_SIGNAL_ENV] = signal_at
-    cmd = [sys.executable, "-m", "xfads_cli", "fit", str(recording), "--out", str(out), "--max-epochs", str(EPOCHS),
+    program = ["-m", "xfads_cli"] if signal_at is None else [str(Path(__file__).resolve().parent / "signal_launcher.py"),
+                                                             signal_at]
+    cmd = [sys.executable, *program, "fit", str(recording), "--out", str(out), "--max-epochs", str(EPOCHS),
            "--quiet", *FAST, *extra]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, NamedTuple, Optional
@@ -42,7 +41,7 @@ from xfads_cli.config import TrainConfig
 from xfads_cli.errors import RunFailure
 from xfads_cli.model.encoders import InputDropout
 from xfads_cli.train.distributed import SINGLE, Dist
-from xfads_cli.train.signals import Preempted, signal_hook_for_tests
+from xfads_cli.train.signals import Preempted
 from xfads_cli.train.threads import ThreadTuner
 
 MAX_DIVERGENCES = 3
@@ -342,8 +341,6 @@ class _Loop:
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
         self.result = FitResult(select=select)
         self.minimise = select.endswith("_loss")
-        self.hook = signal_hook_for_tests()
-        self.steps_done = 0
         self.start = time.monotonic()
 
     def restore(self, resume: Optional[dict], budget: Budget, last_epoch: int) -> LoopState:
@@ -401,9 +398,6 @@ class _Loop:
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             step += 1
-            self.steps_done += 1
-            if self.hook is not None and self.steps_done == self.hook[0]:
-                os.kill(os.getpid(), self.hook[1])  # test-only (signals.TEST_SIGNAL_ENV)
             value, bad_grad = loss.item(), not bool(torch.isfinite(norm))
             stop = self.should_stop is not None and self.should_stop()
             time_up = self.out_of_time()

@@ -10,7 +10,6 @@ never be half-written by a signal arriving mid-save.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -20,11 +19,6 @@ from typing import Iterator
 # and left a resumable last.pt; requeue it with `xfads fit ... --resume` (or --resume-auto).
 EXIT_PREEMPTED = 75
 PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")
-
-# Test-only hook: "K:SIGNAME" makes the training loop send SIGNAME to its own process right after
-# its K-th optimisation step (so kill/resume tests are exact instead of timing-dependent);
-# "K:SIGNAME:R" only in the process whose RANK is R (distributed tests).
-TEST_SIGNAL_ENV = "XFADS_TEST_SIGNAL_AT_STEP"
 
 
 class Preempted(Exception):
@@ -64,15 +58,3 @@ def catch_preemption(names: tuple[str, ...] = PREEMPT_SIGNALS) -> Iterator[StopF
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def signal_hook_for_tests():
-    """(step, signal) from TEST_SIGNAL_ENV, or None. Test-only; see TEST_SIGNAL_ENV."""
-    raw = os.environ.get(TEST_SIGNAL_ENV)
-    if not raw:
-        return None
-    step, _, rest = raw.partition(":")
-    name, _, rank = rest.partition(":")
-    if rank and rank != os.environ.get("RANK", "0"):
-        return None
-    return int(step), getattr(signal, name or "SIGTERM")
