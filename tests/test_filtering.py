@@ -86,21 +86,32 @@ def empirical_cov(samples, mean):
 # single-step pieces
 
 
+def potential(k, K):
+    """X = [K, k] [batch, latent, rank + 1], the form the filter's steps take."""
+    return torch.cat([K, k.unsqueeze(-1)], -1)
+
+
 def test_update_equals_dense_information_form():
     mbar, Mt, d, k, K = random_prediction()
-    upd = F.update(mbar, Mt, d, k, K)
+    upd = F.update(mbar, Mt, d, potential(k, K))
     P = dense_post_cov(upd, Mt, d)
     for b in range(mbar.shape[0]):
         m_ref, P_ref = ref.info_update(mbar[b], dense_pbar(Mt, d)[b], k[b], K[b])
         torch.testing.assert_close(upd.mean[b], m_ref, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(P[b], P_ref, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(F.marginal_var(Mt, d, upd), P.diagonal(dim1=-2, dim2=-1))
+    U = torch.eye(K.shape[-1], dtype=f64) + K.transpose(1, 2) @ dense_pbar(Mt, d) @ K
+    torch.testing.assert_close(upd.Uinv, torch.linalg.inv(U))
+    torch.testing.assert_close(upd.logdet_U, torch.logdet(U))
+    # the filter's step: the same update, and the marginal variances from its per-bin sums
+    step = F.filter_step(mbar, Mt, d, potential(k, K), None)
+    torch.testing.assert_close(step.mean, upd.mean)
+    torch.testing.assert_close(F.marginal_var(d, step.msq, step.wsq), P.diagonal(dim1=-2, dim2=-1))
 
 
 def test_kl_step_equals_dense_kl():
     mbar, Mt, d, k, K = random_prediction(seed=1)
-    upd = F.update(mbar, Mt, d, k, K)
-    kl = F.kl_step(upd.mean - mbar, k, K, upd.Ktv, upd.U)
+    upd = F.update(mbar, Mt, d, potential(k, K))
+    kl = F.kl_step(upd.mean - mbar, k, K, upd.Ktv, upd.Uinv, upd.logdet_U)
     P, Pbar = dense_post_cov(upd, Mt, d), dense_pbar(Mt, d)
     for b in range(mbar.shape[0]):
         torch.testing.assert_close(kl[b], ref.gaussian_kl(upd.mean[b], P[b], mbar[b], Pbar[b]),
@@ -109,10 +120,10 @@ def test_kl_step_equals_dense_kl():
 
 def test_kl_lowrank_equals_dense_kl():
     mbar, Mt, d, k, K = random_prediction(seed=2)
-    upd = F.update(mbar, Mt, d, k, K)
+    upd = F.update(mbar, Mt, d, potential(k, K))
     m2 = torch.randn_like(mbar)
     Mt2 = torch.randn(mbar.shape[0], 4, mbar.shape[1], dtype=f64)
-    kl = F.kl_lowrank(upd.mean - m2, d, Mt, upd.PK, upd.Z, upd.U, Mt2)
+    kl = F.kl_lowrank(upd.mean - m2, d, Mt, upd.PK, upd.Z, upd.logdet_U, Mt2)
     P, P2 = dense_post_cov(upd, Mt, d), dense_pbar(Mt2, d)
     for b in range(mbar.shape[0]):
         torch.testing.assert_close(kl[b], ref.gaussian_kl(upd.mean[b], P[b], m2[b], P2[b]),
@@ -121,11 +132,13 @@ def test_kl_lowrank_equals_dense_kl():
 
 def test_matheron_samples_have_covariance_P():
     mbar, Mt, d, k, K = random_prediction(B=1, S=3, L=4, r=2, seed=3)
-    upd = F.update(mbar, Mt, d, k, K)
+    upd = F.update(mbar, Mt, d, potential(k, K))
     n = 200_000
     g = torch.Generator().manual_seed(4)
-    noise = torch.randn(1, n, 3 + 4 + 2, generator=g, dtype=f64)
-    z = F.sample_posterior(upd, Mt, d, K, noise)[0]
+    # the filter's noise layout [time, stream, batch, n, sample + latent + rank], split as the filter does
+    noise = torch.randn(1, 1, 1, n, 3 + 4 + 2, generator=g, dtype=f64)
+    (draws,), = F.split_noise(noise, d[None], 3, [2])
+    z = F.sample_posterior(upd, Mt, K, draws)[0]
     P = dense_post_cov(upd, Mt, d)[0]
     # Monte Carlo standard errors of a Gaussian's sample mean and covariance entries
     mean_se = (P.diagonal() / n).sqrt()
@@ -144,7 +157,7 @@ def test_matheron_samples_have_covariance_P():
 
 def test_cubature_points_match_moments():
     mbar, Mt, d, k, K = random_prediction(B=2, S=4, L=5, r=2, seed=5)
-    upd = F.update(mbar, Mt, d, k, K)
+    upd = F.update(mbar, Mt, d, potential(k, K))
     z = F.cubature_points(upd, Mt, d)
     assert z.shape == (2, 10, 5)
     torch.testing.assert_close(z.mean(1), upd.mean)
@@ -226,6 +239,56 @@ def test_checkpointing_gives_identical_gradients(mode):
         grads.append(torch.autograd.grad(loss, list(leaves.values())))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_fused_step_equals_composable_step(first):
+    # _FilterStep (training's path) against filter_step (the functions checked against dense forms
+    # above): every output of a step and the gradients of all of them, at the first bin (prediction
+    # N(m0, diag(q0))) and at a later one (moments of propagated particles)
+    g = torch.Generator().manual_seed(8)
+    B, T, S, L, r = 2, 2, 4, 3, 3
+    rn = lambda *s: torch.randn(*s, generator=g, dtype=f64)
+    X, d, m0, mu = rn(B, T, L, r + 1), torch.rand(T, L, generator=g, dtype=f64) + 0.2, rn(L), rn(B, S, L)
+    noise = rn(T, 1, B, S, S + L + r)
+    weights = [rn(*x.shape) for x in F.filter_step(rn(B, L), rn(B, S, L), d[0], X[:, 0],
+                                                   F.split_noise(noise, d, S, [r])[0][0])]
+    results = []
+    for fused in (True, False):
+        leaves = [x.clone().requires_grad_(True) for x in (X, d, m0, mu)]
+        Xl, dl, m0l, mul = leaves
+        draws = F.split_noise(noise, dl, S, [r])[0]
+        step = F.bin_step(Xl, dl, draws, m0l, S, fused)(None if first else mul, 0 if first else 1)
+        loss = sum((w * x).sum() for w, x in zip(weights, step))
+        grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+        results.append((step, grads))
+    (fused_step, fused_grads), (step, grads) = results
+    for name, a, b in zip(F.Step._fields, fused_step, step):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+    for a, b in zip(fused_grads, grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["smoother", "two_filter", "filter"])
+def test_fused_filter_equals_composable_filter(mode):
+    # noise that requires a gradient sends the filter down the composable path
+    params, noise = small_problem(mode, T=4)
+    results = []
+    for eps in (noise, noise.clone().requires_grad_(True)):
+        leaves = {n: v.clone().requires_grad_(True) for n, v in params.items()}
+        post = run_small(leaves, eps, mode)
+        loss = sum((x.sin() * (i + 1)).sum() for i, x in enumerate(post) if x is not None)
+        results.append((post, torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)))
+    (fused, fused_grads), (composable, grads) = results
+    for name, a, b in zip(F.Posterior._fields, fused, composable):
+        if a is not None or b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+    for name, a, b in zip(params, fused_grads, grads):
+        assert (a is None) == (b is None) == (mode == "filter" and name in ("k_back", "K_back"))
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
 
 
 # ----------------------------------------------------------------------------------------------

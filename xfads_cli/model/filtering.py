@@ -12,6 +12,12 @@ samples), times a Gaussian potential in information form (k, K K^T). Everything 
 
 so no latent x latent matrix is formed and one step costs O(batch * latent * (sample + rank)^2).
 
+One bin is `filter_step` (docs/model.md section 3): `update`, then `sample_posterior` (Matheron's rule)
+or `cubature_points`; `low_rank_filter` scans it over time (`scan`) and computes the KL
+(`kl_step`, or `kl_lowrank` in two_filter mode; docs/model.md section 4) and the marginal variances
+(`marginal_var`) for all bins at once afterwards. Training runs the same step as one autograd node
+with a hand-written backward (`_FilterStep`); tests/test_filtering.py checks it against `filter_step`.
+
 Layouts: public inputs and outputs are [batch, time, ...] and samples [sample, batch, time, latent].
 Inside a step the particles are [batch, sample, latent] because that is the layout batched matmuls
 want; `dynamics` is always called on [sample, batch, latent] (per-trial dynamics broadcast over the
@@ -19,15 +25,15 @@ batch dim, recurrent cells may flatten the leading dims).
 
 Noise: the Matheron sampler consumes standard normals of shape `noise_shape(...)`,
 [time, stream, batch, sample, sample + latent + rank] (two streams, filtered and smoothed, in
-two_filter mode; one otherwise): per step and stream, the first `sample` columns weight the columns of M, the next `latent` the diagonal part,
-the last `rank` columns are the pseudo-observation noise u. Pass a tensor for fixed draws or a
-torch.Generator.
+two_filter mode; one otherwise): per step and stream, the first `sample` columns weight the columns
+of M, the next `latent` the diagonal part, the last `rank` columns are the pseudo-observation noise u
+(`split_noise`). Pass a tensor for fixed draws or a torch.Generator.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -63,18 +69,55 @@ class Posterior(NamedTuple):
 class Update(NamedTuple):
     """Factored result of one information-form update (see `update`).
 
-    mean: [batch, latent]         posterior mean m
-    PK:   [batch, latent, rank]   Pbar K
-    Z:    [batch, rank, latent]   U^{-1} (Pbar K)^T, so P = Pbar - PK Z
-    U:    [batch, rank, rank]     I + K^T Pbar K
-    Ktv:  [batch, rank]           K^T (mbar + Pbar k)
+    mean:     [batch, latent]         posterior mean m
+    PK:       [batch, latent, rank]   Pbar K
+    Z:        [batch, rank, latent]   U^{-1} (Pbar K)^T, so P = Pbar - PK Z
+    Uinv:     [batch, rank, rank]     U^{-1}, U = I + K^T Pbar K
+    logdet_U: [batch]                 log det U
+    Ktv:      [batch, rank]           K^T (mbar + Pbar k)
     """
 
     mean: Tensor
     PK: Tensor
     Z: Tensor
-    U: Tensor
+    Uinv: Tensor
+    logdet_U: Tensor
     Ktv: Tensor
+
+
+class Draws(NamedTuple):
+    """The standard normals of one step's Matheron draws (`split_noise`), n draws per trial.
+
+    w1:  [batch, n, sample]  weights of the rows of Mt
+    dw2: [batch, n, latent]  d^{1/2} w2, the diagonal part
+    u:   [batch, n, rank]    pseudo-observation noise
+    """
+
+    w1: Tensor
+    dw2: Tensor
+    u: Tensor
+
+
+class Step(NamedTuple):
+    """Everything one filter step produces (`filter_step`, `_FilterStep`), all [batch, ...].
+
+    mean [batch, latent], z [batch, n, latent] (the draws), Uinv [batch, rank, rank], logdet_U [batch],
+    Ktv [batch, rank], PK [batch, latent, rank], Z [batch, rank, latent]: as in `Update`;
+    wsq [batch, latent] = diag(PK Z), msq [batch, latent] = diag(Mt^T Mt) (`marginal_var`);
+    mbar [batch, latent], Mt [batch, sample, latent]: the prediction the step updated.
+    """
+
+    mean: Tensor
+    z: Tensor
+    Uinv: Tensor
+    logdet_U: Tensor
+    Ktv: Tensor
+    PK: Tensor
+    Z: Tensor
+    wsq: Tensor
+    msq: Tensor
+    mbar: Tensor
+    Mt: Tensor
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,7 +186,7 @@ def spd_inverse(U: Tensor) -> tuple[Tensor, Tensor]:
 
 
 # ----------------------------------------------------------------------------------------------
-# the four pieces of a filter step
+# one filter step: predict (propagate, moments), update, draw
 
 
 def propagate(dynamics: Dynamics, z: Tensor) -> Tensor:
@@ -167,73 +210,38 @@ def moments(mu: Tensor) -> tuple[Tensor, Tensor]:
     return mbar, (mu - mbar.unsqueeze(1)) * (mu.shape[1] ** -0.5)
 
 
-def update(mbar: Tensor, Mt: Tensor, d: Tensor, k: Tensor, K: Tensor) -> Update:
+def update(mbar: Tensor, Mt: Tensor, d: Tensor, X: Tensor) -> Update:
     """Information-form update of N(mbar, Pbar) with the potential (k, K K^T), Pbar = diag(d) + Mt^T Mt.
 
-    mbar [batch, latent], Mt [batch, sample, latent], d [latent], k [batch, latent],
-    K [batch, latent, rank] -> Update (P^{-1} = Pbar^{-1} + K K^T, m = P (Pbar^{-1} mbar + k)).
+    mbar [batch, latent], Mt [batch, sample, latent], d [latent], X = [K, k] [batch, latent, rank + 1]
+    -> Update (P^{-1} = Pbar^{-1} + K K^T, m = P (Pbar^{-1} mbar + k)).
     """
-    Kx = torch.cat([K, k.unsqueeze(-1)], -1)
-    eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
-    return _update(mbar, Mt, d, K, Kx, eye)
-
-
-def _update(mbar: Tensor, Mt: Tensor, d: Tensor, K: Tensor, Kx: Tensor, eye: Tensor) -> Update:
-    """`update` with the per-step constants prepared by the caller (the filter hoists them out of
-    the time loop): Kx = [K, k] [batch, latent, rank + 1], eye [rank, rank]."""
-    r = K.shape[-1]
-    # Pbar [K, k] in one product: diag(d) Kx + Mt^T (Mt Kx)
-    PKx = torch.baddbmm(d.unsqueeze(-1) * Kx, Mt.transpose(1, 2), torch.bmm(Mt, Kx))
-    PK = PKx[..., :r]
-    v = PKx[..., r:] + mbar.unsqueeze(-1)  # mbar + Pbar k, [batch, latent, 1]
-    Kt = K.transpose(1, 2)
-    U = torch.baddbmm(eye, Kt, PK)
-    Z = torch.bmm(spd_inverse(U)[0], PK.transpose(1, 2))
+    r = X.shape[-1] - 1
+    # Pbar [K, k] in one product: diag(d) X + Mt^T (Mt X)
+    PX = torch.baddbmm(d.unsqueeze(-1) * X, Mt.transpose(1, 2), torch.bmm(Mt, X))
+    PK = PX[..., :r]
+    v = PX[..., r:] + mbar.unsqueeze(-1)  # mbar + Pbar k, [batch, latent, 1]
+    Kt = X[..., :r].transpose(1, 2)
+    Uinv, logdet_U = spd_inverse(torch.baddbmm(torch.eye(r, dtype=X.dtype, device=X.device), Kt, PK))
+    Z = torch.bmm(Uinv, PK.transpose(1, 2))
     Ktv = torch.bmm(Kt, v)
     # m = v - Pbar K U^{-1} K^T v
     mean = torch.baddbmm(v, Z.transpose(1, 2), Ktv, alpha=-1.0).squeeze(-1)
-    return Update(mean, PK, Z, U, Ktv.squeeze(-1))
+    return Update(mean, PK, Z, Uinv, logdet_U, Ktv.squeeze(-1))
 
 
-def marginal_var(Mt: Tensor, d: Tensor, upd: Update) -> Tensor:
-    """diag(P) for P = diag(d) + Mt^T Mt - PK Z.
-
-    Mt [batch, sample, latent], d [latent], upd from `update` -> [batch, latent]
-    """
-    return _var(d, Mt.square().sum(1), _wsq(upd))
-
-
-def _wsq(upd: Update) -> Tensor:
-    """diag(Pbar K U^{-1} K^T Pbar) [batch, latent]."""
-    return (upd.PK * upd.Z.transpose(1, 2)).sum(-1)
-
-
-def _var(d: Tensor, msq: Tensor, wsq: Tensor) -> Tensor:
-    # round-off can push a tightly constrained variance just below zero in float32
-    return (d + msq - wsq).clamp_min(0.0)
-
-
-def sample_posterior(upd: Update, Mt: Tensor, d: Tensor, K: Tensor, noise: Tensor) -> Tensor:
+def sample_posterior(upd: Update, Mt: Tensor, K: Tensor, draws: Draws) -> Tensor:
     """Matheron's rule: draws of N(m, P) without forming P.
 
-    upd from `update`, Mt [batch, sample, latent], d [latent], K [batch, latent, rank],
-    noise [batch, n, sample + latent + rank'] standard normals (rank' >= rank, extra columns unused)
-    -> z [batch, n, latent].
+    upd from `update`, Mt [batch, sample, latent], K [batch, latent, rank], draws (`Draws`, n per
+    trial) -> z [batch, n, latent].
 
     ztilde = M w1 + d^{1/2} w2 ~ N(0, Pbar);  z = m + ztilde - Pbar K U^{-1} (K^T ztilde + u).
     The Pbar in the correction is what makes Cov(z) = P (it is easy to drop by mistake).
     """
-    S, L, r = Mt.shape[1], Mt.shape[2], K.shape[-1]
-    w1, w2, u = noise[..., :S], noise[..., S:S + L], noise[..., S + L:S + L + r]
-    return _sample(upd, Mt, K, w1, d.sqrt() * w2, u)
-
-
-def _sample(upd: Update, Mt: Tensor, K: Tensor, w1: Tensor, dw2: Tensor, u: Tensor) -> Tensor:
-    """`sample_posterior` with the noise split by the caller: w1 [batch, n, sample],
-    dw2 = d^{1/2} w2 [batch, n, latent], u [batch, n, rank]."""
-    zt = torch.baddbmm(dw2, w1, Mt)
+    zt = torch.baddbmm(draws.dw2, draws.w1, Mt)
     # rows: (ztilde^T K + u^T) U^{-1} (Pbar K)^T = (...) Z
-    return torch.baddbmm(zt + upd.mean.unsqueeze(1), torch.baddbmm(u, zt, K), upd.Z, alpha=-1.0)
+    return torch.baddbmm(zt + upd.mean.unsqueeze(1), torch.baddbmm(draws.u, zt, K), upd.Z, alpha=-1.0)
 
 
 def cubature_points(upd: Update, Mt: Tensor, d: Tensor) -> Tensor:
@@ -250,39 +258,57 @@ def cubature_points(upd: Update, Mt: Tensor, d: Tensor) -> Tensor:
     return upd.mean.unsqueeze(1) + torch.cat([dev, -dev], 1)
 
 
-def kl_step(delta: Tensor, k: Tensor, K: Tensor, Ktv: Tensor, U: Tensor) -> Tensor:
-    """KL(N(m, P) || N(mbar, Pbar)) for P^{-1} = Pbar^{-1} + K K^T, in closed form.
+def filter_step(mbar: Tensor, Mt: Tensor, d: Tensor, X: Tensor, draws: Optional[Draws]) -> Step:
+    """Update the prediction N(mbar, diag(d) + Mt^T Mt) with the potential X = [K, k] and draw from it.
 
-    delta = m - mbar [..., latent], k [..., latent], K [..., latent, rank], Ktv and U from `update`
-    ([..., rank], [..., rank, rank]) -> [...].
+    mbar [batch, latent], Mt [batch, sample, latent] (zeros at the first bin), d [latent],
+    X [batch, latent, rank + 1], draws: Matheron's noise (`Draws`), or None for cubature points -> Step.
+    `_FilterStep` computes the same quantities by the same products as one autograd node.
+    """
+    upd = update(mbar, Mt, d, X)
+    z = cubature_points(upd, Mt, d) if draws is None else sample_posterior(upd, Mt, X[..., :-1], draws)
+    wsq = (upd.PK * upd.Z.transpose(1, 2)).sum(-1)
+    return Step(upd.mean, z, upd.Uinv, upd.logdet_U, upd.Ktv, upd.PK, upd.Z, wsq, Mt.square().sum(1), mbar, Mt)
+
+
+# ----------------------------------------------------------------------------------------------
+# per-bin summaries, computed for all bins at once after the scan
+
+
+def marginal_var(d: Tensor, msq: Tensor, wsq: Tensor) -> Tensor:
+    """diag(P) = d + diag(Mt^T Mt) - diag(PK Z) (docs/model.md section 3, "Marginal variances").
+
+    d [..., latent] (broadcast), msq and wsq [..., latent] as in `Step` -> [..., latent].
+    """
+    # round-off can push a tightly constrained variance just below zero in float32
+    return (d + msq - wsq).clamp_min(0.0)
+
+
+def kl_step(delta: Tensor, k: Tensor, K: Tensor, Ktv: Tensor, Uinv: Tensor, logdet_U: Tensor) -> Tensor:
+    """KL(N(m, P) || N(mbar, Pbar)) for P^{-1} = Pbar^{-1} + K K^T, in closed form (docs/model.md section 4).
+
+    delta = m - mbar [..., latent], k [..., latent], K [..., latent, rank]; Ktv [..., rank],
+    Uinv [..., rank, rank], logdet_U [...] as in `Update` -> [...]; e.g. [batch, time, ...] for all bins.
 
     KL = 1/2 [tr(U^{-1}) - r + delta^T Pbar^{-1} delta + log det U], and Pbar^{-1} delta = k - K c with
     c = U^{-1} K^T (mbar + Pbar k), so no Pbar^{-1} (and no sample x sample factor) is needed.
     """
-    Uinv, logdet_U = spd_inverse(U)
-    c = Uinv @ Ktv.unsqueeze(-1)
-    return _kl(delta, k - (K @ c).squeeze(-1), Uinv, logdet_U)
-
-
-def _kl(delta: Tensor, w: Tensor, Uinv: Tensor, logdet_U: Tensor) -> Tensor:
-    """`kl_step` given w = Pbar^{-1} delta [..., latent], U^{-1} and log det U."""
+    # matrix-vector products as elementwise products: their backward is then elementwise too
+    c = (Uinv * Ktv.unsqueeze(-2)).sum(-1)
+    w = k - (K * c.unsqueeze(-2)).sum(-1)  # Pbar^{-1} delta
     trace = Uinv.diagonal(dim1=-2, dim2=-1).sum(-1)
     return 0.5 * (trace - Uinv.shape[-1] + (delta * w).sum(-1) + logdet_U)
 
 
-def kl_lowrank(delta: Tensor, d: Tensor, Mt1: Tensor, PK1: Tensor, Z1: Tensor, U1: Tensor, Mt2: Tensor) -> Tensor:
+def kl_lowrank(delta: Tensor, d: Tensor, Mt1: Tensor, PK1: Tensor, Z1: Tensor, logdet_U1: Tensor, Mt2: Tensor) -> Tensor:
     """KL(N(m1, P1) || N(m2, P2)) for P1 = diag(d) + Mt1^T Mt1 - PK1 Z1 and P2 = diag(d) + Mt2^T Mt2.
 
     delta = m1 - m2 [batch, latent], d [latent] or [batch, latent], Mt1 [batch, sample, latent],
-    PK1 [batch, latent, rank], Z1 [batch, rank, latent], U1 [batch, rank, rank] (PK1, Z1, U1 as in
-    `Update`, so log det(diag(d) + Mt1^T Mt1) - log det P1 = log det U1), Mt2 [batch, sample2, latent]
-    -> [batch]. Woodbury with G = I + Mt D^{-1} Mt^T: O(latent * sample^2) per trial.
+    PK1 [batch, latent, rank], Z1 [batch, rank, latent], logdet_U1 [batch] (as in `Update`, so
+    log det(diag(d) + Mt1^T Mt1) - log det P1 = logdet_U1), Mt2 [batch, sample2, latent] -> [batch].
+    Woodbury with G = I + Mt D^{-1} Mt^T: O(latent * sample^2) per trial. two_filter mode's KL_t
+    (docs/model.md section 3): q(z_t) against the prediction from the smoothed particles of t - 1.
     """
-    return _kl_lowrank(delta, d, Mt1, PK1, Z1, spd_inverse(U1)[1], Mt2)
-
-
-def _kl_lowrank(delta: Tensor, d: Tensor, Mt1: Tensor, PK1: Tensor, Z1: Tensor, logdet_U1: Tensor, Mt2: Tensor) -> Tensor:
-    """`kl_lowrank` given log det U1 [batch]."""
     dinv = 1.0 / d
     eye1 = torch.eye(Mt1.shape[1], dtype=d.dtype, device=d.device)
     eye2 = torch.eye(Mt2.shape[1], dtype=d.dtype, device=d.device)
@@ -302,16 +328,17 @@ def _kl_lowrank(delta: Tensor, d: Tensor, Mt1: Tensor, PK1: Tensor, Z1: Tensor, 
     return 0.5 * (trace + inner(dl, dl) + logdet)
 
 
+# ----------------------------------------------------------------------------------------------
+# the fused step
+
+
 class _FilterStep(torch.autograd.Function):
-    """Moment matching, information-form update and Matheron draws of one filter step (`moments`,
-    `_update`, `_sample`) as ONE autograd node with a hand-written backward.
+    """`moments` + `filter_step` with Matheron draws as ONE autograd node with a hand-written backward.
 
     forward(mu [B, S, L] or None, mbar [B, L] or None, X = [K, k] [B, L, r + 1], DX = diag(d) X,
-            dw2 = d^{1/2} w2 [B, n, L], w1 [B, n, S], u [B, n, r], eye [B, r, r])
-        -> (mean [B, L], z [B, n, L], U^{-1} [B, r, r], log det U [B], Ktv [B, r], PK [B, L, r],
-            Z [B, r, L], wsq [B, L] = diag(PK Z), msq [B, L] = rowsum(Mt^2), mbar [B, L], Mt [B, S, L]),
-    the same quantities, by the same operations, as the composable functions; mu None: the first
-    bin, whose prediction is N(mbar, diag(d)) (M = 0). eye: the identity, broadcast over the batch.
+            w1 [B, n, S], dw2 = d^{1/2} w2 [B, n, L], u [B, n, r], eye [B, r, r])
+        -> the fields of `Step`, the same quantities, by the same products, as `filter_step`; mu None:
+    the first bin, whose prediction is N(mbar, diag(d)) (M = 0). eye: the identity, broadcast over the batch.
 
     This is the filter's time loop minus f: autograd through the composable functions records ~45
     small ops per step and runs ~20 batched matmuls backward; here the forward records nothing and
@@ -327,13 +354,13 @@ class _FilterStep(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, mu, mbar, X, DX, dw2, w1, u, eye):
+    def forward(ctx, mu, mbar, X, DX, w1, dw2, u, eye):
         ctx.set_materialize_grads(False)
         ctx.first = mu is None
         bmm, baddbmm = torch.bmm, torch.baddbmm
         if mu is None:  # the first bin: prediction N(mbar, diag(d)), M = 0
             Mt = X.new_zeros(X.shape[0], w1.shape[-1], X.shape[1])
-        else:  # moment matching of the propagated particles (`moments`)
+        else:
             mbar, Mt = moments(mu)
         r = X.shape[-1] - 1
         K = X[..., :r]
@@ -416,16 +443,179 @@ class _FilterStep(torch.autograd.Function):
         if gK is not None:
             gX[..., :r] += gK
         if ctx.first:
-            return None, gmbar, gX, gPX, gzt, None, None, None
+            return None, gmbar, gX, gPX, None, gzt, None, None
         # back through mbar = mean_s mu_s, Mt = (mu - mbar) / sqrt(S)
         S = Mt.shape[1]
         gmu = (gMt - gMt.mean(1, keepdim=True)).mul_(S ** -0.5).add_((gmbar / S).unsqueeze(1))
-        return gmu, None, gX, gPX, gzt, None, None, None
+        return gmu, None, gX, gPX, None, gzt, None, None
+
+
+# ----------------------------------------------------------------------------------------------
+# the filter: a step per stream, scanned over time
+
+
+BinStep = Callable[[Optional[Tensor], int], Step]
 
 
 def noise_shape(mode: str, time: int, batch: int, n_samples: int, latent: int, rank: int) -> tuple[int, ...]:
     """Shape of the standard normals `low_rank_filter` consumes (rank = r_a + r_b, or r_a in filter mode)."""
     return (time, 2 if mode == "two_filter" else 1, batch, n_samples, n_samples + latent + rank)
+
+
+def split_noise(eps: Tensor, d: Tensor, n_samples: int, ranks: Sequence[int]) -> list[list[Draws]]:
+    """Per stream and bin, the `Draws` in standard normals eps [time, stream, batch, n, sample + latent + rank']
+    (d [time, latent]: each bin's diagonal; ranks: each stream's rank <= rank'; n_samples = sample)."""
+    S, L = n_samples, d.shape[-1]
+    # d^{1/2} w2 of every bin at once (one op forward and backward instead of one per bin)
+    dw2 = d.sqrt()[:, None, None, None] * eps[..., S:S + L]
+    return [[Draws(*x) for x in zip(e[..., :S].unbind(0), w.unbind(0), e[..., S + L:S + L + rk].unbind(0))]
+            for e, w, rk in zip(eps.unbind(1), dw2.unbind(1), ranks)]
+
+
+def bin_step(X: Tensor, d: Tensor, draws: Optional[Sequence[Draws]], m0: Tensor, n_samples: int,
+             fused: bool) -> BinStep:
+    """The step of one stream: (mu [batch, sample, latent], the propagated particles, or None at the
+    first bin, whose prediction is N(m0, diag(d_0)); bin t) -> Step.
+
+    X [batch, time, latent, rank + 1]: the stream's potentials [K, k]; d [time, latent]; draws: per
+    bin, or None for cubature points. fused: run `_FilterStep` (Matheron draws whose noise needs no
+    gradient) instead of `filter_step`.
+    """
+    B, _, L, r1 = X.shape
+    mbar0 = m0.expand(B, L)
+    # per-bin views made once: indexing [:, t] in the loop would make each bin's backward zero a
+    # gradient the size of the whole sequence
+    Xs = X.unbind(1)
+    if fused:
+        # each bin's node keeps its diag(d) [K, k] for backward anyway, so it is made for all bins at once
+        DXs = (d[:, :, None] * X).unbind(1)
+        eye = torch.eye(r1 - 1, dtype=X.dtype, device=X.device).expand(B, r1 - 1, r1 - 1)
+
+        def step(mu: Optional[Tensor], t: int) -> Step:
+            return Step(*_FilterStep.apply(mu, mbar0 if mu is None else None, Xs[t], DXs[t], *draws[t], eye))
+
+        return step
+    zeros = X.new_zeros(B, n_samples, L)
+
+    def step(mu: Optional[Tensor], t: int) -> Step:
+        mbar, Mt = (mbar0, zeros) if mu is None else moments(mu)
+        return filter_step(mbar, Mt, d[t], Xs[t], None if draws is None else draws[t])
+
+    return step
+
+
+def scan(advance: Callable, T: int, checkpoint_steps: int = 0) -> NamedTuple:
+    """Run `advance(t, state) -> (record, state)` for t = 0..T-1 from state None.
+
+    record: a NamedTuple of [batch, ...] tensors; returns them stacked field by field along dim 1,
+    [batch, time, ...]. checkpoint_steps > 0: chunks of this many bins are recomputed in backward
+    instead of storing their intermediates.
+    """
+
+    def chunk(t0: int, t1: int, state):
+        records = []
+        for t in range(t0, t1):
+            rec, state = advance(t, state)
+            records.append(rec)
+        return type(records[0])(*(torch.stack(xs, 1) for xs in zip(*records))), state
+
+    size = checkpoint_steps if checkpoint_steps > 0 else T
+    state, pieces = None, []
+    for t0 in range(0, T, size):
+        if checkpoint_steps > 0 and torch.is_grad_enabled():
+            piece, state = checkpoint(chunk, t0, min(T, t0 + size), state, use_reentrant=False)
+        else:
+            piece, state = chunk(t0, min(T, t0 + size), state)
+        pieces.append(piece)
+    return pieces[0] if len(pieces) == 1 else type(pieces[0])(*(torch.cat(xs, 1) for xs in zip(*pieces)))
+
+
+def _samples(z: Tensor) -> Tensor:
+    """Draws stacked over time [batch, time, sample, latent] -> [sample, batch, time, latent]."""
+    return z.permute(2, 0, 1, 3).contiguous()
+
+
+class _Bin(NamedTuple):
+    """What smoother and filter mode keep of a bin (fields of `Step`, [batch, ...])."""
+
+    mean: Tensor
+    z: Tensor
+    msq: Tensor
+    wsq: Tensor
+    mbar: Tensor
+    Ktv: Tensor
+    Uinv: Tensor
+    logdet_U: Tensor
+
+
+def _filter(dynamics: Dynamics, step: BinStep, k: Tensor, K: Tensor, d: Tensor, checkpoint_steps: int) -> Posterior:
+    """smoother and filter modes: one stream, whose draws are propagated (docs/model.md section 3).
+    k [batch, time, latent], K [batch, time, latent, rank]: the potentials `step` updates with."""
+
+    def advance(t: int, z: Optional[Tensor]):
+        s = step(None if z is None else propagate(dynamics, z), t)
+        return _Bin(s.mean, s.z, s.msq, s.wsq, s.mbar, s.Ktv, s.Uinv, s.logdet_U), s.z
+
+    b = scan(advance, k.shape[1], checkpoint_steps)
+    # the KL needs nothing sequential, so it is computed for all bins at once
+    kl = kl_step(b.mean - b.mbar, k, K, b.Ktv, b.Uinv, b.logdet_U)
+    return Posterior(b.mean, marginal_var(d, b.msq, b.wsq), _samples(b.z), kl)
+
+
+class _TwoFilterBin(NamedTuple):
+    """What two_filter mode keeps of a bin, [batch, ...]: the smoothed update (mean, z, wsq, PK, Z,
+    logdet_U), the causal one (filtered_*), their common prediction (msq, Mt) and the prediction from
+    the smoothed particles (mbar_s, Mt_s) that the KL compares with."""
+
+    mean: Tensor
+    z: Tensor
+    wsq: Tensor
+    PK: Tensor
+    Z: Tensor
+    logdet_U: Tensor
+    filtered_mean: Tensor
+    filtered_z: Tensor
+    filtered_wsq: Tensor
+    msq: Tensor
+    Mt: Tensor
+    mbar_s: Tensor
+    Mt_s: Tensor
+
+
+def _two_filter(dynamics: Dynamics, causal: BinStep, full: BinStep, d: Tensor, n_samples: int,
+                checkpoint_steps: int) -> Posterior:
+    """two_filter mode: the causal stream's draws are propagated, and the same prediction is updated
+    with the full potential for the smoothed marginal (docs/model.md section 3)."""
+    S = n_samples
+
+    def advance(t: int, state: Optional[tuple[Tensor, Tensor]]):
+        mu = mu_s = None
+        if state is not None:
+            # one pass of f over both particle sets: filtered (to propagate) and smoothed (for the KL)
+            mu = propagate(dynamics, torch.cat(state, 1))
+            mu, mu_s = mu[:, :S], mu[:, S:]
+        f, s = causal(mu, t), full(mu, t)
+        mbar_s, Mt_s = (f.mbar, f.Mt) if mu_s is None else moments(mu_s)
+        return _TwoFilterBin(s.mean, s.z, s.wsq, s.PK, s.Z, s.logdet_U, f.mean, f.z, f.wsq, f.msq, f.Mt,
+                             mbar_s, Mt_s), (f.z, s.z)
+
+    b = scan(advance, d.shape[0], checkpoint_steps)
+    B, T, L = b.mean.shape
+    flat = lambda x: x.flatten(0, 1)
+    kl = kl_lowrank(flat(b.mean - b.mbar_s), flat(d.expand(B, T, L)), flat(b.Mt), flat(b.PK), flat(b.Z),
+                    flat(b.logdet_U), flat(b.Mt_s)).unflatten(0, (B, T))
+    return Posterior(b.mean, marginal_var(d, b.msq, b.wsq), _samples(b.z), kl,
+                     b.filtered_mean, marginal_var(d, b.msq, b.filtered_wsq), _samples(b.filtered_z))
+
+
+def _standard_normals(noise: Union[None, Tensor, torch.Generator], shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """The noise as a tensor of `shape` (rank' >= rank columns accepted) in like's dtype and device."""
+    if not isinstance(noise, Tensor):
+        return torch.randn(shape, generator=noise, dtype=like.dtype, device=like.device)
+    eps = noise.to(like)
+    if eps.shape[:-1] != shape[:-1] or eps.shape[-1] < shape[-1]:
+        raise ValueError(f"noise has shape {tuple(eps.shape)}, expected {shape}")
+    return eps
 
 
 def low_rank_filter(
@@ -468,141 +658,21 @@ def low_rank_filter(
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     B, T, L = k_local.shape
-    S = n_samples
-    if sampler == "cubature" and S != 2 * L:
-        raise ValueError(f"sampler='cubature' needs n_samples == 2 * latent = {2 * L}, got {S}")
+    if sampler == "cubature" and n_samples != 2 * L:
+        raise ValueError(f"sampler='cubature' needs n_samples == 2 * latent = {2 * L}, got {n_samples}")
     if mode == "filter":
         k_back = K_back = None
     k = k_local if k_back is None else k_local + k_back
-    blocks = [K_local] if K_back is None else [K_local, K_back]  # column blocks of K
-    r_a, r = K_local.shape[-1], sum(b.shape[-1] for b in blocks)
-    like = dict(dtype=k_local.dtype, device=k_local.device)
-
-    # Per-step views are made once (unbind): indexing [:, t] inside the loop would make each step's
-    # backward zero a gradient the size of the whole sequence. The composable path (cubature, noise
-    # with a gradient) assembles [K, k] per step; the fused path once for all bins (below), since each
-    # step's node keeps its bin's [K, k] for backward anyway.
-    d_all = torch.cat([q0.unsqueeze(0), q.expand(T - 1, L)])  # [time, latent], diag of the noise
-    eye = torch.eye(r, **like)
-    k_t, ka_t = k.unbind(1), k_local.unbind(1)
-    blocks_t = [b.unbind(1) for b in blocks]
-
-    if sampler == "cubature":
-        eps = None
-    else:
-        if isinstance(noise, Tensor):
-            eps = noise.to(k_local)
-            want = noise_shape(mode, T, B, S, L, r)
-            if eps.shape[:-1] != want[:-1] or eps.shape[-1] < want[-1]:
-                raise ValueError(f"noise has shape {tuple(eps.shape)}, expected {want}")
-        else:
-            shape = noise_shape(mode, T, B, S, L, r)
-            eps = torch.randn(shape, generator=noise, **like)
-        # per stream (filtered / smoothed in two_filter mode), per-step views [batch, sample, ...]
-        n_stream = eps.shape[1]
-        w1 = [e.unbind(0) for e in eps[..., :S].unbind(1)]
-        ranks = [r_a, r] if n_stream == 2 else [r]
-        u = [e[..., S + L:S + L + rk].unbind(0) for e, rk in zip(eps.unbind(1), ranks)]
-        # d^{1/2} w2 of every step at once (one op forward and backward instead of one per step)
-        dw2 = [e.unbind(0) for e in (d_all.sqrt()[:, None, None, None] * eps[..., S:S + L]).unbind(1)]
-    # The Matheron path runs each step's update + draws as one autograd node (_FilterStep); the
-    # cubature sampler (tests, small latent) and noise that itself requires a gradient take the
-    # composable path (_update, _sample), which computes the same quantities.
-    fused = eps is not None and not eps.requires_grad
-    if fused:
-        # [K, k] and diag(d) [K, k] of every bin, assembled once (each step keeps its bin's views for
-        # backward, and the gradients w.r.t. K, k and d are taken for all bins at once)
-        def potentials(Ks: list[Tensor], kk: Tensor):
-            X = torch.cat(Ks + [kk.unsqueeze(-1)], -1)
-            return X.unbind(1), (d_all[:, :, None] * X).unbind(1)
-
-        XD = potentials(blocks, k)
-        XDa = potentials([K_local], k_local) if mode == "two_filter" else XD
-        eyes = {rk: torch.eye(rk, **like).expand(B, rk, rk) for rk in (r_a, r)}
-
-    def step(mu: Optional[Tensor], t: int, causal: bool, stream: int):
-        """Moment matching of the propagated particles mu [batch, sample, latent] (None at the first
-        bin: the prior N(m0, diag(q0))), update with the potential at bin t and the draws from it:
-        (mean, z, U^{-1}, log det U, Ktv, PK, Z, wsq, msq, mbar, Mt) as `_FilterStep`; causal: the local
-        part only."""
-        if fused:
-            X, DX = XDa if causal else XD
-            return _FilterStep.apply(mu, m0.expand(B, L) if mu is None else None, X[t], DX[t], dw2[stream][t],
-                                     w1[stream][t], u[stream][t], eyes[X[t].shape[-1] - 1])
-        kt = ka_t[t] if causal else k_t[t]
-        Ks = [blocks_t[0][t]] if causal else [b[t] for b in blocks_t]
-        # the first bin's prediction N(m0, diag(q0)) is the general form with M = 0
-        mbar, Mt = (m0.expand(B, L), torch.zeros(B, S, L, **like)) if mu is None else moments(mu)
-        Kx = torch.cat(Ks + [kt.unsqueeze(-1)], -1)
-        K = Kx[..., :-1]
-        upd = _update(mbar, Mt, d_all[t], K, Kx, eye[:K.shape[-1], :K.shape[-1]])
-        if eps is None:
-            z = cubature_points(upd, Mt, d_all[t])
-        else:
-            z = _sample(upd, Mt, K, w1[stream][t], dw2[stream][t], u[stream][t])
-        return (upd.mean, z, *spd_inverse(upd.U), upd.Ktv, upd.PK, upd.Z, _wsq(upd), Mt.square().sum(1), mbar,
-                Mt)
-
-    if mode == "two_filter":
-        # per-step outputs, stacked over time along these dims
-        dims = (1, 1, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1)
-
-        def chunk(t0: int, t1: int, zf: Optional[Tensor], zs: Optional[Tensor]):
-            out = []
-            for t in range(t0, t1):
-                mu = mu_2 = None
-                if t > 0:
-                    # one pass of f over both particle sets: filtered (to propagate) and smoothed (for KL)
-                    mu = propagate(dynamics, torch.cat([zf, zs], 1))
-                    mu, mu_2 = mu[:, :S], mu[:, S:]
-                fmean, zf, _, _, _, _, _, fwsq, msq, mbar_f, Mt_f = step(mu, t, True, 0)
-                mean, zs, _, logdet_U, _, PK, Z, wsq, _, _, _ = step(mu, t, False, 1)
-                mbar_2, Mt_2 = (mbar_f, Mt_f) if mu_2 is None else moments(mu_2)
-                out.append((mean, wsq, msq, zs.transpose(0, 1), fmean, fwsq, zf.transpose(0, 1), mbar_2, Mt_f, Mt_2,
-                            PK, Z, logdet_U))
-            return tuple(torch.stack(x, dim) for x, dim in zip(zip(*out), dims)) + (zf, zs)
-
-        (mean, wsq, msq, samples, fmean, fwsq, fsamples, mbar_2, Mt_f, Mt_2, PK, Z, logdet_U) = _run_chunks(
-            chunk, T, checkpoint_steps, 2, dims)
-        # the KL against the prediction from the smoothed samples, for all bins at once
-        flat = lambda x: x.flatten(0, 1)
-        kl = _kl_lowrank(flat(mean - mbar_2), flat(d_all.expand(B, T, L)), flat(Mt_f), flat(PK), flat(Z),
-                         flat(logdet_U), flat(Mt_2)).unflatten(0, (B, T))
-        return Posterior(mean, _var(d_all, msq, wsq), samples, kl, fmean, _var(d_all, msq, fwsq), fsamples)
-
-    dims = (1, 1, 1, 2, 1, 1, 1, 1)
-
-    def chunk(t0: int, t1: int, z: Optional[Tensor]):
-        out = []
-        for t in range(t0, t1):
-            mean, z, Uinv, logdet_U, Ktv, _, _, wsq, msq, mbar, _ = step(None if t == 0 else propagate(dynamics, z),
-                                                                         t, False, 0)
-            out.append((mean, msq, wsq, z.transpose(0, 1), mbar, Ktv, Uinv, logdet_U))
-        return tuple(torch.stack(x, dim) for x, dim in zip(zip(*out), dims)) + (z,)
-
-    mean, msq, wsq, samples, mbar, Ktv, Uinv, logdet_U = _run_chunks(chunk, T, checkpoint_steps, 1, dims)
-    # the rest of the KL needs nothing sequential, so it is computed for all bins at once
-    # (batched matrix-vector products as elementwise products: their backward is then elementwise too)
-    c = (Uinv * Ktv.unsqueeze(-2)).sum(-1)  # U^{-1} K^T v
-    c_blocks = c.split([b.shape[-1] for b in blocks], dim=-1)
-    Kc = sum((b * cb.unsqueeze(-2)).sum(-1) for b, cb in zip(blocks, c_blocks))
-    kl = _kl(mean - mbar, k - Kc, Uinv, logdet_U)
-    return Posterior(mean, _var(d_all, msq, wsq), samples, kl)
-
-
-def _run_chunks(chunk, T: int, checkpoint_steps: int, n_state: int, dims: tuple[int, ...]):
-    """Run `chunk(t0, t1, *state) -> (*outputs stacked over time along dims, *state)` over [0, T)."""
-    step = checkpoint_steps if checkpoint_steps > 0 else T
-    state: tuple = (None,) * n_state
-    pieces = []
-    for t0 in range(0, T, step):
-        t1 = min(T, t0 + step)
-        if checkpoint_steps > 0 and torch.is_grad_enabled():
-            res = checkpoint(chunk, t0, t1, *state, use_reentrant=False)
-        else:
-            res = chunk(t0, t1, *state)
-        pieces.append(res[:-n_state])
-        state = res[-n_state:]
-    if len(pieces) == 1:
-        return pieces[0]
-    return tuple(torch.cat(xs, dim) for xs, dim in zip(zip(*pieces), dims))
+    X = torch.cat([K_local] + ([] if K_back is None else [K_back]) + [k.unsqueeze(-1)], -1)  # [K, k]
+    K, r = X[..., :-1], X.shape[-1] - 1  # [batch, time, latent, r]
+    d = torch.cat([q0.unsqueeze(0), q.expand(T - 1, L)])  # [time, latent], diag of each bin's noise
+    ranks = [K_local.shape[-1], r] if mode == "two_filter" else [r]
+    draws, fused = [None] * len(ranks), False
+    if sampler == "matheron":
+        eps = _standard_normals(noise, noise_shape(mode, T, B, n_samples, L, r), k_local)
+        draws, fused = split_noise(eps, d, n_samples, ranks), not eps.requires_grad
+    full = bin_step(X, d, draws[-1], m0, n_samples, fused)
+    if mode != "two_filter":
+        return _filter(dynamics, full, k, K, d, checkpoint_steps)
+    causal = bin_step(torch.cat([K_local, k_local.unsqueeze(-1)], -1), d, draws[0], m0, n_samples, fused)
+    return _two_filter(dynamics, causal, full, d, n_samples, checkpoint_steps)
