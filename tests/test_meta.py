@@ -155,13 +155,6 @@ def test_pooling_identical_trials_is_consistent():
     assert torch.allclose(v, torch.full((2,), 0.25))
 
 
-def test_embeddings_of_different_data_differ():
-    model = make_model()
-    a = model.embed(counts(6, 20, 8, seed=1), 1)[2]
-    b = model.embed(torch.poisson(torch.full((6, 20, 8), 3.0)), 1)[2]
-    assert not torch.allclose(a, b, atol=1e-4)
-
-
 def hopf_sessions(params=(-0.5, 1.0, 2.0), trials=10, bins=20):
     return [torch.as_tensor(simulate_arrays("hopf", neurons=n, trials=trials, bins=bins, param=p, seed=i)["counts"],
                             dtype=torch.float32)
@@ -181,10 +174,14 @@ def test_fit_meta_decreases_the_loss_and_freezing_keeps_shared_parameters():
     assert all(math.isfinite(v) for v in losses) and all(math.isfinite(r["valid_loss"]) for r in result.history)
     assert losses[-1] < losses[0]
     assert result.best_epoch >= 0 and math.isfinite(result.best_score)
+    # A session's embedding is its own, not noise: from two disjoint halves of its trials it comes out
+    # closer than any two sessions' (other mu, neurons and read-in) do; here 0.017 against 0.11.
     model.eval()
     with torch.no_grad():
-        means = [model.embed(y, i)[2] for i, y in enumerate(data)]  # weak: sessions get distinct embeddings
-    assert all(float((means[a] - means[b]).abs().max()) > 1e-3 for a in range(3) for b in range(a))
+        halves = [(model.embed(y[:5], i)[2], model.embed(y[5:], i)[2]) for i, y in enumerate(data)]
+    within = max(float((a - b).norm()) for a, b in halves)
+    across = min(float((a - b).norm()) for s in range(3) for t in range(s) for a in halves[s] for b in halves[t])
+    assert across > within, (across, within)
 
     # Few-shot adaptation: a new session, shared parameters frozen, only its own parameters trained.
     y_new = torch.as_tensor(simulate_arrays("hopf", neurons=7, trials=4, bins=20, param=1.0, seed=7)["counts"],
