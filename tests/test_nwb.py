@@ -19,6 +19,7 @@ from xfads_cli.data.nwb import describe_nwb, load_nwb, suggest_bin_ms
 from xfads_cli.errors import UsageError
 
 REAL = Path(os.environ.get("XFADS_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data/real"
+FIXTURES = Path(__file__).resolve().parents[1] / "data_fixtures"
 
 UNIT_IDS = [10, 11, 12, 13, 14]
 QUALITY = ["good", "mua", "good", "noise", "good"]
@@ -454,6 +455,10 @@ def test_suggest_bin_ms():
 
 
 def real(name: str) -> Path:
+    """A real recording: from data_fixtures/ when bundled there (mc_maze_2trials.nwb: always runs), else
+    from ../shared/data/real, skipped on a clone without it."""
+    if (FIXTURES / name).is_file():
+        return FIXTURES / name
     path = REAL / name
     if not path.is_file():
         pytest.skip(f"real data file {path} not available")
