@@ -69,16 +69,13 @@ class HyperMLPDynamics(nn.Module):
             # U V^T is a product of two outputs: small but not tiny, or both factors start in a flat region.
             nn.init.normal_(self.hyper[-1].weight, std=0.1 / hyper_hidden**0.5)
         else:
-            # Linear: U(e) is linear in e, so the change U V^T is nearly linear (plus an e^2 term through V)
-            # and the sessions cannot fold back onto each other along the embedding as they did through the
-            # SiLU layer. The price: nothing saturates, so a large |e| can make f expansive
-            # (benchmarks/README.md, meta section).
+            # Linear: U V^T is nearly linear in e (plus an e^2 term through V), so sessions cannot fold back
+            # onto each other along the embedding; nothing saturates, so a large |e| can make f expansive.
             self.hyper = nn.Sequential(nn.Linear(embed_dim, n_out, bias=False))
             nn.init.normal_(self.hyper[-1].weight, std=0.05 / embed_dim**0.5)
-        # V_l(e) = V0_l + g_l(e) with a learned offset V0_l. If both factors vanished at e = 0, U V^T would
-        # be quadratic in e, its gradient with respect to e zero at the prior mean, and the embedding
-        # could not move away from it (it stayed within 0.1 of zero for every session). U(0) = 0 still,
-        # so f(z; 0) is the plain residual MLP.
+        # V_l(e) = V0_l + g_l(e) with a learned offset V0_l: were both factors zero at e = 0, U V^T would be
+        # quadratic in e, with a zero gradient at the prior mean that the embedding could not leave.
+        # U(0) = 0 still, so f(z; 0) is the plain residual MLP.
         self.v_offset = nn.Parameter(torch.cat([torch.randn(i * rank) / i**0.5 for _, i in self.shapes]))
 
     def adapters(self, e: torch.Tensor) -> Adapters:
