@@ -7,7 +7,7 @@ model for one epoch on a separate 40-trial file (a checkpoint is all `forecast` 
 is irrelevant here), then runs each measurement in a fresh process and reports that process's peak
 RSS (ru_maxrss of a wrapper's only child):
 
-  - baseline:  python -c 'import torch, xfads_cli.ops' (fixed overhead: interpreter, torch, numpy);
+  - baseline:  python -c 'import torch, xfads_cli.runs' (fixed overhead: interpreter, torch, numpy);
   - input:     load the run and the recording (SpikeData) and nothing else: what any run must hold;
   - streamed:  `xfads forecast RUN DATA --context 20 --horizon 100 --samples S` on each file;
   - in-memory (unless --no-in-memory): the same forecast the whole-array way through the library,
@@ -45,22 +45,22 @@ print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 LOAD_ONLY = """
 import sys
-from xfads_cli import ops
-run = ops.load_run(sys.argv[1], "cpu")
-data = ops.load_data_for_run(sys.argv[2], run)
+from xfads_cli import inference, runs
+run = runs.load_run(sys.argv[1], "cpu")
+data = runs.load_data_for_run(sys.argv[2], run)
 """
 
 # The pre-streaming `xfads forecast`: every array whole in memory, then one write_h5.
 IN_MEMORY = """
 import sys
-from xfads_cli import ops
+from xfads_cli import inference, runs
 from xfads_cli.outputs import metrics as M
 from xfads_cli.outputs.h5 import write_h5
 run_dir, path, out, samples = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 context, horizon = {context}, {horizon}
-run = ops.load_run(run_dir, "cpu")
-data = ops.load_data_for_run(path, run)
-arrays = ops.forecast_arrays(ops.session_model(run, data), ops.as_tensor(data.counts[:, :context], run), horizon,
+run = runs.load_run(run_dir, "cpu")
+data = runs.load_data_for_run(path, run)
+arrays = inference.forecast_arrays(runs.session_model(run, data), runs.as_tensor(data.counts[:, :context], run), horizon,
                              n_samples=samples, batch_size=run.config.train.batch_size)
 observed = data.counts[:, context:context + horizon]
 metrics = {{"fp_bps": M.fp_bps(arrays["rates_mean"], observed),
@@ -110,8 +110,8 @@ def main():
         subprocess.run(xfads("fit", work / "fit.h5", "--out", work / "run", "--max-epochs", 1, "--overwrite", "--quiet",
                              *TINY), check=True)
 
-        base, _ = peak_mb([sys.executable, "-c", "import torch, xfads_cli.ops"])
-        print(f"baseline (import torch, xfads_cli.ops): {base:7.1f} MB")
+        base, _ = peak_mb([sys.executable, "-c", "import torch, xfads_cli.runs"])
+        print(f"baseline (import torch, xfads_cli.runs): {base:7.1f} MB")
         print(f"{NEURONS} neurons, context {CONTEXT} + horizon {HORIZON} bins, {args.samples} samples, batch 16")
         rows = {}
         for label, trials in sizes.items():

@@ -42,7 +42,7 @@ import torch
 from xfads_cli.config import ModelConfig, TrainConfig
 from xfads_cli.data.simulate import simulate_arrays
 from xfads_cli.errors import RunFailure
-from xfads_cli.meta_ops import spearman
+from xfads_cli.commands.embed import spearman
 from xfads_cli.model.meta import MetaXFADS, SessionView, session_embedding
 from xfads_cli.model.xfads import XFADS
 from xfads_cli.outputs.metrics import r2_score

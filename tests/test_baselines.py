@@ -1,5 +1,5 @@
 """Trivial baselines (xfads_cli/outputs/baselines.py) against hand-computed values and known truths,
-and their scores next to the model's (ops: SmoothedScores, ForecastScores, verdicts)."""
+and their scores next to the model's (evaluation.py: SmoothedScores, ForecastScores, verdicts)."""
 
 import math
 import warnings
@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from xfads_cli import ops
+from xfads_cli import evaluation
 from xfads_cli.data.spikedata import SpikeData
 from xfads_cli.outputs import baselines as B
 from xfads_cli.outputs.metrics import bits_per_spike, poisson_nll
@@ -182,13 +182,13 @@ def test_scores_put_the_baselines_next_to_the_model_on_the_same_trials_and_bins(
     data = _spikedata(counts, heldout)
     test = data.split == "test"
     sub = data.subset("test")
-    base = ops.baselines_for(data)
-    assert ops.baselines_for(data) is base  # one fit per recording
+    base = evaluation.baselines_for(data)
+    assert evaluation.baselines_for(data) is base  # one fit per recording
     # fp: the leave-one-out PSTH over ALL other trials (every split) at the forecast bins
-    fc = ops.score_forecast(true[test][:, 30:], sub, 30, baselines=False)
+    fc = evaluation.score_forecast(true[test][:, 30:], sub, 30, baselines=False)
     assert set(fc) == {"fp_bps"}
     index = np.flatnonzero(test)
-    scores = ops.ForecastScores(sub, 30, 10, fp_baseline=base.fp_source(index, 30, 10))
+    scores = evaluation.ForecastScores(sub, 30, 10, fp_baseline=base.fp_source(index, 30, 10))
     for block in (slice(0, 2), slice(2, 5)):  # block by block == whole
         scores.add(true[test][block, 30:])
     fp = scores.result()
@@ -196,7 +196,7 @@ def test_scores_put_the_baselines_next_to_the_model_on_the_same_trials_and_bins(
     assert fp["fp_baseline_bps"] == pytest.approx(bits_per_spike(expected, sub.counts[:, 30:]), rel=1e-9)
     assert fp["fp_bps"] == pytest.approx(fc["fp_bps"], rel=1e-9)
     # co: the GLM's held-out rates, scored on the same trials (a [trial] mask passes the others over)
-    co = ops.SmoothedScores(data, trials=test, co_baseline=base.co_source(np.arange(data.n_trials)))
+    co = evaluation.SmoothedScores(data, trials=test, co_baseline=base.co_source(np.arange(data.n_trials)))
     for start in range(0, 50, 16):
         co.add(true[start : start + 16])
     result = co.result()
@@ -210,14 +210,14 @@ def test_chopped_windows_get_the_train_mean_rate():
     _, counts, heldout = _latent_population()
     data = _spikedata(counts, heldout, trials_from="chopped")
     sub = data.subset("valid")
-    fp = ops.score_forecast(np.ones((5, 10, 16)), sub, 30, baselines=False)
-    scores = ops.ForecastScores(sub, 30, 10, fp_baseline=ops.baselines_for(data).fp_source(np.flatnonzero(data.split == "valid"), 30, 10))
+    fp = evaluation.score_forecast(np.ones((5, 10, 16)), sub, 30, baselines=False)
+    scores = evaluation.ForecastScores(sub, 30, 10, fp_baseline=evaluation.baselines_for(data).fp_source(np.flatnonzero(data.split == "valid"), 30, 10))
     scores.add(np.ones((5, 10, 16)))
     mean = B.mean_rate(data.counts, data.split == "train")
     assert scores.result()["fp_baseline_bps"] == pytest.approx(
         bits_per_spike(np.broadcast_to(mean, (5, 10, 16)), sub.counts[:, 30:]), rel=1e-9)
     assert scores.result()["fp_bps"] == fp["fp_bps"]
-    assert ops.baselines_for(data).describe()["fp"].startswith("train-split mean rate")
+    assert evaluation.baselines_for(data).describe()["fp"].startswith("train-split mean rate")
 
 
 def test_verdicts_judge_the_most_honest_split_and_warn_when_the_model_loses():

@@ -177,7 +177,7 @@ def test_smooth_without_an_honest_score_says_why(tmp_path):
 
 def test_inspect_hints_name_the_options_to_paste():
     from xfads_cli.config import DataConfig
-    from xfads_cli.inspect import hints
+    from xfads_cli.commands.inspect import hints
 
     report = {"intervals": {"recognition_table": {}, "encoding_table": {}}, "defaults": {"trials_from": "chopped"},
               "suggested_bin_ms": 100, "loaded": {"bin_ms": 20.0}}

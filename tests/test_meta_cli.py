@@ -85,7 +85,7 @@ def test_adapt_trains_only_the_new_session(meta_run, sessions, tmp_path):
 
 
 def test_shared_parameters_unchanged_compares_values():
-    from xfads_cli.meta_ops import same_values
+    from xfads_cli.commands.adapt import same_values
 
     params = [torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.zeros(2, 2))]
     before = [p.detach().clone() for p in params]
@@ -100,7 +100,7 @@ def test_adapt_refuses_to_move_shared_parameters(meta_run, sessions, tmp_path, m
     """A bug that trained a shared parameter during adapt ends the command instead of writing a run
     whose summary says shared_parameters_unchanged."""
     import xfads_cli.train.meta_loop as meta_loop
-    from xfads_cli.meta_ops import adapt
+    from xfads_cli.commands.adapt import adapt
 
     fit_meta = meta_loop.fit_meta
 
@@ -150,7 +150,7 @@ def test_adapt_with_the_encoder_embedding_has_no_embedding_parameter(meta_run, s
 
 def test_meta_runs_from_before_hyper_hidden_still_load(sessions, tmp_path):
     """Their config has no model.hyper_hidden and their hypernetwork was an MLP of encoder_hidden units."""
-    from xfads_cli.ops import load_run
+    from xfads_cli.runs import load_run
 
     folder, _ = sessions
     out = tmp_path / "old"

@@ -10,7 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from xfads_cli import ops
+from xfads_cli import evaluation, inference, runs
+from xfads_cli.commands import smooth as smooth_command
+from xfads_cli.commands import forecast as forecast_command
 from xfads_cli.cli import app
 from xfads_cli.data.spikedata import SpikeData
 from xfads_cli.errors import UsageError
@@ -42,11 +44,11 @@ def run_dir(recording, tmp_path_factory):
 
 
 def in_memory(run_dir, recording):
-    """What ops.smooth / ops.forecast compute, the whole-array way, with the same random stream
+    """What smooth_command.smooth / forecast_command.forecast compute, the whole-array way, with the same random stream
     (both seed torch's generator with the run's seed once the model is built)."""
-    run = ops.load_run(run_dir, "cpu")
-    data = ops.load_data_for_run(recording, run)
-    model = ops.session_model(run, data)
+    run = runs.load_run(run_dir, "cpu")
+    data = runs.load_data_for_run(recording, run)
+    model = runs.session_model(run, data)
     torch.manual_seed(run.config.seed)
     return run, data, model
 
@@ -71,12 +73,12 @@ def files_agree(streamed, reference):
 
 def test_streamed_smooth_equals_the_in_memory_path(run_dir, recording, tmp_path):
     torch.manual_seed(7)  # whatever the global stream was before, the command seeds its own draws
-    summary = ops.smooth(run_dir, recording, tmp_path / "stream.h5", device="cpu")
+    summary = smooth_command.smooth(run_dir, recording, tmp_path / "stream.h5", device="cpu")
 
     run, data, model = in_memory(run_dir, recording)
-    arrays = ops.smooth_arrays(model, ops.as_tensor(data.counts, run), batch_size=run.config.train.batch_size)
-    metrics = ops.score_smoothed(arrays["rates_mean"], data, baselines=True)
-    metrics.update(ops.evaluate(model, data, run.config, forecast=False, smoothed=arrays["rates_mean"]))
+    arrays = inference.smooth_arrays(model, runs.as_tensor(data.counts, run), batch_size=run.config.train.batch_size)
+    metrics = evaluation.score_smoothed(arrays["rates_mean"], data, baselines=True)
+    metrics.update(evaluation.evaluate(model, data, run.config, forecast=False, smoothed=arrays["rates_mean"]))
     arrays.update({"counts": data.counts, "trial_ids": data.trial_ids, "split": data.split,
                    "unit_ids": data.unit_ids.astype(str), "heldout": data.heldout})
     write_h5(tmp_path / "memory.h5", arrays, {"metrics": metrics})
@@ -93,13 +95,13 @@ def test_streamed_smooth_equals_the_in_memory_path(run_dir, recording, tmp_path)
 
 def test_streamed_forecast_equals_the_in_memory_path(run_dir, recording, tmp_path):
     torch.manual_seed(3)
-    ops.forecast(run_dir, recording, tmp_path / "stream.h5", context=16, horizon=8, samples=5, keep_samples=True,
+    forecast_command.forecast(run_dir, recording, tmp_path / "stream.h5", context=16, horizon=8, samples=5, keep_samples=True,
                  device="cpu")
 
     run, data, model = in_memory(run_dir, recording)
-    arrays = ops.forecast_arrays(model, ops.as_tensor(data.counts[:, :16], run), 8, n_samples=5,
+    arrays = inference.forecast_arrays(model, runs.as_tensor(data.counts[:, :16], run), 8, n_samples=5,
                                  batch_size=run.config.train.batch_size, keep_samples=True)
-    metrics = ops.score_forecast(arrays["rates_mean"], data, 16, baselines=True)
+    metrics = evaluation.score_forecast(arrays["rates_mean"], data, 16, baselines=True)
     arrays.update({"counts": data.counts[:, 16:24], "context_counts": data.counts[:, :16],
                    "true_rates": data.truth["rates"][:, 16:24], "trial_ids": data.trial_ids, "split": data.split,
                    "unit_ids": data.unit_ids.astype(str)})
@@ -179,7 +181,7 @@ def test_smoothed_and_forecast_scores_equal_the_whole_array_scores():
     data, rates = _spike_data()
     for split in ("valid", "test", "train"):
         mask = data.split == split
-        scores = ops.SmoothedScores(data, trials=mask)
+        scores = evaluation.SmoothedScores(data, trials=mask)
         for start in range(0, data.n_trials, 6):
             scores.add(rates[start : start + 6])
         sub = data.subset(split)
@@ -192,14 +194,14 @@ def test_smoothed_and_forecast_scores_equal_the_whole_array_scores():
             assert got[key] == pytest.approx(expected[key], rel=1e-10), (split, key)
 
     context, horizon = 5, 4
-    forecast = ops.ForecastScores(data, context, horizon)
+    forecast = evaluation.ForecastScores(data, context, horizon)
     for start in range(0, data.n_trials, 7):
         forecast.add(rates[start : start + 7, :horizon])
     observed = data.counts[:, context : context + horizon]
     got = forecast.result()
     assert got["fp_bps"] == pytest.approx(M.fp_bps(rates[:, :horizon], observed), rel=1e-10)
     assert got["fp_oracle_bps"] == pytest.approx(M.oracle_bps(data.truth["rates"][:, context:], observed), rel=1e-10)
-    assert ops.ForecastScores(data, 7, 4).result() == {}  # trials end before context + horizon: nothing to score
+    assert evaluation.ForecastScores(data, 7, 4).result() == {}  # trials end before context + horizon: nothing to score
 
 
 # -- (3) a failure leaves nothing behind; (4) no silent overwrite --------------------------------------
@@ -231,7 +233,7 @@ def test_a_stream_missing_rows_is_not_renamed_into_place(tmp_path):
 
 
 def test_a_failing_smooth_command_leaves_no_file(run_dir, recording, tmp_path, monkeypatch):
-    real, calls = ops._smooth_part, []
+    real, calls = inference._smooth_part, []
 
     def fails_on_the_second_block(*args, **kwargs):
         calls.append(1)
@@ -239,9 +241,9 @@ def test_a_failing_smooth_command_leaves_no_file(run_dir, recording, tmp_path, m
             raise RuntimeError("out of memory, say")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ops, "_smooth_part", fails_on_the_second_block)
+    monkeypatch.setattr(inference, "_smooth_part", fails_on_the_second_block)
     with pytest.raises(RuntimeError, match="out of memory"):
-        ops.smooth(run_dir, recording, tmp_path / "smooth.h5", device="cpu")
+        smooth_command.smooth(run_dir, recording, tmp_path / "smooth.h5", device="cpu")
     assert len(calls) == 2 and _leftovers(tmp_path) == []
 
 

@@ -74,7 +74,7 @@ def inspect(
 ):
     """Does my file work? Summarise each file and show how xfads would cut it into trials (--json: a list, one object per file)."""
     from xfads_cli.config import load_config
-    from xfads_cli.inspect import inspect_files, render_reports
+    from xfads_cli.commands.inspect import inspect_files, render_reports
 
     cfg = load_config(config, set_ or [])
     reports = inspect_files(data, cfg.data, strict=bool(config or set_))
@@ -187,7 +187,7 @@ def fit(
     from xfads_cli.config import load_config
     from xfads_cli.progress import EpochProgress
     from xfads_cli.train.distributed import detect
-    from xfads_cli.train.run import run_fit
+    from xfads_cli.commands.fit import run_fit
     from xfads_cli.train.signals import EXIT_PREEMPTED, Preempted
 
     if resume and resume_auto:
@@ -237,9 +237,9 @@ def smooth(
 ):
     """Smoothed latents (mean, variance) and rates (mean, 5/50/95% quantiles) for every trial."""
     _fixed_threads(threads)
-    from xfads_cli import ops
+    from xfads_cli.commands.smooth import smooth as run_smooth
 
-    summary = ops.smooth(run, data, out, split=split, mode=mode, samples=samples, fmt=fmt, overwrite=overwrite,
+    summary = run_smooth(run, data, out, split=split, mode=mode, samples=samples, fmt=fmt, overwrite=overwrite,
                          overrides=set_ or [], device=device, plot=plot)
     _report(summary, f"xfads smooth: {summary['trials']} trials", json_out, quiet)
 
@@ -269,9 +269,9 @@ def forecast(
 ):
     """Forecast rates (mean, 5/50/95% quantiles) for the bins after a context window, with fp-bps."""
     _fixed_threads(threads)
-    from xfads_cli import ops
+    from xfads_cli.commands.forecast import forecast as run_forecast
 
-    summary = ops.forecast(run, data, out, context=context, horizon=horizon, context_ms=context_ms,
+    summary = run_forecast(run, data, out, context=context, horizon=horizon, context_ms=context_ms,
                            horizon_ms=horizon_ms, split=split, samples=samples, mode=mode, keep_samples=save_samples,
                            fmt=fmt, overwrite=overwrite, overrides=set_ or [], device=device, plot=plot)
     _report(summary, f"xfads forecast: {summary['trials']} trials, {summary['horizon_bins']} bins ahead", json_out, quiet)
@@ -293,7 +293,7 @@ def embed(
 ):
     """Per-session embeddings q(e_i) (mean, variance) and per-trial embeddings of a meta run."""
     _fixed_threads(threads)
-    from xfads_cli.meta_ops import embed as run_embed
+    from xfads_cli.commands.embed import embed as run_embed
 
     summary = run_embed(run, data, out, overwrite=overwrite, overrides=set_ or [], device=device, plot=plot)
     _report(summary, f"xfads embed: {len(summary['sessions'])} sessions", json_out, quiet)
@@ -321,7 +321,7 @@ def adapt(
     plot: PlotOpt = False,
 ):
     """Few-shot: fit a new session's read-in/readout (and embedding) on N trials with the shared dynamics frozen."""
-    from xfads_cli.meta_ops import adapt as run_adapt
+    from xfads_cli.commands.adapt import adapt as run_adapt
     from xfads_cli.progress import EpochProgress
 
     with EpochProgress(max_epochs or 0, quiet=quiet) as progress:

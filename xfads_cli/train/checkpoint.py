@@ -8,7 +8,7 @@ checkpoint shared by a colleague cannot run code. Written atomically (temporary 
     spec          what rebuilding the model needs besides the config (neuron count, held-in mask, bin
                   width; for the meta model {"kind": "meta", "sessions": [...]}), so that every command
                   can rebuild the model from the checkpoint alone
-    data          data provenance (train/run.py `data_provenance`): one dict, a list for the meta model
+    data          data provenance (rundir.py `data_provenance`): one dict, a list for the meta model
     versions      package versions of the writer
     adapted_from  (adapted runs only) {checkpoint, sha256, trials}: the run `xfads adapt` started from
     model         the model's state_dict

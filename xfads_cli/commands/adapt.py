@@ -1,5 +1,5 @@
-"""Library entry points for the meta-dynamical model: `embed` (where each session sits in the
-embedding space) and `adapt` (few-shot: a new session from a handful of trials, shared parts frozen)."""
+"""`xfads adapt`: a new session for a meta run from a handful of trials, the shared parts frozen.
+"""
 
 from __future__ import annotations
 
@@ -10,85 +10,15 @@ import numpy as np
 import torch
 
 from xfads_cli.errors import UsageError
-from xfads_cli.ops import Run, as_tensor, load_data_for_run, load_run, session_index
-
-
-def _require_meta(run: Run, command: str) -> None:
-    if run.checkpoint.spec.get("kind") != "meta":
-        raise UsageError(
-            f"{run.path} is a single-session XFADS run; '{command}' needs a meta-dynamical run "
-            "(fit several recordings, or --set model.kind=meta)"
-        )
-
-
-def regime_parameter(data) -> tuple[str, float] | None:
-    """(name, value) of the parameter that set a simulated session's dynamical regime, if known."""
-    sim = data.provenance.get("simulation")
-    if not sim:
-        return None
-    from xfads_cli.data.simulate import get_system
-
-    name = get_system(sim["system"]).param_name
-    value = sim.get("params", {}).get(name)
-    return None if value is None else (name, float(value))
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Rank correlation (no ties expected among session-level values)."""
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    if np.std(rx) == 0 or np.std(ry) == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def embed(run_path: Path, data_paths: list[Path], out: Path, *, overwrite: bool = False, overrides=(),
-          device: str = "auto", plot: bool = False) -> dict:
-    """Per-session q(e_i) (mean, variance) pooled over each file's trials, and per-trial embeddings."""
-    from xfads_cli.model.meta import session_embedding
-    from xfads_cli.ops import _output_attrs, run_inputs
-    from xfads_cli.outputs.h5 import check_output, write_h5
-
-    check_output(out, overwrite, run_inputs(run_path, *data_paths))
-    run = load_run(run_path, device)
-    _require_meta(run, "embed")
-    names, means, variances, params = [], [], [], []
-    trial_mean, trial_var, trial_session, trial_ids = [], [], [], []
-    for k, path in enumerate(data_paths):
-        data = load_data_for_run(path, run, overrides)
-        index = session_index(run, data)
-        mu_t, var_t, mu, var = session_embedding(run.model, as_tensor(data.counts, run), index)
-        names.append(data.session)
-        means.append(mu.cpu().numpy())
-        variances.append(var.cpu().numpy())
-        trial_mean.append(mu_t.cpu().numpy())
-        trial_var.append(var_t.cpu().numpy())
-        trial_session.append(np.full(data.n_trials, k))
-        trial_ids.append(data.trial_ids)
-        params.append(regime_parameter(data))
-    arrays = {
-        "session_names": np.array(names), "embed_mean": np.stack(means), "embed_var": np.stack(variances),
-        "trial_embed_mean": np.concatenate(trial_mean), "trial_embed_var": np.concatenate(trial_var),
-        "trial_session": np.concatenate(trial_session), "trial_ids": np.concatenate(trial_ids),
-    }
-    metrics: dict = {}
-    if all(p is not None for p in params) and len({p[0] for p in params}) == 1:
-        values = np.array([p[1] for p in params])
-        arrays[f"param_{params[0][0]}"] = values
-        if len(values) >= 3 and np.ptp(values) > 0:
-            rho = [spearman(arrays["embed_mean"][:, d], values) for d in range(arrays["embed_mean"].shape[1])]
-            metrics["rank_correlation"] = max(rho, key=lambda r: abs(r) if np.isfinite(r) else -1)
-            metrics["rank_correlation_dim"] = int(np.nanargmax(np.abs(rho)))
-    attrs = _output_attrs(run, data, "embed", metrics) | {"input_paths": [str(p) for p in data_paths]}
-    path = write_h5(out, arrays, attrs, overwrite)
-    summary = {"out": str(path), "sessions": names, "embed_mean": arrays["embed_mean"].tolist(), "metrics": metrics}
-    if plot:
-        from xfads_cli.outputs.plots import plot_embedding
-
-        param = next(((k, v) for k, v in arrays.items() if k.startswith("param_")), None)
-        summary["plots"] = [str(plot_embedding(arrays["embed_mean"], arrays["embed_var"], names,
-                                               arrays["trial_embed_mean"], arrays["trial_session"],
-                                               Path(out).with_suffix(".embedding.png"), param=param))]
-    return summary
+from xfads_cli.evaluation import evaluate
+from xfads_cli.rundir import (
+    RunWriter,
+    atomic_text,
+    data_provenance,
+    data_summary,
+    prepare_out,
+)
+from xfads_cli.runs import as_tensor, load_run, model_spec, require_meta
 
 
 def same_values(before: list[torch.Tensor], params) -> bool:
@@ -111,10 +41,8 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     from xfads_cli.config import dump_config, load_config, resolved_config
     from xfads_cli.data.load import load_data
     from xfads_cli.data.provenance import package_versions
-    from xfads_cli.ops import evaluate, model_spec
     from xfads_cli.train.checkpoint import Checkpoint
     from xfads_cli.train.meta_loop import fit_meta
-    from xfads_cli.train.run import RunWriter, _atomic_text, _data_summary, _prepare_out, data_provenance
     from xfads_cli.train.threads import configure_threads
 
     if trials < 1:
@@ -124,7 +52,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     if time_limit_min is not None and not time_limit_min > 0:  # also NaN
         raise UsageError(f"--time-limit must be > 0 minutes, got {time_limit_min:g}; e.g. --time-limit 5")
     run = load_run(run_path, device)
-    _require_meta(run, "adapt")
+    require_meta(run, "adapt")
     if Path(out).resolve() in (Path(run_path).resolve(), run.path.parent.resolve()):
         raise UsageError(f"--out {out} is the run being adapted; xfads never modifies its input, choose a new "
                          "directory for the adapted run")
@@ -152,7 +80,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
         raise UsageError(f"--trials {trials} but {Path(data_path).name} has only {available.n_trials} training trials "
                          f"(of {data.n_trials}); lower --trials")
     out = Path(out)
-    _prepare_out(out, overwrite, resume=False)
+    prepare_out(out, overwrite, resume=False)
 
     # The first `trials` training trials (in recording order) are the few shots; the rest of the
     # file's valid split is held out for early stopping.
@@ -180,7 +108,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     base = Checkpoint(config=resolved_config(config), spec=spec, data=list(run.checkpoint.data) + [data_provenance(data)],
                       versions=package_versions(),
                       adapted_from={"checkpoint": str(run.path), "sha256": run.sha256, "trials": trials})
-    _atomic_text(out / "config.yaml", dump_config(config))
+    atomic_text(out / "config.yaml", dump_config(config))
     writer = RunWriter(out, base, model)
     t0 = time.monotonic()
     model.train()
@@ -212,11 +140,10 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     summary = {
         "run_dir": str(out), "kind": "meta", "adapted_session": data.session, "trials": trials,
         "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped": result.stopped,
-        "seconds": time.monotonic() - t0, "metrics": metrics, "data": _data_summary(data),
+        "seconds": time.monotonic() - t0, "metrics": metrics, "data": data_summary(data),
         "shared_parameters_unchanged": shared_unchanged, "refined_embedding": refine_embedding,
         "embedding_mean": view.e.detach().cpu().tolist(), "threads": tuner.summary(), "versions": base.versions,
     }
     if search is not None:
         summary["embedding_search"] = {"forecast_nll": search.nll, "candidates": len(search.scores)}
     return writer.finish(summary, result.history, plot)
-

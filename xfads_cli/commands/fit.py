@@ -14,9 +14,6 @@ starts afresh otherwise. Distributed (train/distributed.py): every rank trains, 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 import time
@@ -24,73 +21,20 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from xfads_cli.atomic import atomic_path, partial_glob
 from xfads_cli.config import Config, dump_config, load_config, resolved_config
 from xfads_cli.errors import RunFailure, UsageError
+from xfads_cli.evaluation import baseline_summary, default_forecast_window, evaluate
+from xfads_cli.rundir import (
+    RunWriter,
+    atomic_text,
+    check_out,
+    create_out,
+    data_provenance,
+    data_summary,
+)
+from xfads_cli.runs import as_tensor, build_model, model_spec, session_views
 from xfads_cli.train.checkpoint import Checkpoint
-from xfads_cli.train.lock import LOCK_NAME, RunLock
-
-RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "summary.json", "config.yaml", "training.png")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def _metrics_csv(history: list[dict]) -> str:
-    keys: list[str] = []
-    for record in history:
-        keys += [k for k in record if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, restval="")
-    writer.writeheader()
-    writer.writerows(history)
-    return buf.getvalue()
-
-
-def _check_out(out: Path, overwrite: bool, resume: bool | str) -> bool:
-    """Validate --out against --overwrite/--resume without touching the disk; returns whether the
-    run resumes (resume="auto": iff out holds a last.pt)."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; fit writes a run directory")
-    has_last = (out / "last.pt").is_file()
-    if resume == "auto":
-        if has_last:
-            return True
-        # Nothing to resume: start afresh. A run killed before its first epoch ended leaves only
-        # config.yaml (and maybe a temporary file); anything else needs --overwrite.
-        others = sorted(p.name for p in out.iterdir() if p.name != "config.yaml" and not p.name.startswith(".")) \
-            if out.is_dir() else []
-        if others and not overwrite:
-            raise UsageError(f"--resume-auto: {out} holds no last.pt but other files ({', '.join(others[:3])}); "
-                             "pass --overwrite to replace them or choose another --out")
-        return False
-    if resume:
-        if not has_last:
-            raise UsageError(f"--resume: {out} holds no last.pt to resume from; drop --resume to start a new run "
-                             "(or use --resume-auto)")
-        return True
-    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and not overwrite:
-        raise UsageError(f"{out} already holds a run; pass --overwrite to replace it or --resume to continue it")
-    return False
-
-
-def _create_out(out: Path, fresh: bool) -> None:
-    """Make the run directory; a fresh run first removes a previous run's files (and temporary files
-    left by a killed writer)."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        for tmp in out.glob(partial_glob(out / name)):
-            tmp.unlink(missing_ok=True)
-        if fresh and (out / name).exists():
-            (out / name).unlink()
-
-
-def _prepare_out(out: Path, overwrite: bool, resume: bool) -> None:
-    """_check_out + _create_out, for callers that have already validated their input."""
-    resumed = _check_out(out, overwrite, resume)
-    _create_out(out, fresh=not resumed)
+from xfads_cli.train.lock import RunLock
 
 
 @contextmanager
@@ -118,20 +62,6 @@ def deterministic_mode(enabled: bool):
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
-def data_provenance(data) -> dict:
-    return {
-        "path": data.provenance.get("path"),
-        "sha256": data.provenance.get("sha256"),
-        "format": data.provenance.get("format"),
-        "session": data.session,
-        "bin_ms": data.bin_ms,
-        "unit_ids": [str(u) for u in data.unit_ids],
-        "heldout": data.heldout.tolist(),
-        "trial_ids": [int(t) for t in data.trial_ids],
-        "split": [str(s) for s in data.split],
-    }
-
-
 def run_fit(paths: list[Path], config: Config, out: Path, **options) -> dict:
     """Fit XFADS to one recording, or the meta-dynamical model to several (model.kind: meta, or more
     than one DATA), and write RUN_DIR; returns the summary (also in summary.json).
@@ -156,14 +86,13 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
 
     from xfads_cli.data.provenance import package_versions
     from xfads_cli.data.sessions import load_sessions
-    from xfads_cli.ops import as_tensor, evaluate
     from xfads_cli.train.distributed import SINGLE, process_group, rank_device
     from xfads_cli.train.signals import Preempted, catch_preemption
     from xfads_cli.train.threads import configure_threads
 
     d = dist or SINGLE
     out = Path(out)
-    resumed = _check_out(out, overwrite, resume)
+    resumed = check_out(out, overwrite, resume)
     state = ckpt = None
     if resumed:
         ckpt = Checkpoint.load(out / "last.pt")
@@ -216,11 +145,11 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
         # The input is loaded and valid: only now does anything appear on disk (rank 0 only).
         if d.is_main:
             lock.acquire()
-            if _check_out(out, overwrite, resume) != resumed:
+            if check_out(out, overwrite, resume) != resumed:
                 raise UsageError(f"{out} changed while this fit was loading its data (another process wrote it); "
                                  "run the command again")
-            _create_out(out, fresh=not resumed)
-            _atomic_text(out / "config.yaml", dump_config(config))
+            create_out(out, fresh=not resumed)
+            atomic_text(out / "config.yaml", dump_config(config))
         base = Checkpoint(config=resolved_config(config), spec=spec, versions=package_versions(),
                           data=[data_provenance(s) for s in sessions] if meta else data_provenance(sessions[0]))
 
@@ -281,14 +210,13 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
         "stopped": result.stopped,
         "seconds": time.monotonic() - t0,
         "metrics": metrics,
-        "data": [_data_summary(s) for s in sessions] if meta else _data_summary(sessions[0]),
+        "data": [data_summary(s) for s in sessions] if meta else data_summary(sessions[0]),
         "device": str(dev),
         "world_size": d.world,
         "threads": tuner.summary(),
         "deterministic": deterministic,
         "versions": base.versions,
     }
-    from xfads_cli.ops import baseline_summary
 
     summary.update(baseline_summary(sessions, metrics, meta))
     return writer.finish(summary, result.history, plot)
@@ -372,7 +300,6 @@ def selection_fp_bps(model, valid, config: Config) -> float:
     epoch, so that epochs differ by their parameters, not by Monte Carlo noise."""
     import torch
 
-    from xfads_cli.ops import as_tensor, default_forecast_window
     from xfads_cli.outputs.metrics import BitsPerSpike
 
     window = default_forecast_window(valid.n_time, config)
@@ -396,84 +323,15 @@ def _no_signals():
     yield None
 
 
-class RunWriter:
-    """Writes a run directory as training goes: best.pt when the validation loss improves, last.pt
-    and metrics.csv after every epoch (all atomically), summary.json (and plots) at the end. `base`:
-    the checkpoint fields that stay the same all run (config, spec, data, versions, adapted_from)."""
-
-    def __init__(self, out: Path, base: Checkpoint, model, state: dict | None = None):
-        self.out, self.base, self.model = out, base, model
-        # The best parameters also travel inside last.pt, so a resumed run can still return them.
-        self.best_model = state.get("best_model") if state else None
-
-    def on_epoch(self, record: dict, is_best: bool, train_state) -> None:
-        st = train_state()
-        if is_best:
-            self.best_model = self._model_copy()
-            replace(self.base, model=self.best_model, epoch=record["epoch"], best=st["best"]).save(self.out / "best.pt")
-        self._save_last(st, record["epoch"])
-        _atomic_text(self.out / "metrics.csv", _metrics_csv(st["history"]))
-
-    def on_interrupt(self, train_state) -> None:
-        """last.pt with the exact (possibly mid-epoch) state when training is preempted; best.pt and
-        metrics.csv are already up to date from the last completed epoch."""
-        st = train_state()
-        self._save_last(st, st["epoch"])
-
-    def _save_last(self, st: dict, epoch: int) -> None:
-        replace(self.base, model=self.model.state_dict(), train_state=st, epoch=epoch, best=st["best"],
-                best_model=self.best_model).save(self.out / "last.pt")
-
-    def _model_copy(self) -> dict:
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-
-    def replace_model(self) -> None:
-        """best.pt and last.pt with the model's parameters as they are now: after a step that follows
-        training (adapt's embedding search), so that every command sees the final model."""
-        self.best_model = self._model_copy()
-        for name in ("best.pt", "last.pt"):
-            ckpt = Checkpoint.load(self.out / name)
-            best_model = self.best_model if ckpt.train_state is not None else None  # last.pt's copy
-            replace(ckpt, model=self.best_model, best_model=best_model).save(self.out / name)
-
-    def finish(self, summary: dict, history: list[dict], plot: bool) -> dict:
-        _atomic_text(self.out / "summary.json", json.dumps(summary, indent=2, default=str))
-        if plot:
-            from xfads_cli.outputs.plots import plot_training
-
-            summary["plots"] = [str(plot_training(history, self.out / "training.png"))]
-        return summary
-
-
 def _key(metric: str, data, meta: bool) -> str:
     return f"{data.session}/{metric}" if meta else metric
 
 
-def _data_summary(data) -> dict:
-    return {"path": data.provenance.get("path"), "sha256": data.provenance.get("sha256"), "session": data.session,
-            "bin_ms": data.bin_ms, "trials": data.n_trials, "neurons": data.n_neurons, "bins": data.n_time,
-            "heldout_neurons": int(data.heldout.sum())}
-
-
 def _build(config: Config, sessions: list, device):
     """The model and the plain-data spec that rebuilds it (stored in every checkpoint)."""
-    from xfads_cli.ops import build_model, model_spec
 
     if config.model.kind != "meta":
         spec = model_spec(sessions[0])
         return build_model(config, spec, device), spec
     spec = {"kind": "meta", "sessions": [model_spec(d) | {"name": d.session} for d in sessions]}
     return build_model(config, spec, device), spec
-
-
-def session_views(model, sessions: list) -> list:
-    """One single-session view per session, each with its embedding pooled over the session's
-    training trials (the session's q(e_i))."""
-    from xfads_cli.model.meta import SessionView
-    from xfads_cli.ops import as_tensor
-
-    views = []
-    for i, data in enumerate(sessions):
-        train = data.subset("train")
-        views.append(SessionView.pooled(model, i, as_tensor(train.counts if train.n_trials else data.counts, model)))
-    return views

@@ -1,0 +1,87 @@
+"""`xfads embed`: where each session of a meta run sits in the embedding space.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from xfads_cli.outputs.sinks import output_attrs
+from xfads_cli.runs import (
+    as_tensor,
+    load_data_for_run,
+    load_run,
+    require_meta,
+    run_inputs,
+    session_index,
+)
+
+
+def regime_parameter(data) -> tuple[str, float] | None:
+    """(name, value) of the parameter that set a simulated session's dynamical regime, if known."""
+    sim = data.provenance.get("simulation")
+    if not sim:
+        return None
+    from xfads_cli.data.simulate import get_system
+
+    name = get_system(sim["system"]).param_name
+    value = sim.get("params", {}).get(name)
+    return None if value is None else (name, float(value))
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Rank correlation (no ties expected among session-level values)."""
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    if np.std(rx) == 0 or np.std(ry) == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def embed(run_path: Path, data_paths: list[Path], out: Path, *, overwrite: bool = False, overrides=(),
+          device: str = "auto", plot: bool = False) -> dict:
+    """Per-session q(e_i) (mean, variance) pooled over each file's trials, and per-trial embeddings."""
+    from xfads_cli.model.meta import session_embedding
+    from xfads_cli.outputs.h5 import check_output, write_h5
+
+    check_output(out, overwrite, run_inputs(run_path, *data_paths))
+    run = load_run(run_path, device)
+    require_meta(run, "embed")
+    names, means, variances, params = [], [], [], []
+    trial_mean, trial_var, trial_session, trial_ids = [], [], [], []
+    for k, path in enumerate(data_paths):
+        data = load_data_for_run(path, run, overrides)
+        index = session_index(run, data)
+        mu_t, var_t, mu, var = session_embedding(run.model, as_tensor(data.counts, run), index)
+        names.append(data.session)
+        means.append(mu.cpu().numpy())
+        variances.append(var.cpu().numpy())
+        trial_mean.append(mu_t.cpu().numpy())
+        trial_var.append(var_t.cpu().numpy())
+        trial_session.append(np.full(data.n_trials, k))
+        trial_ids.append(data.trial_ids)
+        params.append(regime_parameter(data))
+    arrays = {
+        "session_names": np.array(names), "embed_mean": np.stack(means), "embed_var": np.stack(variances),
+        "trial_embed_mean": np.concatenate(trial_mean), "trial_embed_var": np.concatenate(trial_var),
+        "trial_session": np.concatenate(trial_session), "trial_ids": np.concatenate(trial_ids),
+    }
+    metrics: dict = {}
+    if all(p is not None for p in params) and len({p[0] for p in params}) == 1:
+        values = np.array([p[1] for p in params])
+        arrays[f"param_{params[0][0]}"] = values
+        if len(values) >= 3 and np.ptp(values) > 0:
+            rho = [spearman(arrays["embed_mean"][:, d], values) for d in range(arrays["embed_mean"].shape[1])]
+            metrics["rank_correlation"] = max(rho, key=lambda r: abs(r) if np.isfinite(r) else -1)
+            metrics["rank_correlation_dim"] = int(np.nanargmax(np.abs(rho)))
+    attrs = output_attrs(run, data, "embed", metrics) | {"input_paths": [str(p) for p in data_paths]}
+    path = write_h5(out, arrays, attrs, overwrite)
+    summary = {"out": str(path), "sessions": names, "embed_mean": arrays["embed_mean"].tolist(), "metrics": metrics}
+    if plot:
+        from xfads_cli.outputs.plots import plot_embedding
+
+        param = next(((k, v) for k, v in arrays.items() if k.startswith("param_")), None)
+        summary["plots"] = [str(plot_embedding(arrays["embed_mean"], arrays["embed_var"], names,
+                                               arrays["trial_embed_mean"], arrays["trial_session"],
+                                               Path(out).with_suffix(".embedding.png"), param=param))]
+    return summary

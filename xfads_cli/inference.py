@@ -1,0 +1,79 @@
+"""Inference as arrays: posterior and forecast summaries of a model on counts, block by block.
+
+Arrays are numpy, [trial, time, ...]; rates are expected counts per bin; each block of
+`batch_size` trials is computed (and can be written) on its own, so memory does not grow with the trials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from xfads_cli.outputs.sinks import concat_parts
+from xfads_cli.runs import as_tensor
+
+QUANTILES = (0.05, 0.5, 0.95)
+
+
+def _quantiles(samples: torch.Tensor) -> dict[str, np.ndarray]:
+    """samples [sample, batch, time, neuron] -> rates_mean and rates_qXX [batch, time, neuron]."""
+    arr = samples.cpu().numpy()  # numpy: torch.quantile refuses inputs above 16M elements
+    out = {"rates_mean": arr.mean(0)}
+    for q, value in zip(QUANTILES, np.quantile(arr, QUANTILES, axis=0)):
+        out[f"rates_q{int(round(q * 100)):02d}"] = value
+    return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+def _smooth_part(model, y: torch.Tensor, mode: str | None, n_samples: int | None) -> dict[str, np.ndarray]:
+    # a function of its own so that the sample tensor is freed on return, not held into the next block
+    post = model.posterior(y, mode=mode, n_samples=n_samples)
+    part = _quantiles(model.rates(post.samples))
+    part["latents_mean"] = post.mean.cpu().numpy().astype(np.float32)
+    part["latents_var"] = post.var.cpu().numpy().astype(np.float32)
+    return part
+
+
+def _forecast_part(model, y_context: torch.Tensor, horizon: int, n_samples: int, mode: str,
+                   keep_samples: bool) -> dict[str, np.ndarray]:
+    fc = model.forecast(y_context, horizon, n_samples=n_samples, mode=mode)
+    part = _quantiles(fc.rates)
+    part["latents_mean"] = fc.latents.mean(0).cpu().numpy().astype(np.float32)
+    if keep_samples:
+        part["latent_samples"] = fc.latents.transpose(0, 1).cpu().numpy().astype(np.float32)
+    return part
+
+
+@torch.no_grad()
+def iter_smooth(model, y, *, mode: str | None = None, n_samples: int | None = None,
+                batch_size: int = 64) -> Iterator[dict[str, np.ndarray]]:
+    """smooth_arrays block by block: for each `batch_size` consecutive trials of y [trial, time, neuron]
+    (tensor, or numpy converted one block at a time) the dict of [block, ...] arrays. Memory per block:
+    the posterior samples [sample, block, time, neuron] and their sorted copy for the quantiles."""
+    for i in range(0, y.shape[0], batch_size):
+        yield _smooth_part(model, as_tensor(y[i : i + batch_size], model), mode, n_samples)
+
+
+@torch.no_grad()
+def iter_forecast(model, y_context, horizon: int, *, n_samples: int = 100, mode: str = "filter", batch_size: int = 64,
+                  keep_samples: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """forecast_arrays block by block (as iter_smooth) for the contexts y_context [trial, context, neuron]."""
+    for i in range(0, y_context.shape[0], batch_size):
+        yield _forecast_part(model, as_tensor(y_context[i : i + batch_size], model), horizon, n_samples, mode, keep_samples)
+
+
+def smooth_arrays(model, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
+                  batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Posterior summaries of y [trial, time, neuron]: latents_mean/var [trial, time, latent],
+    rates_mean and 5/50/95% quantiles over posterior samples [trial, time, neuron]."""
+    return concat_parts(list(iter_smooth(model, y, mode=mode, n_samples=n_samples, batch_size=batch_size)))
+
+
+def forecast_arrays(model, y_context: torch.Tensor, horizon: int, *, n_samples: int = 100, mode: str = "filter",
+                    batch_size: int = 64, keep_samples: bool = False) -> dict[str, np.ndarray]:
+    """Forecast `horizon` bins after each trial's context y_context [trial, context, neuron]:
+    rates_mean and quantiles [trial, horizon, neuron], latents_mean [trial, horizon, latent]
+    (and latent_samples [trial, sample, horizon, latent] with keep_samples)."""
+    return concat_parts(list(iter_forecast(model, y_context, horizon, n_samples=n_samples, mode=mode, batch_size=batch_size,
+                                      keep_samples=keep_samples)))

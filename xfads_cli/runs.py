@@ -1,0 +1,171 @@
+"""Runs: the model of a checkpoint rebuilt from it alone, and a recording checked against it.
+
+    run = load_run("runs/lorenz")                # Run(model, config, checkpoint, path, sha256)
+    data = load_data_for_run("x.nwb", run)       # the run's data options; same neurons and bins
+    model = session_model(run, data)             # XFADS, or the meta model bound to data's session
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xfads_cli.config import Config, load_config, resolved_config
+from xfads_cli.data.spikedata import SpikeData
+from xfads_cli.errors import UsageError
+from xfads_cli.train.checkpoint import Checkpoint
+
+
+@dataclass
+class Run:
+    model: torch.nn.Module
+    config: Config
+    checkpoint: Checkpoint
+    path: Path
+    sha256: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+def model_spec(data: SpikeData) -> dict:
+    """What rebuilding the model needs besides the config (plain data, stored in checkpoints)."""
+    return {
+        "n_neurons": data.n_neurons,
+        "heldin": (~data.heldout).tolist(),
+        "dt": data.dt,
+        "bin_ms": data.bin_ms,
+        "unit_ids": [str(u) for u in data.unit_ids],
+        "session": data.session,
+    }
+
+
+def build_model(config: Config, spec: dict, device="cpu") -> torch.nn.Module:
+    """XFADS from a single-session spec, MetaXFADS from {"kind": "meta", "sessions": [spec, ...]}."""
+    dtype = torch.float64 if config.train.dtype == "float64" else torch.float32
+    if spec.get("kind") == "meta":
+        from xfads_cli.model.meta import MetaXFADS
+
+        model = MetaXFADS(config.model, spec["sessions"])
+    else:
+        from xfads_cli.model.xfads import XFADS
+
+        model = XFADS(config.model, spec["n_neurons"], torch.tensor(spec["heldin"]), spec["dt"])
+    return model.to(device=device, dtype=dtype)
+
+
+def load_run(run: Path, device: str = "auto", which: str = "best") -> Run:
+    """The model of a run directory's checkpoint (`which`.pt, else last.pt) or of a .pt file, rebuilt
+    on `device` from the checkpoint alone (older checkpoints migrated: train/checkpoint.py)."""
+    from xfads_cli.data.provenance import file_sha256
+    from xfads_cli.train.checkpoint import resolve_checkpoint
+    from xfads_cli.train.device import resolve_device
+
+    path = resolve_checkpoint(run, which)
+    ckpt = Checkpoint.load(path)
+    config = load_config(base=ckpt.config)
+    model = build_model(config, ckpt.spec, resolve_device(device))
+    model.load_state_dict(ckpt.model)
+    model.eval()
+    return Run(model, config, ckpt, path, file_sha256(path))
+
+
+def load_data_for_run(path: Path, run: Run, overrides=(), window_ms=None) -> SpikeData:
+    """Load `path` with the run's own data options (plus `--set` overrides) and check it is the same
+    kind of recording the model was trained on: same neurons in the same order and the same bins."""
+    from dataclasses import replace
+
+    from xfads_cli.data.load import load_data
+
+    config = load_config(overrides=overrides, base=resolved_config(run.config))
+    data_cfg = config.data if window_ms is None else replace(config.data, window_ms=window_ms)
+    data = load_data(path, data_cfg)
+    spec = session_spec(run, data)
+    if data.n_neurons != spec["n_neurons"]:
+        raise UsageError(
+            f"{Path(path).name} gives {data.n_neurons} neurons but the checkpoint was trained on {spec['n_neurons']}; "
+            "use the recording (and data options) the run was fitted on"
+        )
+    if [str(u) for u in data.unit_ids] != spec["unit_ids"]:
+        raise UsageError(f"the unit ids of {Path(path).name} differ from the checkpoint's; use the recording the run was fitted on")
+    if abs(data.bin_ms - spec["bin_ms"]) > 1e-9:
+        raise UsageError(f"data.bin_ms={data.bin_ms:g} but the model was trained with {spec['bin_ms']:g} ms bins")
+    return data
+
+
+def session_spec(run: Run, data: SpikeData) -> dict:
+    """The checkpoint's spec for `data`'s session: the only one for XFADS; for a meta run the session
+    matched by name or by the file's sha256."""
+    spec = run.checkpoint.spec
+    if spec.get("kind") != "meta":
+        return spec
+    return spec["sessions"][session_index(run, data)]
+
+
+def session_index(run: Run, data: SpikeData) -> int:
+    specs = run.checkpoint.spec["sessions"]
+    names = [s["name"] for s in specs]
+    if data.session in names:
+        return names.index(data.session)
+    hashes = [d.get("sha256") for d in run.checkpoint.data or []]
+    if data.provenance.get("sha256") in hashes:
+        return hashes.index(data.provenance["sha256"])
+    raise UsageError(
+        f"session '{data.session}' is not part of this run (sessions: {', '.join(names)}); "
+        f"add it with 'xfads adapt {run.path.parent} {data.provenance.get('path', 'DATA')} --trials N --out NEW_RUN'"
+    )
+
+
+def session_model(run: Run, data: SpikeData):
+    """The model to use on `data`: XFADS itself, or for a meta run a view of the matching session
+    with its embedding pooled over the session's training trials."""
+    if run.checkpoint.spec.get("kind") != "meta":
+        return run.model
+    from xfads_cli.model.meta import SessionView
+
+    index = session_index(run, data)
+    shots = run.checkpoint.spec["sessions"][index].get("embed_trial_ids")
+    # adapted sessions pool their embedding over the few-shot trials they were adapted on
+    rows = data.select(np.isin(data.trial_ids, shots)) if shots else data.subset("train")
+    y = as_tensor(rows.counts if rows.n_trials else data.counts, run)
+    return SessionView.pooled(run.model, index, y)
+
+
+def as_tensor(counts: np.ndarray, like: Run | torch.nn.Module) -> torch.Tensor:
+    param = next((like.model if isinstance(like, Run) else like).parameters())
+    return torch.as_tensor(counts, dtype=param.dtype, device=param.device)
+
+
+def run_inputs(run_path: Path, *data_paths: Path) -> list[Path]:
+    """The files a command reading the run `run_path` (a directory or a .pt file) and `data_paths` must
+    never write to: the recordings and the checkpoints."""
+    run_path = Path(run_path)
+    return [*map(Path, data_paths), run_path, run_path / "best.pt", run_path / "last.pt"]
+
+
+def require_meta(run: Run, command: str) -> None:
+    if run.checkpoint.spec.get("kind") != "meta":
+        raise UsageError(
+            f"{run.path} is a single-session XFADS run; '{command}' needs a meta-dynamical run "
+            "(fit several recordings, or --set model.kind=meta)"
+        )
+
+
+def session_views(model, sessions: list) -> list:
+    """One single-session view per session, each with its embedding pooled over the session's
+    training trials (the session's q(e_i))."""
+    from xfads_cli.model.meta import SessionView
+
+    views = []
+    for i, data in enumerate(sessions):
+        train = data.subset("train")
+        views.append(SessionView.pooled(model, i, as_tensor(train.counts if train.n_trials else data.counts, model)))
+    return views
