@@ -327,7 +327,8 @@ def test_ground_truth_follows_unit_selection_and_bin_ratio(files):
 
 
 def test_round_trip_of_xfads_simulate(tmp_path):
-    from xfads_cli.data.simulate import simulate, simulate_arrays
+    from xfads_cli.commands.simulate import simulate
+    from xfads_cli.data.simulate import simulate_arrays
 
     out = tmp_path / "sim.nwb"
     simulate("ring", out, neurons=6, trials=4, bins=30, bin_ms=10.0, seed=1)

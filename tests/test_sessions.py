@@ -1,8 +1,8 @@
 import pytest
 
+from xfads_cli.commands.simulate import simulate
 from xfads_cli.config import DataConfig
 from xfads_cli.data.sessions import expand_sources, load_sessions
-from xfads_cli.data.simulate import simulate
 from xfads_cli.errors import UsageError
 
 

@@ -9,14 +9,14 @@ import h5py
 import numpy as np
 import pytest
 
-from xfads_cli.data import simulate as sim_mod
+from xfads_cli.commands import simulate as simulate_command
+from xfads_cli.commands.simulate import simulate
 from xfads_cli.data.binning import bin_edges, bin_spikes
 from xfads_cli.data.simulate import (
     DESCRIPTIONS,
     SYSTEMS,
     TRIAL_GAP_BINS,
     get_system,
-    simulate,
     simulate_arrays,
     simulate_latents,
 )
@@ -291,7 +291,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
         path.write_bytes(b"partial")
         raise RuntimeError("disk full")
 
-    monkeypatch.setitem(sim_mod._WRITERS, ".h5", broken)
+    monkeypatch.setitem(simulate_command.WRITERS, ".h5", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         simulate("vdp", tmp_path / "x.h5", **SMALL)
     assert not any(tmp_path.iterdir())

@@ -100,7 +100,7 @@ def simulate(
     json_out: JsonOpt = False,
 ):
     """Write a synthetic recording with known latents and rates (for demos, tests and benchmarks)."""
-    from xfads_cli.data.simulate import simulate as run_simulation
+    from xfads_cli.commands.simulate import simulate as run_simulation
 
     summary = run_simulation(
         system, out, neurons=neurons, trials=trials, bins=bins, bin_ms=bin_ms, seed=seed,

@@ -1,0 +1,171 @@
+"""`xfads simulate`: a simulated recording (data/simulate.py's systems) written to a file.
+
+  .nwb       Units table (spike times), trials table, and a `ground_truth` processing module with
+             TimeSeries `true_latents`, `true_rates` (Hz) and `retest_counts`.
+  .h5/.hdf5  the plain layout: `spikes` [trial, time, neuron] and `truth/{latents,rates,retest_counts}`
+             (rates in expected counts per bin).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from xfads_cli.atomic import atomic_path
+from xfads_cli.data.simulate import SESSION_START, simulate_arrays, simulated_spike_times
+from xfads_cli.errors import UsageError
+from xfads_cli.scores import bits_per_spike
+
+
+def describe(sim: dict, neurons: int, trials: int, bins: int) -> dict:
+    return {
+        "system": sim["system"],
+        "bin_ms": sim["bin_ms"],
+        "seed": sim["seed"],
+        "params": sim["params"],
+        "neurons": neurons,
+        "trials": trials,
+        "bins": bins,
+    }
+
+
+def write_nwb(path: Path, sim: dict) -> None:
+    from hdmf.backends.hdf5.h5_utils import H5DataIO
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+
+    n_trial, n_time, n_neuron = sim["counts"].shape
+    bin_s = sim["bin_ms"] / 1000.0
+    meta = describe(sim, n_neuron, n_trial, n_time)
+    params = ", ".join(f"{k}={v:g}" for k, v in sim["params"].items() if isinstance(v, float))
+    nwb = NWBFile(
+        session_description=f"xfads simulated '{sim['system']}' recording ({params}; seed {sim['seed']})",
+        identifier=f"xfads-simulate-{sim['system']}-seed{sim['seed']}",
+        session_start_time=SESSION_START,
+        file_create_date=SESSION_START,  # a fixed date keeps files reproducible
+    )
+
+    nwb.add_trial_column(name="condition", description="condition label (all 0: no conditions in simulated data)")
+    for k, start in enumerate(sim["start_s"]):
+        nwb.add_trial(start_time=float(start), stop_time=float(start + n_time * bin_s), condition=0)
+
+    spikes = simulated_spike_times(sim)
+    nwb.add_unit_column(name="readout_weight", description="row of C: log-rate = C z + d, z = true_latents")
+    nwb.add_unit_column(name="readout_bias", description="d: log expected count per bin at z = 0")
+    for j in range(n_neuron):
+        nwb.add_unit(id=j, spike_times=spikes[j], readout_weight=sim["C"][j], readout_bias=float(sim["d"][j]))
+
+    # Bin centres of every trial, in time order.
+    centres = (sim["start_s"][:, None] + (np.arange(n_time) + 0.5) * bin_s).ravel()
+    flat = lambda a, dtype: H5DataIO(  # noqa: E731
+        a.reshape(n_trial * n_time, -1).astype(dtype), compression="gzip", shuffle=True
+    )
+    module = nwb.create_processing_module(name="ground_truth", description=json.dumps(meta))
+    latents = TimeSeries(
+        name="true_latents", data=flat(sim["latents"], np.float32), unit="a.u.",
+        timestamps=H5DataIO(centres, compression="gzip"),
+        description="standardised latent state z at each bin centre [time, latent]",
+    )
+    module.add(latents)
+    module.add(TimeSeries(
+        name="true_rates", data=flat(sim["rates_hz"], np.float32), unit="Hz", timestamps=latents,
+        description="true firing rate of each unit in each bin [time, neuron]",
+    ))
+    module.add(TimeSeries(
+        name="retest_counts", data=flat(sim["retest_counts"], count_dtype(sim["retest_counts"])),
+        unit="spikes", timestamps=latents,
+        description="independent second Poisson draw from true_rates, per bin [time, neuron]",
+    ))
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+
+
+def count_dtype(counts: np.ndarray):
+    return np.uint16 if counts.max(initial=0) <= np.iinfo(np.uint16).max else np.int32
+
+
+def write_h5(path: Path, sim: dict) -> None:
+    import h5py
+
+    n_trial, n_time, n_neuron = sim["counts"].shape
+    gz = {"compression": "gzip", "shuffle": True}
+    with h5py.File(path, "w") as f:
+        f.attrs["bin_ms"] = float(sim["bin_ms"])
+        f.attrs["system"] = sim["system"]
+        f.attrs["seed"] = int(sim["seed"])
+        f.attrs["params_json"] = json.dumps(sim["params"])
+        f.create_dataset("spikes", data=sim["counts"].astype(count_dtype(sim["counts"])), **gz)
+        f.create_dataset("trial_ids", data=np.arange(n_trial, dtype=np.int64))
+        f.create_dataset("unit_ids", data=np.arange(n_neuron, dtype=np.int64))
+        truth = f.create_group("truth")
+        truth.create_dataset("latents", data=sim["latents"].astype(np.float32), **gz)
+        truth.create_dataset("rates", data=sim["rates"].astype(np.float32), **gz)
+        truth.create_dataset(
+            "retest_counts", data=sim["retest_counts"].astype(count_dtype(sim["retest_counts"])), **gz
+        )
+        # Outside truth/: these are not [trial, ...] arrays.
+        ro = f.create_group("readout")
+        ro.attrs["description"] = "log(truth/rates) = truth/latents @ weight.T + bias"
+        ro.create_dataset("weight", data=sim["C"])
+        ro.create_dataset("bias", data=sim["d"])
+
+
+WRITERS = {".nwb": write_nwb, ".h5": write_h5, ".hdf5": write_h5}
+
+
+def simulate(
+    system: str,
+    out: Path,
+    *,
+    neurons: int = 50,
+    trials: int = 100,
+    bins: int = 100,
+    bin_ms: float = 20.0,
+    seed: int = 0,
+    base_rate_hz: float = 10.0,
+    param: float | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Simulate `system` and write it to `out` (.nwb or .h5/.hdf5). Returns a plain summary dict."""
+    out = Path(out)
+    writer = WRITERS.get(out.suffix.lower())
+    if writer is None:
+        raise UsageError(f"cannot write '{out.name}': use .nwb or .h5 as the output suffix")
+    if out.is_dir():
+        raise UsageError(f"output '{out}' is a directory; give a file name ending in .nwb or .h5")
+    if out.exists() and not overwrite:
+        raise UsageError(f"output '{out}' already exists; pass --overwrite to replace it")
+    sim = simulate_arrays(
+        system, neurons=neurons, trials=trials, bins=bins, bin_ms=bin_ms, seed=seed,
+        base_rate_hz=base_rate_hz, param=param,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:  # a failure (or Ctrl-C) never leaves a partial file under `out`
+        writer(tmp, sim)
+    return summarise(sim, out)
+
+
+def summarise(sim: dict, path: Path | None = None) -> dict:
+    """Plain-data summary of a `simulate_arrays` result (JSON-serialisable)."""
+    n_trial, n_time, n_neuron = sim["counts"].shape
+    spikes = int(sim["counts"].sum())
+    seconds = n_trial * n_time * sim["bin_ms"] / 1000.0
+    return {
+        "system": sim["system"],
+        "params": sim["params"],
+        "seed": sim["seed"],
+        "path": None if path is None else str(path),
+        "format": None if path is None else ("nwb" if path.suffix.lower() == ".nwb" else "h5"),
+        "neurons": n_neuron,
+        "trials": n_trial,
+        "bins": n_time,
+        "bin_ms": sim["bin_ms"],
+        "latent_dim": int(sim["latents"].shape[-1]),
+        "spikes": spikes,
+        "mean_rate_hz": spikes / max(seconds * n_neuron, 1e-12),
+        "truth": ["latents", "rates", "retest_counts"],
+        # the true rates over a per-neuron constant rate: the ceiling a perfect model reaches
+        "oracle_bits_per_spike": float(bits_per_spike(sim["rates"], sim["counts"])),
+        "retest_oracle_bits_per_spike": float(bits_per_spike(sim["rates"], sim["retest_counts"])),
+    }
