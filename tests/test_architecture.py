@@ -29,10 +29,7 @@ FORBIDDEN = {
     "commands": {"cli"},
 }
 KNOWN_LAYER_BREAKS: set[tuple[str, str]] = set()
-KNOWN_PRIVATE_IMPORTS = {
-    ("xfads_cli.model.meta", "xfads_cli.model.xfads", "_softplus_inv"),
-    ("xfads_cli.outputs.baselines", "xfads_cli.outputs.metrics", "_convolve_time"),
-}
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str, str]] = set()
 KNOWN_LONG_FUNCTIONS = {
     ("xfads_cli.commands.fit", "_fit"),
     ("xfads_cli.commands.adapt", "adapt"),

@@ -28,7 +28,7 @@ from xfads_cli.model.dynamics import ACTIVATIONS, MLPDynamics
 from xfads_cli.model.encoders import BackwardEncoder, LocalEncoder, drop_local_potentials
 from xfads_cli.model.filtering import Posterior, low_rank_filter
 from xfads_cli.model.likelihoods import build_likelihood
-from xfads_cli.model.xfads import Forecast, _softplus_inv
+from xfads_cli.model.xfads import Forecast, softplus_inv
 
 # Adapters of one call: for each adapted layer l, (U_l [batch, out_l, rank], V_l [batch, in_l, rank]).
 Adapters = list[tuple[torch.Tensor, torch.Tensor]]
@@ -283,8 +283,8 @@ class MetaXFADS(nn.Module):
         self.local = LocalEncoder(cfg.read_in_dim, L, cfg.rank_local, cfg.encoder_hidden, log_inputs=False)
         self.backward = BackwardEncoder(L, cfg.rank_local, cfg.rank_backward, cfg.encoder_hidden)
         self.m0 = nn.Parameter(torch.zeros(L))
-        self.raw_q0 = nn.Parameter(torch.full((L,), _softplus_inv(1.0)))
-        self.raw_q = nn.Parameter(torch.full((L,), _softplus_inv(0.05)))
+        self.raw_q0 = nn.Parameter(torch.full((L,), softplus_inv(1.0)))
+        self.raw_q = nn.Parameter(torch.full((L,), softplus_inv(0.05)))
         self.sessions = nn.ModuleList()
         self.session_specs: list[dict] = []
         for spec in sessions:

@@ -57,8 +57,8 @@ class XFADS(nn.Module):
         self.local = LocalEncoder(n_in, L, cfg.rank_local, cfg.encoder_hidden, log_inputs=cfg.likelihood == "poisson")
         self.backward = BackwardEncoder(L, cfg.rank_local, cfg.rank_backward, cfg.encoder_hidden)
         self.m0 = nn.Parameter(torch.zeros(L))
-        self.raw_q0 = nn.Parameter(torch.full((L,), _softplus_inv(1.0)))
-        self.raw_q = nn.Parameter(torch.full((L,), _softplus_inv(0.05)))
+        self.raw_q0 = nn.Parameter(torch.full((L,), softplus_inv(1.0)))
+        self.raw_q = nn.Parameter(torch.full((L,), softplus_inv(0.05)))
         # Largest expected count per bin a forecast may give each neuron (set from the training counts;
         # inf: no cap). Why: a rollout that leaves the region the dynamics were trained on can grow
         # without bound, and under the exp link one such sample among 20 made a trial's mean forecast
@@ -202,5 +202,6 @@ def pca_readout(counts: torch.Tensor, mean: torch.Tensor, inverse_link, k: int, 
     return out
 
 
-def _softplus_inv(x: float) -> float:
+def softplus_inv(x: float) -> float:
+    """The raw parameter whose softplus is x > 0 (variances are stored softplus-inverted)."""
     return float(torch.log(torch.expm1(torch.tensor(x))))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xfads_cli.outputs.metrics import _convolve_time
+from xfads_cli.outputs.metrics import convolve_time
 
 PSTH_SIGMAS_BINS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # candidate PSTH smoothing widths, in bins (wide: ~flat)
 CO_SIGMAS_MS = (20.0, 40.0, 60.0, 80.0, 120.0)  # candidate held-in smoothing widths (NLB uses 50-ish ms)
@@ -71,7 +71,7 @@ def gaussian_kernel(sigma_bins: float) -> np.ndarray:
 
 def _smooth(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Convolve along axis -2 (time) with zeros beyond the window; x has no NaN."""
-    return x.astype(np.float64) if len(w) == 1 else _convolve_time(x, w)
+    return x.astype(np.float64) if len(w) == 1 else convolve_time(x, w)
 
 
 def smooth_time(counts: np.ndarray, sigma_bins: float) -> np.ndarray:

@@ -270,7 +270,7 @@ def gaussian_window(sigma_bins: float) -> np.ndarray:
     return w / w.sum()
 
 
-def _convolve_time(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+def convolve_time(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """np.convolve(column, w, 'same') (= scipy.signal.convolve 'same', zero outside) along axis -2.
 
     Written as a sum over the few kernel taps so it is vectorised over trials and neurons.
@@ -300,11 +300,11 @@ def gaussian_smooth(counts: np.ndarray, sigma_bins: float, renormalise_edges: bo
     x = np.asarray(counts, dtype=np.float64)
     w = gaussian_window(sigma_bins)
     if not renormalise_edges:
-        return _convolve_time(x, w)
+        return convolve_time(x, w)
     observed = ~np.isnan(x)
-    mass = _convolve_time(observed.astype(np.float64), w)
+    mass = convolve_time(observed.astype(np.float64), w)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = _convolve_time(np.where(observed, x, 0.0), w) / mass
+        out = convolve_time(np.where(observed, x, 0.0), w) / mass
     return np.where(observed, out, np.nan)
 
 
