@@ -19,6 +19,35 @@ from xfads_cli.errors import UsageError
 from xfads_cli.train.checkpoint import Checkpoint
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """What rebuilds a model besides the config: one plain-data entry per session (neuron count,
+    held-in mask, bin width, unit ids, session name; an adapted session also the trial ids of its
+    shots). A single-session XFADS run is the one-session case. On disk (checkpoint["spec"]) the
+    single-session form stays the flat dict older checkpoints hold, the meta form is
+    {"kind": "meta", "sessions": [...]}."""
+
+    sessions: tuple[dict, ...]
+    meta: bool
+
+    @classmethod
+    def of(cls, raw: dict) -> "ModelSpec":
+        if raw.get("kind") == "meta":
+            return cls(tuple(raw["sessions"]), True)
+        return cls((raw,), False)
+
+    @classmethod
+    def for_sessions(cls, sessions: list[SpikeData], meta: bool) -> "ModelSpec":
+        return cls(tuple(model_spec(d) | ({"name": d.session} if meta else {}) for d in sessions), meta)
+
+    def to_dict(self) -> dict:
+        return {"kind": "meta", "sessions": list(self.sessions)} if self.meta else dict(self.sessions[0])
+
+    @property
+    def names(self) -> list[str]:
+        return [s.get("name", s.get("session")) for s in self.sessions]
+
+
 @dataclass
 class Run:
     model: torch.nn.Module
@@ -26,6 +55,10 @@ class Run:
     checkpoint: Checkpoint
     path: Path
     sha256: str
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.of(self.checkpoint.spec)
 
     @property
     def device(self) -> torch.device:
@@ -37,7 +70,7 @@ class Run:
 
 
 def model_spec(data: SpikeData) -> dict:
-    """What rebuilding the model needs besides the config (plain data, stored in checkpoints)."""
+    """One session's entry of a ModelSpec (plain data, stored in checkpoints)."""
     return {
         "n_neurons": data.n_neurons,
         "heldin": (~data.heldout).tolist(),
@@ -49,16 +82,19 @@ def model_spec(data: SpikeData) -> dict:
 
 
 def build_model(config: Config, spec: dict, device="cpu") -> torch.nn.Module:
-    """XFADS from a single-session spec, MetaXFADS from {"kind": "meta", "sessions": [spec, ...]}."""
+    """The model of a checkpoint's spec (ModelSpec's on-disk form): XFADS for one session, MetaXFADS
+    for the meta kind."""
     dtype = torch.float64 if config.train.dtype == "float64" else torch.float32
-    if spec.get("kind") == "meta":
+    spec = ModelSpec.of(spec)
+    if spec.meta:
         from xfads_cli.model.meta import MetaXFADS
 
-        model = MetaXFADS(config.model, spec["sessions"])
+        model = MetaXFADS(config.model, list(spec.sessions))
     else:
         from xfads_cli.model.xfads import XFADS
 
-        model = XFADS(config.model, spec["n_neurons"], torch.tensor(spec["heldin"]), spec["dt"])
+        one = spec.sessions[0]
+        model = XFADS(config.model, one["n_neurons"], torch.tensor(one["heldin"]), one["dt"])
     return model.to(device=device, dtype=dtype)
 
 
@@ -102,17 +138,17 @@ def load_data_for_run(path: Path, run: Run, overrides=(), window_ms=None) -> Spi
 
 
 def session_spec(run: Run, data: SpikeData) -> dict:
-    """The checkpoint's spec for `data`'s session: the only one for XFADS; for a meta run the session
-    matched by name or by the file's sha256."""
-    spec = run.checkpoint.spec
-    if spec.get("kind") != "meta":
-        return spec
-    return spec["sessions"][session_index(run, data)]
+    """The checkpoint's spec entry of `data`'s session (see session_index)."""
+    return run.spec.sessions[session_index(run, data)]
 
 
 def session_index(run: Run, data: SpikeData) -> int:
-    specs = run.checkpoint.spec["sessions"]
-    names = [s["name"] for s in specs]
+    """The run's session `data` belongs to: a single-session run's one session (load_data_for_run
+    checks the neurons), a meta run's session matched by name or by the file's sha256."""
+    spec = run.spec
+    if not spec.meta:
+        return 0
+    names = spec.names
     if data.session in names:
         return names.index(data.session)
     hashes = [d.get("sha256") for d in run.checkpoint.data or []]
@@ -125,18 +161,17 @@ def session_index(run: Run, data: SpikeData) -> int:
 
 
 def session_model(run: Run, data: SpikeData):
-    """The model to use on `data`: XFADS itself, or for a meta run a view of the matching session
-    with its embedding pooled over the session's training trials."""
-    if run.checkpoint.spec.get("kind") != "meta":
-        return run.model
-    from xfads_cli.model.meta import SessionView
-
+    """The model serving `data`'s session (`model.session`): XFADS itself, or the meta model bound to
+    the session with its embedding pooled over the session's training trials (an adapted session's:
+    over the shots it was adapted on)."""
     index = session_index(run, data)
-    shots = run.checkpoint.spec["sessions"][index].get("embed_trial_ids")
-    # adapted sessions pool their embedding over the few-shot trials they were adapted on
-    rows = data.select(np.isin(data.trial_ids, shots)) if shots else data.subset("train")
-    y = as_tensor(rows.counts if rows.n_trials else data.counts, run)
-    return SessionView.pooled(run.model, index, y)
+    shots = run.spec.sessions[index].get("embed_trial_ids")
+
+    def trials() -> torch.Tensor:
+        rows = data.select(np.isin(data.trial_ids, shots)) if shots else data.subset("train")
+        return as_tensor(rows.counts if rows.n_trials else data.counts, run)
+
+    return run.model.session(index, trials)
 
 
 def as_tensor(counts: np.ndarray, like: Run | torch.nn.Module) -> torch.Tensor:
@@ -152,7 +187,7 @@ def run_inputs(run_path: Path, *data_paths: Path) -> list[Path]:
 
 
 def require_meta(run: Run, command: str) -> None:
-    if run.checkpoint.spec.get("kind") != "meta":
+    if not run.spec.meta:
         raise UsageError(
             f"{run.path} is a single-session XFADS run; '{command}' needs a meta-dynamical run "
             "(fit several recordings, or --set model.kind=meta)"
@@ -160,12 +195,10 @@ def require_meta(run: Run, command: str) -> None:
 
 
 def session_views(model, sessions: list) -> list:
-    """One single-session view per session, each with its embedding pooled over the session's
-    training trials (the session's q(e_i))."""
-    from xfads_cli.model.meta import SessionView
-
-    views = []
-    for i, data in enumerate(sessions):
+    """The model serving each session (`model.session`), a meta model's embedding pooled over the
+    session's training trials (its q(e_i))."""
+    def trials(data: SpikeData):
         train = data.subset("train")
-        views.append(SessionView.pooled(model, i, as_tensor(train.counts if train.n_trials else data.counts, model)))
-    return views
+        return lambda: as_tensor(train.counts if train.n_trials else data.counts, model)
+
+    return [model.session(i, trials(data)) for i, data in enumerate(sessions)]

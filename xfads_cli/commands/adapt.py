@@ -18,7 +18,7 @@ from xfads_cli.rundir import (
     data_summary,
     prepare_out,
 )
-from xfads_cli.runs import as_tensor, load_run, model_spec, require_meta
+from xfads_cli.runs import ModelSpec, as_tensor, load_run, model_spec, require_meta
 
 
 def same_values(before: list[torch.Tensor], params) -> bool:
@@ -71,7 +71,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     problem = support_problem(config.model.likelihood, data.counts)
     if problem:
         raise UsageError(f"{Path(data_path).name} {problem}")
-    known = [s["name"] for s in run.checkpoint.spec["sessions"]]
+    known = run.spec.names
     if data.session in known:
         raise UsageError(f"session '{data.session}' is already in {run_path}; use smooth/forecast on it directly "
                          "(or --set data.session=NEW_NAME)")
@@ -104,7 +104,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     model.freeze_shared()
     valid = data.subset("valid")
     n_old = index
-    spec = {"kind": "meta", "sessions": list(run.checkpoint.spec["sessions"]) + [new_spec]}
+    spec = ModelSpec(run.spec.sessions + (new_spec,), meta=True).to_dict()
     base = Checkpoint(config=resolved_config(config), spec=spec, data=list(run.checkpoint.data) + [data_provenance(data)],
                       versions=package_versions(),
                       adapted_from={"checkpoint": str(run.path), "sha256": run.sha256, "trials": trials})
@@ -132,9 +132,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     if changed:  # a bug, not a user error: shared parameters must never move during adapt
         raise RuntimeError(f"adapt changed shared parameters: {changed[:3]}")
     model.eval()
-    from xfads_cli.model.meta import SessionView
-
-    view = SessionView.pooled(model, index, y)
+    view = model.session(index, lambda: y)
     # no trivial baselines here: they would be fitted on the whole train split, the model on `trials` shots
     metrics = evaluate(view, data, config, splits=("valid", "test"), baselines=False)
     summary = {

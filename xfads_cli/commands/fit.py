@@ -32,7 +32,7 @@ from xfads_cli.rundir import (
     data_provenance,
     data_summary,
 )
-from xfads_cli.runs import as_tensor, build_model, model_spec, session_views
+from xfads_cli.runs import ModelSpec, as_tensor, build_model, session_views
 from xfads_cli.train.checkpoint import Checkpoint
 from xfads_cli.train.lock import RunLock
 
@@ -224,8 +224,7 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
 
 def _check_resumable(saved: dict, spec: dict, out: Path) -> None:
     """UsageError when the data given to --resume are not the ones the run in `out` was trained on."""
-    saved_sessions = saved["sessions"] if saved.get("kind") == "meta" else [saved]
-    sessions = spec["sessions"] if spec.get("kind") == "meta" else [spec]
+    saved_sessions, sessions = ModelSpec.of(saved).sessions, ModelSpec.of(spec).sessions
     fix = "resume with the recording(s) and data options the run was fitted on, or start a new run (another --out, or --overwrite)"
     if len(saved_sessions) != len(sessions):
         raise UsageError(f"--resume: {len(sessions)} recording(s) given but the run in {out} was trained on "
@@ -329,9 +328,5 @@ def _key(metric: str, data, meta: bool) -> str:
 
 def _build(config: Config, sessions: list, device):
     """The model and the plain-data spec that rebuilds it (stored in every checkpoint)."""
-
-    if config.model.kind != "meta":
-        spec = model_spec(sessions[0])
-        return build_model(config, spec, device), spec
-    spec = {"kind": "meta", "sessions": [model_spec(d) | {"name": d.session} for d in sessions]}
+    spec = ModelSpec.for_sessions(sessions, meta=config.model.kind == "meta").to_dict()
     return build_model(config, spec, device), spec

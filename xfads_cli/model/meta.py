@@ -305,6 +305,11 @@ class MetaXFADS(nn.Module):
             self.init_from_data(index, y)
         return index
 
+    def session(self, index: int | str, trials) -> "SessionView":
+        """The model serving one session (the interface XFADS shares): bound to the session and the
+        mean of q(e_i) pooled over trials() [trial, time, neuron_i]."""
+        return SessionView.pooled(self, index, trials())
+
     def session_index(self, session: int | str) -> int:
         if isinstance(session, str):
             names = [s.name for s in self.sessions]

@@ -100,6 +100,12 @@ class XFADS(nn.Module):
         rank = self.cfg.rank_local + (0 if mode == "filter" else self.cfg.rank_backward)
         return noise_shape(mode, time, batch, n_samples or self.cfg.samples, self.cfg.latent_dim, rank)
 
+    def session(self, index: int = 0, trials=None) -> "XFADS":
+        """The model serving session `index` (the interface MetaXFADS shares): XFADS has one session,
+        itself; `trials` (a callable giving the session's counts, which the meta model pools its
+        embedding over) is not needed."""
+        return self
+
     def posterior(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
                   drop_local: float = 0.0, local_mask: torch.Tensor | None = None,
                   backward_mask: torch.Tensor | None = None, input_dropout: InputDropout | None = None,
