@@ -31,7 +31,6 @@ FORBIDDEN = {
 KNOWN_LAYER_BREAKS: set[tuple[str, str]] = set()
 KNOWN_PRIVATE_IMPORTS: set[tuple[str, str, str]] = set()
 KNOWN_LONG_FUNCTIONS = {
-    ("xfads_cli.commands.fit", "_fit"),
     ("xfads_cli.commands.adapt", "adapt"),
 }
 

@@ -84,44 +84,22 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
          deterministic: bool = False, dist=None, handle_signals: bool = True, threads: str | None = None) -> dict:
     import torch
 
-    from xfads_cli.data.provenance import package_versions
-    from xfads_cli.data.sessions import load_sessions
     from xfads_cli.train.distributed import SINGLE, process_group, rank_device
-    from xfads_cli.train.signals import Preempted, catch_preemption
     from xfads_cli.train.threads import configure_threads
 
     d = dist or SINGLE
     out = Path(out)
     resumed = check_out(out, overwrite, resume)
-    state = ckpt = None
-    if resumed:
-        ckpt = Checkpoint.load(out / "last.pt")
-        if ckpt.train_state is None:
-            raise UsageError(f"--resume: {out / 'last.pt'} holds no training state (a copy of best.pt?); "
-                             "start a new run (another --out, or --overwrite)")
+    ckpt = _resumable_checkpoint(out) if resumed else None
+    if ckpt is not None:  # the run's own config; only the time budget is this invocation's
         limit = config.train.time_limit_min
         config = load_config(base=ckpt.config)
         config = replace(config, train=replace(config.train, time_limit_min=limit))
-        state = ckpt.train_state
-        state["best_model"] = ckpt.best_model
     if plot:
         from xfads_cli.outputs.plots import require_matplotlib
 
         require_matplotlib()
-
-    sessions = load_sessions(paths, config.data)
-    meta = config.model.kind == "meta" or len(sessions) > 1
-    if meta and config.model.kind != "meta":
-        config = replace(config, model=replace(config.model, kind="meta"))
-    from xfads_cli.model.likelihoods import support_problem
-
-    for data in sessions:
-        problem = support_problem(config.model.likelihood, data.counts)
-        if problem:
-            raise UsageError(f"{Path(data.provenance.get('path', 'the recording')).name} {problem}")
-        if data.subset("train").n_trials == 0:
-            raise UsageError(f"{data.provenance.get('path')} gives no training trials; check data.split or the trial options")
-    config = resolve_batch_size(config, sessions)
+    config, sessions, meta = _load_sessions(paths, config)
     select = selection_key(config, sessions, meta)
     dev = rank_device(d, device)
     tuner = configure_threads(threads if threads is not None else config.train.threads, world=d.world,
@@ -144,82 +122,121 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
                     model.init_from_data(y)
         # The input is loaded and valid: only now does anything appear on disk (rank 0 only).
         if d.is_main:
-            lock.acquire()
-            if check_out(out, overwrite, resume) != resumed:
-                raise UsageError(f"{out} changed while this fit was loading its data (another process wrote it); "
-                                 "run the command again")
-            create_out(out, fresh=not resumed)
-            atomic_text(out / "config.yaml", dump_config(config))
-        base = Checkpoint(config=resolved_config(config), spec=spec, versions=package_versions(),
-                          data=[data_provenance(s) for s in sessions] if meta else data_provenance(sessions[0]))
-
-        def views():
-            return session_views(model, sessions) if meta else [model]
-
-        def evaluate_epoch(m) -> dict:
-            # cheap per-epoch scores only: no decoder fit on the training trials, no baselines, and a
-            # forecast pass only when it selects the best epoch
-            out_metrics = {}
-            for view, data in zip(views(), sessions):
-                if data.subset("valid").n_trials:
-                    scores = evaluate(view, data, config, splits=("valid",), forecast=False, decode=False,
-                                      baselines=False)
-                    if select == "valid_fp_bps":
-                        scores["valid_fp_bps"] = selection_fp_bps(view, data.subset("valid"), config)
-                    out_metrics.update({_key(k, data, meta): v for k, v in scores.items() if math.isfinite(v)})
-            return out_metrics
-
-        writer = RunWriter(out, base, model, state) if d.is_main else None
-        if progress is not None:
-            progress.resume(select, state.get("best") if state else None)
+            _open_run_dir(out, lock, overwrite, resume, resumed, config)
+        base = _base_checkpoint(config, spec, sessions, meta)
+        writer = RunWriter(out, base, model, ckpt.train_state if ckpt else None) if d.is_main else None
         t0 = time.monotonic()
-        common = dict(seed=config.seed, select=select, resume=state, max_epochs=max_epochs, dist=d, threads=tuner,
-                      evaluate=evaluate_epoch if d.is_main else None,
-                      on_epoch=writer.on_epoch if writer else None,
-                      on_interrupt=writer.on_interrupt if writer else None,
-                      callback=progress.update if progress is not None and d.is_main else None)
-        signals = catch_preemption() if handle_signals else _no_signals()
-        try:
-            with signals as stop:
-                if meta:
-                    from xfads_cli.train.meta_loop import fit_meta
-
-                    result = fit_meta(model, trains, valids, config.train, should_stop=stop, **common)
-                else:
-                    from xfads_cli.train.loop import fit
-
-                    result = fit(model, trains[0], valids[0], config.train, should_stop=stop, **common)
-        except Preempted as exc:
-            raise Preempted(f"{exc}; {out / 'last.pt'} holds the exact state, continue with --resume") from None
-        except RunFailure as exc:
-            if (out / "last.pt").is_file():
-                raise RunFailure(f"{exc} ({out / 'last.pt'} keeps the last completed epoch)") from None
-            raise
+        result = _train(model, trains, valids, config, out, meta, select=select, resume=ckpt, max_epochs=max_epochs,
+                        dist=d, threads=tuner, progress=progress, writer=writer, handle_signals=handle_signals,
+                        evaluate=_epoch_scores(model, sessions, config, select, meta) if d.is_main else None)
         if not d.is_main:
             return {"run_dir": str(out), "rank": d.rank, "epochs": len(result.history)}
         metrics = {}
-        for view, data in zip(views(), sessions):
+        for view, data in zip(session_views(model, sessions), sessions):
             metrics.update({_key(k, data, meta): v for k, v in evaluate(view, data, config).items()})
     summary = {
-        "run_dir": str(out),
-        "kind": "meta" if meta else "xfads",
-        "epochs": len(result.history),
-        "best_epoch": result.best_epoch,
-        "selected_on": result.select,
-        "best_score": result.best_score,
-        "stopped": result.stopped,
-        "seconds": time.monotonic() - t0,
-        "metrics": metrics,
+        "run_dir": str(out), "kind": "meta" if meta else "xfads", "epochs": len(result.history),
+        "best_epoch": result.best_epoch, "selected_on": result.select, "best_score": result.best_score,
+        "stopped": result.stopped, "seconds": time.monotonic() - t0, "metrics": metrics,
         "data": [data_summary(s) for s in sessions] if meta else data_summary(sessions[0]),
-        "device": str(dev),
-        "world_size": d.world,
-        "threads": tuner.summary(),
-        "deterministic": deterministic,
+        "device": str(dev), "world_size": d.world, "threads": tuner.summary(), "deterministic": deterministic,
         "versions": base.versions,
     }
-
     summary.update(baseline_summary(sessions, metrics, meta))
     return writer.finish(summary, result.history, plot)
+
+
+def _resumable_checkpoint(out: Path) -> Checkpoint:
+    """last.pt of the run to resume, its training state carrying the best parameters so far."""
+    ckpt = Checkpoint.load(out / "last.pt")
+    if ckpt.train_state is None:
+        raise UsageError(f"--resume: {out / 'last.pt'} holds no training state (a copy of best.pt?); "
+                         "start a new run (another --out, or --overwrite)")
+    ckpt.train_state["best_model"] = ckpt.best_model
+    return ckpt
+
+
+def _load_sessions(paths: list[Path], config: Config) -> tuple[Config, list, bool]:
+    """The recordings, checked for this likelihood and for training trials; the config with the meta
+    kind when there are several, and with the batch size resolved; whether the model is the meta one."""
+    from xfads_cli.data.sessions import load_sessions
+    from xfads_cli.model.likelihoods import support_problem
+
+    sessions = load_sessions(paths, config.data)
+    meta = config.model.kind == "meta" or len(sessions) > 1
+    if meta and config.model.kind != "meta":
+        config = replace(config, model=replace(config.model, kind="meta"))
+    for data in sessions:
+        problem = support_problem(config.model.likelihood, data.counts)
+        if problem:
+            raise UsageError(f"{Path(data.provenance.get('path', 'the recording')).name} {problem}")
+        if data.subset("train").n_trials == 0:
+            raise UsageError(f"{data.provenance.get('path')} gives no training trials; check data.split or the trial options")
+    return resolve_batch_size(config, sessions), sessions, meta
+
+
+def _open_run_dir(out: Path, lock, overwrite: bool, resume, resumed: bool, config: Config) -> None:
+    """Take the run's lock, check nobody wrote RUN_DIR meanwhile, create it and its config.yaml."""
+    lock.acquire()
+    if check_out(out, overwrite, resume) != resumed:
+        raise UsageError(f"{out} changed while this fit was loading its data (another process wrote it); "
+                         "run the command again")
+    create_out(out, fresh=not resumed)
+    atomic_text(out / "config.yaml", dump_config(config))
+
+
+def _base_checkpoint(config: Config, spec: dict, sessions: list, meta: bool) -> Checkpoint:
+    """The checkpoint fields that stay the same all run."""
+    from xfads_cli.data.provenance import package_versions
+
+    data = [data_provenance(s) for s in sessions] if meta else data_provenance(sessions[0])
+    return Checkpoint(config=resolved_config(config), spec=spec, versions=package_versions(), data=data)
+
+
+def _epoch_scores(model, sessions: list, config: Config, select: str, meta: bool):
+    """The per-epoch validation scores (rank 0): cheap ones only, no decoder fit on the training
+    trials, no baselines, and a forecast pass only when it selects the best epoch."""
+    def scores(m) -> dict:
+        out_metrics = {}
+        for view, data in zip(session_views(model, sessions), sessions):
+            if data.subset("valid").n_trials:
+                found = evaluate(view, data, config, splits=("valid",), forecast=False, decode=False, baselines=False)
+                if select == "valid_fp_bps":
+                    found["valid_fp_bps"] = selection_fp_bps(view, data.subset("valid"), config)
+                out_metrics.update({_key(k, data, meta): v for k, v in found.items() if math.isfinite(v)})
+        return out_metrics
+
+    return scores
+
+
+def _train(model, trains: list, valids: list, config: Config, out: Path, meta: bool, *, select: str, resume,
+           max_epochs, dist, threads, progress, writer, handle_signals: bool, evaluate):
+    """The training loop of the model's kind, RUN_DIR written as it goes (rank 0); preemption and
+    failures say what last.pt holds."""
+    from xfads_cli.train.signals import Preempted, catch_preemption
+
+    state = resume.train_state if resume is not None else None
+    if progress is not None:
+        progress.resume(select, state.get("best") if state else None)
+    common = dict(seed=config.seed, select=select, resume=state, max_epochs=max_epochs, dist=dist, threads=threads,
+                  evaluate=evaluate, on_epoch=writer.on_epoch if writer else None,
+                  on_interrupt=writer.on_interrupt if writer else None,
+                  callback=progress.update if progress is not None and dist.is_main else None)
+    try:
+        with catch_preemption() if handle_signals else _no_signals() as stop:
+            if meta:
+                from xfads_cli.train.meta_loop import fit_meta
+
+                return fit_meta(model, trains, valids, config.train, should_stop=stop, **common)
+            from xfads_cli.train.loop import fit
+
+            return fit(model, trains[0], valids[0], config.train, should_stop=stop, **common)
+    except Preempted as exc:
+        raise Preempted(f"{exc}; {out / 'last.pt'} holds the exact state, continue with --resume") from None
+    except RunFailure as exc:
+        if (out / "last.pt").is_file():
+            raise RunFailure(f"{exc} ({out / 'last.pt'} keeps the last completed epoch)") from None
+        raise
 
 
 def _check_resumable(saved: dict, spec: dict, out: Path) -> None:
