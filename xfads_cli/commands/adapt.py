@@ -36,58 +36,21 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     embedding mean is a parameter of the new session fitted with them (refine_embedding, from the
     prior mean), or the frozen embedding encoder's pooled estimate. Writes a new run directory holding the
     old sessions plus the new one, usable by smooth, forecast and embed."""
-    from dataclasses import replace
-
-    from xfads_cli.config import dump_config, load_config, resolved_config
-    from xfads_cli.data.load import load_data
-    from xfads_cli.data.provenance import package_versions
-    from xfads_cli.train.checkpoint import Checkpoint
+    from xfads_cli.config import dump_config
     from xfads_cli.train.meta_loop import fit_meta
     from xfads_cli.train.threads import configure_threads
 
-    if trials < 1:
-        raise UsageError(f"--trials must be >= 1, got {trials}")
-    if max_epochs is not None and max_epochs < 1:
-        raise UsageError(f"--max-epochs must be >= 1, got {max_epochs}")
-    if time_limit_min is not None and not time_limit_min > 0:  # also NaN
-        raise UsageError(f"--time-limit must be > 0 minutes, got {time_limit_min:g}; e.g. --time-limit 5")
+    _check_budget(trials, max_epochs, time_limit_min)
     run = load_run(run_path, device)
     require_meta(run, "adapt")
     if Path(out).resolve() in (Path(run_path).resolve(), run.path.parent.resolve()):
         raise UsageError(f"--out {out} is the run being adapted; xfads never modifies its input, choose a new "
                          "directory for the adapted run")
-    config = load_config(overrides=overrides, base=resolved_config(run.config))
-    if config.train.batch_size is None:  # e.g. --set train.batch_size=null: resolved from the shots, as fit does
-        from xfads_cli.train.loop import auto_batch_size
-
-        config = replace(config, train=replace(config.train, batch_size=auto_batch_size(trials)))
+    config, train_cfg = _adapt_config(run, overrides, trials, time_limit_min)
     tuner = configure_threads(threads if threads is not None else config.train.threads, tune=run.device.type == "cpu")
-    train_cfg = config.train
-    if time_limit_min is not None:
-        train_cfg = replace(train_cfg, time_limit_min=time_limit_min)
-    data = load_data(data_path, config.data)
-    from xfads_cli.model.likelihoods import support_problem
-
-    problem = support_problem(config.model.likelihood, data.counts)
-    if problem:
-        raise UsageError(f"{Path(data_path).name} {problem}")
-    known = run.spec.names
-    if data.session in known:
-        raise UsageError(f"session '{data.session}' is already in {run_path}; use smooth/forecast on it directly "
-                         "(or --set data.session=NEW_NAME)")
-    available = data.subset("train")
-    if trials > available.n_trials:
-        raise UsageError(f"--trials {trials} but {Path(data_path).name} has only {available.n_trials} training trials "
-                         f"(of {data.n_trials}); lower --trials")
+    data, shots = _new_session(run, run_path, data_path, config, trials)
     out = Path(out)
     prepare_out(out, overwrite, resume=False)
-
-    # The first `trials` training trials (in recording order) are the few shots; the rest of the
-    # file's valid split is held out for early stopping.
-    shots = available.select(np.arange(trials))
-    split = data.split.copy()
-    split[np.flatnonzero(split == "train")[trials:]] = "unused"
-    data.split = split
 
     model = run.model
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -103,30 +66,16 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     index = model.add_session(new_spec, y)
     model.freeze_shared()
     valid = data.subset("valid")
-    n_old = index
-    spec = ModelSpec(run.spec.sessions + (new_spec,), meta=True).to_dict()
-    base = Checkpoint(config=resolved_config(config), spec=spec, data=list(run.checkpoint.data) + [data_provenance(data)],
-                      versions=package_versions(),
-                      adapted_from={"checkpoint": str(run.path), "sha256": run.sha256, "trials": trials})
+    base = _adapted_checkpoint(run, config, new_spec, data, trials)
     atomic_text(out / "config.yaml", dump_config(config))
     writer = RunWriter(out, base, model)
     t0 = time.monotonic()
     model.train()
-    result = fit_meta(model, [None] * n_old + [y], [None] * n_old + [as_tensor(valid.counts, run) if valid.n_trials else None],
+    result = fit_meta(model, [None] * index + [y], [None] * index + [as_tensor(valid.counts, run) if valid.n_trials else None],
                       train_cfg, seed=config.seed, parameters=list(model.session_parameters(index)),
                       on_epoch=writer.on_epoch, max_epochs=max_epochs, threads=tuner,
                       callback=progress.update if progress is not None else None)
-    search = None
-    if refine_embedding and y.shape[1] >= 2:
-        from xfads_cli.train.embedding_search import search_embedding
-
-        # The ELBO barely constrains e (a smoother needs little from the dynamics); keep the embedding
-        # under which the shots' second halves are best forecast from their first halves.
-        model.eval()
-        search = search_embedding(model, index, y, model.sessions[index].embedding.detach(), seed=config.seed)
-        with torch.no_grad():
-            model.sessions[index].embedding.copy_(search.e)
-        writer.replace_model()
+    search = _search_embedding(model, index, y, writer, config.seed) if refine_embedding and y.shape[1] >= 2 else None
     shared_unchanged = same_values(shared_before, model.shared_parameters())
     changed = [k for k, v in model.state_dict().items() if k in before and not torch.equal(v, before[k])]
     if changed:  # a bug, not a user error: shared parameters must never move during adapt
@@ -145,3 +94,76 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     if search is not None:
         summary["embedding_search"] = {"forecast_nll": search.nll, "candidates": len(search.scores)}
     return writer.finish(summary, result.history, plot)
+
+
+def _check_budget(trials: int, max_epochs: int | None, time_limit_min: float | None) -> None:
+    if trials < 1:
+        raise UsageError(f"--trials must be >= 1, got {trials}")
+    if max_epochs is not None and max_epochs < 1:
+        raise UsageError(f"--max-epochs must be >= 1, got {max_epochs}")
+    if time_limit_min is not None and not time_limit_min > 0:  # also NaN
+        raise UsageError(f"--time-limit must be > 0 minutes, got {time_limit_min:g}; e.g. --time-limit 5")
+
+
+def _adapt_config(run, overrides, trials: int, time_limit_min: float | None):
+    """The run's config with the --set overrides, and the training config of this adaptation."""
+    from dataclasses import replace
+
+    from xfads_cli.config import load_config, resolved_config
+
+    config = load_config(overrides=overrides, base=resolved_config(run.config))
+    if config.train.batch_size is None:  # e.g. --set train.batch_size=null: resolved from the shots, as fit does
+        from xfads_cli.train.loop import auto_batch_size
+
+        config = replace(config, train=replace(config.train, batch_size=auto_batch_size(trials)))
+    train_cfg = config.train if time_limit_min is None else replace(config.train, time_limit_min=time_limit_min)
+    return config, train_cfg
+
+
+def _new_session(run, run_path: Path, data_path: Path, config, trials: int):
+    """The new recording, checked, with its first `trials` training trials (in recording order) as the
+    shots and the rest of its training split unused; its valid split is held out for early stopping."""
+    from xfads_cli.data.load import load_data
+    from xfads_cli.model.likelihoods import support_problem
+
+    data = load_data(data_path, config.data)
+    problem = support_problem(config.model.likelihood, data.counts)
+    if problem:
+        raise UsageError(f"{Path(data_path).name} {problem}")
+    if data.session in run.spec.names:
+        raise UsageError(f"session '{data.session}' is already in {run_path}; use smooth/forecast on it directly "
+                         "(or --set data.session=NEW_NAME)")
+    available = data.subset("train")
+    if trials > available.n_trials:
+        raise UsageError(f"--trials {trials} but {Path(data_path).name} has only {available.n_trials} training trials "
+                         f"(of {data.n_trials}); lower --trials")
+    shots = available.select(np.arange(trials))
+    split = data.split.copy()
+    split[np.flatnonzero(split == "train")[trials:]] = "unused"
+    data.split = split
+    return data, shots
+
+
+def _adapted_checkpoint(run, config, new_spec: dict, data, trials: int):
+    """The checkpoint fields of the adapted run: the old sessions plus the new one, and where it came from."""
+    from xfads_cli.config import resolved_config
+    from xfads_cli.data.provenance import package_versions
+    from xfads_cli.train.checkpoint import Checkpoint
+
+    spec = ModelSpec(run.spec.sessions + (new_spec,), meta=True).to_dict()
+    return Checkpoint(config=resolved_config(config), spec=spec, data=list(run.checkpoint.data) + [data_provenance(data)],
+                      versions=package_versions(),
+                      adapted_from={"checkpoint": str(run.path), "sha256": run.sha256, "trials": trials})
+
+
+def _search_embedding(model, index: int, y, writer, seed: int):
+    """The ELBO barely constrains e (a smoother needs little from the dynamics): keep the embedding under
+    which the shots' second halves are best forecast from their first halves, and rewrite the checkpoints."""
+    from xfads_cli.train.embedding_search import search_embedding
+
+    model.eval()
+    search = search_embedding(model, index, y, model.sessions[index].embedding.detach(), seed=seed)
+    with torch.no_grad():
+        model.sessions[index].embedding.copy_(search.e)
+    writer.replace_model()
+    return search
