@@ -13,6 +13,7 @@ from xfads_cli.errors import UsageError
 
 
 def concat_parts(parts: list[dict]) -> dict[str, np.ndarray]:
+    """Blocks of trials (dicts of [block, ...] arrays) -> the whole arrays [trial, ...]."""
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 
