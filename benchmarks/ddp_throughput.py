@@ -49,7 +49,7 @@ def worker(args) -> None:
         model = XFADS(cfg, 45, torch.ones(45, dtype=torch.bool), dt=0.02)
         model.init_from_data(y)
         res = fit(model, y, None, TrainConfig(max_epochs=args.epochs + 1, batch_size=args.batch, patience=10**9),
-                  seed=0, dist=d)
+                  seed=0, dist=d).run()
         if d.is_main:
             print("RESULT " + json.dumps({"seconds": [r["seconds"] for r in res.history],
                                           "loss": res.history[-1]["train_loss"]}), flush=True)

@@ -113,7 +113,7 @@ def train_meta(adaptation, train, mcfg, tcfg, args):
     t0 = time.monotonic()
     try:
         res = fit_meta(model, [s["counts"][n_valid:] for s in train], [s["counts"][:n_valid] for s in train],
-                       tcfg, seed=args.seed)
+                       tcfg, seed=args.seed).run()
     except RunFailure as err:  # reported in the output; the retry starts from scratch at half the lr
         print(f"  {LABELS[adaptation]}: {err}; retraining from scratch with lr {tcfg.lr / 2:g}", flush=True)
         return train_meta(adaptation, train, mcfg, replace(tcfg, lr=tcfg.lr / 2), args)
@@ -131,7 +131,7 @@ def adapt_meta(trained, s, n, acfg, args, key):
     model.freeze_shared()
     model.train()
     fit_meta(model, [None] * i + [y], [None] * (i + 1), acfg, seed=args.seed,
-             parameters=list(model.session_parameters(i)))
+             parameters=list(model.session_parameters(i))).run()
     model.eval()
     fitted = session_embedding(model, y, i)[2].numpy().copy()  # before the search (the array would share the parameter)
     if args.refine and args.search and model.adaptation != "none":
@@ -142,7 +142,7 @@ def adapt_meta(trained, s, n, acfg, args, key):
         if args.retune_steps:
             model.train()
             fit_meta(model, [None] * i + [y], [None] * (i + 1), replace(acfg, max_epochs=args.retune_steps),
-                     seed=args.seed + 1, parameters=[p for n, p in model.sessions[i].named_parameters() if n != "embedding"])
+                     seed=args.seed + 1, parameters=[p for n, p in model.sessions[i].named_parameters() if n != "embedding"]).run()
             model.eval()
     e = session_embedding(model, y, i)[2]
     return SessionView(model, i, e), e.numpy(), fitted
@@ -156,7 +156,7 @@ def fit_single(s, n, mcfg, scfg, args):
         model = XFADS(replace(mcfg, kind="xfads"), s["n"], torch.ones(s["n"], dtype=torch.bool), dt=0.02)
         model.init_from_data(y)
         try:
-            fit(model, y, None, replace(scfg, lr=lr), seed=args.seed)
+            fit(model, y, None, replace(scfg, lr=lr), seed=args.seed).run()
             break
         except RunFailure as err:
             print(f"  single-session fit on {s['name']}, n={n}: {err}; retrying with lr {lr / 3:g}", flush=True)

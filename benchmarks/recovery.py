@@ -63,7 +63,7 @@ def main():
     model = XFADS(mcfg, args.neurons, torch.ones(args.neurons, dtype=torch.bool), dt=0.02)
     model.init_from_data(y[tr])
     t0 = time.time()
-    res = fit(model, y[tr], y[va], tcfg, seed=args.seed)
+    res = fit(model, y[tr], y[va], tcfg, seed=args.seed).run()
     secs = time.time() - t0
     model.eval()
 

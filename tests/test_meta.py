@@ -167,8 +167,9 @@ def test_fit_meta_decreases_the_loss_and_freezing_keeps_shared_parameters():
     for i, y in enumerate(data):
         model.init_from_data(i, y)
     train, valid = [y[:8] for y in data], [y[8:] for y in data]
-    seen = []
-    result = fit_meta(model, train, valid, TRAIN, seed=0, callback=seen.append)
+    training = fit_meta(model, train, valid, TRAIN, seed=0)
+    seen = [event.record for event in training]
+    result = training.result
     losses = [r["train_loss"] for r in result.history]
     assert len(losses) == TRAIN.max_epochs == len(seen)
     assert all(math.isfinite(v) for v in losses) and all(math.isfinite(r["valid_loss"]) for r in result.history)
@@ -192,7 +193,7 @@ def test_fit_meta_decreases_the_loss_and_freezing_keeps_shared_parameters():
     model.freeze_shared()
     assert not any(p.requires_grad for p in model.shared_parameters())
     cfg = TrainConfig(max_epochs=2, batch_size=2, lr=1e-2, patience=100)
-    fit_meta(model, [None] * j + [y_new], [None] * (j + 1), cfg, parameters=model.session_parameters(j))
+    fit_meta(model, [None] * j + [y_new], [None] * (j + 1), cfg, parameters=model.session_parameters(j)).run()
     after = model.state_dict()
     for k, v in before.items():
         if not k.startswith(prefix):
@@ -203,7 +204,7 @@ def test_fit_meta_decreases_the_loss_and_freezing_keeps_shared_parameters():
 def test_fit_meta_rejects_no_training_data():
     model = make_model()
     with pytest.raises(ValueError):
-        fit_meta(model, [None, None, None], [None] * 3, TRAIN)
+        fit_meta(model, [None, None, None], [None] * 3, TRAIN).run()
 
 
 def test_rebuilds_from_session_specs_and_gaussian_likelihood_reads_raw_values():
@@ -276,7 +277,7 @@ def test_refined_session_embedding_replaces_the_pooled_mean_and_is_trained():
     assert torch.equal(session_embedding(model, y, i)[2], torch.zeros(CFG.embed_dim))  # starts at the prior mean
     before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(f"sessions.{i}.")}
     model.freeze_shared()
-    fit_meta(model, [None] * i + [y], [None] * (i + 1), TRAIN, parameters=list(model.session_parameters(i)))
+    fit_meta(model, [None] * i + [y], [None] * (i + 1), TRAIN, parameters=list(model.session_parameters(i))).run()
     refined = model.sessions[i].embedding.detach()
     assert refined.abs().sum() > 0
     assert torch.equal(session_embedding(model, y, i)[2], refined)

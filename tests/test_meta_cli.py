@@ -104,11 +104,23 @@ def test_adapt_refuses_to_move_shared_parameters(meta_run, sessions, tmp_path, m
 
     fit_meta = meta_loop.fit_meta
 
+    class LeakyTraining:
+        """The Training of fit_meta, moving a shared parameter once it has run."""
+
+        def __init__(self, model, training):
+            self.model, self.training = model, training
+
+        def __iter__(self):
+            yield from self.training
+            with torch.no_grad():
+                next(self.model.shared_parameters()).add_(0.1)
+
+        @property
+        def result(self):
+            return self.training.result
+
     def leaky_fit(model, *args, **kwargs):
-        result = fit_meta(model, *args, **kwargs)
-        with torch.no_grad():
-            next(model.shared_parameters()).add_(0.1)
-        return result
+        return LeakyTraining(model, fit_meta(model, *args, **kwargs))
 
     monkeypatch.setattr(meta_loop, "fit_meta", leaky_fit)
     _, new = sessions

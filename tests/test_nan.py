@@ -40,9 +40,12 @@ def toy_fit(bad_steps, kind="loss", on_epoch=None, snapshots=None):
         w = model.weight  # d/dw sqrt(|w - w|) = 0 * inf = NaN at a finite loss value
         return loss + (w - w.detach()).abs().sqrt().sum()
 
-    result = run_epochs(model, CFG, batches=lambda epoch: [x[i : i + 2] for i in range(0, 8, 2)],
-                        batch_loss=batch_loss, valid_loss=lambda: math.nan, on_epoch=on_epoch)
-    return model, result
+    training = run_epochs(model, CFG, batches=lambda epoch: [x[i : i + 2] for i in range(0, 8, 2)],
+                          batch_loss=batch_loss, valid_loss=lambda: math.nan)
+    for event in training:
+        if on_epoch is not None:
+            on_epoch(event.record, event.is_best, event.state)
+    return model, training.result
 
 
 @pytest.mark.parametrize("kind", ["loss", "grad", "raise"])
@@ -86,7 +89,7 @@ def test_rollback_recovers_from_parameters_whose_loss_stays_non_finite():
 
     cfg = TrainConfig(max_epochs=30, batch_size=1, lr=3.0, schedule="exponential", lr_decay=1.0, warmup_steps=0, patience=100)
     result = run_epochs(model, cfg, batches=lambda epoch: [0, 1, 2], batch_loss=batch_loss,
-                        valid_loss=lambda: math.nan)
+                        valid_loss=lambda: math.nan).run()
     assert max(visited) > 5  # it did step into the non-finite region
     assert result.history[-1]["lr"] < 3.0
     assert abs(float(w) - 4.0) < 0.5 and all(math.isfinite(r["train_loss"]) for r in result.history)

@@ -20,7 +20,7 @@ def test_short_fit_recovers_part_of_the_oracle():
     model = XFADS(ModelConfig(latent_dim=2, samples=10, dynamics_hidden=32, encoder_hidden=32), 30,
                   torch.ones(30, dtype=torch.bool), dt=0.02)
     model.init_from_data(y[:48])
-    fit(model, y[:48], y[48:54], TrainConfig(max_epochs=40, batch_size=12, lr=1e-2), seed=0)
+    fit(model, y[:48], y[48:54], TrainConfig(max_epochs=40, batch_size=12, lr=1e-2), seed=0).run()
     model.eval()
     with torch.no_grad():
         rates = model.rates(model.posterior(y[54:]).samples).mean(0).numpy()

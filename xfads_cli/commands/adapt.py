@@ -71,10 +71,14 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     writer = RunWriter(out, base, model)
     t0 = time.monotonic()
     model.train()
-    result = fit_meta(model, [None] * index + [y], [None] * index + [as_tensor(valid.counts, run) if valid.n_trials else None],
-                      train_cfg, seed=config.seed, parameters=list(model.session_parameters(index)),
-                      on_epoch=writer.on_epoch, max_epochs=max_epochs, threads=tuner,
-                      callback=progress.update if progress is not None else None)
+    training = fit_meta(model, [None] * index + [y], [None] * index + [as_tensor(valid.counts, run) if valid.n_trials else None],
+                        train_cfg, seed=config.seed, parameters=list(model.session_parameters(index)),
+                        max_epochs=max_epochs, threads=tuner)
+    for event in training:  # EpochEnd only: adapt installs no preemption handler
+        writer.on_epoch(event.record, event.is_best, event.state)
+        if progress is not None:
+            progress.update(event.record)
+    result = training.result
     search = _search_embedding(model, index, y, writer, config.seed) if refine_embedding and y.shape[1] >= 2 else None
     shared_unchanged = same_values(shared_before, model.shared_parameters())
     changed = [k for k, v in model.state_dict().items() if k in before and not torch.equal(v, before[k])]

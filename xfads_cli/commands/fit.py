@@ -211,26 +211,36 @@ def _epoch_scores(model, sessions: list, config: Config, select: str, meta: bool
 
 def _train(model, trains: list, valids: list, config: Config, out: Path, meta: bool, *, select: str, resume,
            max_epochs, dist, threads, progress, writer, handle_signals: bool, evaluate):
-    """The training loop of the model's kind, RUN_DIR written as it goes (rank 0); preemption and
-    failures say what last.pt holds."""
+    """The training of the model's kind, RUN_DIR written as it goes (rank 0: checkpoints at every
+    epoch, the exact state when preempted) and progress drawn; preemption and failures say what
+    last.pt holds."""
+    from xfads_cli.train.loop import EpochEnd
     from xfads_cli.train.signals import Preempted, catch_preemption
 
     state = resume.train_state if resume is not None else None
     if progress is not None:
         progress.resume(select, state.get("best") if state else None)
     common = dict(seed=config.seed, select=select, resume=state, max_epochs=max_epochs, dist=dist, threads=threads,
-                  evaluate=evaluate, on_epoch=writer.on_epoch if writer else None,
-                  on_interrupt=writer.on_interrupt if writer else None,
-                  callback=progress.update if progress is not None and dist.is_main else None)
+                  evaluate=evaluate)
     try:
         with catch_preemption() if handle_signals else _no_signals() as stop:
             if meta:
                 from xfads_cli.train.meta_loop import fit_meta
 
-                return fit_meta(model, trains, valids, config.train, should_stop=stop, **common)
-            from xfads_cli.train.loop import fit
+                training = fit_meta(model, trains, valids, config.train, should_stop=stop, **common)
+            else:
+                from xfads_cli.train.loop import fit
 
-            return fit(model, trains[0], valids[0], config.train, should_stop=stop, **common)
+                training = fit(model, trains[0], valids[0], config.train, should_stop=stop, **common)
+            for event in training:
+                if isinstance(event, EpochEnd):
+                    if writer is not None:
+                        writer.on_epoch(event.record, event.is_best, event.state)
+                    if progress is not None and dist.is_main:
+                        progress.update(event.record)
+                elif writer is not None:  # Interrupted: the exact mid-epoch state
+                    writer.on_interrupt(event.state)
+            return training.result
     except Preempted as exc:
         raise Preempted(f"{exc}; {out / 'last.pt'} holds the exact state, continue with --resume") from None
     except RunFailure as exc:

@@ -1,12 +1,15 @@
 """One readable training loop (nanoGPT-style): Adam, a learning rate annealed over the run's budget,
 gradient clipping, model selection and early stopping on a validation score, a time limit checked
-after every step, divergence handling, preemption, resumable state, data-parallel ranks and hooks.
+after every step, divergence handling, preemption, resumable state and data-parallel ranks.
 
-    result = fit(model, train_y, valid_y, cfg, seed=0, evaluate=fn, on_epoch=fn, resume=state)
+    training = fit(model, train_y, valid_y, cfg, seed=0, evaluate=fn, resume=state)
+    for event in training:            # EpochEnd(record, is_best, state) after every epoch,
+        ...                           # Interrupted(state) when a stop signal arrived mid-epoch
+    result = training.result          # or: result = fit(...).run()
 
-`run_epochs` is the loop itself, parameterised by what a batch is (the meta model's loop reuses it):
-per epoch `_Loop.train_epoch` (the optimisation steps) then `_Loop.end_epoch` (validate, record, select,
-save, decide whether to stop); `LoopState` holds the counters a resumed run continues from.
+`run_epochs` builds the Training, parameterised by what a batch is (the meta model's loop reuses it):
+per epoch `_Loop.train_epoch` (the optimisation steps) then `_Loop.end_epoch` (validate, record,
+select, decide whether to stop); `LoopState` holds the counters a resumed run continues from.
 
 Reproducibility: the batch order of epoch e is a permutation drawn from a generator seeded with
 (seed, e) (as torch's DistributedSampler does), and the Monte Carlo draws of the training loss are
@@ -14,10 +17,10 @@ keyed by (seed, e, trial) (`trial_draws`), so the state "epoch e, k batches done
 schedule budget, counters and the global RNG, which validation uses) is enough to continue a run exactly,
 also from the middle of an epoch, and a trial gets the same draws on whichever rank it lands.
 
-Hooks: `on_epoch(record, is_best, state)` after every epoch and `on_interrupt(state)` when
-`should_stop()` turns true (a preemption signal, train/signals.py; checked after every step, the loop
-then raises `Preempted`). `state()` returns the resumable training state as tensors and plain data:
-the caller decides where checkpoints go.
+Events, not hooks: the loop yields and the caller decides where checkpoints, progress and logs go.
+`state()` of an event returns the resumable training state as tensors and plain data. When
+`should_stop()` turns true (a preemption signal, train/signals.py; polled after every step) the loop
+yields the state to save, then raises `Preempted` on every rank.
 
 Divergence: a step whose loss or total gradient norm is not finite is skipped, the parameters and
 the optimizer's moments are rolled back to where the epoch started (the last point known to give
@@ -33,7 +36,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, NamedTuple, Optional
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional
 
 import torch
 
@@ -167,20 +170,18 @@ def fit(
     *,
     seed: int = 0,
     select: str = "valid_loss",
-    callback: Callable[[dict], None] | None = None,
     evaluate: Callable[[torch.nn.Module], dict] | None = None,
-    on_epoch: Callable[[dict, bool, Callable[[], dict]], None] | None = None,
     resume: dict | None = None,
     max_epochs: int | None = None,
     dist: Dist | None = None,
     should_stop: Callable[[], bool] | None = None,
-    on_interrupt: Callable[[Callable[[], dict]], None] | None = None,
     threads: ThreadTuner | None = None,
-) -> FitResult:
-    """Train `model` on train_y [trial, time, neuron] (on the model's device), early-stopping on the
-    -ELBO per bin of valid_y [trial, time, neuron]. Returns the history and the best parameters
-    (already loaded into the model). `resume` is a state from `on_epoch`/`on_interrupt` to continue
-    from; `dist` this process's rank (train/distributed.py), cfg.batch_size being the global batch."""
+) -> Training:
+    """Training of `model` on train_y [trial, time, neuron] (on the model's device), early-stopping on
+    the -ELBO per bin of valid_y [trial, time, neuron] (or `select`): iterate it, or `.run()` it for the
+    FitResult (history; the best parameters are then loaded into the model). `resume` is a state an
+    event's `state()` returned, to continue from; `dist` this process's rank (train/distributed.py),
+    cfg.batch_size being the global batch."""
     d = dist or SINGLE
     n, T = train_y.shape[0], train_y.shape[1]
     keyed = hasattr(model, "noise_shape")  # XFADS: per-trial draws; other models: the global RNG
@@ -215,8 +216,8 @@ def fit(
     return run_epochs(
         model, cfg, batches=batches, batch_loss=batch_loss,
         valid_loss=lambda: evaluate_loss(model, valid_y, batch_size) if has_valid else float("nan"),
-        seed=seed, select=select, callback=callback, evaluate=evaluate, on_epoch=on_epoch, resume=resume, max_epochs=max_epochs,
-        dist=d, should_stop=should_stop, on_interrupt=on_interrupt, find_unused_parameters=unused, threads=threads,
+        seed=seed, select=select, evaluate=evaluate, resume=resume, max_epochs=max_epochs,
+        dist=d, should_stop=should_stop, find_unused_parameters=unused, threads=threads,
     )
 
 
@@ -332,11 +333,10 @@ class _Loop:
     one method per phase (`train_epoch`, `end_epoch`) and the resumable `state`."""
 
     def __init__(self, model, cfg: TrainConfig, params: list, step_loss, *, batches, valid_loss, select: str,
-                 callback, evaluate, on_epoch, should_stop, on_interrupt, threads, dist: Dist):
+                 evaluate, should_stop, threads, dist: Dist):
         self.model, self.cfg, self.params, self.step_loss, self.d = model, cfg, params, step_loss, dist
         self.batches, self.valid_loss, self.select, self.threads = batches, valid_loss, select, threads
-        self.callback, self.evaluate, self.on_epoch = callback, evaluate, on_epoch
-        self.should_stop, self.on_interrupt = should_stop, on_interrupt
+        self.evaluate, self.should_stop = evaluate, should_stop
         self.device = params[0].device if params else torch.device("cpu")
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
         self.result = FitResult(select=select)
@@ -376,9 +376,10 @@ class _Loop:
     def out_of_time(self) -> bool:
         return self.cfg.time_limit_min is not None and time.monotonic() - self.start > 60 * self.cfg.time_limit_min
 
-    def train_epoch(self, epoch: int) -> tuple[list[float], float, bool]:
+    def train_epoch(self, epoch: int) -> tuple[list[float], float, bool, Optional[dict]]:
         """The optimisation steps of `epoch` (from where an interrupted run stopped): (the steps' losses,
-        the epoch's start on the monotonic clock, whether the time limit ended it)."""
+        the epoch's start on the monotonic clock, whether the time limit ended it, and when a stop was
+        requested the position reached, for the mid-epoch state)."""
         ls, cfg, d = self.ls, self.cfg, self.d
         skip, losses, elapsed = 0, [], 0.0
         if ls.partial is not None and ls.partial["epoch"] == epoch:
@@ -414,17 +415,13 @@ class _Loop:
             else:
                 self._diverged(value, epoch, step, rollback)
             if stop:
-                snapshot = {"epoch": epoch, "step": step, "steps": len(epoch_batches), "losses": list(losses),
-                            "seconds": time.monotonic() - t0}
-                if self.on_interrupt is not None:
-                    self.on_interrupt(lambda: self.state(epoch - 1, snapshot))
-                d.barrier()
-                raise Preempted(f"stopped at epoch {epoch}, step {step}")
+                return losses, t0, time_up, {"epoch": epoch, "step": step, "steps": len(epoch_batches),
+                                             "losses": list(losses), "seconds": time.monotonic() - t0}
             schedule_done = cfg.schedule == "cosine" and ls.budget.progress(
                 epoch + step / len(epoch_batches), ls.seconds) >= 1
             if time_up or schedule_done:
                 break
-        return losses, t0, time_up
+        return losses, t0, time_up, None
 
     def _diverged(self, value: float, epoch: int, step: int, rollback: "_Snapshot") -> None:
         """A non-finite loss or gradient: skip the step, roll back, halve the learning rate."""
@@ -437,9 +434,11 @@ class _Loop:
         rollback.restore()
         self.ls.lr_scale *= 0.5
 
-    def end_epoch(self, epoch: int, losses: list[float], t0: float, time_up: bool, last_epoch: int) -> bool:
-        """Validate, record, select and save after `epoch`; True when the run should end here."""
-        ls, r, d, cfg = self.ls, self.result, self.d, self.cfg
+    def end_epoch(self, epoch: int, losses: list[float], t0: float, time_up: bool,
+                  last_epoch: int) -> tuple[dict, bool, bool, bool]:
+        """Validate, record and select after `epoch`: (its record, whether it is the best so far, whether
+        a stop was requested, whether the run ends here)."""
+        ls, r, d = self.ls, self.result, self.d
         if not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):
             raise RunFailure(f"parameters became non-finite during epoch {epoch}; lower train.lr")
         record = stop = None
@@ -456,21 +455,17 @@ class _Loop:
         if d.active:  # rank 0's clock, so that every rank anneals and stops alike
             ls.seconds = d.broadcast(ls.seconds)
         is_best = self._select(record, epoch)
-        if self.callback is not None:
-            self.callback(record)
-        if self.on_epoch is not None:
-            self.on_epoch(record, is_best, lambda: self.state(epoch))
-        elif stop and self.on_interrupt is not None:
-            self.on_interrupt(lambda: self.state(epoch))
-        if stop:
-            d.barrier()
-            raise Preempted(f"stopped after epoch {epoch}")
+        return record, is_best, bool(stop), self._ends(epoch, time_up or time_up_end, last_epoch)
+
+    def _ends(self, epoch: int, time_up: bool, last_epoch: int) -> bool:
+        """Whether the run ends after `epoch` (early stopping, time limit, schedule done), saying why."""
+        ls, r, cfg = self.ls, self.result, self.cfg
         progress = ls.budget.progress(epoch + 1, ls.seconds)
         if _stalled(cfg, ls.since_best, progress, ls.best_progress):
             r.stopped = f"no validation improvement for {cfg.patience} epochs" + (
                 " nor in the first half of the learning-rate anneal" if cfg.schedule == "cosine" else "")
             return True
-        if time_up or time_up_end:
+        if time_up:
             r.stopped = f"time limit of {cfg.time_limit_min:g} min reached"
             return True
         if cfg.schedule == "cosine" and progress >= 1 and epoch + 1 < last_epoch:
@@ -495,6 +490,57 @@ class _Loop:
         return is_best
 
 
+class EpochEnd(NamedTuple):
+    """Yielded after every epoch: its record, whether it is the best so far, and the resumable state
+    (a call, so that only a caller that saves pays for it). A stop requested during the epoch raises
+    Preempted when the caller asks for the next event, after it has saved this one."""
+
+    record: dict
+    is_best: bool
+    state: Callable[[], dict]
+
+
+class Interrupted(NamedTuple):
+    """Yielded when a stop was requested mid-epoch: the exact mid-epoch state to save; asking for the
+    next event raises Preempted (on every rank together)."""
+
+    state: Callable[[], dict]
+
+
+class Training:
+    """A training run to iterate: `for event in training` yields EpochEnd / Interrupted while the caller
+    saves checkpoints, draws progress and logs (train/loop.py's module docstring); `result` once it
+    ended (the best parameters then loaded into the model). `run()` iterates without looking."""
+
+    def __init__(self, loop: _Loop, first_epoch: int, last_epoch: int):
+        self.loop, self.first_epoch, self.last_epoch = loop, first_epoch, last_epoch
+        self.result = loop.result
+
+    def __iter__(self) -> Iterator[EpochEnd | Interrupted]:
+        loop, d = self.loop, self.loop.d
+        loop.model.train()
+        for epoch in range(self.first_epoch, self.last_epoch):
+            losses, t0, time_up, interrupted = loop.train_epoch(epoch)
+            if interrupted is not None:
+                yield Interrupted(lambda: loop.state(epoch - 1, interrupted))
+                d.barrier()
+                raise Preempted(f"stopped at epoch {epoch}, step {interrupted['step']}")
+            record, is_best, stop, ends = loop.end_epoch(epoch, losses, t0, time_up, self.last_epoch)
+            yield EpochEnd(record, is_best, lambda: loop.state(epoch))
+            if stop:
+                d.barrier()
+                raise Preempted(f"stopped after epoch {epoch}")
+            if ends:
+                break
+        if self.result.best_state is not None:
+            loop.model.load_state_dict(self.result.best_state)
+
+    def run(self) -> FitResult:
+        for _ in self:
+            pass
+        return self.result
+
+
 def run_epochs(
     model: torch.nn.Module,
     cfg: TrainConfig,
@@ -505,18 +551,16 @@ def run_epochs(
     parameters: Iterable[torch.nn.Parameter] | None = None,
     seed: int = 0,
     select: str = "valid_loss",
-    callback: Callable[[dict], None] | None = None,
     evaluate: Callable[[torch.nn.Module], dict] | None = None,
-    on_epoch: Callable[[dict, bool, Callable[[], dict]], None] | None = None,
     resume: dict | None = None,
     max_epochs: int | None = None,
     dist: Dist | None = None,
     should_stop: Callable[[], bool] | None = None,
-    on_interrupt: Callable[[Callable[[], dict]], None] | None = None,
     find_unused_parameters: bool = False,
     threads: ThreadTuner | None = None,
-) -> FitResult:
-    """The epoch loop shared by `fit` and `fit_meta` (train/meta_loop.py), agnostic of what a batch is.
+) -> Training:
+    """The training shared by `fit` and `fit_meta` (train/meta_loop.py), agnostic of what a batch is;
+    returns the Training to iterate (nothing runs before that).
 
     batches(epoch): that epoch's batches in order, a function of (seed, epoch) only (the loop skips
     the first k when resuming mid-epoch); batch_loss(batch): scalar loss to minimise; valid_loss():
@@ -527,32 +571,25 @@ def run_epochs(
     The learning rate of each update is cfg.lr x warm-up x schedule (`anneal_factor`) x 0.5 per
     divergence. The budget (`Budget`: max_epochs and cfg.time_limit_min) is checked after every step:
     a time limit ends the epoch early, which is then validated and recorded as usual.
-    With an active `dist`, valid_loss, evaluate, callback and the hooks run on rank 0 only and its
-    decisions are broadcast. threads: told the wall time of every step (train/threads.py)."""
+    With an active `dist`, valid_loss and evaluate run on rank 0 only and its decisions (and records)
+    are broadcast. should_stop(): polled after every step (a preemption signal, train/signals.py).
+    threads: told the wall time of every step (train/threads.py)."""
     d = dist or SINGLE
     torch.manual_seed(seed)
     params = list(model.parameters()) if parameters is None else list(parameters)
     step_loss = d.wrap(_BatchLoss(model, batch_loss, params), find_unused_parameters)
     loop = _Loop(model, cfg, params, step_loss, batches=batches, valid_loss=valid_loss, select=select,
-                 callback=callback, evaluate=evaluate, on_epoch=on_epoch, should_stop=should_stop,
-                 on_interrupt=on_interrupt, threads=threads, dist=d)
+                 evaluate=evaluate, should_stop=should_stop, threads=threads, dist=d)
     last_epoch = cfg.max_epochs if max_epochs is None else max_epochs
     loop.ls = ls = loop.restore(resume, Budget(last_epoch, cfg.time_limit_min), last_epoch)
     result = loop.result
-    model.train()
     result.stopped = f"max_epochs={last_epoch} reached"
     first_epoch = ls.first_epoch
     if resume is not None and ls.partial is None and result.history and _stalled(
             cfg, ls.since_best, ls.budget.progress(first_epoch, ls.seconds_before), ls.best_progress):
         result.stopped = f"no validation improvement for {cfg.patience} epochs"  # a finished run, resumed
         first_epoch = max(first_epoch, last_epoch)
-    for epoch in range(first_epoch, last_epoch):
-        losses, t0, time_up = loop.train_epoch(epoch)
-        if loop.end_epoch(epoch, losses, t0, time_up, last_epoch):
-            break
-    if result.best_state is not None:
-        model.load_state_dict(result.best_state)
-    return result
+    return Training(loop, first_epoch, last_epoch)
 
 
 def _stalled(cfg: TrainConfig, since_best: int, progress: float, best_progress: float) -> bool:

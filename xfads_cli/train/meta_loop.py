@@ -1,12 +1,12 @@
 """Training loop of the meta-dynamical model (docs/model.md section 6) over many sessions at once.
 
-    result = fit_meta(model, [y_1, y_2, ...], [v_1, v_2, ...], cfg, seed=0)
+    result = fit_meta(model, [y_1, y_2, ...], [v_1, v_2, ...], cfg, seed=0).run()   # or iterate its events
 
 Each epoch every session's training trials are cut into batches of cfg.batch_size (a batch never mixes
 sessions, whose neuron counts differ, so nothing is padded) and all batches of all sessions are
 shuffled together, so the shared parameters see the sessions interleaved. The order is a function of
 (seed, epoch) and each chunk's Monte Carlo draws come from a generator keyed by (seed, epoch, chunk).
-Everything else (Adam, exponential lr decay, clipping, early stopping, divergence handling, hooks,
+Everything else (Adam, the learning-rate schedule, clipping, early stopping, divergence handling, events,
 preemption, resume) is `train.loop.run_epochs`, the single-session loop.
 
 Data-parallel (train/distributed.py): the chunks of an epoch are dealt to the K ranks in turn, so
@@ -16,7 +16,7 @@ The last step is padded with zero-weight repeats so that every rank runs the sam
 Few-shot adaptation trains one new session with the shared parameters frozen:
 
     i = model.add_session(spec, y_new); model.freeze_shared()
-    fit_meta(model, [None] * i + [y_new], [None] * i + [v_new], cfg, parameters=model.session_parameters(i))
+    fit_meta(model, [None] * i + [y_new], [None] * i + [v_new], cfg, parameters=model.session_parameters(i)).run()
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 
 from xfads_cli.config import TrainConfig
 from xfads_cli.train.distributed import SINGLE, Dist
-from xfads_cli.train.loop import FitResult, auto_batch_size, epoch_generator, mix_seed, run_epochs
+from xfads_cli.train.loop import Training, auto_batch_size, epoch_generator, mix_seed, run_epochs
 from xfads_cli.train.threads import ThreadTuner
 
 
@@ -57,22 +57,19 @@ def fit_meta(
     cfg: TrainConfig,
     *,
     seed: int = 0,
-    callback: Callable[[dict], None] | None = None,
     evaluate: Callable[[torch.nn.Module], dict] | None = None,
-    on_epoch: Callable[[dict, bool, Callable[[], dict]], None] | None = None,
     parameters: Iterable[torch.nn.Parameter] | None = None,
     resume: dict | None = None,
     max_epochs: int | None = None,
     dist: Dist | None = None,
     should_stop: Callable[[], bool] | None = None,
-    on_interrupt: Callable[[Callable[[], dict]], None] | None = None,
     select: str = "valid_loss",
     threads: ThreadTuner | None = None,
-) -> FitResult:
-    """Train a MetaXFADS on sessions_train[i] [trial, time, neuron_i] (session i of the model; None or
+) -> Training:
+    """Training of a MetaXFADS on sessions_train[i] [trial, time, neuron_i] (session i of the model; None or
     empty: not trained on), early-stopping on the mean over sessions of the validation loss per bin.
-    parameters: what to train (default: every parameter with requires_grad). Returns the history and
-    loads the best parameters into the model, as `train.loop.fit`."""
+    parameters: what to train (default: every parameter with requires_grad). Iterate it, or `.run()` it,
+    as `train.loop.fit`'s."""
     if len(sessions_train) > len(model.sessions):
         raise ValueError(f"{len(sessions_train)} training sessions for a model with {len(model.sessions)}")
     if parameters is None:
@@ -115,8 +112,8 @@ def fit_meta(
 
     return run_epochs(
         model, cfg, batches=batches, batch_loss=batch_loss,
-        valid_loss=valid_loss, parameters=parameters, seed=seed, select=select, callback=callback, evaluate=evaluate,
-        on_epoch=on_epoch, resume=resume, max_epochs=max_epochs, dist=d, should_stop=should_stop,
-        on_interrupt=on_interrupt, find_unused_parameters=True,  # other sessions' read-in/readout idle
+        valid_loss=valid_loss, parameters=parameters, seed=seed, select=select, evaluate=evaluate,
+        resume=resume, max_epochs=max_epochs, dist=d, should_stop=should_stop,
+        find_unused_parameters=True,  # other sessions' read-in/readout idle
         threads=threads,
     )

@@ -2,7 +2,8 @@
 finish the current optimisation step, write a resumable last.pt and exit with EXIT_PREEMPTED.
 
     with catch_preemption() as stop:          # handlers installed only inside the block
-        run_epochs(..., should_stop=stop)     # the loop polls stop() after every step
+        for event in fit(..., should_stop=stop):   # polled after every step; the loop yields
+            ...                                     # the state to save, then raises Preempted
 
 The handler only sets a flag: nothing is written from inside a signal handler, so a checkpoint can
 never be half-written by a signal arriving mid-save.
