@@ -52,7 +52,8 @@ def measure(epochs: int, mode: str, dynamics: str = "mlp") -> dict:
     torch.manual_seed(0)
     model = XFADS(cfg, 45, torch.ones(45, dtype=torch.bool), dt=0.02)
     model.init_from_data(y[:160])
-    res = fit(model, y[:160], y[160:], reference_train_config(TrainConfig, epochs + 1), seed=0).run()
+    res = fit(model, y[:160], y[160:], reference_train_config(TrainConfig, epochs + 1), seed=0)
+    res = res.run() if hasattr(res, "run") else res  # fit returns a Training to iterate since issue 14; before, the FitResult
     return {
         "package": xfads_cli.__file__,
         "seconds": [r["seconds"] for r in res.history[1:]],
