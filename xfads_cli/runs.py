@@ -174,8 +174,10 @@ def session_model(run: Run, data: SpikeData):
     return run.model.session(index, trials)
 
 
-def as_tensor(counts: np.ndarray, like: Run | torch.nn.Module) -> torch.Tensor:
-    param = next((like.model if isinstance(like, Run) else like).parameters())
+def as_tensor(counts: np.ndarray, like) -> torch.Tensor:
+    """counts as a tensor on the device and in the dtype of `like`'s parameters: a Run, a model, or
+    the model serving one session (its `.model`'s)."""
+    param = next((like if isinstance(like, torch.nn.Module) else like.model).parameters())
     return torch.as_tensor(counts, dtype=param.dtype, device=param.device)
 
 

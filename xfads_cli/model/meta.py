@@ -488,9 +488,10 @@ class MetaXFADS(nn.Module):
 
 
 class SessionView:
-    """A MetaXFADS bound to one session and a fixed embedding e (the mean of q(e_i)), exposing the
-    single-session XFADS interface (posterior, rates, forecast, elbo), so smoothing, forecasting and
-    evaluation code serves both model kinds unchanged."""
+    """A MetaXFADS bound to one session and a fixed embedding e (the mean of q(e_i)): the model serving
+    that session (`MetaXFADS.session`), with the interface XFADS serves its one session with
+    (posterior, rates, forecast, elbo), so smoothing, forecasting and evaluation code serves both
+    model kinds unchanged. Not a module: its parameters are `model`'s."""
 
     def __init__(self, model: MetaXFADS, session: int | str, e: torch.Tensor):
         self.model, self.session, self.e = model, model.session_index(session), e
@@ -503,13 +504,6 @@ class SessionView:
 
     def _e(self, y: torch.Tensor) -> torch.Tensor:
         return self.e.to(y).expand(y.shape[0], -1)
-
-    def parameters(self):
-        return self.model.parameters()
-
-    def eval(self):
-        self.model.eval()
-        return self
 
     def posterior(self, y: torch.Tensor, **kwargs) -> Posterior:
         return self.model.posterior(y, self.session, self._e(y), **kwargs)
