@@ -114,20 +114,9 @@ def write_h5(path: Path, sim: dict) -> None:
 WRITERS = {".nwb": write_nwb, ".h5": write_h5, ".hdf5": write_h5}
 
 
-def simulate(
-    system: str,
-    out: Path,
-    *,
-    neurons: int = 50,
-    trials: int = 100,
-    bins: int = 100,
-    bin_ms: float = 20.0,
-    seed: int = 0,
-    base_rate_hz: float = 10.0,
-    param: float | None = None,
-    overwrite: bool = False,
-) -> dict:
-    """Simulate `system` and write it to `out` (.nwb or .h5/.hdf5). Returns a plain summary dict."""
+def simulate(system: str, out: Path, *, overwrite: bool = False, **options) -> dict:
+    """Simulate `system` and write it to `out` (.nwb or .h5/.hdf5); options: simulate_arrays' (neurons,
+    trials, bins, bin_ms, seed, base_rate_hz, param). Returns a plain summary dict."""
     out = Path(out)
     writer = WRITERS.get(out.suffix.lower())
     if writer is None:
@@ -136,10 +125,7 @@ def simulate(
         raise UsageError(f"output '{out}' is a directory; give a file name ending in .nwb or .h5")
     if out.exists() and not overwrite:
         raise UsageError(f"output '{out}' already exists; pass --overwrite to replace it")
-    sim = simulate_arrays(
-        system, neurons=neurons, trials=trials, bins=bins, bin_ms=bin_ms, seed=seed,
-        base_rate_hz=base_rate_hz, param=param,
-    )
+    sim = simulate_arrays(system, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:  # a failure (or Ctrl-C) never leaves a partial file under `out`
         writer(tmp, sim)

@@ -169,19 +169,15 @@ def fit(
     cfg: TrainConfig,
     *,
     seed: int = 0,
-    select: str = "valid_loss",
-    evaluate: Callable[[torch.nn.Module], dict] | None = None,
-    resume: dict | None = None,
-    max_epochs: int | None = None,
     dist: Dist | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    threads: ThreadTuner | None = None,
+    **options,
 ) -> Training:
     """Training of `model` on train_y [trial, time, neuron] (on the model's device), early-stopping on
     the -ELBO per bin of valid_y [trial, time, neuron] (or `select`): iterate it, or `.run()` it for the
-    FitResult (history; the best parameters are then loaded into the model). `resume` is a state an
-    event's `state()` returned, to continue from; `dist` this process's rank (train/distributed.py),
-    cfg.batch_size being the global batch."""
+    FitResult (history; the best parameters are then loaded into the model). `dist`: this process's
+    rank (train/distributed.py), cfg.batch_size being the global batch; `options`: run_epochs' select,
+    evaluate, resume (a state an event's `state()` returned, to continue from), max_epochs,
+    should_stop and threads."""
     d = dist or SINGLE
     n, T = train_y.shape[0], train_y.shape[1]
     keyed = hasattr(model, "noise_shape")  # XFADS: per-trial draws; other models: the global RNG
@@ -216,8 +212,7 @@ def fit(
     return run_epochs(
         model, cfg, batches=batches, batch_loss=batch_loss,
         valid_loss=lambda: evaluate_loss(model, valid_y, batch_size) if has_valid else float("nan"),
-        seed=seed, select=select, evaluate=evaluate, resume=resume, max_epochs=max_epochs,
-        dist=d, should_stop=should_stop, find_unused_parameters=unused, threads=threads,
+        seed=seed, dist=d, find_unused_parameters=unused, **options,
     )
 
 

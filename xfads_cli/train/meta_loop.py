@@ -22,14 +22,13 @@ Few-shot adaptation trains one new session with the shared parameters frozen:
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import torch
 
 from xfads_cli.config import TrainConfig
 from xfads_cli.train.distributed import SINGLE, Dist
 from xfads_cli.train.loop import Training, auto_batch_size, epoch_generator, mix_seed, run_epochs
-from xfads_cli.train.threads import ThreadTuner
 
 
 @torch.no_grad()
@@ -57,19 +56,14 @@ def fit_meta(
     cfg: TrainConfig,
     *,
     seed: int = 0,
-    evaluate: Callable[[torch.nn.Module], dict] | None = None,
     parameters: Iterable[torch.nn.Parameter] | None = None,
-    resume: dict | None = None,
-    max_epochs: int | None = None,
     dist: Dist | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    select: str = "valid_loss",
-    threads: ThreadTuner | None = None,
+    **options,
 ) -> Training:
     """Training of a MetaXFADS on sessions_train[i] [trial, time, neuron_i] (session i of the model; None or
     empty: not trained on), early-stopping on the mean over sessions of the validation loss per bin.
-    parameters: what to train (default: every parameter with requires_grad). Iterate it, or `.run()` it,
-    as `train.loop.fit`'s."""
+    parameters: what to train (default: every parameter with requires_grad); options: run_epochs' select,
+    evaluate, resume, max_epochs, should_stop and threads. Iterate it, or `.run()` it, as `train.loop.fit`'s."""
     if len(sessions_train) > len(model.sessions):
         raise ValueError(f"{len(sessions_train)} training sessions for a model with {len(model.sessions)}")
     if parameters is None:
@@ -112,8 +106,7 @@ def fit_meta(
 
     return run_epochs(
         model, cfg, batches=batches, batch_loss=batch_loss,
-        valid_loss=valid_loss, parameters=parameters, seed=seed, select=select, evaluate=evaluate,
-        resume=resume, max_epochs=max_epochs, dist=d, should_stop=should_stop,
+        valid_loss=valid_loss, parameters=parameters, seed=seed, dist=d,
         find_unused_parameters=True,  # other sessions' read-in/readout idle
-        threads=threads,
+        **options,
     )
