@@ -10,6 +10,9 @@ room for another CPU's vector units, not for a changed computation).
 A deliberate change of results regenerates the reference, and says why in its commit:
 
     python tests/test_regression.py --regenerate
+
+(`single_run/`, a whole RUN_DIR written by the reference's code for the resume test, is not regenerated:
+it stands for runs users already have.)
 """
 
 from __future__ import annotations
@@ -114,6 +117,22 @@ def test_checkpoints_written_before_still_load_and_smooth_identically(name, tmp_
     want = reference()
     for source in ("smooth", "forecast"):
         assert_same(got, want, f"{name}/{source}/")
+
+
+def test_a_run_written_before_resumes(tmp_path):
+    """tests/fixtures/regression/single_run/ is the 'single' case's RUN_DIR as the code of the reference
+    wrote it (3 epochs); today's fit --resume continues it to 5."""
+    run = tmp_path / "run"
+    shutil.copytree(REFERENCE / "single_run", run)
+    with open(run / "metrics.csv") as f:
+        before = list(csv.DictReader(f))
+    invoke("fit", FIXTURES / "vdp_small.h5", "--out", run, "--resume", "--max-epochs", 5, "--quiet", "--threads", 1,
+           "--deterministic")
+    with open(run / "metrics.csv") as f:
+        after = list(csv.DictReader(f))
+    assert [r["epoch"] for r in after] == ["0", "1", "2", "3", "4"]
+    assert [r["train_loss"] for r in after[:3]] == [r["train_loss"] for r in before]
+    assert all(np.isfinite(float(r["train_loss"])) for r in after[3:])
 
 
 def regenerate() -> None:
