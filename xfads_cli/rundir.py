@@ -3,7 +3,7 @@
 
     RUN_DIR/config.yaml   resolved config
     RUN_DIR/last.pt       latest state (model, optimizer, scheduler, RNG, history): resumable
-    RUN_DIR/best.pt       the selected epoch's model
+    RUN_DIR/best.pt       the model of the epoch train.select picked so far
     RUN_DIR/metrics.csv   one row per epoch
     RUN_DIR/summary.json  final metrics, provenance, versions
 """

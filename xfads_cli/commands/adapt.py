@@ -1,5 +1,4 @@
-"""`xfads adapt`: a new session for a meta run from a handful of trials, the shared parts frozen.
-"""
+"""`xfads adapt`: a new session for a meta run from a handful of trials, the shared parts frozen."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""`xfads embed`: where each session of a meta run sits in the embedding space.
-"""
+"""`xfads embed`: where each session of a meta run sits in the embedding space."""
 
 from __future__ import annotations
 

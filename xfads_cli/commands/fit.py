@@ -1,10 +1,4 @@
-"""`xfads fit` as a library function: data -> model -> training -> RUN_DIR.
-
-    RUN_DIR/config.yaml   resolved config
-    RUN_DIR/last.pt       latest state (model, optimizer, scheduler, RNG, history): resumable
-    RUN_DIR/best.pt       best validation loss so far
-    RUN_DIR/metrics.csv   one row per epoch
-    RUN_DIR/summary.json  final metrics, provenance, versions
+"""`xfads fit` as a library function: data -> model -> training -> RUN_DIR (the files: rundir.py).
 
 Nothing is created before the input has been loaded and validated (no partial output on bad input).
 On SIGTERM/SIGUSR1 the current step finishes, last.pt gets the exact mid-epoch state and `Preempted`

@@ -1,5 +1,4 @@
-"""`xfads forecast`: rates forecast after each trial's context, streamed to HDF5 (or a new NWB file).
-"""
+"""`xfads forecast`: rates forecast after each trial's context, streamed to HDF5 (or a new NWB file)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""`xfads smooth`: smoothed latents and rates of every trial, streamed to HDF5 (or a new NWB file).
-"""
+"""`xfads smooth`: smoothed latents and rates of every trial, streamed to HDF5 (or a new NWB file)."""
 
 from __future__ import annotations
 
