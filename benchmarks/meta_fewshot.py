@@ -109,7 +109,7 @@ def train_meta(adaptation, train, mcfg, tcfg, args):
     model = MetaXFADS(mcfg, [spec(s) for s in train], adaptation=adaptation)
     n_valid = args.valid_trials
     for i, s in enumerate(train):
-        model.init_from_data(i, s["counts"][n_valid:])
+        model.init_from_data(s["counts"][n_valid:], i)
     t0 = time.monotonic()
     try:
         res = fit_meta(model, [s["counts"][n_valid:] for s in train], [s["counts"][:n_valid] for s in train],

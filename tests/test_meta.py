@@ -165,7 +165,7 @@ def test_fit_meta_decreases_the_loss_and_freezing_keeps_shared_parameters():
     data = hopf_sessions()
     model = make_model()
     for i, y in enumerate(data):
-        model.init_from_data(i, y)
+        model.init_from_data(y, i)
     train, valid = [y[:8] for y in data], [y[8:] for y in data]
     training = fit_meta(model, train, valid, TRAIN, seed=0)
     seen = [event.record for event in training]

@@ -110,10 +110,7 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
             model.load_state_dict(ckpt.model)
         else:
             for i, y in enumerate(trains):
-                if meta:
-                    model.init_from_data(i, y)
-                else:
-                    model.init_from_data(y)
+                model.init_from_data(y, i)
         # The input is loaded and valid: only now does anything appear on disk (rank 0 only).
         if d.is_main:
             _open_run_dir(out, lock, overwrite, resume, resumed, config)

@@ -302,7 +302,7 @@ class MetaXFADS(nn.Module):
                                   | ({"refine_embedding": True} if spec.get("refine_embedding") else {}))
         index = len(self.sessions) - 1
         if y is not None:
-            self.init_from_data(index, y)
+            self.init_from_data(y, index)
         return index
 
     def session(self, index: int | str, trials) -> "SessionView":
@@ -335,8 +335,9 @@ class MetaXFADS(nn.Module):
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def init_from_data(self, session: int | str, counts: torch.Tensor) -> None:
-        """Readout bias of a session from each neuron's mean count per bin (docs/model.md section 1)."""
+    def init_from_data(self, counts: torch.Tensor, session: int | str) -> None:
+        """Readout bias of a session from each neuron's mean count per bin (docs/model.md section 1).
+        counts: [trial, time, neuron_session]."""
         s = self._session(session)
         mean = torch.nanmean(counts.reshape(-1, counts.shape[-1]).to(s.readout.bias.dtype), dim=0)
         s.readout.bias.copy_(s.likelihood.init_bias(torch.nan_to_num(mean, nan=0.0)))

@@ -81,9 +81,10 @@ class XFADS(nn.Module):
         return self.likelihood.mean(self.eta(z))
 
     @torch.no_grad()
-    def init_from_data(self, counts: torch.Tensor) -> None:
+    def init_from_data(self, counts: torch.Tensor, session: int = 0) -> None:
         """Readout bias from each neuron's mean count per bin (docs/model.md section 1); with cfg.init 'pca'
-        also its weights (`pca_readout`); the forecast's rate ceiling. counts: [trial, time, neuron]."""
+        also its weights (`pca_readout`); the forecast's rate ceiling. counts: [trial, time, neuron];
+        session: the one session XFADS has (the signature MetaXFADS shares)."""
         mean = torch.nan_to_num(torch.nanmean(counts.reshape(-1, counts.shape[-1]), dim=0), nan=0.0)
         self.readout.bias.copy_(self.likelihood.init_bias(mean))
         if self.cfg.likelihood == "poisson":  # twice the most spikes seen in one bin, plus one
