@@ -26,7 +26,8 @@ def poisson_nll(rates: np.ndarray, counts: np.ndarray, *, constant: bool = True)
     if r.shape != n.shape:
         raise ValueError(f"rates {r.shape} and counts {n.shape} differ in shape")
     keep = ~np.isnan(n)
-    r, n = r[keep], n[keep]
+    if not keep.all():  # a copy only when some bins are missing
+        r, n = r[keep], n[keep]
     if np.isnan(r).any() or (r < 0).any():
         raise ValueError("rates must be finite and non-negative where counts are observed")
     impossible = (r == 0) & (n > 0)  # an infinite NLL
