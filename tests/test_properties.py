@@ -1062,6 +1062,22 @@ def run_case_paths(tmp: Path, spec, ref, out, world) -> tuple[Path, Path, Path, 
     return folder, rec, run, out_path(tmp, out, rec, run if run.is_file() and tmp in run.parents else None)
 
 
+def check_run_command(world, case, out, fmt: str, json_out: bool, module: str, args_for) -> None:
+    """One smooth/forecast example: its files laid out, the command args_for(run, recording, output)
+    builds run, every invariant checked (and the output file when it succeeded)."""
+    ref, spec = case
+    with workdir() as name:
+        tmp = Path(name)
+        folder, rec, run, dest = run_case_paths(tmp, spec, ref, out, world)
+        args = args_for(run, rec, dest)
+        before = snapshot(tmp) | world.snapshot()
+        res = xfads(*args)
+        inputs = [folder, world.root] + ([run] if run.exists() else [])
+        check(res, before, [tmp, world.root], inputs, json_out)
+        if res.code == 0:
+            check_result_file(dest, fmt, module, res, json_out)
+
+
 @examples("smooth")
 # regressions found by this suite (fixed): --out naming the input or the checkpoint read, with --overwrite,
 # replaced it; --samples -1 was a traceback and 0 silently the default; a Gaussian model's negative means
@@ -1077,21 +1093,15 @@ def run_case_paths(tmp: Path, spec, ref, out, world) -> tuple[Path, Path, Path, 
        json_out=st.booleans(), quiet=st.booleans(), plot=chance(4))
 def test_smooth(world, case, out, split, mode, samples, fmt, sets, device, threads, json_out, quiet, plot):
     count("smooth")
-    ref, spec = case
-    with workdir() as name:
-        tmp = Path(name)
-        folder, rec, run, dest = run_case_paths(tmp, spec, ref, out, world)
+
+    def args_for(run, rec, dest):
         args = ["smooth", run, rec, "--out", dest, "--split", split, "--format", fmt, "--device", device,
                 "--threads", threads, *set_args(sets)]
         args += (["--mode", mode] if mode else []) + (["--samples", samples] if samples else [])
-        args += flag("--overwrite", out.overwrite) + flag("--json", json_out) + flag("--quiet", quiet)
-        args += flag("--plot", plot)
-        before = snapshot(tmp) | world.snapshot()
-        res = xfads(*args)
-        inputs = [folder, world.root] + ([run] if run.exists() else [])
-        check(res, before, [tmp, world.root], inputs, json_out)
-        if res.code == 0:
-            check_result_file(dest, fmt, "xfads_smooth", res, json_out)
+        return args + flag("--overwrite", out.overwrite) + flag("--json", json_out) + flag("--quiet", quiet) + flag(
+            "--plot", plot)
+
+    check_run_command(world, case, out, fmt, json_out, "xfads_smooth", args_for)
 
 
 BINS = mostly(["3", "6", "2", "1"], ["0", "-2", "40", "x"], 20)
@@ -1128,20 +1138,14 @@ FORECAST = dict(case=(RunRef("h5"), "same"), out=OutSpec(), window=["--context",
        quiet=st.booleans(), plot=chance(4))
 def test_forecast(world, case, out, window, samples, mode, split, save_samples, fmt, sets, json_out, quiet, plot):
     count("forecast")
-    ref, spec = case
-    with workdir() as name:
-        tmp = Path(name)
-        folder, rec, run, dest = run_case_paths(tmp, spec, ref, out, world)
+
+    def args_for(run, rec, dest):
         args = ["forecast", run, rec, "--out", dest, *window, "--mode", mode, "--split", split, "--format", fmt,
                 "--threads", "1", "--samples", samples, *set_args(sets)]
         args += flag("--save-samples", save_samples) + flag("--overwrite", out.overwrite)
-        args += flag("--json", json_out) + flag("--quiet", quiet) + flag("--plot", plot)
-        before = snapshot(tmp) | world.snapshot()
-        res = xfads(*args)
-        inputs = [folder, world.root] + ([run] if run.exists() else [])
-        check(res, before, [tmp, world.root], inputs, json_out)
-        if res.code == 0:
-            check_result_file(dest, fmt, "xfads_forecast", res, json_out)
+        return args + flag("--json", json_out) + flag("--quiet", quiet) + flag("--plot", plot)
+
+    check_run_command(world, case, out, fmt, json_out, "xfads_forecast", args_for)
 
 
 # --------------------------------------------------------------------------------------------------
