@@ -103,12 +103,18 @@ def _meta_hyper_hidden(raw: dict) -> dict:
     return raw
 
 
-def _drop_train_device(raw: dict) -> dict:
-    """train.device was never read (the device comes from --device) and is no longer a config key."""
-    train = raw["config"].get("train") if isinstance(raw.get("config"), dict) else None
-    if isinstance(train, dict) and "device" in train:
-        raw = {**raw, "config": {**raw["config"], "train": {k: v for k, v in train.items() if k != "device"}}}
-    return raw
+def _drop_removed_keys(raw: dict) -> dict:
+    """Config keys that are no longer read (config.REMOVED_KEYS, e.g. train.device) leave old checkpoints
+    silently; in a user's config file or --set they are ignored with a warning."""
+    from xfads_cli.config import REMOVED_KEYS
+
+    config = raw.get("config")
+    for dotted in REMOVED_KEYS:
+        section, _, key = dotted.partition(".")
+        part = config.get(section) if isinstance(config, dict) else None
+        if isinstance(part, dict) and key in part:
+            config = {**config, section: {k: v for k, v in part.items() if k != key}}
+    return raw if config is raw.get("config") else {**raw, "config": config}
 
 
 # The steps that bring a checkpoint of each readable format up to what this version reads, in order.
@@ -116,7 +122,7 @@ def _drop_train_device(raw: dict) -> dict:
 # its steps recognise what they fix by content and leave a current checkpoint as it is. A layout change
 # that older versions cannot read gets a new format string, and a step here from the previous one.
 MIGRATIONS = {
-    FORMAT: (_meta_hyper_hidden, _drop_train_device),
+    FORMAT: (_meta_hyper_hidden, _drop_removed_keys),
 }
 
 
