@@ -332,6 +332,60 @@ def adapt(
             f"{summary['epochs']} epochs", json_out, quiet)
 
 
+@app.command()
+@handle_errors
+def sweep(
+    data: Annotated[Optional[list[Path]], typer.Argument(help="Recording(s) every trial fits, as for fit.")] = None,
+    space: Annotated[Optional[Path], typer.Option(
+        "--space", help="YAML search space: config key -> [choices] or {uniform|log_uniform|int|log_int: [low, high]}.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Sweep directory (rerun the command to continue it).")] = None,
+    trials: Annotated[Optional[int], typer.Option(
+        "--trials", "-n", help="Trials to finish (complete, pruned or failed), over all workers and reruns.")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes on this machine (sharing its cores).")] = 1,
+    worker: Annotated[bool, typer.Option(
+        "--worker", help="Run one worker of a shared sweep (e.g. each task of a SLURM array).")] = False,
+    worker_index: Annotated[Optional[int], typer.Option("--worker-index", hidden=True)] = None,
+    time_limit: Annotated[Optional[float], typer.Option(
+        "--time-limit", help="Stop after this many minutes; the trials in progress are saved and resumed on the next run.")] = None,
+    status: Annotated[Optional[Path], typer.Option("--status", help="Show the trials of this sweep directory and exit.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed of every trial (overrides the config's seed).")] = None,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = False,
+    plot: Annotated[bool, typer.Option("--plot", help="With --status: history.png and importances.png in the sweep directory.")] = False,
+):
+    """Hyperparameter search: N fits over a search space, each a run directory SWEEP_DIR/trials/NNNN.
+
+    Workers (--workers K here, or --worker processes on any nodes that share SWEEP_DIR) cooperate through
+    SWEEP_DIR/journal.log; bad trials are pruned early; SWEEP_DIR/best links the best run. Exit codes:
+    0 done (or --time-limit), 1 failure, 2 bad usage or input, 75 preempted (rerun the same command).
+    """
+    from xfads_cli.sweep.status import render
+    from xfads_cli.train.signals import EXIT_PREEMPTED
+
+    if status is not None:
+        from xfads_cli.commands.sweep import sweep_status
+
+        summary = sweep_status(status, plot=plot)
+    else:
+        from xfads_cli.commands.sweep import sweep as run_sweep
+
+        if space is None or out is None or trials is None:
+            raise UsageError("xfads sweep needs DATA... --space FILE --out DIR --trials N (or --status DIR)")
+        summary = run_sweep(data or [], space, out, trials=trials, workers=workers, worker=worker,
+                            worker_index=worker_index, time_limit_min=time_limit, config_path=config,
+                            overrides=set_ or [], seed=seed, device=device, threads=threads)
+    render(summary)
+    for line in [*summary.get("plots", []), *summary.get("notes", [])]:
+        _stderr(f"wrote {line}" if line in summary.get("plots", []) else f"note: {line}")
+    if json_out:
+        _print_json(summary)
+    if summary.get("stopped") == "preempted":
+        raise typer.Exit(EXIT_PREEMPTED)
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """Loader notes (warnings.warn) as one 'warning: ...' line instead of Python's two-line format."""
     text = " ".join(str(message).split())

@@ -1,0 +1,60 @@
+"""Everything a sweep checks before it creates SWEEP_DIR: the config (--config, --set, --seed), the space
+file, the recordings (loaded once: the trials' objective is the key that selects best.pt, which depends
+on them) and, for an existing sweep, that these are the ones the study was started with."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from xfads_cli.errors import UsageError
+from xfads_cli.sweep.space import load_space, space_dict
+from xfads_cli.sweep.study import open_or_create, require_optuna
+from xfads_cli.sweep.trial import Setup
+
+BPS_KEYS = ("valid_co_bps", "valid_fp_bps")
+
+
+def prepare(paths: list[Path], space: Path, out: Path, n_trials: int, *, config_path: Path | None = None,
+            overrides: list[str] = (), device: str = "auto", threads: str | None = None) -> Setup:
+    """The validated Setup of a sweep; creates SWEEP_DIR and the study (or checks the existing one)."""
+    from xfads_cli.config import load_config, resolved_config
+
+    require_optuna()
+    if n_trials < 1:
+        raise UsageError(f"--trials must be at least 1, got {n_trials}")
+    if not paths:
+        raise UsageError("xfads sweep needs the recording(s) to fit: xfads sweep DATA... --space FILE --out DIR")
+    config = load_config(config_path, list(overrides))
+    params = load_space(space, config_path, list(overrides))
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"DATA not found: {', '.join(missing)}; pass existing recordings (.nwb, .h5) or folders")
+    select = objective_key(paths, config)
+    meta = {"space": space_dict(params), "data": [str(Path(p).resolve()) for p in paths],
+            "config": resolved_config(config), "selected_on": select,
+            "direction": "maximize" if select in BPS_KEYS else "minimize"}
+    open_or_create(Path(out), meta, n_trials)
+    return Setup(dir=Path(out), paths=[Path(p) for p in paths], params=params, base=meta["config"],
+                 select=select, n_trials=n_trials, device=device, threads=threads)
+
+
+def objective_key(paths: list[Path], config) -> str:
+    """The record key every trial is scored on (commands.fit.selection_key of the recordings), after the
+    checks run_fit makes of them, so that data that cannot be fitted fail here and not in every trial."""
+    from xfads_cli.commands.fit import selection_key
+    from xfads_cli.data.sessions import load_sessions
+    from xfads_cli.model.likelihoods import support_problem
+
+    sessions = load_sessions(list(paths), config.data)
+    meta = config.model.kind == "meta" or len(sessions) > 1
+    if meta and config.model.kind != "meta":
+        config = replace(config, model=replace(config.model, kind="meta"))
+    for data in sessions:
+        problem = support_problem(config.model.likelihood, data.counts)
+        name = Path(data.provenance.get("path", "the recording")).name
+        if problem:
+            raise UsageError(f"{name} {problem}")
+        if data.subset("train").n_trials == 0:
+            raise UsageError(f"{name} gives no training trials; check data.split or the trial options")
+    return selection_key(config, sessions, meta)
