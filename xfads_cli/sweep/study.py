@@ -21,6 +21,7 @@ from xfads_cli.sweep.locks import alive, exclusive
 STUDY = "xfads-sweep"
 JOURNAL = "journal.log"
 ASK_LOCK = ".ask.lock"
+LAYOUT = (JOURNAL, ASK_LOCK, "trials", "workers")
 INSTALL_HINT = "xfads sweep needs optuna: pip install 'xfads[sweep]'"
 
 
@@ -52,15 +53,15 @@ def open_or_create(sweep_dir: Path, meta: dict, n_trials: int) -> None:
     sweep_dir = Path(sweep_dir)
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise UsageError(f"--out {sweep_dir} is a file; sweep writes a directory")
-    if sweep_dir.is_dir() and not is_sweep(sweep_dir) and any(sweep_dir.iterdir()):
+    # (a sweep being created by a worker started at the same time holds only LAYOUT so far)
+    if sweep_dir.is_dir() and not is_sweep(sweep_dir) and any(p.name not in LAYOUT for p in sweep_dir.iterdir()):
         raise UsageError(f"{sweep_dir} is not empty and holds no sweep ({JOURNAL}); choose another --out")
-    if is_sweep(sweep_dir):
-        check_meta(load(sweep_dir), meta, sweep_dir)
-    (sweep_dir / "trials").mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "trials").mkdir(parents=True, exist_ok=True)  # an existing sweep has it already
+    # under the lock: a worker started at the same time waits until the first one has stored the meta
     with exclusive(sweep_dir / ASK_LOCK):
         study = optuna.create_study(study_name=STUDY, storage=storage(sweep_dir), direction=meta["direction"],
                                     load_if_exists=True)
-        if "space" in study.user_attrs:  # another worker created it meanwhile
+        if "space" in study.user_attrs:
             check_meta(study, meta, sweep_dir)
         else:
             for key, value in meta.items():

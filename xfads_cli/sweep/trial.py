@@ -108,7 +108,8 @@ def run_trial(study, trial, setup: Setup, stop: Stop) -> str:
             requeue(study, trial, f"{type(exc).__name__}: {exc}")
         raise
     seconds = before + time.monotonic() - started
-    if kind == "requeue":
+    if kind == "requeue":  # the fit caught the signal itself: the worker stops too
+        stop.reason = stop.reason or detail
         trial.set_user_attr("seconds", seconds)
         with exclusive(setup.dir / ASK_LOCK):
             requeue(study, trial, detail)
