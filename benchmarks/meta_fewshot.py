@@ -7,7 +7,7 @@ Protocol (docs/model.md section 6, "Baselines"):
   * a family of sessions from `simulate_arrays(system, param=p)`, p spanning a range, neuron counts differing
     per session; training sessions at evenly spaced p, 3 held-out sessions at p strictly inside the range
     (between training values);
-  * the shared model is trained on the training sessions (`fit_meta`, the same number of epochs for every
+  * the shared model is trained on the training sessions (`fit`, the same number of epochs for every
     variant, so the result does not depend on how busy the machine is);
   * for each held-out session and n in {1, 8, 16}: a new session is added from its first n trials, the
     shared parameters are frozen, and only the session's read-in / readout / embedding mean are trained on the n trials
@@ -43,12 +43,11 @@ from xfads_cli.config import ModelConfig, TrainConfig
 from xfads_cli.data.simulate import simulate_arrays
 from xfads_cli.errors import RunFailure
 from xfads_cli.commands.embed import spearman
-from xfads_cli.model.meta import MetaXFADS, SessionView, session_embedding
+from xfads_cli.model.meta import MetaSession, MetaXFADS, session_embedding
 from xfads_cli.model.xfads import XFADS
 from xfads_cli.outputs.metrics import r2_score
 from xfads_cli.train.loop import fit
 from xfads_cli.train.embedding_search import search_embedding
-from xfads_cli.train.meta_loop import fit_meta
 
 PUBLISHED = {"meta": (0.69, 0.78, 0.87), "single": (0.47, 0.79, 0.79)}
 LABELS = {"hyper": "meta (hypernetwork)", "none": "(b) shared, no embedding",
@@ -112,7 +111,7 @@ def train_meta(adaptation, train, mcfg, tcfg, args):
         model.init_from_data(s["counts"][n_valid:], i)
     t0 = time.monotonic()
     try:
-        res = fit_meta(model, [s["counts"][n_valid:] for s in train], [s["counts"][:n_valid] for s in train],
+        res = fit(model, [s["counts"][n_valid:] for s in train], [s["counts"][:n_valid] for s in train],
                        tcfg, seed=args.seed).run()
     except RunFailure as err:  # reported in the output; the retry starts from scratch at half the lr
         print(f"  {LABELS[adaptation]}: {err}; retraining from scratch with lr {tcfg.lr / 2:g}", flush=True)
@@ -130,7 +129,7 @@ def adapt_meta(trained, s, n, acfg, args, key):
     i = model.add_session(spec(s) | {"refine_embedding": args.refine}, y)
     model.freeze_shared()
     model.train()
-    fit_meta(model, [None] * i + [y], [None] * (i + 1), acfg, seed=args.seed,
+    fit(model, [None] * i + [y], [None] * (i + 1), acfg, seed=args.seed,
              parameters=list(model.session_parameters(i))).run()
     model.eval()
     fitted = session_embedding(model, y, i)[2].numpy().copy()  # before the search (the array would share the parameter)
@@ -141,11 +140,11 @@ def adapt_meta(trained, s, n, acfg, args, key):
             model.sessions[i].embedding.copy_(found.e)
         if args.retune_steps:
             model.train()
-            fit_meta(model, [None] * i + [y], [None] * (i + 1), replace(acfg, max_epochs=args.retune_steps),
+            fit(model, [None] * i + [y], [None] * (i + 1), replace(acfg, max_epochs=args.retune_steps),
                      seed=args.seed + 1, parameters=[p for n, p in model.sessions[i].named_parameters() if n != "embedding"]).run()
             model.eval()
     e = session_embedding(model, y, i)[2]
-    return SessionView(model, i, e), e.numpy(), fitted
+    return MetaSession(model, i, e), e.numpy(), fitted
 
 
 def fit_single(s, n, mcfg, scfg, args):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from xfads_cli.config import ModelConfig, TrainConfig
 from xfads_cli.data.simulate import simulate_arrays
 from xfads_cli.model.meta import HyperMLPDynamics, MetaXFADS, kl_std_normal, pool_gaussians
-from xfads_cli.train.meta_loop import fit_meta
+from xfads_cli.train.loop import fit
 
 NEURONS = (5, 8, 11)
 CFG = ModelConfig(kind="meta", latent_dim=4, dynamics_hidden=16, rank_local=3, rank_backward=2,
@@ -50,7 +51,7 @@ def test_shapes_of_every_method_for_three_sessions():
         for t in (terms.elbo, terms.loglik, terms.kl):
             assert t.shape == (B,) and bool(torch.isfinite(t).all())
         assert terms.kl_embed.shape == terms.frobenius.shape == ()
-        loss = model.loss(y, i)
+        loss = model.batch_loss(y, i)
         assert loss.shape == () and math.isfinite(float(loss.detach()))
         assert model.rates(post.samples, i).shape == (S, B, T, n)
         fc = model.forecast(y[:, :8], i, H, n_samples=S)
@@ -75,9 +76,13 @@ def test_loss_combines_the_terms_with_the_documented_scaling():
     torch.manual_seed(3)
     t = model.elbo(y, 1)
     torch.manual_seed(3)
-    loss = model.loss(y, 1)
-    expected = (-t.elbo.sum() + t.kl_embed + CFG.frobenius_weight * t.frobenius) / (5 * 10)
+    loss = model.batch_loss(y, 1)
+    expected = -t.elbo.sum() + t.kl_embed + CFG.frobenius_weight * t.frobenius
     assert torch.allclose(loss, expected)
+    # a data-parallel rank holding a share of the batch adds that share of the per-session terms
+    torch.manual_seed(3)
+    half = model.batch_loss(y, 1, share=0.5)
+    assert torch.allclose(half, -t.elbo.sum() + 0.5 * (t.kl_embed + CFG.frobenius_weight * t.frobenius))
 
 
 def test_adapted_dynamics_reduce_to_the_base_mlp_and_match_dense_weights():
@@ -161,13 +166,13 @@ def hopf_sessions(params=(-0.5, 1.0, 2.0), trials=10, bins=20):
             for i, (n, p) in enumerate(zip(NEURONS, params))]
 
 
-def test_fit_meta_decreases_the_loss_and_freezing_keeps_shared_parameters():
+def test_fit_of_the_meta_model_decreases_the_loss_and_freezing_keeps_shared_parameters():
     data = hopf_sessions()
     model = make_model()
     for i, y in enumerate(data):
         model.init_from_data(y, i)
     train, valid = [y[:8] for y in data], [y[8:] for y in data]
-    training = fit_meta(model, train, valid, TRAIN, seed=0)
+    training = fit(model, train, valid, TRAIN, seed=0)
     seen = [event.record for event in training]
     result = training.result
     losses = [r["train_loss"] for r in result.history]
@@ -193,7 +198,7 @@ def test_fit_meta_decreases_the_loss_and_freezing_keeps_shared_parameters():
     model.freeze_shared()
     assert not any(p.requires_grad for p in model.shared_parameters())
     cfg = TrainConfig(max_epochs=2, batch_size=2, lr=1e-2, patience=100)
-    fit_meta(model, [None] * j + [y_new], [None] * (j + 1), cfg, parameters=model.session_parameters(j)).run()
+    fit(model, [None] * j + [y_new], [None] * (j + 1), cfg, parameters=model.session_parameters(j)).run()
     after = model.state_dict()
     for k, v in before.items():
         if not k.startswith(prefix):
@@ -201,10 +206,10 @@ def test_fit_meta_decreases_the_loss_and_freezing_keeps_shared_parameters():
     assert any(not torch.equal(after[k], v) for k, v in before.items() if k.startswith(prefix))
 
 
-def test_fit_meta_rejects_no_training_data():
+def test_fit_of_the_meta_model_rejects_no_training_data():
     model = make_model()
     with pytest.raises(ValueError):
-        fit_meta(model, [None, None, None], [None] * 3, TRAIN).run()
+        fit(model, [None, None, None], [None] * 3, TRAIN).run()
 
 
 def test_rebuilds_from_session_specs_and_gaussian_likelihood_reads_raw_values():
@@ -232,7 +237,7 @@ def test_baseline_adaptations_run_with_the_same_shapes(adaptation):
     t = model.elbo(y, 1)
     assert t.elbo.shape == (B,) and t.posterior.mean.shape == (B, T, L)
     assert float(t.frobenius) == 0.0
-    loss = model.loss(y, 1, drop_local=0.1)
+    loss = model.batch_loss(y, 1, drop_local=0.1)
     loss.backward()
     assert math.isfinite(loss.item())
     fc = model.forecast(y, 1, H, n_samples=6)
@@ -268,7 +273,7 @@ def test_dynamics_are_first_order_sensitive_to_the_embedding_at_the_prior_mean()
 
 
 def test_refined_session_embedding_replaces_the_pooled_mean_and_is_trained():
-    from xfads_cli.model.meta import SessionView, session_embedding
+    from xfads_cli.model.meta import MetaSession, session_embedding
 
     model = make_model()
     y = counts(4, 12, 6, seed=3)
@@ -277,11 +282,11 @@ def test_refined_session_embedding_replaces_the_pooled_mean_and_is_trained():
     assert torch.equal(session_embedding(model, y, i)[2], torch.zeros(CFG.embed_dim))  # starts at the prior mean
     before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(f"sessions.{i}.")}
     model.freeze_shared()
-    fit_meta(model, [None] * i + [y], [None] * (i + 1), TRAIN, parameters=list(model.session_parameters(i))).run()
+    fit(model, [None] * i + [y], [None] * (i + 1), TRAIN, parameters=list(model.session_parameters(i))).run()
     refined = model.sessions[i].embedding.detach()
     assert refined.abs().sum() > 0
     assert torch.equal(session_embedding(model, y, i)[2], refined)
-    assert torch.equal(SessionView.pooled(model, i, y).e, refined)
+    assert torch.equal(MetaSession.pooled(model, i, y).e, refined)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     # the rebuilt model (from the stored specs) has the parameter and loads the state
     rebuilt = MetaXFADS(CFG, model.session_specs)
@@ -315,7 +320,7 @@ def test_one_session_at_the_prior_mean_is_xfads(mode):
     y = counts(3, 10, n, seed=4).double()
     y[1, 4] = float("nan")
     e = torch.zeros(1, dtype=torch.float64)
-    post_meta = meta._filter(y, 0, e, mode, 4, 0.0, None, torch.Generator().manual_seed(7))[0]
+    post_meta = meta.filter_adapted(y, 0, e, mode=mode, n_samples=4, noise=torch.Generator().manual_seed(7))[0]
     post_single = single.posterior(y, mode=mode, n_samples=4, noise=torch.Generator().manual_seed(7))
     for a, b in [(post_meta.mean, post_single.mean), (post_meta.samples, post_single.samples),
                  (post_meta.kl, post_single.kl)]:
@@ -329,3 +334,27 @@ def test_one_session_at_the_prior_mean_is_xfads(mode):
     # and away from e = 0 the dynamics do change
     assert not torch.allclose(meta.rollout(z, 1, e + 1.0, torch.Generator().manual_seed(1)),
                               single.rollout(z, 1, torch.Generator().manual_seed(1)))
+
+
+def test_both_model_kinds_serve_a_session_through_one_interface():
+    """XFADS is its own one session; MetaXFADS.session(i) is a MetaSession; both are SessionModels with
+    the same noise shapes, and a session's training draws come from the same function."""
+    from xfads_cli.model.base import SessionModel
+    from xfads_cli.model.xfads import XFADS
+    from xfads_cli.train.loop import trial_draws
+
+    torch.manual_seed(0)
+    meta = make_model()
+    y = counts(4, 10, NEURONS[1], seed=2)
+    single = XFADS(replace(CFG, kind="xfads"), NEURONS[1], torch.ones(NEURONS[1], dtype=torch.bool), 0.02)
+    view = meta.session(1, lambda: y)
+    assert isinstance(single.session(0), SessionModel) and single.session(0) is single
+    assert isinstance(view, SessionModel) and not isinstance(view, torch.nn.Module)
+    assert view.noise_shape(4, 10) == single.noise_shape(4, 10)
+    assert bool((view.heldin == meta.sessions[1].heldin).all())
+    draws = trial_draws(meta, y, [1, 2, 3, 4], drop=0.2, input_drop=0.3, session=1)
+    assert draws.embed_noise.shape == (4, CFG.embed_dim)
+    assert draws.input_dropout.dropped.shape == (4, 10, meta.n_inputs(1))
+    assert trial_draws(single, y, [1, 2, 3, 4]).embed_noise is None
+    loss = meta.batch_loss(y, 1, **draws._asdict())  # coordinated dropout and forecast draws work for both
+    assert math.isfinite(float(loss))

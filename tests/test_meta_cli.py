@@ -99,13 +99,13 @@ def test_shared_parameters_unchanged_compares_values():
 def test_adapt_refuses_to_move_shared_parameters(meta_run, sessions, tmp_path, monkeypatch):
     """A bug that trained a shared parameter during adapt ends the command instead of writing a run
     whose summary says shared_parameters_unchanged."""
-    import xfads_cli.train.meta_loop as meta_loop
+    import xfads_cli.train.loop as loop
     from xfads_cli.commands.adapt import adapt
 
-    fit_meta = meta_loop.fit_meta
+    real_fit = loop.fit
 
     class LeakyTraining:
-        """The Training of fit_meta, moving a shared parameter once it has run."""
+        """The Training of fit, moving a shared parameter once it has run."""
 
         def __init__(self, model, training):
             self.model, self.training = model, training
@@ -120,9 +120,9 @@ def test_adapt_refuses_to_move_shared_parameters(meta_run, sessions, tmp_path, m
             return self.training.result
 
     def leaky_fit(model, *args, **kwargs):
-        return LeakyTraining(model, fit_meta(model, *args, **kwargs))
+        return LeakyTraining(model, real_fit(model, *args, **kwargs))
 
-    monkeypatch.setattr(meta_loop, "fit_meta", leaky_fit)
+    monkeypatch.setattr(loop, "fit", leaky_fit)
     _, new = sessions
     with pytest.raises(RuntimeError, match="adapt changed shared parameters"):
         adapt(meta_run, new, tmp_path / "leaky", trials=2, max_epochs=1, refine_embedding=False, device="cpu")

@@ -105,8 +105,8 @@ def test_forecast_draws_cut_trials_and_drop_their_backward_potentials():
     model = XFADS(ModelConfig(latent_dim=3, rank_local=2, rank_backward=1, samples=4, encoder_hidden=8,
                               dynamics_hidden=8), 5, torch.ones(5, dtype=torch.bool), 0.02)
     y = torch.zeros(40, 20, 5)
-    noise0, keep0, back0, _ = trial_draws(model, y, list(range(40)), drop=0.2)
-    noise, keep, back, _ = trial_draws(model, y, list(range(40)), drop=0.2, forecast=0.5)
+    noise0, keep0, back0, _, _ = trial_draws(model, y, list(range(40)), drop=0.2)
+    noise, keep, back, _, _ = trial_draws(model, y, list(range(40)), drop=0.2, forecast=0.5)
     assert back0 is None and torch.equal(noise, noise0)  # the earlier draws do not change
     assert 5 < int((~back).sum()) < 35
     for i in range(40):
@@ -201,7 +201,7 @@ def test_input_dropout_draws_are_per_trial_and_leave_the_other_draws_alone():
     plain = trial_draws(model, y, list(range(30)), drop=0.2)
     draws = trial_draws(model, y, list(range(30)), drop=0.2, input_drop=0.3)
     assert plain.input_dropout is None
-    assert torch.equal(plain.noise, draws.noise) and torch.equal(plain.keep, draws.keep)
+    assert torch.equal(plain.noise, draws.noise) and torch.equal(plain.local_mask, draws.local_mask)
     hidden = draws.input_dropout.dropped
     assert hidden.shape == (30, 40, 5) and abs(float(hidden.float().mean()) - 0.3) < 0.03
     again = trial_draws(model, y[[7, 3]], [7, 3], drop=0.2, input_drop=0.3).input_dropout.dropped
@@ -237,9 +237,9 @@ def test_input_dropout_starts_with_the_epoch_after_its_step_count(monkeypatch):
     seen = []
     real = loop.trial_draws
 
-    def spy(model, y, keys, drop=0.0, forecast=0.0, n_samples=None, input_drop=0.0):
+    def spy(model, y, keys, drop=0.0, forecast=0.0, n_samples=None, input_drop=0.0, session=0):
         seen.append(input_drop)
-        return real(model, y, keys, drop, forecast, n_samples, input_drop)
+        return real(model, y, keys, drop, forecast, n_samples, input_drop, session)
 
     monkeypatch.setattr(loop, "trial_draws", spy)
     torch.manual_seed(0)

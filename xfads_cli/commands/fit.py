@@ -215,14 +215,9 @@ def _train(model, trains: list, valids: list, config: Config, out: Path, meta: b
                   evaluate=evaluate)
     try:
         with catch_preemption() if handle_signals else _no_signals() as stop:
-            if meta:
-                from xfads_cli.train.meta_loop import fit_meta
+            from xfads_cli.train.loop import fit
 
-                training = fit_meta(model, trains, valids, config.train, should_stop=stop, **common)
-            else:
-                from xfads_cli.train.loop import fit
-
-                training = fit(model, trains[0], valids[0], config.train, should_stop=stop, **common)
+            training = fit(model, trains, valids, config.train, should_stop=stop, **common)
             for event in training:
                 if isinstance(event, EpochEnd):
                     if writer is not None:

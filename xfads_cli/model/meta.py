@@ -25,10 +25,10 @@ from torch.nn import functional as F
 
 from xfads_cli.config import ModelConfig
 from xfads_cli.model.dynamics import ACTIVATIONS, MLPDynamics
-from xfads_cli.model.encoders import BackwardEncoder, LocalEncoder, drop_local_potentials
-from xfads_cli.model.filtering import Posterior, low_rank_filter
+from xfads_cli.model.base import Forecast, Noise, StateSpaceModel, expected_loglik
+from xfads_cli.model.encoders import BackwardEncoder, InputDropout, LocalEncoder
+from xfads_cli.model.filtering import Posterior
 from xfads_cli.model.likelihoods import build_likelihood
-from xfads_cli.model.xfads import Forecast, softplus_inv
 
 # Adapters of one call: for each adapted layer l, (U_l [batch, out_l, rank], V_l [batch, in_l, rank]).
 Adapters = list[tuple[torch.Tensor, torch.Tensor]]
@@ -216,7 +216,7 @@ def kl_std_normal(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
 
 class MetaElbo(NamedTuple):
     """elbo, loglik, kl: per trial [batch] (elbo = loglik - kl, the latent part only);
-    kl_embed: KL(q(e_i) || N(0, I)), scalar, once per session per batch;
+    kl_embed: KL(q(e_i) || N(0, I)), scalar, once per session per batch (0 when e was given);
     frobenius: mean over the batch's trials of sum_l ||U_l V_l^T||_F, scalar."""
 
     elbo: torch.Tensor
@@ -253,11 +253,12 @@ class Session(nn.Module):
             self.register_parameter("embedding", None)
 
 
-class MetaXFADS(nn.Module):
+class MetaXFADS(StateSpaceModel):
     """Shared XFADS encoders and embedding-adapted dynamics, per-session read-in and readout.
 
     Shapes: y [batch, time, neuron_i] holds trials of ONE session (NaN = missing); e [batch, embed];
-    latents z [..., latent]. Sessions are addressed by index (or name) in `self.sessions`.
+    latents z [..., latent]. Sessions are addressed by index (or name) in `self.sessions`;
+    `session(i, trials)` is the `SessionModel` (model/base.py) serving session i.
     """
 
     def __init__(self, cfg: ModelConfig, sessions: Sequence[dict], *, adaptation: str = "hyper"):
@@ -271,6 +272,7 @@ class MetaXFADS(nn.Module):
             raise ValueError(f"adaptation must be one of {', '.join(ADAPTATIONS)}; got {adaptation!r}")
         self.cfg = cfg
         self.adaptation = adaptation
+        self.embed_dim = cfg.embed_dim
         L = cfg.latent_dim
         self.read_dims = cfg.read_dims or L
         if adaptation == "hyper":
@@ -282,9 +284,7 @@ class MetaXFADS(nn.Module):
         self.embedder = EmbeddingEncoder(cfg.read_in_dim, cfg.embed_dim, cfg.encoder_hidden)
         self.local = LocalEncoder(cfg.read_in_dim, L, cfg.rank_local, cfg.encoder_hidden, log_inputs=False)
         self.backward = BackwardEncoder(L, cfg.rank_local, cfg.rank_backward, cfg.encoder_hidden)
-        self.m0 = nn.Parameter(torch.zeros(L))
-        self.raw_q0 = nn.Parameter(torch.full((L,), softplus_inv(1.0)))
-        self.raw_q = nn.Parameter(torch.full((L,), softplus_inv(0.05)))
+        self.init_prior(L)
         self.sessions = nn.ModuleList()
         self.session_specs: list[dict] = []
         for spec in sessions:
@@ -305,10 +305,14 @@ class MetaXFADS(nn.Module):
             self.init_from_data(y, index)
         return index
 
-    def session(self, index: int | str, trials) -> "SessionView":
-        """The model serving one session (the interface XFADS shares): bound to the session and the
-        mean of q(e_i) pooled over trials() [trial, time, neuron_i]."""
-        return SessionView.pooled(self, index, trials())
+    @property
+    def n_sessions(self) -> int:
+        return len(self.sessions)
+
+    def session(self, index: int | str, trials) -> "MetaSession":
+        """The model serving one session: bound to the session and the mean of q(e_i) pooled over
+        trials() [trial, time, neuron_i]."""
+        return MetaSession.pooled(self, index, trials())
 
     def session_index(self, session: int | str) -> int:
         if isinstance(session, str):
@@ -318,8 +322,13 @@ class MetaXFADS(nn.Module):
             return names.index(session)
         return int(session)
 
-    def _session(self, session: int | str) -> Session:
+    def session_module(self, session: int | str) -> Session:
+        """The per-session parameters (read-in, readout, likelihood) of session index or name."""
         return self.sessions[self.session_index(session)]
+
+    def n_inputs(self, session: int | str) -> int:
+        """How many neurons of the session the read-in takes."""
+        return int(self.session_module(session).heldin.sum())
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         for name, p in self.named_parameters():
@@ -327,7 +336,7 @@ class MetaXFADS(nn.Module):
                 yield p
 
     def session_parameters(self, session: int | str) -> Iterator[nn.Parameter]:
-        return self._session(session).parameters()
+        return self.session_module(session).parameters()
 
     def freeze_shared(self) -> None:
         """Stop gradients to every shared parameter (adapt trains only a session's own)."""
@@ -338,24 +347,18 @@ class MetaXFADS(nn.Module):
     def init_from_data(self, counts: torch.Tensor, session: int | str) -> None:
         """Readout bias of a session from each neuron's mean count per bin (docs/model.md section 1).
         counts: [trial, time, neuron_session]."""
-        s = self._session(session)
+        s = self.session_module(session)
         mean = torch.nanmean(counts.reshape(-1, counts.shape[-1]).to(s.readout.bias.dtype), dim=0)
         s.readout.bias.copy_(s.likelihood.init_bias(torch.nan_to_num(mean, nan=0.0)))
 
     # -- generative model ---------------------------------------------------------------------
-    def q(self) -> torch.Tensor:
-        return F.softplus(self.raw_q).clamp(min=1e-4)
-
-    def q0(self) -> torch.Tensor:
-        return F.softplus(self.raw_q0).clamp(min=1e-2)
-
     def eta(self, z: torch.Tensor, session: int | str) -> torch.Tensor:
         """z: [..., latent] -> natural parameters [..., neuron_i]."""
-        return self._session(session).readout(z[..., : self.read_dims])
+        return self.session_module(session).readout(z[..., : self.read_dims])
 
     def rates(self, z: torch.Tensor, session: int | str) -> torch.Tensor:
         """Expected observation per bin: z [..., latent] -> [..., neuron_i]."""
-        return self._session(session).likelihood.mean(self.eta(z, session))
+        return self.session_module(session).likelihood.mean(self.eta(z, session))
 
     def dynamics_fn(self, e: torch.Tensor):
         """f(.; e) as the callable the filter wants: [sample, batch, latent] -> same, e [batch, embed]."""
@@ -363,15 +366,19 @@ class MetaXFADS(nn.Module):
         return lambda z: self.dynamics(z, adapters)
 
     # -- inference ----------------------------------------------------------------------------
-    def read_in(self, y: torch.Tensor, session: int | str) -> tuple[torch.Tensor, torch.Tensor]:
+    def read_in(self, y: torch.Tensor, session: int | str, input_weight: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """y [batch, time, neuron_i] -> read-in x [batch, time, read_in] (missing inputs zero-filled)
-        and observed [batch, time] (every held-in neuron finite)."""
-        s = self._session(session)
+        and observed [batch, time] (every held-in neuron finite). input_weight [batch, time, heldin]
+        multiplies the (log) inputs (coordinated dropout)."""
+        s = self.session_module(session)
         y = y[..., s.heldin]
         finite = torch.isfinite(y)
         x = torch.where(finite, y, torch.zeros_like(y))
         if self.cfg.likelihood == "poisson":
             x = torch.log1p(x.clamp(min=0))
+        if input_weight is not None:
+            x = x * input_weight
         return s.read_in(x), finite.all(-1)
 
     def embed(self, y: torch.Tensor, session: int | str):
@@ -384,7 +391,7 @@ class MetaXFADS(nn.Module):
 
     def refined_mean(self, session: int | str, mu: torch.Tensor) -> torch.Tensor:
         """The session's refined embedding mean if it has one (adapted sessions), else mu [embed]."""
-        refined = self._session(session).embedding
+        refined = self.session_module(session).embedding
         return mu if refined is None else refined.to(mu)
 
     def embedding_factors(self, y: torch.Tensor, session: int | str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -392,86 +399,75 @@ class MetaXFADS(nn.Module):
         x, observed = self.read_in(y, session)
         return self.embedder(x, observed)
 
-    def _embedding_sample(self, y: torch.Tensor, session: int | str, generator: torch.Generator | None = None):
-        """e [batch, embed]: one draw of q(e_i) per trial in training, its mean in eval; plus (mu, var).
-        generator: where the draws come from (None: the global RNG)."""
+    def embedding_sample(self, y: torch.Tensor, session: int | str, noise: torch.Tensor | None = None):
+        """e [batch, embed]: one draw of q(e_i) per trial in training (noise [batch, embed]: its standard
+        normals; None: the global RNG), the mean in eval; plus (mu, var) of q(e_i)."""
         _, _, mu, var = self.embed(y, session)
         e = mu.expand(y.shape[0], -1)
         if self.training:
-            e = e + var.sqrt() * torch.randn(e.shape, generator=generator, dtype=e.dtype, device=e.device)
+            if noise is None:
+                noise = torch.randn(e.shape, dtype=e.dtype, device=e.device)
+            e = e + var.sqrt() * noise.to(e)
         return e, mu, var
-
-    def _filter(self, y, session, e, mode, n_samples, drop_local, local_mask,
-                generator: torch.Generator | None = None) -> tuple[Posterior, list]:
-        mode = mode or self.cfg.mode
-        x, observed = self.read_in(y, session)
-        # NaN marks unobserved bins so the local encoder gives them a zero potential, as in XFADS.
-        x = torch.where(observed[..., None], x, torch.full_like(x, float("nan")))
-        a, A, _ = self.local(x)
-        b = B = None
-        if mode != "filter":
-            b, B = self.backward(a, A)
-        if generator is not None and drop_local > 0:  # the dropout mask from the same generator
-            keep = torch.rand(a.shape[:2], generator=generator, device=a.device) >= drop_local
-            local_mask, drop_local = (keep if local_mask is None else keep & local_mask), 0.0
-        a, A = drop_local_potentials(a, A, drop_local, local_mask)
-        e = e.to(a.dtype).expand(y.shape[0], -1)  # [embed] or [batch, embed] -> [batch, embed]
-        adapters = self.dynamics.adapters(e)
-        post = low_rank_filter(
-            lambda z: self.dynamics(z, adapters), self.m0, self.q0(), self.q(), a, A, b, B,
-            n_samples=n_samples or self.cfg.samples, mode=mode, noise=generator,
-        )
-        return post, adapters
 
     def posterior(self, y: torch.Tensor, session: int | str, e: torch.Tensor | None = None, *,
                   mode: str | None = None, n_samples: int | None = None, drop_local: float = 0.0,
-                  local_mask: torch.Tensor | None = None) -> Posterior:
-        """y [batch, time, neuron_i] -> Posterior over [batch, time, latent].
-
-        e: [batch, embed] (or [embed]); None infers q(e_i) from y itself (a draw per trial in training,
-        the mean in eval). drop_local / local_mask as in XFADS.posterior."""
+                  local_mask: torch.Tensor | None = None, backward_mask: torch.Tensor | None = None,
+                  input_dropout: InputDropout | None = None, noise: Noise = None) -> Posterior:
+        """y [batch, time, neuron_i] -> Posterior over [batch, time, latent]. e: [batch, embed] (or [embed]);
+        None infers q(e_i) from y itself (a draw per trial in training, the mean in eval). The other
+        arguments as in XFADS.posterior."""
         if e is None:
-            e, _, _ = self._embedding_sample(y, session)
-        return self._filter(y, session, e, mode, n_samples, drop_local, local_mask)[0]
+            e, _, _ = self.embedding_sample(y, session)
+        return self.filter_adapted(y, session, e, mode=mode, n_samples=n_samples, drop_local=drop_local,
+                                   local_mask=local_mask, backward_mask=backward_mask,
+                                   input_dropout=input_dropout, noise=noise)[0]
 
-    def elbo(self, y: torch.Tensor, session: int | str, *, mode: str | None = None,
-             n_samples: int | None = None, drop_local: float = 0.0,
-             generator: torch.Generator | None = None) -> MetaElbo:
-        """Monte Carlo ELBO terms for a batch of one session, y [batch, time, neuron_i]. generator:
-        source of every Monte Carlo draw (embedding, dropout mask, filter noise); None: the global RNG."""
-        e, mu, var = self._embedding_sample(y, session, generator)
-        post, adapters = self._filter(y, session, e, mode, n_samples, drop_local, None, generator)
-        s = self._session(session)
-        loglik = s.likelihood.log_prob(s.readout(post.samples[..., : self.read_dims]), y).sum(-1).mean(0).sum(-1)
+    def filter_adapted(self, y: torch.Tensor, session: int | str, e: torch.Tensor, *,
+                       input_dropout: InputDropout | None = None, **options) -> tuple[Posterior, list]:
+        """The posterior with f(.; e) and the adapters of e [batch, embed] (or [embed]); options:
+        `filter_potentials`' keyword arguments."""
+        weight = None if input_dropout is None else input_dropout.input_weight(y.dtype)
+        x, observed = self.read_in(y, session, weight)
+        # NaN marks unobserved bins so the local encoder gives them a zero potential, as in XFADS.
+        x = torch.where(observed[..., None], x, torch.full_like(x, float("nan")))
+        a, A, _ = self.local(x)
+        adapters = self.dynamics.adapters(e.to(a.dtype).expand(y.shape[0], -1))
+        post = self.filter_potentials(lambda z: self.dynamics(z, adapters), a, A, **options)
+        return post, adapters
+
+    def elbo(self, y: torch.Tensor, session: int | str, e: torch.Tensor | None = None, *,
+             input_dropout: InputDropout | None = None, embed_noise: torch.Tensor | None = None,
+             **options) -> MetaElbo:
+        """Monte Carlo ELBO terms for a batch of one session, y [batch, time, neuron_i]. e: None draws it
+        from q(e_i) (`embedding_sample`, embed_noise its standard normals); options: as in `posterior`."""
+        e_given = e is not None
+        if e is None:
+            e, mu, var = self.embedding_sample(y, session, embed_noise)
+        post, adapters = self.filter_adapted(y, session, e, input_dropout=input_dropout, **options)
+        s = self.session_module(session)
+        loglik = expected_loglik(s.likelihood, s.readout(post.samples[..., : self.read_dims]), y, s.heldin,
+                                 input_dropout)
         kl = post.kl.sum(-1)
-        return MetaElbo(loglik - kl, loglik, kl, kl_std_normal(mu, var),
-                        self.dynamics.frobenius(adapters).mean(), post)
+        kl_embed = torch.zeros((), dtype=kl.dtype, device=kl.device) if e_given else kl_std_normal(mu, var)
+        return MetaElbo(loglik - kl, loglik, kl, kl_embed, self.dynamics.frobenius(adapters).mean(), post)
 
-    def loss(self, y: torch.Tensor, session: int | str, *, drop_local: float = 0.0,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """-ELBO per bin of a batch of one session, scalar:
+    def batch_loss(self, y: torch.Tensor, session: int | str, *, share: float = 1.0, **draws) -> torch.Tensor:
+        """The training objective of a batch of one session, y [batch, time, neuron_i]:
 
-            [-sum_j elbo_j + KL(q(e_i) || p(e)) + lambda * frobenius] / (batch * time)
+            -sum_j elbo_j + share * [KL(q(e_i) || p(e)) + lambda * frobenius]
 
-        The per-session terms enter once per batch (docs/model.md section 6) and share the per-bin scale, so
-        the number is comparable with XFADS's loss (train/loop.py) and with other sessions' batches."""
-        t = self.elbo(y, session, drop_local=drop_local, generator=generator)
-        extra = t.kl_embed + self.cfg.frobenius_weight * t.frobenius
-        return (-t.elbo.sum() + extra) / (y.shape[0] * y.shape[1])
+        The per-session terms enter once per batch (docs/model.md section 6); share: the fraction of the
+        batch these trials are (data-parallel ranks each hold a part). draws: `elbo`'s keyword arguments."""
+        t = self.elbo(y, session, **draws)
+        return -t.elbo.sum() + share * (t.kl_embed + self.cfg.frobenius_weight * t.frobenius)
 
     # -- forecasting --------------------------------------------------------------------------
     def rollout(self, z: torch.Tensor, horizon: int, e: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Sample z_{t+1:t+H} from f(.; e). z [sample, batch, latent], e [batch, embed]
         -> [sample, batch, horizon, latent]."""
-        f = self.dynamics_fn(e.to(z.dtype).expand(z.shape[1], -1))
-        std = self.q().sqrt()
-        out = []
-        for _ in range(horizon):
-            eps = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-            z = f(z) + std * eps
-            out.append(z)
-        return torch.stack(out, dim=2)
+        return self.rollout_through(self.dynamics_fn(e.to(z.dtype).expand(z.shape[1], -1)), z, horizon, generator)
 
     @torch.no_grad()
     def forecast(self, y_context: torch.Tensor, session: int | str, horizon: int, *,
@@ -483,40 +479,43 @@ class MetaXFADS(nn.Module):
         if e is None:
             e = self.embed(y_context, session)[2]
         e = e.expand(y_context.shape[0], -1)
-        post = self._filter(y_context, session, e, mode, n_samples, 0.0, None, generator)[0]
+        post = self.filter_adapted(y_context, session, e, mode=mode, n_samples=n_samples, noise=generator)[0]
         z = self.rollout(post.samples[:, :, -1], horizon, e, generator)
         return Forecast(z, self.rates(z, session))
 
 
-class SessionView:
-    """A MetaXFADS bound to one session and a fixed embedding e (the mean of q(e_i)): the model serving
-    that session (`MetaXFADS.session`), with the interface XFADS serves its one session with
-    (posterior, rates, forecast, elbo), so smoothing, forecasting and evaluation code serves both
-    model kinds unchanged. Not a module: its parameters are `model`'s."""
+class MetaSession:
+    """MetaXFADS serving one session with a fixed embedding e (the mean of q(e_i)): the `SessionModel`
+    (model/base.py) that smoothing, forecasting and evaluation use, as XFADS serves its one session.
+    Its parameters are the model's (it holds no state of its own but the session index and e)."""
 
     def __init__(self, model: MetaXFADS, session: int | str, e: torch.Tensor):
-        self.model, self.session, self.e = model, model.session_index(session), e
+        self.model, self.index, self.e = model, model.session_index(session), e
         self.cfg = model.cfg
+        self.heldin = model.session_module(self.index).heldin
 
     @classmethod
-    def pooled(cls, model: MetaXFADS, session: int | str, y: torch.Tensor) -> "SessionView":
-        """The view whose e is the mean of q(e_i) pooled over trials y [trial, time, neuron_i]."""
+    def pooled(cls, model: MetaXFADS, session: int | str, y: torch.Tensor) -> "MetaSession":
+        """The session whose e is the mean of q(e_i) pooled over trials y [trial, time, neuron_i]."""
         return cls(model, session, session_embedding(model, y, session)[2])
 
     def _e(self, y: torch.Tensor) -> torch.Tensor:
         return self.e.to(y).expand(y.shape[0], -1)
 
-    def posterior(self, y: torch.Tensor, **kwargs) -> Posterior:
-        return self.model.posterior(y, self.session, self._e(y), **kwargs)
+    def noise_shape(self, batch: int, time: int, *, mode: str | None = None, n_samples: int | None = None) -> tuple:
+        return self.model.noise_shape(batch, time, mode=mode, n_samples=n_samples)
+
+    def posterior(self, y: torch.Tensor, **options) -> Posterior:
+        return self.model.posterior(y, self.index, self._e(y), **options)
+
+    def elbo(self, y: torch.Tensor, **options) -> MetaElbo:
+        return self.model.elbo(y, self.index, self._e(y), **options)
 
     def rates(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model.rates(z, self.session)
+        return self.model.rates(z, self.index)
 
-    def forecast(self, y_context: torch.Tensor, horizon: int, **kwargs) -> Forecast:
-        return self.model.forecast(y_context, self.session, horizon, e=self._e(y_context), **kwargs)
-
-    def elbo(self, y: torch.Tensor, **kwargs):
-        return self.model.elbo(y, self.session, **kwargs)
+    def forecast(self, y_context: torch.Tensor, horizon: int, **options) -> Forecast:
+        return self.model.forecast(y_context, self.index, horizon, e=self._e(y_context), **options)
 
 
 @torch.no_grad()

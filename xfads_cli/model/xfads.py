@@ -12,36 +12,26 @@ neurons; the likelihood covers every neuron, so held-out neurons are predicted f
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from xfads_cli.config import ModelConfig
+from xfads_cli.model.base import Elbo, Forecast, Noise, StateSpaceModel, expected_loglik
 from xfads_cli.model.dynamics import build_dynamics
-from xfads_cli.model.encoders import BackwardEncoder, InputDropout, LocalEncoder, drop_local_potentials, scale_grad
-from xfads_cli.model.filtering import Posterior, low_rank_filter, noise_shape
+from xfads_cli.model.encoders import BackwardEncoder, InputDropout, LocalEncoder
+from xfads_cli.model.filtering import Posterior
 from xfads_cli.model.likelihoods import build_likelihood
 
-
-class Elbo(NamedTuple):
-    """Per-trial terms, each [batch]: elbo = loglik - kl; n_bins counts observed bins."""
-
-    elbo: torch.Tensor
-    loglik: torch.Tensor
-    kl: torch.Tensor
-    posterior: Posterior
+__all__ = ["XFADS", "Elbo", "Forecast", "pca_readout"]
 
 
-class Forecast(NamedTuple):
-    """latents [sample, batch, horizon, latent]; rates [sample, batch, horizon, neuron] (expected per bin)."""
+class XFADS(StateSpaceModel):
+    """One session; implements `SessionModel` itself (`session(0)` is the model)."""
 
-    latents: torch.Tensor
-    rates: torch.Tensor
+    embed_dim = 0  # no session embedding: the one-session case of MetaXFADS
+    n_sessions = 1
 
-
-class XFADS(nn.Module):
     def __init__(self, cfg: ModelConfig, n_neurons: int, heldin: torch.Tensor, dt: float):
         """heldin: [neuron] bool, the neurons the encoder may read."""
         super().__init__()
@@ -56,22 +46,24 @@ class XFADS(nn.Module):
         nn.init.normal_(self.readout.weight, std=1.0 / self.read_dims**0.5)
         self.local = LocalEncoder(n_in, L, cfg.rank_local, cfg.encoder_hidden, log_inputs=cfg.likelihood == "poisson")
         self.backward = BackwardEncoder(L, cfg.rank_local, cfg.rank_backward, cfg.encoder_hidden)
-        self.m0 = nn.Parameter(torch.zeros(L))
-        self.raw_q0 = nn.Parameter(torch.full((L,), softplus_inv(1.0)))
-        self.raw_q = nn.Parameter(torch.full((L,), softplus_inv(0.05)))
+        self.init_prior(L)
         # Largest expected count per bin a forecast may give each neuron (set from the training counts;
         # inf: no cap). Why: a rollout that leaves the region the dynamics were trained on can grow
         # without bound, and under the exp link one such sample among 20 made a trial's mean forecast
         # 1e9 spikes per bin (fp-bps -1.3e9 on a real recording, benchmarks/README.md).
         self.register_buffer("rate_ceiling", torch.full((n_neurons,), float("inf")))
 
+    # -- sessions (the interface MetaXFADS shares) ----------------------------------------------
+    def session(self, index: int = 0, trials=None) -> "XFADS":
+        """The model serving session `index`: XFADS has one session, itself; `trials` (a callable giving
+        the session's counts, which the meta model pools its embedding over) is not needed."""
+        return self
+
+    def n_inputs(self, session: int = 0) -> int:
+        """How many neurons the encoder reads."""
+        return int(self.heldin.sum())
+
     # -- generative model ---------------------------------------------------------------------
-    def q(self) -> torch.Tensor:
-        return F.softplus(self.raw_q).clamp(min=1e-4)
-
-    def q0(self) -> torch.Tensor:
-        return F.softplus(self.raw_q0).clamp(min=1e-2)
-
     def eta(self, z: torch.Tensor) -> torch.Tensor:
         """z: [..., latent] -> natural parameters [..., neuron]."""
         return self.readout(z[..., : self.read_dims])
@@ -95,22 +87,10 @@ class XFADS(nn.Module):
                                                   self.readout.weight))
 
     # -- inference ----------------------------------------------------------------------------
-    def noise_shape(self, batch: int, time: int, *, mode: str | None = None, n_samples: int | None = None) -> tuple:
-        """Shape of the standard normals `posterior(..., noise=)` consumes for [batch, time] (filtering.noise_shape)."""
-        mode = mode or self.cfg.mode
-        rank = self.cfg.rank_local + (0 if mode == "filter" else self.cfg.rank_backward)
-        return noise_shape(mode, time, batch, n_samples or self.cfg.samples, self.cfg.latent_dim, rank)
-
-    def session(self, index: int = 0, trials=None) -> "XFADS":
-        """The model serving session `index` (the interface MetaXFADS shares): XFADS has one session,
-        itself; `trials` (a callable giving the session's counts, which the meta model pools its
-        embedding over) is not needed."""
-        return self
-
     def posterior(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
                   drop_local: float = 0.0, local_mask: torch.Tensor | None = None,
                   backward_mask: torch.Tensor | None = None, input_dropout: InputDropout | None = None,
-                  noise: torch.Tensor | torch.Generator | None = None) -> Posterior:
+                  noise: Noise = None) -> Posterior:
         """y: [batch, time, neuron] (all neurons; NaN = missing) -> Posterior over [batch, time, latent].
 
         drop_local: during training, the fraction of bins whose local potential is dropped at random so
@@ -120,50 +100,34 @@ class XFADS(nn.Module):
         mode "filter", within a smoother batch). noise: the filter's standard normals
         (`noise_shape(...)`) or a torch.Generator; None draws from the global RNG.
         """
-        mode = mode or self.cfg.mode
-        weight = None
-        if input_dropout is not None:
-            weight = input_dropout.input_weight(y.dtype)
+        weight = None if input_dropout is None else input_dropout.input_weight(y.dtype)
         a, A, _ = self.local(y[..., self.heldin], weight)
-        b = B = None
-        if mode != "filter":
-            b, B = self.backward(a, A)
-            if backward_mask is not None:
-                w = backward_mask.to(b.dtype)
-                b, B = b * w[:, None, None], B * w[:, None, None, None]
-        a, A = drop_local_potentials(a, A, drop_local, local_mask)
-        return low_rank_filter(
-            self.dynamics, self.m0, self.q0(), self.q(), a, A, b, B,
-            n_samples=n_samples or self.cfg.samples, mode=mode, noise=noise,
-        )
+        return self.filter_potentials(self.dynamics, a, A, mode=mode, n_samples=n_samples, drop_local=drop_local,
+                                      local_mask=local_mask, backward_mask=backward_mask, noise=noise)
 
     def elbo(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
              drop_local: float = 0.0, local_mask: torch.Tensor | None = None,
              backward_mask: torch.Tensor | None = None, input_dropout: InputDropout | None = None,
-             noise: torch.Tensor | torch.Generator | None = None) -> Elbo:
+             noise: Noise = None) -> Elbo:
         """Monte Carlo ELBO per trial. y: [batch, time, neuron]. local_mask, backward_mask, input_dropout,
         noise: as in `posterior` (the training loop passes per-trial draws, train/loop.py)."""
         post = self.posterior(y, mode=mode, n_samples=n_samples, drop_local=drop_local, local_mask=local_mask,
                               backward_mask=backward_mask, input_dropout=input_dropout, noise=noise)
-        lp = self.likelihood.log_prob(self.eta(post.samples), y)  # [sample, batch, time, neuron]
-        if input_dropout is not None:  # gradient from the entries the encoder did not read (and held-out)
-            w = torch.ones(y.shape, dtype=lp.dtype, device=lp.device)
-            w[..., self.heldin] = input_dropout.dropped.to(lp.dtype) / input_dropout.rate
-            lp = scale_grad(lp, w)
-        loglik = lp.sum(-1).mean(0).sum(-1)
+        loglik = expected_loglik(self.likelihood, self.eta(post.samples), y, self.heldin, input_dropout)
         kl = post.kl.sum(-1)
         return Elbo(loglik - kl, loglik, kl, post)
+
+    def batch_loss(self, y: torch.Tensor, session: int = 0, *, share: float = 1.0, embed_noise: None = None,
+                   **draws) -> torch.Tensor:
+        """-sum of the ELBOs of a batch of trials y [batch, time, neuron] (the objective both model kinds
+        train with, train/loop.py). draws: `elbo`'s keyword arguments; share and embed_noise are the meta
+        model's (XFADS has no per-session term)."""
+        return -self.elbo(y, **draws).elbo.sum()
 
     # -- forecasting --------------------------------------------------------------------------
     def rollout(self, z: torch.Tensor, horizon: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Sample z_{t+1:t+H} from the prior dynamics. z: [sample, batch, latent] -> [sample, batch, horizon, latent]."""
-        std = self.q().sqrt()
-        out = []
-        for _ in range(horizon):
-            eps = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-            z = self.dynamics(z) + std * eps
-            out.append(z)
-        return torch.stack(out, dim=2)
+        return self.rollout_through(self.dynamics, z, horizon, generator)
 
     @torch.no_grad()
     def forecast(self, y_context: torch.Tensor, horizon: int, *, n_samples: int | None = None,
@@ -207,8 +171,3 @@ def pca_readout(counts: torch.Tensor, mean: torch.Tensor, inverse_link, k: int, 
     r = min(k, int((S > 1e-6 * S[0]).sum()) if S.numel() else 0)
     out[:, :r] = Vh[:r].T * (S[:r] / (x.shape[0] - 1) ** 0.5)
     return out
-
-
-def softplus_inv(x: float) -> float:
-    """The raw parameter whose softplus is x > 0 (variances are stored softplus-inverted)."""
-    return float(torch.log(torch.expm1(torch.tensor(x))))

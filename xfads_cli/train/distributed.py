@@ -3,16 +3,17 @@
     torchrun --nproc-per-node K -m xfads_cli fit DATA --out RUN          # one node, K GPUs (or CPU ranks)
     srun --ntasks-per-node K xfads fit DATA --out RUN --distributed      # SLURM tasks, MASTER_ADDR/PORT set
 
-Semantics (train/loop.py, train/meta_loop.py):
+Semantics (train/loop.py):
 
 * train.batch_size is the GLOBAL batch. Every rank draws the same per-epoch permutation (seeded by
   (seed, epoch)) and takes a disjoint 1/K of each global batch (DistributedSampler style:
   indices[rank::K]); the loss is scaled so that DDP's gradient average equals the gradient of the
   single-process loss on the whole global batch. A rank whose share of a (short, last) batch is empty
   gets a zero-weight trial, so every rank runs the same number of steps (or DDP would hang).
-* The meta model shards whole (session, trials) chunks: every step each rank trains one chunk.
-* The loss's Monte Carlo draws are keyed by (seed, epoch, trial) (or chunk), not taken from the
-  global RNG, so a trial gets the same draws whichever rank holds it.
+* The meta model's batches hold trials of one session; they are split over the ranks in the same way,
+  and the once-per-batch terms (the embedding's KL, the adapters' norm) are weighted by each rank's share.
+* The loss's Monte Carlo draws are keyed by (seed, epoch, trial), not taken from the global RNG, so a
+  trial gets the same draws whichever rank holds it.
 * Decisions (divergence, preemption, early stopping, time limit) are reduced or broadcast so all
   ranks take them together; rank 0 alone validates, writes files and logs.
 """

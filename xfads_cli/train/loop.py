@@ -2,12 +2,12 @@
 gradient clipping, model selection and early stopping on a validation score, a time limit checked
 after every step, divergence handling, preemption, resumable state and data-parallel ranks.
 
-    training = fit(model, train_y, valid_y, cfg, seed=0, evaluate=fn, resume=state)
+    training = fit(model, train_y, valid_y, cfg, seed=0, evaluate=fn, resume=state)  # or per-session lists
     for event in training:            # EpochEnd(record, is_best, state) after every epoch,
         ...                           # Interrupted(state) when a stop signal arrived mid-epoch
     result = training.result          # or: result = fit(...).run()
 
-`run_epochs` builds the Training, parameterised by what a batch is (the meta model's loop reuses it):
+`fit` trains either model kind (a batch is some trials of one session); `run_epochs` builds the Training:
 per epoch `_Loop.train_epoch` (the optimisation steps) then `_Loop.end_epoch` (validate, record,
 select, decide whether to stop); `LoopState` holds the counters a resumed run continues from.
 
@@ -36,7 +36,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequence
 
 import torch
 
@@ -81,23 +81,25 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 class Draws(NamedTuple):
-    """The random parts of one batch's training loss (`trial_draws`)."""
+    """The random parts of one batch's training loss (`trial_draws`), named as the models' `batch_loss`
+    keyword arguments."""
 
     noise: torch.Tensor  # the filter's standard normals, model.noise_shape for the batch
-    keep: torch.Tensor | None  # [batch, time] bool: local potentials kept
-    backward: torch.Tensor | None  # [batch] bool: backward potentials kept
+    local_mask: torch.Tensor | None  # [batch, time] bool: local potentials kept
+    backward_mask: torch.Tensor | None  # [batch] bool: backward potentials kept
     input_dropout: InputDropout | None  # coordinated dropout of the encoder's held-in inputs
+    embed_noise: torch.Tensor | None  # [batch, embed]: standard normals of the session embedding's draw
 
 
 def trial_draws(model, y: torch.Tensor, keys: list[int], drop: float = 0.0, forecast: float = 0.0,
-                n_samples: int | None = None, input_drop: float = 0.0) -> Draws:
-    """Monte Carlo draws of XFADS's training loss, one generator per trial (keys[i] seeds trial i).
-    A trial's draws do not depend on the batch it is in.
+                n_samples: int | None = None, input_drop: float = 0.0, session: int = 0) -> Draws:
+    """Monte Carlo draws of the training loss of a batch y [batch, time, neuron] of `session`, one
+    generator per trial (keys[i] seeds trial i). A trial's draws do not depend on the batch it is in.
 
     drop: fraction of bins whose local potential is dropped. forecast: probability that a trial is
     trained as a forecast: its local potentials are dropped from a cut point drawn uniformly in the
     middle three fifths of the trial to its end, and its backward potentials everywhere (the causal
-    filter up to the cut, the dynamics alone after it)."""
+    filter up to the cut, the dynamics alone after it). input_drop: coordinated dropout's rate."""
     T = y.shape[1]
     dtype = next(model.parameters()).dtype
     shape = model.noise_shape(len(keys), T, n_samples=n_samples)  # [time, stream, batch, sample, column]
@@ -105,10 +107,11 @@ def trial_draws(model, y: torch.Tensor, keys: list[int], drop: float = 0.0, fore
     buf = torch.empty((shape[2], shape[0], shape[1], *shape[3:]), dtype=dtype, device=y.device)
     keep = torch.ones((len(keys), T), dtype=torch.bool, device=y.device) if drop > 0 or forecast > 0 else None
     backward = torch.ones(len(keys), dtype=torch.bool, device=y.device) if forecast > 0 else None
-    dropped = None
+    dropped = embed = None
     if input_drop > 0:
-        n_in = int(model.heldin.sum())
-        dropped = torch.zeros((len(keys), T, n_in), dtype=torch.bool, device=y.device)
+        dropped = torch.zeros((len(keys), T, model.n_inputs(session)), dtype=torch.bool, device=y.device)
+    if model.embed_dim:
+        embed = torch.empty((len(keys), model.embed_dim), dtype=dtype, device=y.device)
     lo, hi = T // 5, max(T // 5, (4 * T) // 5 - 1)
     for i, key in enumerate(keys):
         g = torch.Generator(device=y.device).manual_seed(key)
@@ -121,26 +124,23 @@ def trial_draws(model, y: torch.Tensor, keys: list[int], drop: float = 0.0, fore
                 keep[i, max(1, lo + int(u[1] * (hi - lo + 1))):] = False
                 backward[i] = False
         if input_drop > 0:
-            dropped[i] = torch.rand((T, n_in), generator=g, device=y.device) < input_drop
+            dropped[i] = torch.rand(dropped.shape[1:], generator=g, device=y.device) < input_drop
+        if embed is not None:
+            torch.randn(embed.shape[1:], generator=g, dtype=dtype, device=y.device, out=embed[i])
     return Draws(buf.permute(1, 2, 0, 3, 4), keep, backward,
-                 InputDropout(dropped, input_drop) if input_drop > 0 else None)
-
-
-def elbo_loss(model, y: torch.Tensor, drop_local: float = 0.0) -> torch.Tensor:
-    """-ELBO per bin of a batch y: [batch, time, neuron] (Monte Carlo draws from the global RNG)."""
-    terms = model.elbo(y, drop_local=drop_local)
-    return -terms.elbo.sum() / (y.shape[0] * y.shape[1])
+                 InputDropout(dropped, input_drop) if input_drop > 0 else None, embed)
 
 
 @torch.no_grad()
-def evaluate_loss(model, y: torch.Tensor, batch_size: int) -> float:
-    """Mean -ELBO per bin over all trials of y (no dropout)."""
+def evaluate_loss(model, y: torch.Tensor, batch_size: int, session: int = 0) -> float:
+    """Mean -ELBO per bin (model.batch_loss in eval mode, draws from the global RNG) over all trials
+    y [trial, time, neuron] of `session`."""
     was_training = model.training
     model.eval()
     total = 0.0
     for start in range(0, y.shape[0], batch_size):
         chunk = y[start : start + batch_size]
-        total += float(elbo_loss(model, chunk)) * chunk.shape[0]
+        total += float(model.batch_loss(chunk, session) / (chunk.shape[0] * chunk.shape[1])) * chunk.shape[0]
     model.train(was_training)
     return total / max(y.shape[0], 1)
 
@@ -153,66 +153,99 @@ def auto_batch_size(n_trials: int) -> int:
 
 
 class TrialBatch(NamedTuple):
-    """This rank's share of one global batch: trial indices, their weight (0: padding so that every
-    rank has a batch) and the size of the global batch."""
+    """This rank's share of one global batch: the session, trial indices, their weight (0: padding so
+    that every rank has a batch) and the size of the global batch."""
 
     epoch: int
+    session: int
     trials: torch.Tensor
     weight: float
     total: int
 
 
+def _present(y: torch.Tensor | None) -> bool:
+    return y is not None and len(y) > 0
+
+
+def epoch_batches(sizes: list[int], batch_size: int | None, seed: int, epoch: int, dist: Dist) -> list[TrialBatch]:
+    """This rank's batches of epoch `epoch` over sessions with `sizes` training trials (0: not trained):
+    each session's trials in a random order cut into batches (a batch never mixes sessions, whose
+    neuron counts differ, so nothing is padded), the batches of all sessions shuffled together so the
+    shared parameters see the sessions interleaved; every global batch split over the ranks."""
+    gen = epoch_generator(seed, epoch)
+    chunks = []
+    for i, n in enumerate(sizes):
+        if n:
+            order = torch.randperm(n, generator=gen)
+            size = batch_size or auto_batch_size(n)
+            chunks += [(i, order[k : k + size]) for k in range(0, n, size)]
+    if sum(1 for n in sizes if n) > 1:  # one session's batches are already in a random order
+        chunks = [chunks[j] for j in torch.randperm(len(chunks), generator=gen).tolist()]
+    out = []
+    for i, chunk in chunks:
+        mine, weight = chunk[dist.rank :: dist.world], 1.0
+        if len(mine) == 0:  # fewer trials than ranks in the last batch
+            mine, weight = chunk[:1], 0.0
+        out.append(TrialBatch(epoch, i, mine, weight, len(chunk)))
+    return out
+
+
 def fit(
     model: torch.nn.Module,
-    train_y: torch.Tensor,
-    valid_y: torch.Tensor | None,
+    train: torch.Tensor | Sequence[torch.Tensor | None],
+    valid: torch.Tensor | Sequence[torch.Tensor | None] | None,
     cfg: TrainConfig,
     *,
     seed: int = 0,
+    parameters: Iterable[torch.nn.Parameter] | None = None,
     dist: Dist | None = None,
     **options,
 ) -> Training:
-    """Training of `model` on train_y [trial, time, neuron] (on the model's device), early-stopping on
-    the -ELBO per bin of valid_y [trial, time, neuron] (or `select`): iterate it, or `.run()` it for the
-    FitResult (history; the best parameters are then loaded into the model). `dist`: this process's
-    rank (train/distributed.py), cfg.batch_size being the global batch; `options`: run_epochs' select,
-    evaluate, resume (a state an event's `state()` returned, to continue from), max_epochs,
-    should_stop and threads."""
-    d = dist or SINGLE
-    n, T = train_y.shape[0], train_y.shape[1]
-    keyed = hasattr(model, "noise_shape")  # XFADS: per-trial draws; other models: the global RNG
-    batch_size = cfg.batch_size or auto_batch_size(n)
-    steps_per_epoch = -(-n // batch_size)
+    """Training of `model` (XFADS, or MetaXFADS over many sessions) on train [trial, time, neuron] or, per
+    session, train[i] [trial, time, neuron_i] (None or empty: not trained on), early-stopping on the
+    -ELBO per bin of the validation trials (mean over sessions) or on `select`. Iterate it, or `.run()`
+    it for the FitResult (history; the best parameters are then loaded into the model).
 
-    def batches(epoch: int) -> Iterable[TrialBatch]:
-        order = torch.randperm(n, generator=epoch_generator(seed, epoch))
-        for start in range(0, n, batch_size):
-            chunk = order[start : start + batch_size]
-            mine, weight = chunk[d.rank :: d.world], 1.0
-            if len(mine) == 0:  # fewer trials than ranks in the last batch
-                mine, weight = chunk[:1], 0.0
-            yield TrialBatch(epoch, mine, weight, len(chunk))
+    parameters: what to train (default: every parameter with requires_grad; few-shot adaptation passes
+    one session's). dist: this process's rank (train/distributed.py), cfg.batch_size being the global
+    batch. options: run_epochs' select, evaluate, resume (a state an event's `state()` returned, to
+    continue from), max_epochs, should_stop and threads.
+
+    Monte Carlo draws: trial k of the concatenated sessions in epoch e draws from mix_seed(seed, e, k)."""
+    d = dist or SINGLE
+    trains = [train] if torch.is_tensor(train) else list(train)
+    valids = [valid] if valid is None or torch.is_tensor(valid) else list(valid)
+    if len(trains) > model.n_sessions:
+        raise ValueError(f"{len(trains)} training sessions for a model with {model.n_sessions}")
+    sizes = [len(y) if _present(y) else 0 for y in trains]
+    if not any(sizes):
+        raise ValueError("fit: no session has training trials")
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    steps_per_epoch = len(epoch_batches(sizes, cfg.batch_size, seed, 0, SINGLE))
+    if parameters is None:
+        parameters = [p for p in model.parameters() if p.requires_grad]
 
     def batch_loss(b: TrialBatch) -> torch.Tensor:
-        y = train_y[b.trials.to(train_y.device)]
-        if keyed:
-            draws = trial_draws(model, y, [mix_seed(seed, b.epoch, t) for t in b.trials.tolist()],
-                                cfg.drop_local, cfg.forecast_fraction, cfg.samples,
-                                cfg.input_dropout if b.epoch * steps_per_epoch >= cfg.input_dropout_from_step else 0.0)
-            terms = model.elbo(y, noise=draws.noise, local_mask=draws.keep, backward_mask=draws.backward,
-                               input_dropout=draws.input_dropout, n_samples=cfg.samples)
-        else:
-            terms = model.elbo(y, drop_local=cfg.drop_local)
+        y = trains[b.session][b.trials.to(trains[b.session].device)]
+        input_drop = cfg.input_dropout if b.epoch * steps_per_epoch >= cfg.input_dropout_from_step else 0.0
+        keys = [mix_seed(seed, b.epoch, offsets[b.session] + t) for t in b.trials.tolist()]
+        draws = trial_draws(model, y, keys, cfg.drop_local, cfg.forecast_fraction, cfg.samples, input_drop, b.session)
+        loss = model.batch_loss(y, b.session, share=len(b.trials) / b.total, n_samples=cfg.samples, **draws._asdict())
         # sum over this rank's trials / (global batch x time), x world: DDP's average over ranks
         # then equals the single-process loss of the global batch
-        return -terms.elbo.sum() * (b.weight * d.world / (b.total * T))
+        return loss * (b.weight * d.world / (b.total * y.shape[1]))
 
-    has_valid = valid_y is not None and len(valid_y) > 0
-    unused = getattr(getattr(model, "cfg", None), "mode", None) == "filter"  # no backward encoder
+    scored = [(i, y) for i, y in enumerate(valids) if _present(y)]
+
+    def valid_loss() -> float:
+        losses = [evaluate_loss(model, y, cfg.batch_size or auto_batch_size(sizes[i] or len(y)), i) for i, y in scored]
+        return sum(losses) / len(losses) if losses else math.nan
+
+    # parameters a step may not reach: the backward encoder (filter mode), other sessions' read-in/readout
+    unused = model.cfg.mode == "filter" or model.n_sessions > 1
     return run_epochs(
-        model, cfg, batches=batches, batch_loss=batch_loss,
-        valid_loss=lambda: evaluate_loss(model, valid_y, batch_size) if has_valid else float("nan"),
-        seed=seed, dist=d, find_unused_parameters=unused, **options,
+        model, cfg, batches=lambda epoch: epoch_batches(sizes, cfg.batch_size, seed, epoch, d), batch_loss=batch_loss,
+        valid_loss=valid_loss, parameters=parameters, seed=seed, dist=d, find_unused_parameters=unused, **options,
     )
 
 
@@ -554,7 +587,7 @@ def run_epochs(
     find_unused_parameters: bool = False,
     threads: ThreadTuner | None = None,
 ) -> Training:
-    """The training shared by `fit` and `fit_meta` (train/meta_loop.py), agnostic of what a batch is;
+    """The training `fit` runs, agnostic of what a batch is;
     returns the Training to iterate (nothing runs before that).
 
     batches(epoch): that epoch's batches in order, a function of (seed, epoch) only (the loop skips
