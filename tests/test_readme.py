@@ -78,6 +78,10 @@ PLACEHOLDERS = {
 BUDGET = "--max-epochs 2"
 TRAINING = ("fit", "adapt")
 SIM_TRIALS = 20
+# `xfads sweep`: a larger `--trials N` becomes SWEEP_TRIALS and every trial gets SWEEP_BUDGET (its epochs);
+# `xfads sweep --status` runs as written.
+SWEEP_TRIALS = 2
+SWEEP_BUDGET = "--set train.max_epochs=2"
 AS_WRITTEN = ("inspect", "smooth", "forecast", "embed")
 
 # README lines that cannot run in a test (the line without its trailing comment -> reason).
@@ -291,6 +295,9 @@ def _with_budget(segment: str) -> str:
         if "--trials" in words:
             return re.sub(r"--trials(\s+|=)(\d+)", lambda m: f"--trials {min(int(m.group(2)), SIM_TRIALS)}", body) + tail
         return f"{body} --trials {SIM_TRIALS}{tail}"
+    if words[1] == "sweep" and "--trials" in words:
+        trials = re.sub(r"--trials(\s+|=)(\d+)", lambda m: f"--trials {min(int(m.group(2)), SWEEP_TRIALS)}", body)
+        return f"{trials} {SWEEP_BUDGET}{tail}"
     return segment
 
 
@@ -379,7 +386,7 @@ def analyse(block: Block) -> list[Step]:
                 step.problems.append(f"'{original.strip()}': xfads has no subcommand '{' '.join(words[1:2])}'")
                 continue
             sub = words[1]
-            if sub not in TRAINING + ("simulate",) + AS_WRITTEN:
+            if sub not in TRAINING + ("simulate", "sweep") + AS_WRITTEN:
                 step.problems.append(f"xfads {sub} is in no budget table (TRAINING, simulate, AS_WRITTEN)")
             budgeted = shlex.split(_with_budget(original))
             params = None
@@ -394,6 +401,8 @@ def analyse(block: Block) -> list[Step]:
                 continue
             if sub in TRAINING and not (budgeted.count("--max-epochs") == 1 and "--time-limit" not in budgeted):
                 step.problems.append(f"'{original.strip()}': training command without the test budget")
+            if sub == "sweep" and params["trials"] is not None and SWEEP_BUDGET not in _with_budget(original):
+                step.problems.append(f"'{original.strip()}': sweep without the test budget")
             if sub == "simulate" and params["trials"] > SIM_TRIALS:
                 step.problems.append(f"'{original.strip()}': simulates {params['trials']} trials (> {SIM_TRIALS})")
             for name, value in params.items():
@@ -532,6 +541,8 @@ def test_substitutions_are_the_tables():
     assert substitute("xfads adapt r n.nwb --trials 8 --out r2") == "xfads adapt r n.nwb --trials 8 --out r2 --max-epochs 2"
     assert substitute("xfads simulate lorenz --out l.nwb --trials 150") == "xfads simulate lorenz --out l.nwb --trials 20"
     assert substitute("xfads simulate vdp --out v.h5  # x") == "xfads simulate vdp --out v.h5 --trials 20  # x"
+    assert substitute("xfads sweep a.nwb --space s.yaml --out w --trials 24") == \
+        "xfads sweep a.nwb --space s.yaml --out w --trials 2 --set train.max_epochs=2"
     line = "xfads inspect l.nwb --json | python -c \"import json,sys; print(1)\""
     assert substitute(line) == line
     assert split_comment("python -c \"print('#')\"  # c") == ("python -c \"print('#')\"", "  # c")
@@ -555,6 +566,9 @@ def _check_outputs(sub: str, params: dict, cwd: Path, step: Step) -> None:
         return
     path = cwd / out
     where = f"'{step.readme}' should write {out}"
+    if sub == "sweep":  # a sweep directory: the study, the trials' run directories, the best one
+        assert (path / "journal.log").is_file() and (path / "best" / "summary.json").is_file(), where
+        return
     if sub in TRAINING:
         always, with_plot = run_dir_files()
         expected = always | (with_plot if params.get("plot") else set())

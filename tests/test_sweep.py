@@ -246,3 +246,13 @@ def test_without_optuna_exit_2_with_the_install_hint(recording, space, tmp_path,
         assert result.exit_code == 2, result.output
         assert result.stderr.strip() == "error: xfads sweep needs optuna: pip install 'xfads[sweep]'"
     assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("name", ["sweep_xfads.yaml", "sweep_meta.yaml"])
+def test_sample_spaces_load(name):
+    from conftest import ROOT
+
+    from xfads_cli.sweep.space import load_space
+
+    params = load_space(ROOT / "sample_configs" / name, None, [])
+    assert len(params) >= 4

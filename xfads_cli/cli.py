@@ -377,7 +377,10 @@ def sweep(
         summary = run_sweep(data or [], space, out, trials=trials, workers=workers, worker=worker,
                             worker_index=worker_index, time_limit_min=time_limit, config_path=config,
                             overrides=set_ or [], seed=seed, device=device, threads=threads)
-    render(summary)
+    if worker:  # one of many: one line (the table is `xfads sweep --status`)
+        _stderr(f"worker stopped ({summary['stopped']}): {summary['finished']}/{summary['n_trials']} trials finished")
+    else:
+        render(summary)
     for line in [*summary.get("plots", []), *summary.get("notes", [])]:
         _stderr(f"wrote {line}" if line in summary.get("plots", []) else f"note: {line}")
     if json_out:

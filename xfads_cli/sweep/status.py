@@ -16,7 +16,8 @@ def status(sweep_dir: Path) -> dict:
     sweep_dir = Path(sweep_dir)
     study = load(sweep_dir)
     trials = study.get_trials(deepcopy=False)
-    rows = [row(t) for t in counted(trials)]
+    by_number = {t.number: t for t in trials}
+    rows = [row(t, by_number) for t in counted(trials)]
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     attrs = study.user_attrs
     higher = attrs.get("direction") == "maximize"
@@ -27,13 +28,17 @@ def status(sweep_dir: Path) -> dict:
             "counts": {s: states.count(s) for s in sorted(set(states))}, "best": best, "trials": rows}
 
 
-def row(t) -> dict:
+def row(t, by_number: dict) -> dict:
+    """One trial; a WAITING continuation shows the parameters, directory and time of the trial it resumes."""
     attrs = t.user_attrs
     score = attrs.get("score")
-    return {"number": t.number, "state": t.state.name, "params": dict(t.params),
+    resumed = by_number.get(attrs.get("resumes"))
+    params = dict(t.params) or (dict(resumed.params) if resumed is not None else {})
+    return {"number": t.number, "state": t.state.name, "params": params,
             "score": score if score is not None and math.isfinite(score) else None,
-            "epochs": attrs.get("epochs"), "seconds": attrs.get("seconds"), "run_dir": attrs.get("run_dir"),
-            "resumes": attrs.get("resumes"), "error": attrs.get("error")}
+            "epochs": attrs.get("epochs"), "seconds": attrs.get("seconds", attrs.get("seconds_before")),
+            "run_dir": attrs.get("run_dir") or attrs.get("resume_dir"), "resumes": attrs.get("resumes"),
+            "error": attrs.get("error")}
 
 
 def render(summary: dict) -> None:
