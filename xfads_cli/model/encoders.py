@@ -73,14 +73,23 @@ class BackwardEncoder(nn.Module):
     def forward(self, a: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """a: [batch, time, latent], A: [batch, time, latent, rank_local]
         -> b [batch, time, latent], B [batch, time, latent, rank]."""
-        x = torch.cat([a, A.flatten(-2)], dim=-1)
-        h, _ = self.gru(torch.flip(x, dims=[1]))
-        out = self.proj(torch.flip(h, dims=[1]))  # out[:, t] has seen y_{t:T}
+        out, _ = self.read_backwards(a, A)  # out[:, t] has seen y_{t:T}
         # Shift one step so that beta_t carries y_{t+1:T} only; nothing comes after the last bin.
-        out = torch.cat([out[:, 1:], torch.zeros_like(out[:, :1])], dim=1)
-        b = out[..., : self.latent_dim]
-        B = out[..., self.latent_dim :].unflatten(-1, (self.latent_dim, self.rank))
-        return b, B
+        return self.split(torch.cat([out[:, 1:], torch.zeros_like(out[:, :1])], dim=1))
+
+    def read_backwards(self, a: torch.Tensor, A: torch.Tensor, h: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The GRU over a piece of a sequence in reverse time, from the state h [1, batch, hidden] that
+        summarises what comes after the piece (None: nothing). Returns out [batch, time, latent *
+        (rank + 1)], out[:, t] having seen the piece from bin t on (and h), and the state after the
+        piece's first bin, which summarises the piece and what comes after it."""
+        x = torch.cat([a, A.flatten(-2)], dim=-1)
+        hs, h = self.gru(torch.flip(x, dims=[1]), h)
+        return self.proj(torch.flip(hs, dims=[1])), h
+
+    def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """out [..., latent * (rank + 1)] -> b [..., latent], B [..., latent, rank]."""
+        return out[..., : self.latent_dim], out[..., self.latent_dim :].unflatten(-1, (self.latent_dim, self.rank))
 
 
 def drop_local_potentials(a: torch.Tensor, A: torch.Tensor, drop: float = 0.0,

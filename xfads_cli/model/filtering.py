@@ -66,6 +66,11 @@ class Posterior(NamedTuple):
     filtered_samples: Optional[Tensor] = None
 
 
+# What the filter carries from one bin to the next: the draws of q(z_t) [batch, sample, latent] that are
+# propagated (two_filter mode: the causal and the smoothed ones).
+FilterState = Union[Tensor, tuple[Tensor, Tensor]]
+
+
 class Update(NamedTuple):
     """Factored result of one information-form update (see `update`).
 
@@ -504,12 +509,12 @@ def bin_step(X: Tensor, d: Tensor, draws: Optional[Sequence[Draws]], m0: Tensor,
     return step
 
 
-def scan(advance: Callable, T: int, checkpoint_steps: int = 0) -> NamedTuple:
-    """Run `advance(t, state) -> (record, state)` for t = 0..T-1 from state None.
+def scan(advance: Callable, T: int, checkpoint_steps: int = 0, state=None) -> tuple[NamedTuple, object]:
+    """Run `advance(t, state) -> (record, state)` for t = 0..T-1 from `state` (None: the first bin).
 
     record: a NamedTuple of [batch, ...] tensors; returns them stacked field by field along dim 1,
-    [batch, time, ...]. checkpoint_steps > 0: chunks of this many bins are recomputed in backward
-    instead of storing their intermediates.
+    [batch, time, ...], and the state after the last bin. checkpoint_steps > 0: chunks of this many
+    bins are recomputed in backward instead of storing their intermediates.
     """
 
     def chunk(t0: int, t1: int, state):
@@ -520,14 +525,14 @@ def scan(advance: Callable, T: int, checkpoint_steps: int = 0) -> NamedTuple:
         return type(records[0])(*(torch.stack(xs, 1) for xs in zip(*records))), state
 
     size = checkpoint_steps if checkpoint_steps > 0 else T
-    state, pieces = None, []
+    pieces = []
     for t0 in range(0, T, size):
         if checkpoint_steps > 0 and torch.is_grad_enabled():
             piece, state = checkpoint(chunk, t0, min(T, t0 + size), state, use_reentrant=False)
         else:
             piece, state = chunk(t0, min(T, t0 + size), state)
         pieces.append(piece)
-    return pieces[0] if len(pieces) == 1 else type(pieces[0])(*(torch.cat(xs, 1) for xs in zip(*pieces)))
+    return (pieces[0] if len(pieces) == 1 else type(pieces[0])(*(torch.cat(xs, 1) for xs in zip(*pieces)))), state
 
 
 def _samples(z: Tensor) -> Tensor:
@@ -548,18 +553,21 @@ class _Bin(NamedTuple):
     logdet_U: Tensor
 
 
-def _filter(dynamics: Dynamics, step: BinStep, k: Tensor, K: Tensor, d: Tensor, checkpoint_steps: int) -> Posterior:
+def _filter(dynamics: Dynamics, step: BinStep, k: Tensor, K: Tensor, d: Tensor, checkpoint_steps: int,
+            state: Optional[Tensor] = None) -> tuple[Posterior, Tensor]:
     """smoother and filter modes: one stream, whose draws are propagated (docs/model.md section 3).
-    k [batch, time, latent], K [batch, time, latent, rank]: the potentials `step` updates with."""
+    k [batch, time, latent], K [batch, time, latent, rank]: the potentials `step` updates with.
+    state: the draws of the bin before the first (None: the first bin of the sequence); returns the
+    posterior and the draws of the last bin [batch, sample, latent]."""
 
     def advance(t: int, z: Optional[Tensor]):
         s = step(None if z is None else propagate(dynamics, z), t)
         return _Bin(s.mean, s.z, s.msq, s.wsq, s.mbar, s.Ktv, s.Uinv, s.logdet_U), s.z
 
-    b = scan(advance, k.shape[1], checkpoint_steps)
+    b, last = scan(advance, k.shape[1], checkpoint_steps, state)
     # the KL needs nothing sequential, so it is computed for all bins at once
     kl = kl_step(b.mean - b.mbar, k, K, b.Ktv, b.Uinv, b.logdet_U)
-    return Posterior(b.mean, marginal_var(d, b.msq, b.wsq), _samples(b.z), kl)
+    return Posterior(b.mean, marginal_var(d, b.msq, b.wsq), _samples(b.z), kl), last
 
 
 class _TwoFilterBin(NamedTuple):
@@ -583,9 +591,11 @@ class _TwoFilterBin(NamedTuple):
 
 
 def _two_filter(dynamics: Dynamics, causal: BinStep, full: BinStep, d: Tensor, n_samples: int,
-                checkpoint_steps: int) -> Posterior:
+                checkpoint_steps: int, state: Optional[tuple[Tensor, Tensor]] = None
+                ) -> tuple[Posterior, tuple[Tensor, Tensor]]:
     """two_filter mode: the causal stream's draws are propagated, and the same prediction is updated
-    with the full potential for the smoothed marginal (docs/model.md section 3)."""
+    with the full potential for the smoothed marginal (docs/model.md section 3). state: (filtered,
+    smoothed) draws of the bin before the first, as `_filter`'s."""
     S = n_samples
 
     def advance(t: int, state: Optional[tuple[Tensor, Tensor]]):
@@ -599,13 +609,13 @@ def _two_filter(dynamics: Dynamics, causal: BinStep, full: BinStep, d: Tensor, n
         return _TwoFilterBin(s.mean, s.z, s.wsq, s.PK, s.Z, s.logdet_U, f.mean, f.z, f.wsq, f.msq, f.Mt,
                              mbar_s, Mt_s), (f.z, s.z)
 
-    b = scan(advance, d.shape[0], checkpoint_steps)
+    b, last = scan(advance, d.shape[0], checkpoint_steps, state)
     B, T, L = b.mean.shape
     flat = lambda x: x.flatten(0, 1)
     kl = kl_lowrank(flat(b.mean - b.mbar_s), flat(d.expand(B, T, L)), flat(b.Mt), flat(b.PK), flat(b.Z),
                     flat(b.logdet_U), flat(b.Mt_s)).unflatten(0, (B, T))
     return Posterior(b.mean, marginal_var(d, b.msq, b.wsq), _samples(b.z), kl,
-                     b.filtered_mean, marginal_var(d, b.msq, b.filtered_wsq), _samples(b.filtered_z))
+                     b.filtered_mean, marginal_var(d, b.msq, b.filtered_wsq), _samples(b.filtered_z)), last
 
 
 def _standard_normals(noise: Union[None, Tensor, torch.Generator], shape: tuple[int, ...], like: Tensor) -> Tensor:
@@ -653,6 +663,32 @@ def low_rank_filter(
     Returns Posterior; in two_filter mode mean/var/samples/kl are the smoothed ones and filtered_*
     the causal filter's (in filter mode the main fields are already the filtered ones).
     """
+    return continue_filter(dynamics, m0, q0, q, k_local, K_local, k_back, K_back, n_samples=n_samples, mode=mode,
+                           noise=noise, sampler=sampler, checkpoint_steps=checkpoint_steps)[0]
+
+
+def continue_filter(
+    dynamics: Dynamics,
+    m0: Tensor,
+    q0: Tensor,
+    q: Tensor,
+    k_local: Tensor,
+    K_local: Tensor,
+    k_back: Optional[Tensor] = None,
+    K_back: Optional[Tensor] = None,
+    *,
+    n_samples: int,
+    mode: str = "smoother",
+    noise: Union[None, Tensor, torch.Generator] = None,
+    sampler: str = "matheron",
+    checkpoint_steps: int = 0,
+    state: Optional[FilterState] = None,
+) -> tuple[Posterior, FilterState]:
+    """`low_rank_filter` of a piece of a longer sequence: `state` is what the filter carried out of the
+    previous piece (None: this piece starts the sequence, whose first bin is predicted by N(m0, diag(q0)));
+    returns the piece's posterior and the state to continue with. Filtering pieces one after another
+    from state None gives the posterior of the whole sequence (the same with the same noise, sliced
+    along time), in memory bounded by the piece (model/streaming.py)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if sampler not in SAMPLERS:
@@ -665,7 +701,8 @@ def low_rank_filter(
     k = k_local if k_back is None else k_local + k_back
     X = torch.cat([K_local] + ([] if K_back is None else [K_back]) + [k.unsqueeze(-1)], -1)  # [K, k]
     K, r = X[..., :-1], X.shape[-1] - 1  # [batch, time, latent, r]
-    d = torch.cat([q0.unsqueeze(0), q.expand(T - 1, L)])  # [time, latent], diag of each bin's noise
+    # [time, latent], diag of each bin's noise: q0 for the sequence's first bin, q after it
+    d = q.expand(T, L) if state is not None else torch.cat([q0.unsqueeze(0), q.expand(T - 1, L)])
     ranks = [K_local.shape[-1], r] if mode == "two_filter" else [r]
     draws, fused = [None] * len(ranks), False
     if sampler == "matheron":
@@ -673,6 +710,6 @@ def low_rank_filter(
         draws, fused = split_noise(eps, d, n_samples, ranks), not eps.requires_grad
     full = bin_step(X, d, draws[-1], m0, n_samples, fused)
     if mode != "two_filter":
-        return _filter(dynamics, full, k, K, d, checkpoint_steps)
+        return _filter(dynamics, full, k, K, d, checkpoint_steps, state)
     causal = bin_step(torch.cat([K_local, k_local.unsqueeze(-1)], -1), d, draws[0], m0, n_samples, fused)
-    return _two_filter(dynamics, causal, full, d, n_samples, checkpoint_steps)
+    return _two_filter(dynamics, causal, full, d, n_samples, checkpoint_steps, state)

@@ -423,15 +423,20 @@ class MetaXFADS(StateSpaceModel):
                                    local_mask=local_mask, backward_mask=backward_mask,
                                    input_dropout=input_dropout, noise=noise)[0]
 
+    def potentials(self, y: torch.Tensor, session: int | str, input_weight: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The local potentials of y [batch, time, neuron_i]: a [batch, time, latent], A [..., rank_local]."""
+        x, observed = self.read_in(y, session, input_weight)
+        # NaN marks unobserved bins so the local encoder gives them a zero potential, as in XFADS.
+        x = torch.where(observed[..., None], x, torch.full_like(x, float("nan")))
+        a, A, _ = self.local(x)
+        return a, A
+
     def filter_adapted(self, y: torch.Tensor, session: int | str, e: torch.Tensor, *,
                        input_dropout: InputDropout | None = None, **options) -> tuple[Posterior, list]:
         """The posterior with f(.; e) and the adapters of e [batch, embed] (or [embed]); options:
         `filter_potentials`' keyword arguments."""
-        weight = None if input_dropout is None else input_dropout.input_weight(y.dtype)
-        x, observed = self.read_in(y, session, weight)
-        # NaN marks unobserved bins so the local encoder gives them a zero potential, as in XFADS.
-        x = torch.where(observed[..., None], x, torch.full_like(x, float("nan")))
-        a, A, _ = self.local(x)
+        a, A = self.potentials(y, session, None if input_dropout is None else input_dropout.input_weight(y.dtype))
         adapters = self.dynamics.adapters(e.to(a.dtype).expand(y.shape[0], -1))
         post = self.filter_potentials(lambda z: self.dynamics(z, adapters), a, A, **options)
         return post, adapters
@@ -516,6 +521,27 @@ class MetaSession:
 
     def forecast(self, y_context: torch.Tensor, horizon: int, **options) -> Forecast:
         return self.model.forecast(y_context, self.index, horizon, e=self._e(y_context), **options)
+
+    # the pieces model/streaming.py filters a long recording with
+    def potentials(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.potentials(y, self.index)
+
+    def transition(self, batch: int):
+        return self.model.dynamics_fn(self.e.to(self.model.m0).expand(batch, -1))
+
+    @property
+    def backward(self):
+        return self.model.backward
+
+    @property
+    def m0(self) -> torch.Tensor:
+        return self.model.m0
+
+    def q0(self) -> torch.Tensor:
+        return self.model.q0()
+
+    def q(self) -> torch.Tensor:
+        return self.model.q()
 
 
 @torch.no_grad()

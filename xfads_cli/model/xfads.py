@@ -100,10 +100,18 @@ class XFADS(StateSpaceModel):
         mode "filter", within a smoother batch). noise: the filter's standard normals
         (`noise_shape(...)`) or a torch.Generator; None draws from the global RNG.
         """
-        weight = None if input_dropout is None else input_dropout.input_weight(y.dtype)
-        a, A, _ = self.local(y[..., self.heldin], weight)
+        a, A = self.potentials(y, None if input_dropout is None else input_dropout.input_weight(y.dtype))
         return self.filter_potentials(self.dynamics, a, A, mode=mode, n_samples=n_samples, drop_local=drop_local,
                                       local_mask=local_mask, backward_mask=backward_mask, noise=noise)
+
+    def potentials(self, y: torch.Tensor, input_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The local potentials of y [batch, time, neuron]: a [batch, time, latent], A [..., rank_local]."""
+        a, A, _ = self.local(y[..., self.heldin], input_weight)
+        return a, A
+
+    def transition(self, batch: int):
+        """f, the prior dynamics (the same for every trial of the batch)."""
+        return self.dynamics
 
     def elbo(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
              drop_local: float = 0.0, local_mask: torch.Tensor | None = None,
