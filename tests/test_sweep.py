@@ -66,9 +66,10 @@ def epochs_in(run_dir: Path) -> list[int]:
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
+    from xfads_cli.commands.simulate import simulate
+
     path = tmp_path_factory.mktemp("data") / "ring.h5"
-    result = invoke("simulate", "ring", "--out", path, "--neurons", 6, "--trials", 16, "--bins", 12, "--seed", 2)
-    assert result.exit_code == 0, result.output
+    simulate("ring", path, neurons=6, trials=16, bins=12, seed=2)
     return path
 
 
