@@ -204,6 +204,26 @@ def test_a_pruned_trial_keeps_a_usable_run_dir(recording, space, tmp_path, monke
     assert not (run / "summary.json").exists() and not (out / "best").exists()
 
 
+def test_local_workers_share_the_cores(recording, space, tmp_path, monkeypatch):
+    import xfads_cli.sweep.local as local
+
+    monkeypatch.setattr(local, "available_cores", lambda: 4)  # 2 workers -> 2 threads each
+    out = tmp_path / "sweep"
+    result = invoke(*sweep_args(recording, space, out, 2), "--workers", 2, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["counts"] == {"COMPLETE": 2} and summary["stopped"] == "done"
+    for t in summary["trials"]:
+        assert json.loads((out / t["run_dir"] / "summary.json").read_text())["threads"]["max"] == 2
+
+
+def test_status_plot_without_matplotlib(shared_sweep, monkeypatch):
+    out, _ = shared_sweep
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = invoke("sweep", "--status", out, "--plot")
+    assert result.exit_code == 2 and result.stderr.strip() == "error: --plot needs matplotlib: pip install 'xfads[plot]'"
+
+
 BAD_SPACES = [
     ("model.latent_dim: [4, 8", "not valid YAML"),
     ("- model.latent_dim", "must be a non-empty mapping"),
