@@ -147,8 +147,10 @@ def test_counts_match_brute_force_on_aligned_window(files):
     assert list(data.trial_ids) == [0, 1, 2, 3]
 
 
-def test_default_window_is_shortest_trial_from_start(files):
-    data = load_nwb(files["main"], DataConfig(bin_ms=20.0))
+def test_shortest_window_is_shortest_trial_from_start(files):
+    # data.trial_lengths=shortest: the old default (the default now keeps each trial's own length,
+    # tests/test_variable_length.py)
+    data = load_nwb(files["main"], DataConfig(bin_ms=20.0, trial_lengths="shortest"))
     shortest = np.min(TRIAL_STOP - TRIAL_START)
     assert data.n_time == int(np.floor(shortest / 0.02 + 1e-9))
     np.testing.assert_allclose(data.start_s, TRIAL_START)
@@ -184,7 +186,7 @@ def test_nan_align_trials_dropped_with_warning(files):
 
 
 def test_obs_intervals_mask_unobserved_bins(files):
-    data = load_nwb(files["obs"], DataConfig(bin_ms=100.0, chop_ms=1000.0))
+    data = load_nwb(files["obs"], DataConfig(bin_ms=100.0, chop_ms=1000.0, trial_lengths="shortest"))
     edges = data.start_s[:, None] + np.arange(data.n_time + 1) * 0.1
     lo, hi = edges[:, :-1], edges[:, 1:]
     inside = ((lo >= 0.0) & (hi <= 3.0)) | ((lo >= 5.0) & (hi <= DURATION))
@@ -270,7 +272,7 @@ def test_heldout_errors(files):
 
 
 def test_behaviour_rate_series_is_averaged_in_bins(files):
-    data = load_nwb(files["main"], DataConfig(bin_ms=50.0, behavior=("speed",)))
+    data = load_nwb(files["main"], DataConfig(bin_ms=50.0, behavior=("speed",), trial_lengths="shortest"))
     assert data.behavior.shape == (4, data.n_time, 1) and data.behavior_names == ["speed"]
     t = np.arange(1000) / 100.0
     for trial, k in [(0, 0), (2, 7), (3, data.n_time - 1)]:
@@ -305,7 +307,7 @@ def test_unknown_behaviour_lists_available(files):
 
 
 def test_ground_truth_is_resampled_to_counts_per_bin(files):
-    data = load_nwb(files["truth"], DataConfig(bin_ms=20.0))
+    data = load_nwb(files["truth"], DataConfig(bin_ms=20.0, trial_lengths="shortest"))
     centres = (np.arange(int(DURATION / SIM_BIN_S)) + 0.5) * SIM_BIN_S
     latents, rates, retest = truth_arrays(centres)
     n_time = data.n_time
@@ -387,8 +389,8 @@ def test_units_errors(tmp_path):
 @pytest.mark.parametrize("cfg, message", [
     (DataConfig(bin_ms=0.0), "bin_ms must be positive"),
     (DataConfig(bin_ms=-5.0), "bin_ms must be positive"),
-    (DataConfig(window_ms=(-1000.0, 0.0)), r"1 of 4 trial windows .* shorten data.window_ms"),
-    (DataConfig(window_ms=(0.0, 5000.0)), r"of 4 trial windows .*outside the recording"),
+    (DataConfig(window_ms=(-1000.0, 0.0), trial_lengths="shortest"), r"1 of 4 trial windows .* shorten data.window_ms"),
+    (DataConfig(window_ms=(0.0, 5000.0), trial_lengths="shortest"), r"of 4 trial windows .*outside the recording"),
     (DataConfig(window_ms=(100.0, 50.0)), "stop > start"),
     (DataConfig(window_ms=(0.0, 10.0)), "shorter than one bin"),
     (DataConfig(intervals="trails"), r"no interval table 'trails'.*did you mean 'trials'.*available: stims, trials"),
@@ -431,7 +433,8 @@ def test_describe_small_file(files):
     assert paths["processing/behavior/Position/pos"]["n_timestamps"] == 700
     assert "acquisition/lick" in paths
     assert info["ground_truth"] is None
-    assert info["defaults"] == {"trials_from": "trials", "n_trials": 4, "bins_per_trial": 75, "bin_ms": 20.0}
+    assert info["defaults"] == {"trials_from": "trials", "n_trials": 4, "bins_per_trial": 100, "bin_ms": 20.0,
+                                "shortest_trial_bins": 75, "trials_shorter_than_longest": 3}  # own lengths, NaN-padded
     assert info["suggested_bin_ms"] in (5, 10, 20, 50, 100)
 
 
@@ -479,7 +482,8 @@ def test_real_mc_maze_hand_velocity():
         warnings.simplefilter("error")  # pynwb's own warnings must not reach the user
         data = load_nwb(path, DataConfig(behavior=("hand_vel",), split=(0.5, 0.5, 0.0)))  # 2 trials: no test split
     assert data.counts.shape[0] == 2 and data.n_neurons == 182
-    assert data.behavior.shape == (2, data.n_time, 2) and np.isfinite(data.behavior).all()
+    inside = np.arange(data.n_time)[None, :] < data.lengths[:, None]  # each trial to its own stop_time
+    assert data.behavior.shape == (2, data.n_time, 2) and np.isfinite(data.behavior[inside]).all()
     with h5py.File(path, "r") as handle:
         group = handle["processing/behavior/kinematics/hand_vel"]
         stamps, values = group["timestamps"][:], group["data"][:]
@@ -494,7 +498,7 @@ def test_real_human_mtl_intervals_and_chopping():
     path = real("human_mtl_sub-4_ses-4.nwb")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # this file makes pynwb warn about its OpticalSeries
-        trials = load_nwb(path, DataConfig(intervals="recognition_table"))
+        trials = load_nwb(path, DataConfig(intervals="recognition_table", trial_lengths="shortest"))
         describe_nwb(path)
     assert trials.n_trials == 180 and trials.n_neurons == 35 and trials.n_time == 75
     assert trials.provenance["trials_from"] == "recognition_table"

@@ -31,8 +31,15 @@ class DataConfig:
     intervals: Optional[str] = None
     # Column of that table giving each trial's alignment time (e.g. 'move_onset_time').
     align: str = "start_time"
-    # Window around the alignment time, [start, stop] in ms. None: [0, shortest trial duration].
+    # Window around the alignment time, [start, stop] in ms. None: from the alignment time to the
+    # trial's stop_time (trial_lengths: own) or to the shortest trial's duration (shortest).
     window_ms: Optional[tuple[float, float]] = None
+    # Trials of an interval table of different durations. 'own': each trial keeps its bins up to its
+    # own stop_time (with window_ms: the window clipped to the trial's start_time..stop_time), and all
+    # are padded to the longest with NaN (missing bins; SpikeData.lengths). 'shortest': every trial is
+    # cut to the same window: the shortest trial's duration (or window_ms, not clipped), as earlier
+    # versions did. Chopped windows are all equal either way; HDF5 inputs are kept as stored.
+    trial_lengths: Literal["own", "shortest"] = "own"
     # Recordings without trials are chopped into windows of this length and overlap.
     chop_ms: float = 1000.0
     overlap_ms: float = 0.0

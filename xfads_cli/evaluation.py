@@ -9,7 +9,7 @@ import functools
 import numpy as np
 
 from xfads_cli.config import Config
-from xfads_cli.data.spikedata import SpikeData
+from xfads_cli.data.spikedata import SpikeData, blank_padding
 from xfads_cli.inference import iter_forecast, iter_smooth
 from xfads_cli.outputs import baselines as B
 from xfads_cli.outputs import metrics as M
@@ -52,6 +52,8 @@ def evaluate(model, data: SpikeData, config: Config, splits=EVAL_SPLITS, forecas
         elif sub.n_trials:
             rates[split] = np.concatenate([part["rates_mean"] for part in
                                            iter_smooth(model, sub.counts, batch_size=config.train.batch_size)])
+        if split in rates:  # the decoders and PSTHs average rates over trials: not over their padding
+            rates[split] = blank_padding({"rates": rates[split]}, sub.lengths)["rates"]
     for split in splits:
         sub = data.subset(split)
         if split not in rates:

@@ -13,10 +13,20 @@ Plain layout:
     trial_ids  [trial], split [trial] ('train'/'valid'/'test'), unit_ids [neuron],
     heldout    [neuron] bool, conditions [trial]      (all optional)
     truth/latents, truth/rates (expected counts per bin), truth/retest_counts (optional, simulated data)
+    trial_lengths [trial] (optional) bins of each trial, at the file's bin width: trials of different
+               durations stored padded to the longest; whatever the bins past a trial's length hold
+               (NaN, zeros) is padding and read as missing (NaN).
+
+Trials of different durations (both layouts): without a trial_lengths dataset a trial's length is
+the bins up to its last bin with any observed (non-NaN) count, so NaN padding is recognised as such.
+The stored shape is kept whatever data.trial_lengths says (the option cuts interval-table trials of
+NWB files); SpikeData.lengths carries the lengths, divided by the rebinning factor (a merged bin
+that holds padding is padding).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +34,7 @@ import numpy as np
 from xfads_cli.config import DataConfig
 from xfads_cli.data.provenance import file_sha256
 from xfads_cli.data.selection import choose_heldout
-from xfads_cli.data.spikedata import SPLITS, SpikeData, assign_split
+from xfads_cli.data.spikedata import SPLITS, SpikeData, assign_split, padding_mask, trailing_lengths
 from xfads_cli.errors import BadFile, UsageError, dtype_kind, listing
 
 NLB_KEY = "train_spikes_heldin"
@@ -166,6 +176,7 @@ def load_hdf5(path: Path, cfg: DataConfig) -> SpikeData:
     with h5py.File(path, "r") as f:
         layout = detect_layout(f)
         data = _load_nlb(f, path, cfg) if layout == "nlb" else _load_plain(f, path, cfg)
+        data = _padded(f, path, data)
     data.provenance.update({"path": str(Path(path).resolve()), "sha256": file_sha256(path), "format": f"hdf5-{layout}",
                             "trials_from": f"hdf5-{layout} trial tensors"})  # trial-aligned, never chopped
     return data
@@ -352,6 +363,30 @@ def _load_nlb(f, path: Path, cfg: DataConfig) -> SpikeData:
     )
 
 
+def _padded(f, path: Path, data: SpikeData) -> SpikeData:
+    """`data` with its per-trial lengths (see the module docstring) and NaN in every bin past them."""
+    if "trial_lengths" in f:
+        stored = _read(f, "trial_lengths", ndim=1, dtype=np.int64)
+        file_bins = f[PLAIN_KEY if PLAIN_KEY in f else NLB_KEY].shape[1]
+        if stored.shape != (data.n_trials,):
+            raise BadFile(f"'trial_lengths' in {path.name} has {stored.shape[0]} entries but the file has"
+                          f" {data.n_trials} trials; it must hold one length (bins) per trial")
+        if stored.min() < 0 or stored.max() > file_bins:
+            raise BadFile(f"'trial_lengths' in {path.name} holds lengths from {stored.min()} to {stored.max()} bins;"
+                          f" each must lie in 0..{file_bins}, the bins stored per trial")
+        factor = int(round(data.bin_ms / data.provenance.get("file_bin_ms", data.bin_ms)))
+        lengths = stored // factor
+    else:
+        lengths = trailing_lengths(data.counts)
+    pad = padding_mask(lengths, data.n_time)
+    if not pad.any():
+        return replace(data, lengths=lengths)
+    for arr in (data.counts, data.behavior, *data.truth.values()):
+        if arr is not None:
+            arr[pad] = np.nan
+    return replace(data, lengths=lengths)
+
+
 def _shapes(f) -> str:
     return ", ".join(f"{k} {f[k].shape}" for k in f if "spikes" in k and hasattr(f[k], "shape"))
 
@@ -366,7 +401,7 @@ def describe_hdf5(path: Path) -> dict:
         # (inspect rejects it) while option problems are left to the load with the user's config.
         bin_ms = _file_bin_ms(f, None)
         own = DataConfig(bin_ms=bin_ms or DataConfig().bin_ms)
-        _load_nlb(f, path, own) if layout == "nlb" else _load_plain(f, path, own)
+        _padded(f, path, _load_nlb(f, path, own) if layout == "nlb" else _load_plain(f, path, own))
         datasets = {name: list(f[name].shape) for name in _datasets(f)}
         key = NLB_KEY if layout == "nlb" else PLAIN_KEY
         attrs = {k: _text(v) for k, v in f.attrs.items()}

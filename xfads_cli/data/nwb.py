@@ -16,7 +16,7 @@ import operator
 import re
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +79,10 @@ def load_nwb(path: Path, cfg: DataConfig = DataConfig()) -> SpikeData:
     if units.obs is not None:
         for j, intervals in enumerate(units.obs):
             counts[:, :, j][~observed_bins(intervals, edges)] = np.nan
+    outside = _outside_trials(windows)
+    for arr in (counts, behavior, *truth.values()):
+        if arr is not None:
+            arr[outside] = np.nan  # spikes (and samples) before or after a trial are not its own
 
     provenance = {
         "path": str(path.resolve()),
@@ -103,6 +107,7 @@ def load_nwb(path: Path, cfg: DataConfig = DataConfig()) -> SpikeData:
         truth=truth,
         conditions=conditions,
         provenance=provenance,
+        lengths=windows.lengths,
     )
 
 
@@ -431,6 +436,8 @@ class _Windows:
     table:     the pynwb interval table, None for chopped windows (valid while the file is open)
     rows:      [trial] the trials' rows in `table`, None for chopped windows
     source:    the table's name, or 'chopped'
+    first, lengths: [trial] bins first..lengths-1 lie inside the trial; the others are NaN (before
+               its start_time, or past its stop_time: the padding). None: all n_bins inside.
     """
 
     starts: np.ndarray
@@ -439,6 +446,8 @@ class _Windows:
     table: object
     rows: np.ndarray | None
     source: str
+    first: np.ndarray | None = None
+    lengths: np.ndarray | None = None
 
 
 def _interval_tables(nwb) -> dict:
@@ -514,6 +523,8 @@ def _check_size(n_trials: int, n_bins: int, n_units: int, cfg: DataConfig, what:
 
 
 def _aligned_windows(table, name: str, cfg: DataConfig, units: _Units, behaviour_end: float, notes) -> _Windows:
+    """Trials from the rows of an interval table: with data.trial_lengths 'own' each keeps its own
+    bins (see _own_windows), with 'shortest' all get the same window around data.align."""
     _check_interval_table(table, name)
     columns = list(table.colnames)
     if cfg.align not in columns:
@@ -522,22 +533,48 @@ def _aligned_windows(table, name: str, cfg: DataConfig, units: _Units, behaviour
             f" set data.align to one of: {listing(columns)}"
         )
     align = _numeric_column(table, cfg.align, name)
-    stop = _numeric_column(table, "stop_time", name) if "stop_time" in columns else np.full(len(align), np.nan)
-    ids = np.asarray(table.id.data[:]).astype(np.int64)
+    bounds = [_numeric_column(table, c, name) if c in columns else np.full(len(align), np.nan)
+              for c in ("start_time", "stop_time")]
     rows = np.flatnonzero(np.isfinite(align))
     if rows.size < len(align):
         dropped = len(align) - rows.size
         notes.append(f"dropped {dropped} of {len(align)} trials of '{name}' that have no '{cfg.align}' time")
     if rows.size == 0:
         raise UsageError(f"no trial of '{name}' has a '{cfg.align}' time; choose another data.align column")
-
-    bin_s = cfg.bin_ms / 1000.0
     if cfg.window_ms is not None:
         w0, w1 = (float(w) / 1000.0 for w in cfg.window_ms)
         if not w1 > w0:
             raise UsageError(f"data.window_ms must be [start, stop] with stop > start, got {list(cfg.window_ms)}")
+    ids = np.asarray(table.id.data[:]).astype(np.int64)
+    trial = _TrialTimes(align, *bounds, rows)
+    if cfg.trial_lengths == "own":
+        windows = _own_windows(trial, name, cfg, notes)
     else:
-        durations = stop[rows] - align[rows]
+        windows = _shortest_windows(trial, name, cfg)
+    _check_size(windows.rows.size, windows.n_bins, len(units.ids), cfg, f"{windows.rows.size} trial windows of"
+                f" up to {windows.n_bins * cfg.bin_ms:g} ms")
+    _check_inside_recording(windows, trial, name, cfg, units, behaviour_end)
+    return replace(windows, trial_ids=ids[windows.rows], table=table, source=name)
+
+
+@dataclass
+class _TrialTimes:
+    """[row] align, start_time and stop_time (s; NaN where unknown) of an interval table, and the
+    rows with an align time."""
+
+    align: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+    rows: np.ndarray
+
+
+def _shortest_windows(trial: _TrialTimes, name: str, cfg: DataConfig) -> _Windows:
+    """The same window for every trial: data.window_ms around align, else [0, shortest duration]."""
+    rows, bin_s = trial.rows, cfg.bin_ms / 1000.0
+    if cfg.window_ms is not None:
+        w0, w1 = (float(w) / 1000.0 for w in cfg.window_ms)
+    else:
+        durations = trial.stop[rows] - trial.align[rows]
         w0, w1 = 0.0, float(np.nanmin(durations)) if np.isfinite(durations).any() else np.nan
         if not w1 > 0:
             raise UsageError(
@@ -550,20 +587,85 @@ def _aligned_windows(table, name: str, cfg: DataConfig, units: _Units, behaviour
             f"the trial window ({(w1 - w0) * 1e3:g} ms) is shorter than one bin ({cfg.bin_ms:g} ms);"
             " widen data.window_ms or lower data.bin_ms"
         )
-    _check_size(rows.size, n_bins, len(units.ids), cfg, f"trial windows of {(w1 - w0) * 1e3:g} ms")
+    full = np.full(rows.size, n_bins, dtype=np.int64)
+    return _Windows(starts=trial.align[rows] + w0, n_bins=n_bins, trial_ids=rows, table=None, rows=rows,
+                    source=name, first=np.zeros_like(full), lengths=full)
 
-    starts = align[rows] + w0
-    ends = starts + n_bins * bin_s
+
+def _own_windows(trial: _TrialTimes, name: str, cfg: DataConfig, notes) -> _Windows:
+    """Each trial from its align time to its own stop_time, or data.window_ms around align clipped
+    to the trial's start_time..stop_time: only whole bins inside the trial are kept (first..lengths),
+    the rest are NaN. The array is as long as the longest trial (or the window); trials without a
+    whole bin inside are dropped with a note."""
+    bin_s = cfg.bin_ms / 1000.0
+    if cfg.window_ms is not None:
+        w0, w1 = (float(w) / 1000.0 for w in cfg.window_ms)
+        n_bins = int(np.floor((w1 - w0) / bin_s + _EPS))
+        if n_bins < 1:
+            raise UsageError(f"the trial window ({(w1 - w0) * 1e3:g} ms) is shorter than one bin ({cfg.bin_ms:g} ms);"
+                             " widen data.window_ms or lower data.bin_ms")
+    else:
+        w0 = 0.0
+        n_bins = _longest(trial, name, cfg)
+    starts = trial.align + w0
+    with np.errstate(invalid="ignore"):  # NaN start or stop: that side is not clipped
+        first = np.ceil((trial.start - starts) / bin_s - _EPS)
+        last = np.floor((trial.stop - starts) / bin_s + _EPS)
+    first = np.clip(np.nan_to_num(first, nan=0.0), 0, n_bins).astype(np.int64)
+    last = np.clip(np.nan_to_num(last, nan=float(n_bins) if cfg.window_ms is not None else 0.0), 0, n_bins)
+    last = last.astype(np.int64)
+    rows = trial.rows[last[trial.rows] > first[trial.rows]]
+    if rows.size < trial.rows.size:
+        notes.append(f"dropped {trial.rows.size - rows.size} of {trial.rows.size} trials of '{name}' without a whole"
+                     f" {cfg.bin_ms:g} ms bin between their start_time and stop_time"
+                     + (" inside data.window_ms" if cfg.window_ms is not None else f" after '{cfg.align}'"))
+    if rows.size == 0:
+        raise UsageError(f"no trial of '{name}' has a whole {cfg.bin_ms:g} ms bin inside it; lower data.bin_ms"
+                         + (" or widen data.window_ms" if cfg.window_ms is not None else " or set data.window_ms"))
+    if cfg.window_ms is None:
+        n_bins = int(last[rows].max())
+    return _Windows(starts=starts[rows], n_bins=n_bins, trial_ids=rows, table=None, rows=rows, source=name,
+                    first=first[rows], lengths=last[rows])
+
+
+def _longest(trial: _TrialTimes, name: str, cfg: DataConfig) -> int:
+    """Bins of the longest trial from its align time to its stop_time (an upper bound of every trial's)."""
+    durations = trial.stop[trial.rows] - trial.align[trial.rows]
+    longest = float(np.nanmax(durations)) if np.isfinite(durations).any() else np.nan
+    if not longest > 0:
+        raise UsageError(
+            f"cannot take the trials' lengths from '{name}' (no trial has stop_time after '{cfg.align}');"
+            " set data.window_ms, e.g. [-200, 500]"
+        )
+    return max(int(np.floor(longest / (cfg.bin_ms / 1000.0) + _EPS)), 1)
+
+
+def _check_inside_recording(windows: _Windows, trial: _TrialTimes, name: str, cfg: DataConfig, units: _Units,
+                            behaviour_end: float) -> None:
+    """UsageError when a trial's bins (those inside the trial, not its padding) leave the recording."""
+    bin_s = cfg.bin_ms / 1000.0
+    lo = windows.starts + windows.first * bin_s
+    hi = windows.starts + windows.lengths * bin_s
+    stop = trial.stop
     rec_start = min(0.0, units.t_first)
     rec_end = max(units.t_last, float(np.nanmax(stop)) if np.isfinite(stop).any() else -np.inf, behaviour_end)
-    outside = (starts < rec_start - _EPS) | (ends > rec_end + _EPS)
+    outside = (lo < rec_start - _EPS) | (hi > rec_end + _EPS)
     if outside.any():
+        w1 = windows.n_bins * bin_s
         window = list(cfg.window_ms) if cfg.window_ms is not None else [0, round(w1 * 1e3, 3)]
         raise UsageError(
-            f"{int(outside.sum())} of {rows.size} trial windows of '{name}' ({window} ms around '{cfg.align}')"
+            f"{int(outside.sum())} of {windows.rows.size} trial windows of '{name}' ({window} ms around '{cfg.align}')"
             f" extend outside the recording ({rec_start:.3f} to {rec_end:.3f} s); shorten data.window_ms"
         )
-    return _Windows(starts=starts, n_bins=n_bins, trial_ids=ids[rows], table=table, rows=rows, source=name)
+
+
+def _outside_trials(windows: _Windows) -> np.ndarray:
+    """[trial, time] bool: the bins outside each trial (before `first`, from `lengths` on)."""
+    n_trial = len(windows.starts)
+    if windows.lengths is None:
+        return np.zeros((n_trial, windows.n_bins), dtype=bool)
+    bins = np.arange(windows.n_bins)[None, :]
+    return (bins < windows.first[:, None]) | (bins >= windows.lengths[:, None])
 
 
 def _chopped_windows(cfg: DataConfig, units: _Units) -> _Windows:
@@ -856,12 +958,16 @@ def _describe_defaults(nwb, units: _Units | None) -> dict:
         raise
     except UsageError as exc:
         return {"error": str(exc)}
-    return {
+    out = {
         "trials_from": "chopped" if windows.table is None else windows.source,
         "n_trials": int(len(windows.starts)),
         "bins_per_trial": windows.n_bins,
         "bin_ms": cfg.bin_ms,
     }
+    shorter = 0 if windows.lengths is None else int(np.sum(windows.lengths < windows.n_bins))
+    if shorter:  # bins_per_trial is the longest trial's; the others are padded with NaN
+        out |= {"shortest_trial_bins": int(windows.lengths.min()), "trials_shorter_than_longest": shorter}
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,6 +27,10 @@ class SpikeData:
                 'retest_counts' [trial, time, neuron] (an independent second draw)
     conditions: [trial] condition label per trial (for PSTHs), or None
     provenance: plain dict: path, sha256, format and the options that produced this container
+    lengths:    [trial] int bins of each trial before its padding (None: every trial has n_time).
+                Trials of different durations are padded to the longest with NaN: counts (and
+                behaviour, truth) at bins >= lengths[k] are NaN. Bins before it may be NaN too
+                (missing data, e.g. a window that starts before the trial).
     """
 
     counts: np.ndarray
@@ -42,6 +46,7 @@ class SpikeData:
     truth: dict[str, np.ndarray] = field(default_factory=dict)
     conditions: np.ndarray | None = None
     provenance: dict = field(default_factory=dict)
+    lengths: np.ndarray | None = None
 
     def __post_init__(self):
         n_trial, n_time, n_neuron = self.counts.shape
@@ -56,6 +61,21 @@ class SpikeData:
                 raise ValueError(f"SpikeData.{name} has shape {np.shape(arr)}, expected {shape}")
         if self.behavior is not None and self.behavior.shape[:2] != (n_trial, n_time):
             raise ValueError(f"SpikeData.behavior has shape {self.behavior.shape}, expected ({n_trial}, {n_time}, dim)")
+        self.lengths = self._checked_lengths()
+
+    def _checked_lengths(self) -> np.ndarray:
+        """[trial] int64 lengths: all n_time when not given; else 0..n_time with NaN counts past each."""
+        n_trial, n_time = self.counts.shape[:2]
+        if self.lengths is None:
+            return np.full(n_trial, n_time, dtype=np.int64)
+        lengths = np.asarray(self.lengths)
+        if lengths.shape != (n_trial,) or lengths.dtype.kind not in "iu":
+            raise ValueError(f"SpikeData.lengths has shape {lengths.shape} ({lengths.dtype}), expected ({n_trial},) int")
+        if n_trial and (lengths.min() < 0 or lengths.max() > n_time):
+            raise ValueError(f"SpikeData.lengths must lie in 0..{n_time} (bins), got {lengths.min()}..{lengths.max()}")
+        if (lengths < n_time).any() and not np.isnan(self.counts[padding_mask(lengths, n_time)]).all():
+            raise ValueError("SpikeData.counts must be NaN past each trial's length (the padding)")
+        return lengths.astype(np.int64)
 
     @property
     def n_trials(self) -> int:
@@ -87,6 +107,7 @@ class SpikeData:
             start_s=take(self.start_s),
             conditions=take(self.conditions),
             truth={k: v[idx] for k, v in self.truth.items()},
+            lengths=self.lengths[idx],
         )
 
     def subset(self, split: str) -> "SpikeData":
@@ -98,7 +119,7 @@ class SpikeData:
     def summary(self) -> dict:
         """Plain-data description (used by `inspect --json` and output attributes)."""
         total = float(np.nansum(self.counts))
-        seconds = self.n_trials * self.n_time * self.dt
+        seconds = float(np.sum(self.lengths)) * self.dt  # the padding is no recorded time
         return {
             "session": self.session,
             "trials": self.n_trials,
@@ -111,7 +132,54 @@ class SpikeData:
             "split": {s: int(np.sum(self.split == s)) for s in SPLITS},
             "behavior": list(self.behavior_names),
             "truth": sorted(self.truth),
+            "trial_lengths": self.length_summary(),
         }
+
+    def length_summary(self) -> dict:
+        """Per-trial lengths for `inspect`: min/median/max in bins and seconds, and how many trials
+        are shorter than the longest (padded with NaN)."""
+        if self.n_trials == 0:
+            return {}
+        quantiles = dict(zip(("min", "median", "max"), np.quantile(self.lengths, [0, 0.5, 1])))
+        out = {f"{k}_bins": float(v) if k == "median" else int(v) for k, v in quantiles.items()}
+        out |= {f"{k}_s": float(v) * self.dt for k, v in quantiles.items()}
+        out["shorter_than_longest"] = int(np.sum(self.lengths < self.lengths.max()))
+        return out
+
+
+def padding_mask(lengths: np.ndarray, n_time: int) -> np.ndarray:
+    """[trial, time] bool: True at the bins past each trial's length (its NaN padding)."""
+    return np.arange(n_time)[None, :] >= np.asarray(lengths)[:, None]
+
+
+def trailing_lengths(counts: np.ndarray) -> np.ndarray:
+    """[trial] bins of each trial up to its last bin with any observed count: counts [trial, time,
+    neuron] padded with NaN at the end (an all-NaN trial has length 0)."""
+    observed = np.zeros(counts.shape[:2], dtype=bool)
+    for j in range(counts.shape[2]):  # neuron by neuron: no boolean copy of the whole array
+        observed |= ~np.isnan(counts[:, :, j])
+    last = counts.shape[1] - np.argmax(observed[:, ::-1], axis=1)
+    return np.where(observed.any(axis=1), last, 0).astype(np.int64)
+
+
+def blank_padding(part: dict[str, np.ndarray], lengths: np.ndarray, first_bin: int = 0) -> dict[str, np.ndarray]:
+    """`part` with NaN in every float array at the bins past each trial's length, so that outputs
+    hold no model extrapolation into the padding. part: name -> [trial, time, ...] arrays, or
+    [trial, sample, time, ...] for names ending in '_samples'; their bin i is bin first_bin + i of
+    the trial (a forecast's horizon starts after its context). lengths: [trial] of those trials."""
+    out = {}
+    for name, arr in part.items():
+        arr = np.asarray(arr)
+        axis = 2 if name.endswith("_samples") else 1
+        if arr.dtype.kind != "f" or arr.ndim <= axis:
+            out[name] = arr
+            continue
+        pad = padding_mask(np.asarray(lengths) - first_bin, arr.shape[axis])  # [trial, time]
+        if axis == 2:
+            pad = pad[:, None]
+        pad = pad.reshape(pad.shape + (1,) * (arr.ndim - pad.ndim))
+        out[name] = np.where(pad, np.nan, arr).astype(arr.dtype, copy=False) if pad.any() else arr
+    return out
 
 
 def assign_split(n_trials: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
