@@ -162,6 +162,7 @@ def test_a_killed_worker_s_trial_is_requeued_not_lost(recording, space, tmp_path
     done = status(out)
     assert done["counts"] == {"COMPLETE": 1} and done["trials"][0]["resumes"] == 0
     assert epochs_in(out / "trials" / "0000") == [0, 1, 2, 3]  # epochs 0-1 from the killed worker's last.pt
+    assert not list((out / "workers").iterdir()), "the dead worker's lock file is removed with its trial requeued"
 
 
 def test_a_failing_trial_does_not_stop_the_study(recording, space, tmp_path, monkeypatch):
@@ -183,6 +184,15 @@ def test_a_failing_trial_does_not_stop_the_study(recording, space, tmp_path, mon
     assert [t["state"] for t in summary["trials"]] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert "RunFailure: the loss diverged (test)" in summary["trials"][1]["error"]
     assert summary["finished"] == 3 and summary["best"]["number"] in (0, 2)
+
+
+def test_values_that_make_an_invalid_config_fail_the_trial(recording, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("model.latent_dim: [2]\nmodel.read_dims: [3]\n")  # each valid alone, not together
+    result = invoke(*sweep_args(recording, space, tmp_path / "sweep", 1), "--json")
+    assert result.exit_code == 0, result.output
+    trial = json.loads(result.stdout)["trials"][0]
+    assert trial["state"] == "FAIL" and "invalid config" in trial["error"] and "read_dims" in trial["error"]
 
 
 def test_a_pruned_trial_keeps_a_usable_run_dir(recording, space, tmp_path, monkeypatch):

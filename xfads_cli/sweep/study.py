@@ -128,6 +128,8 @@ def requeue_dead(study, sweep_dir: Path) -> list[int]:
             if "worker" not in t.user_attrs or not alive(worker_lock(sweep_dir, t.user_attrs["worker"]))]
     for t in dead:
         requeue(study, t, "its worker died")
+        if "worker" in t.user_attrs:  # the dead worker's lock file (names are unique: no live worker has it)
+            worker_lock(sweep_dir, t.user_attrs["worker"]).unlink(missing_ok=True)
     return [t.number for t in dead]
 
 
