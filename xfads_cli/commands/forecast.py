@@ -59,7 +59,8 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
         inputs["true_rates"] = rows.truth["rates"][:, context : context + horizon]
     start_s = None if rows.start_s is None else rows.start_s + context * rows.bin_ms / 1000.0
     # start_s is the first forecast bin's; the context counts come before it
-    with open_output(out, fmt, rows, overwrite, "xfads_forecast", start_s, {"context_counts": -context}) as sink:
+    with open_output(out, fmt, rows, overwrite, "xfads_forecast", start_s, {"context_counts": -context},
+                     first_bin=context) as sink:
         start = 0
         torch.manual_seed(run.config.seed)  # the filter's and rollouts' draws: the same file every time
         for part in iter_forecast(session_model(run, data), inputs["context_counts"], horizon, n_samples=samples,

@@ -182,6 +182,26 @@ def blank_padding(part: dict[str, np.ndarray], lengths: np.ndarray, first_bin: i
     return out
 
 
+class Padding:
+    """blank_padding for an output written block by block: blank(part) blanks the next consecutive
+    trials' arrays past their `lengths` ([trial] of all the output's trials). Bin i of the arrays is
+    bin first_bin + i of the trial, except for the `skip` names (inputs such as a forecast's
+    context_counts, which cover other bins and hold NaN at the padding already)."""
+
+    def __init__(self, lengths: np.ndarray, first_bin: int = 0, skip=()):
+        self.lengths, self.first_bin, self.skip = np.asarray(lengths), int(first_bin), set(skip)
+        self.position = 0  # trials blanked so far
+
+    def blank(self, part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not part:
+            return part
+        n = len(next(iter(part.values())))
+        lengths = self.lengths[self.position : self.position + n]
+        self.position += n
+        kept = {k: v for k, v in part.items() if k in self.skip}
+        return blank_padding({k: v for k, v in part.items() if k not in self.skip}, lengths, self.first_bin) | kept
+
+
 def assign_split(n_trials: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
     """Seeded random train/valid/test split by trial. Every split gets at least one trial when
     there are enough trials, so that validation and test metrics always exist."""

@@ -81,10 +81,13 @@ class H5Stream:
     every appended dataset holds all `n_rows` rows; otherwise the temporary file is removed and
     nothing appears at `path`. Datasets, dtypes, compression and chunks are those of write_h5 (it is
     a user of this class), so readers cannot tell a streamed file from one written at once.
+    With `padding` (trials of different lengths) the file gets dataset `lengths` [row] and every
+    appended block is NaN past its trials' lengths.
     """
 
-    def __init__(self, path: Path, n_rows: int | None = None, overwrite: bool = False):
+    def __init__(self, path: Path, n_rows: int | None = None, overwrite: bool = False, padding=None):
         self.path = check_output(Path(path), overwrite)
+        self.padding = padding  # data.spikedata.Padding: appended trials blanked past their lengths
         self.n_rows = n_rows
         self.overwrite = overwrite
         self.tmp = partial_name(self.path)
@@ -96,6 +99,8 @@ class H5Stream:
 
         try:
             self.file = h5py.File(self.tmp, "w")
+            if self.padding is not None:
+                self.write("lengths", self.padding.lengths)
         except BaseException:
             self.tmp.unlink(missing_ok=True)
             raise
@@ -123,6 +128,8 @@ class H5Stream:
         the first part creates the dataset with n_rows rows (the rest of the shape from the part)."""
         if self.n_rows is None:
             raise ValueError("H5Stream.append needs n_rows (the total number of rows) at construction")
+        if self.padding is not None:
+            part = self.padding.blank(part)
         for name, value in part.items():
             arr = np.asarray(value)
             if name not in self.rows_written:

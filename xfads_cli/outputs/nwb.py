@@ -51,6 +51,7 @@ def write_nwb_copy(
     overwrite: bool = False,
     units: dict[str, str] | None = None,
     offsets: dict[str, int] | None = None,
+    lengths: np.ndarray | None = None,
 ) -> Path:
     """Write `out` = a copy of the NWB file `source` plus processing module `module_name`.
 
@@ -61,6 +62,8 @@ def write_nwb_copy(
     offsets: optional name -> first bin of that series relative to start_s (default 0), for series that
              cover other bins than the rest (a forecast's context_counts: -context); series may differ
              in their number of bins, never in their number of trials
+    lengths: optional [trial] bins of each trial (data.trial_lengths own): recorded as "lengths" in
+             the module's JSON description; the series hold NaN past them (the padding)
     Returns `out`. UsageError for a missing/unreadable source, `out` equal to `source`, an existing
     `out` without `overwrite`, or a source that already holds `module_name`.
     """
@@ -77,6 +80,8 @@ def write_nwb_copy(
         "series": list(series),
         "attrs": jsonable(attrs),
     }
+    if lengths is not None:
+        meta["lengths"] = [int(n) for n in lengths]
     if any(offsets.values()) or len({np.shape(a)[1] for a in series.values()}) > 1:
         meta["series_bins"] = {name: {"n_time": int(np.shape(a)[1]), "offset_bins": offsets[name]}
                                for name, a in series.items()}

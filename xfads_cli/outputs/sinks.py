@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xfads_cli.data.spikedata import SpikeData
+from xfads_cli.data.spikedata import Padding, SpikeData
 from xfads_cli.errors import UsageError
 
 
@@ -37,18 +37,21 @@ def output_attrs(run, data: SpikeData, command: str, metrics: dict) -> dict:
 
 
 def open_output(out: Path, fmt: str, rows: SpikeData, overwrite: bool, module: str, start_s: np.ndarray | None,
-                 offsets: dict[str, int] | None = None):
+                 offsets: dict[str, int] | None = None, first_bin: int = 0):
     """The writer of a command's results, used as `with ... as sink:` then sink.append(block of
     trials) / sink.write(name, whole array) / sink.set_attrs(attrs): an H5Stream for --format h5, which
-    writes each block as it comes; for --format nwb a NwbOutput, which gathers them in memory."""
+    writes each block as it comes; for --format nwb a NwbOutput, which gathers them in memory.
+    Both record rows.lengths and blank the appended arrays past them (bin i of a block is bin
+    first_bin + i of its trial; the `offsets` series are inputs, left as they are)."""
     from xfads_cli.outputs.h5 import H5Stream
 
+    padding = Padding(rows.lengths, first_bin, skip=offsets or ())
     if fmt == "h5":
-        return H5Stream(out, n_rows=rows.n_trials, overwrite=overwrite)
+        return H5Stream(out, n_rows=rows.n_trials, overwrite=overwrite, padding=padding)
     source = Path(rows.provenance.get("path", ""))
     if rows.provenance.get("format") != "nwb" or start_s is None:
         raise UsageError("--format nwb needs an NWB input file (trial times are taken from it); use --format h5")
-    return NwbOutput(source, Path(out), module, start_s, rows.bin_ms, overwrite, offsets)
+    return NwbOutput(source, Path(out), module, start_s, rows.bin_ms, overwrite, offsets, padding)
 
 
 class NwbOutput:
@@ -57,8 +60,8 @@ class NwbOutput:
     block ends without an exception. Series are the [trial, time, dim] arrays, in the order given."""
 
     def __init__(self, source: Path, out: Path, module: str, start_s: np.ndarray, bin_ms: float, overwrite: bool,
-                 offsets: dict[str, int] | None = None):
-        self.source, self.path, self.module, self.offsets = source, out, module, offsets
+                 offsets: dict[str, int] | None = None, padding: Padding | None = None):
+        self.source, self.path, self.module, self.offsets, self.padding = source, out, module, offsets, padding
         self.start_s, self.bin_ms, self.overwrite = start_s, bin_ms, overwrite
         self.parts: list[dict] = []
         self.whole: dict[str, np.ndarray] = {}
@@ -68,7 +71,7 @@ class NwbOutput:
         return self
 
     def append(self, part: dict) -> None:
-        self.parts.append(part)
+        self.parts.append(part if self.padding is None else self.padding.blank(part))
 
     def write(self, name: str, value) -> None:
         self.whole[name] = np.asarray(value)
@@ -85,7 +88,8 @@ class NwbOutput:
 
             series = {k: v for k, v in self.arrays().items() if v.ndim == 3}
             write_nwb_copy(self.source, self.path, self.module, series, self.start_s, self.bin_ms,
-                           f"xfads {self.module}", self.attrs, self.overwrite, offsets=self.offsets)
+                           f"xfads {self.module}", self.attrs, self.overwrite, offsets=self.offsets,
+                           lengths=None if self.padding is None else self.padding.lengths)
         return False
 
 
