@@ -234,14 +234,20 @@ def smooth(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     plot: PlotOpt = False,
+    windows: Annotated[bool, typer.Option(
+        "--windows", help="A recording without trials: smooth the windows it is chopped into for training "
+                          "instead of the whole recording (one trajectory per segment).")] = False,
 ):
-    """Smoothed latents (mean, variance) and rates (mean, 5/50/95% quantiles) for every trial."""
+    """Smoothed latents (mean, variance) and rates (mean, 5/50/95% quantiles) for every trial, or for the
+    whole of a recording without trials (continuous, on the recording's time base)."""
     _fixed_threads(threads)
     from xfads_cli.commands.smooth import smooth as run_smooth
 
     summary = run_smooth(run, data, out, split=split, mode=mode, samples=samples, fmt=fmt, overwrite=overwrite,
-                         overrides=set_ or [], device=device, plot=plot)
-    _report(summary, f"xfads smooth: {summary['trials']} trials", json_out, quiet)
+                         overrides=set_ or [], device=device, plot=plot, windows=windows)
+    title = (f"xfads smooth: {summary['segments']} segment(s), {summary['bins']} bins" if summary.get("layout") == "continuous"
+             else f"xfads smooth: {summary['trials']} trials")
+    _report(summary, title, json_out, quiet)
 
 
 @app.command()
@@ -341,7 +347,7 @@ def sweep(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Sweep directory (rerun the command to continue it).")] = None,
     trials: Annotated[Optional[int], typer.Option(
         "--trials", "-n", help="Trials to finish (complete, pruned or failed), over all workers and reruns.")] = None,
-    workers: Annotated[int, typer.Option("--workers", help="Worker processes on this machine (sharing its cores).")] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes on this machine, each with cores / K threads unless --threads.")] = 1,
     worker: Annotated[bool, typer.Option(
         "--worker", help="Run one worker of a shared sweep (e.g. each task of a SLURM array).")] = False,
     worker_index: Annotated[Optional[int], typer.Option("--worker-index", hidden=True)] = None,

@@ -77,3 +77,27 @@ def forecast_arrays(model, y_context: torch.Tensor, horizon: int, *, n_samples: 
     (and latent_samples [trial, sample, horizon, latent] with keep_samples)."""
     return concat_parts(list(iter_forecast(model, y_context, horizon, n_samples=n_samples, mode=mode, batch_size=batch_size,
                                       keep_samples=keep_samples)))
+
+
+@torch.no_grad()
+def iter_recording(model, recording, *, piece_bins: int = 2000, mode: str | None = None,
+                   n_samples: int | None = None) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+    """The posterior of a continuous `recording` (data/recording.py), segment by segment, each segment
+    one sequence filtered piece by piece (model/streaming.py: the same as one pass over the segment):
+    (segment, first bin, part) with part's arrays [piece_time, ...]: latents_mean/var [time, latent],
+    rates_mean and quantiles [time, neuron] and the counts [time, neuron]. model: the SessionModel
+    serving the recording's session. Memory: one piece's samples, whatever the segment's length."""
+    from xfads_cli.model.streaming import stream_posterior
+
+    for segment in range(len(recording.segments)):
+        def read(t0: int, t1: int, segment=segment) -> torch.Tensor:
+            return as_tensor(recording.counts(segment, t0, t1)[None], model)
+
+        for piece in stream_posterior(model, read, recording.n_bins(segment), piece_bins=piece_bins, mode=mode,
+                                      n_samples=n_samples):
+            post = piece.posterior
+            part = {k: v[0] for k, v in _quantiles(model.rates(post.samples)).items()}
+            part["latents_mean"] = post.mean[0].cpu().numpy().astype(np.float32)
+            part["latents_var"] = post.var[0].cpu().numpy().astype(np.float32)
+            part["counts"] = recording.counts(segment, piece.start, piece.start + post.mean.shape[1])
+            yield segment, piece.start, part

@@ -124,6 +124,12 @@ def load_data_for_run(path: Path, run: Run, overrides=(), window_ms=None) -> Spi
     config = load_config(overrides=overrides, base=resolved_config(run.config))
     data_cfg = config.data if window_ms is None else replace(config.data, window_ms=window_ms)
     data = load_data(path, data_cfg)
+    check_same_recording(run, data, path)
+    return data
+
+
+def check_same_recording(run: Run, data, path: Path) -> None:
+    """UsageError unless `data` (SpikeData or Recording) has the neurons and bins of its session in the run."""
     spec = session_spec(run, data)
     if data.n_neurons != spec["n_neurons"]:
         raise UsageError(
@@ -134,7 +140,32 @@ def load_data_for_run(path: Path, run: Run, overrides=(), window_ms=None) -> Spi
         raise UsageError(f"the unit ids of {Path(path).name} differ from the checkpoint's; use the recording the run was fitted on")
     if abs(data.bin_ms - spec["bin_ms"]) > 1e-9:
         raise UsageError(f"data.bin_ms={data.bin_ms:g} but the model was trained with {spec['bin_ms']:g} ms bins")
-    return data
+
+
+def load_recording_for_run(path: Path, run: Run, overrides=()):
+    """`path` as a continuous Recording (data/recording.py) with the run's data options, checked as
+    load_data_for_run does; None when those options cut it into trials (or it is not an NWB file)."""
+    from xfads_cli.data.load import file_format
+    from xfads_cli.errors import about_file
+
+    config = load_config(overrides=overrides, base=resolved_config(run.config))
+    with about_file(Path(path)):
+        if file_format(path) != "nwb":
+            return None
+        from xfads_cli.data.nwb import load_nwb_recording
+
+        recording = load_nwb_recording(Path(path), config.data)
+    if recording is not None:
+        check_same_recording(run, recording, path)
+    return recording
+
+
+def recording_model(run: Run, recording, path: Path, overrides=()):
+    """The model serving a Recording's session: XFADS itself; a meta model's session with its
+    embedding pooled over the session's training windows (loaded as `load_data_for_run` does)."""
+    if not run.spec.meta:
+        return run.model.session(0)
+    return session_model(run, load_data_for_run(path, run, overrides))
 
 
 def session_spec(run: Run, data: SpikeData) -> dict:

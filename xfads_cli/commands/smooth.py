@@ -23,13 +23,15 @@ from xfads_cli.outputs.sinks import (
     output_attrs,
     whole_arrays,
 )
-from xfads_cli.runs import load_data_for_run, load_run, run_inputs, session_model
+from xfads_cli.runs import load_data_for_run, load_recording_for_run, load_run, recording_model, run_inputs, session_model
 
 
 def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mode: str | None = None,
            samples: int | None = None, fmt: str = "h5", overwrite: bool = False, overrides=(), device: str = "auto",
-           plot: bool = False) -> dict:
-    """Smoothed latents and rates for the trials of `split`; writes `out`, returns a summary.
+           plot: bool = False, windows: bool = False) -> dict:
+    """Smoothed latents and rates for the trials of `split`; writes `out`, returns a summary. A recording
+    without trials is smoothed whole, one trajectory per segment (commands/continuous.py), unless
+    `windows` asks for the windows it is chopped into for training.
 
     Trials are smoothed `train.batch_size` at a time and each block is written to the HDF5 output and
     scored as it comes, so memory does not grow with the trials beyond the recording itself, with
@@ -44,6 +46,10 @@ def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mo
         raise UsageError("--samples must be >= 1")
     check_format(out, fmt, overwrite, run_inputs(run_path, data_path))
     run = load_run(run_path, device)
+    recording = None if windows else load_recording_for_run(data_path, run, overrides)
+    if recording is not None:
+        return _smooth_recording(run, recording, data_path, out, split=split, mode=mode, samples=samples, fmt=fmt,
+                                 overwrite=overwrite, overrides=overrides, plot=plot)
     data = load_data_for_run(data_path, run, overrides)
     rows = data.subset(split)
     if rows.n_trials == 0:
@@ -100,3 +106,13 @@ def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mo
                 rows.counts, arrays["rates_mean"], arrays["rates_q05"], arrays["rates_q95"], rows.bin_ms,
                 Path(out).with_suffix(".psth.png"), conditions=rows.conditions)))
     return summary
+
+
+def _smooth_recording(run, recording, data_path: Path, out: Path, *, split: str, plot: bool, overrides, **options):
+    from xfads_cli.commands.continuous import smooth_recording
+
+    for given, name in ((split != "all", f"--split {split}"), (plot, "--plot")):
+        if given:
+            raise UsageError(f"{name} applies to trials, and {Path(data_path).name} has none: it is smoothed whole, "
+                             "one trajectory per segment; drop the option, or pass --windows to smooth its windows")
+    return smooth_recording(run, recording, recording_model(run, recording, data_path, overrides), out, **options)

@@ -1006,3 +1006,29 @@ def _read_error(exc: Exception) -> str:
         at = f" at {where[1] or '/'}" if where else ""
         return f"{reason[1]}{at}: {reason[2][:200]}"
     return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Continuous sessions (data/recording.py)
+
+
+def load_nwb_recording(path: Path, cfg: DataConfig = DataConfig()):
+    """The session as a `Recording` (spike times, segments) when `cfg` defines no trials on it (no
+    trials table and no data.intervals: the recording `load_nwb` chops into windows), else None.
+    The units, their selection and the held-out neurons are `load_nwb`'s."""
+    from xfads_cli.data.recording import Recording, observed_segments
+
+    path = Path(path)
+    with _open_nwb(path) as (io, nwb):
+        if cfg.intervals is not None or nwb.trials is not None:
+            return None
+        units = _read_units(nwb, cfg.units)
+        heldout = _heldout(cfg, units)
+        nwb_version = _nwb_version(io)
+    spikes = [np.sort(np.asarray(t, dtype=np.float64)) for t in units.spikes]
+    spikes = [t[np.isfinite(t)] for t in spikes]
+    provenance = {"path": str(path.resolve()), "sha256": file_sha256(path), "format": "nwb",
+                  "nwb_version": nwb_version, "trials_from": "continuous"}
+    return Recording(spikes=spikes, obs=units.obs, segments=observed_segments(units.t_first, units.t_last, units.obs),
+                     unit_ids=units.ids, heldout=heldout, bin_ms=float(cfg.bin_ms), session=cfg.session or path.stem,
+                     provenance=provenance)

@@ -1,0 +1,94 @@
+"""Recordings without trials end to end: `smooth` gives one continuous trajectory per segment on the
+recording's time base (commands/continuous.py), streamed piece by piece."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from xfads_cli.cli import app
+
+DURATION = 40.0
+GAP = (18.0, 21.5)  # no unit observed: two segments
+TINY = ["--set", "model.latent_dim=2", "--set", "model.dynamics_hidden=8", "--set", "model.encoder_hidden=8",
+        "--set", "model.rank_local=2", "--set", "model.rank_backward=1", "--set", "data.heldout_fraction=0.25",
+        "--set", "data.chop_ms=1000", "--set", "data.bin_ms=50", "--set", "model.samples=4", "--set", "train.samples=2"]
+
+
+def write_continuous(path: Path, n_units: int = 8, seed: int = 0) -> Path:
+    """Units driven by a slow oscillation, observed in [0, 18) and [21.5, 40) s (no trials table)."""
+    from pynwb import NWBHDF5IO, NWBFile
+
+    rng = np.random.default_rng(seed)
+    nwb = NWBFile(session_description="continuous", identifier="cont", session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    t = np.arange(0, DURATION, 0.001)
+    for j in range(n_units):
+        rate = 8.0 * (1 + np.sin(2 * np.pi * 0.3 * t + j))
+        spikes = t[rng.random(t.size) < rate * 0.001]
+        spikes = spikes[(spikes < GAP[0]) | (spikes >= GAP[1])]
+        nwb.add_unit(spike_times=spikes, obs_intervals=[[0.0, GAP[0]], [GAP[1], DURATION]])
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return path
+
+
+def invoke(*args) -> dict:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("continuous")
+    data = write_continuous(root / "rec.nwb")
+    invoke("fit", data, "--out", root / "run", "--max-epochs", 2, "--quiet", "--threads", 1, *TINY)
+    return data, root / "run"
+
+
+def test_smooth_gives_one_trajectory_per_segment_on_the_recording_time_base(fitted, tmp_path):
+    data, run = fitted
+    res = invoke("smooth", run, data, "--out", tmp_path / "s.h5", "--json", "--quiet")
+    summary = json.loads(res.stdout)
+    assert summary["layout"] == "continuous" and summary["segments"] == 2
+    with h5py.File(tmp_path / "s.h5") as f:
+        segments, stamps = f["segments"][()], f["timestamps"][()]
+        assert segments.tolist() == [[0, 360], [360, 730]]  # 18 s and 18.5 s of 50 ms bins
+        T = segments[-1, 1]
+        assert f["latents_mean"].shape == (T, 2) and f["latents_var"].shape == (T, 2)
+        for name in ("rates_mean", "rates_q05", "rates_q50", "rates_q95", "counts"):
+            assert f[name].shape == (T, 8)
+        np.testing.assert_allclose(stamps[:3], [0.0, 0.05, 0.10])
+        np.testing.assert_allclose(stamps[360:362], [GAP[1], GAP[1] + 0.05])
+        # the counts are the spikes binned on that time base, the whole segment
+        from pynwb import NWBHDF5IO
+
+        with NWBHDF5IO(str(data), "r") as io:
+            spikes = io.read().units["spike_times"][0]
+        edges = np.append(stamps[:360], GAP[0])
+        np.testing.assert_array_equal(f["counts"][:360, 0], np.histogram(spikes, edges)[0])
+        assert np.all(f["latents_var"][()] > 0) and np.isfinite(f["rates_mean"][()]).all()
+        assert f.attrs["layout"] == "continuous" and "co_bps" in json.loads(f.attrs["metrics"])
+    assert np.isfinite(summary["metrics"]["co_bps"])
+
+
+def test_windows_option_keeps_the_training_windows(fitted, tmp_path):
+    data, run = fitted
+    res = invoke("smooth", run, data, "--out", tmp_path / "w.h5", "--windows", "--json", "--quiet")
+    assert json.loads(res.stdout)["trials"] > 0
+    with h5py.File(tmp_path / "w.h5") as f:
+        assert f["rates_mean"].ndim == 3 and "segments" not in f
+
+
+def test_trial_options_are_refused_on_a_whole_recording(fitted, tmp_path):
+    data, run = fitted
+    for extra in (["--split", "test"], ["--format", "nwb"]):
+        res = CliRunner().invoke(app, ["smooth", str(run), str(data), "--out", str(tmp_path / "x.h5"), *extra])
+        assert res.exit_code == 2 and res.output.count("error:") == 1 and "--windows" in res.output, res.output
+        assert not (tmp_path / "x.h5").exists()
