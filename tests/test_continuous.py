@@ -92,3 +92,24 @@ def test_trial_options_are_refused_on_a_whole_recording(fitted, tmp_path):
         res = CliRunner().invoke(app, ["smooth", str(run), str(data), "--out", str(tmp_path / "x.h5"), *extra])
         assert res.exit_code == 2 and res.output.count("error:") == 1 and "--windows" in res.output, res.output
         assert not (tmp_path / "x.h5").exists()
+
+
+def test_forecast_at_given_times_of_the_recording(fitted, tmp_path):
+    data, run = fitted
+    times = tmp_path / "times.txt"
+    times.write_text("5.0\n30.02\n")
+    res = invoke("forecast", run, data, "--out", tmp_path / "f.h5", "--at-s", times, "--context-ms", 500,
+                 "--horizon-ms", 250, "--samples", 5, "--json", "--quiet")
+    summary = json.loads(res.stdout)
+    assert summary["trials"] == 2 and summary["context_bins"] == 10 and summary["horizon_bins"] == 5
+    assert {"fp_bps", "fp_baseline_bps"} <= set(summary["metrics"])
+    with h5py.File(tmp_path / "f.h5") as f:
+        assert f["rates_mean"].shape == (2, 5, 8) and f["context_counts"].shape == (2, 10, 8)
+        np.testing.assert_allclose(f["start_s"][()], [5.0, 30.0])  # the bin edge nearest each time
+        np.testing.assert_allclose(f["at_s"][()], [5.0, 30.02])
+    # a time whose context would straddle the gap, and a trial-only option, are one-line errors
+    for extra in (["--at-s", "21.7"], ["--at-s", "5", "--split", "test"], ["--at-s", "soon"]):
+        res = CliRunner().invoke(app, ["forecast", str(run), str(data), "--out", str(tmp_path / "g.h5"), "--context-ms",
+                                       "500", "--horizon-ms", "250", *extra])
+        assert res.exit_code == 2 and res.output.count("error:") == 1, res.output
+        assert not (tmp_path / "g.h5").exists()

@@ -272,6 +272,9 @@ def forecast(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     plot: PlotOpt = False,
+    at_s: Annotated[Optional[str], typer.Option(
+        "--at-s", help="A recording without trials: forecast from these times (seconds, e.g. 12.5,30, or a text "
+                       "file of them), each after the --context bins before it.")] = None,
 ):
     """Forecast rates (mean, 5/50/95% quantiles) for the bins after a context window, with fp-bps."""
     _fixed_threads(threads)
@@ -279,7 +282,7 @@ def forecast(
 
     summary = run_forecast(run, data, out, context=context, horizon=horizon, context_ms=context_ms,
                            horizon_ms=horizon_ms, split=split, samples=samples, mode=mode, keep_samples=save_samples,
-                           fmt=fmt, overwrite=overwrite, overrides=set_ or [], device=device, plot=plot)
+                           fmt=fmt, overwrite=overwrite, overrides=set_ or [], device=device, plot=plot, at_s=at_s)
     _report(summary, f"xfads forecast: {summary['trials']} trials, {summary['horizon_bins']} bins ahead", json_out, quiet)
 
 

@@ -19,14 +19,25 @@ from xfads_cli.outputs.sinks import (
     output_attrs,
     whole_arrays,
 )
-from xfads_cli.runs import Run, load_data_for_run, load_run, run_inputs, session_model
+from xfads_cli.runs import (
+    Run,
+    load_data_for_run,
+    load_recording_for_run,
+    load_run,
+    recording_model,
+    run_inputs,
+    session_model,
+)
 
 
 def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None = None, horizon: int | None = None,
              context_ms: float | None = None, horizon_ms: float | None = None, split: str = "all",
              samples: int = 100, mode: str = "filter", keep_samples: bool = False, fmt: str = "h5",
-             overwrite: bool = False, overrides=(), device: str = "auto", plot: bool = False) -> dict:
-    """Forecast `horizon` bins after the first `context` bins of each trial window; writes `out`.
+             overwrite: bool = False, overrides=(), device: str = "auto", plot: bool = False,
+             at_s: str | None = None) -> dict:
+    """Forecast `horizon` bins after the first `context` bins of each trial window; writes `out`. With
+    `at_s` (times in seconds, or a file of them) on a recording without trials: forecasts from those
+    times of the recording instead (commands/continuous.py forecast_at).
 
     Trials are forecast `train.batch_size` at a time and each block is written to the HDF5 output and
     scored as it comes: memory does not grow with the trials beyond the recording itself, except with
@@ -42,6 +53,10 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
     if samples < 1:
         raise UsageError("--samples must be >= 1")
     run = load_run(run_path, device)
+    if at_s is not None:
+        return _forecast_at(run, data_path, out, at_s, context=(context, context_ms), horizon=(horizon, horizon_ms),
+                            split=split, plot=plot, overrides=overrides, samples=samples, mode=mode,
+                            keep_samples=keep_samples, fmt=fmt, overwrite=overwrite)
     data = load_data_for_run(data_path, run, overrides)
     context = _bins(context, context_ms, data.bin_ms, "context")
     horizon = _bins(horizon, horizon_ms, data.bin_ms, "horizon")
@@ -113,3 +128,21 @@ def _extend_windows(data_path: Path, run: Run, overrides, data: SpikeData, n_bin
         return load_data_for_run(data_path, run, overrides, window_ms=window)
     except UsageError as exc:
         raise UsageError(f"context + horizon = {n_bins} bins runs past the recording: {exc}") from None
+
+
+def _forecast_at(run, data_path: Path, out: Path, at_s: str, *, context, horizon, split: str, plot: bool, overrides,
+                 **options) -> dict:
+    """--at-s: forecasts from given times of a recording without trials."""
+    from xfads_cli.commands.continuous import forecast_at, parse_times
+
+    times = parse_times(at_s)
+    recording = load_recording_for_run(data_path, run, overrides)
+    if recording is None:
+        raise UsageError(f"--at-s needs a recording without trials, and {Path(data_path).name} is cut into trials by the "
+                         "run's data options; drop --at-s to forecast after each trial's context")
+    for given, name in ((split != "all", f"--split {split}"), (plot, "--plot")):
+        if given:
+            raise UsageError(f"{name} applies to trials; forecasts at given times (--at-s) have none, drop {name}")
+    bins = [_bins(b, ms, recording.bin_ms, name) for (b, ms), name in ((context, "context"), (horizon, "horizon"))]
+    model = recording_model(run, recording, data_path, overrides)
+    return forecast_at(run, recording, model, out, times, context=bins[0], horizon=bins[1], **options)
