@@ -26,7 +26,7 @@ def run_main(*args, cwd=None):
 def test_help_lists_every_command():
     result = invoke("--help")
     assert result.exit_code == 0
-    for name in ("fit", "smooth", "forecast", "embed", "adapt", "inspect", "simulate"):
+    for name in ("fit", "smooth", "forecast", "embed", "adapt", "inspect", "simulate", "sweep"):
         assert name in result.output
 
 

@@ -62,6 +62,7 @@ PLACEHOLDERS = {
     "lorenz.nwb": "fixture lorenz_small.nwb",  # read by the inspect block; the pipelines simulate their own
     "mc_maze.nwb": "fixture mc_maze_2trials.nwb",
     "human_mtl_sub-4_ses-4.nwb": "real human_mtl_sub-4_ses-4.nwb",
+    "rat_hc_linear_track.nwb": "real rat_hc_linear_track.nwb",  # a continuous recording (no trials)
     # trial_aligned.yaml aligns on move_onset_time and decodes hand_vel: the MC_Maze fixture has hand_vel
     # but its trials table has no event times, so one is added (1 s into each ~3.2 s trial)
     "session.nwb": "fixture mc_maze_2trials.nwb + trials column move_onset_time = start_time + 1.0 s",
@@ -141,13 +142,18 @@ def run_dir_files() -> tuple[set[str], set[str]]:
     return always, plot
 
 
-def smooth_datasets() -> set[str]:
-    """The HDF5 datasets table of `xfads smooth`."""
+def smooth_datasets(heading: str = "### `xfads smooth") -> set[str]:
+    """The HDF5 datasets table of `xfads smooth` (or of the section starting `heading`)."""
     names = set()
-    for cells in _first_table_after("### `xfads smooth"):
+    for cells in _first_table_after(heading):
         names.update(re.findall(r"`([^`]+)`", cells[0]))
     assert {"rates_mean", "latents_mean"} <= names, "README: the smooth datasets table moved?"
     return names
+
+
+CONTINUOUS = "### Recordings without trials"  # the section with the continuous smooth table
+# forecast --at-s: the trial datasets but trial_ids/split, and the times asked for
+FORECAST_AT_DATASETS = FORECAST_DATASETS - {"trial_ids", "split"} | {"at_s"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -585,6 +591,8 @@ def _check_outputs(sub: str, params: dict, cwd: Path, step: Step) -> None:
     elif sub in ("smooth", "forecast", "embed"):
         expected = {"smooth": smooth_datasets(), "forecast": FORECAST_DATASETS, "embed": EMBED_DATASETS}[sub]
         with h5py.File(path, "r") as f:
+            if f.attrs.get("layout") == "continuous":  # a recording without trials
+                expected = smooth_datasets(CONTINUOUS) if sub == "smooth" else FORECAST_AT_DATASETS
             assert expected <= set(f), f"{where} with {sorted(expected)}; missing {sorted(expected - set(f))}"
             if sub != "embed":
                 assert ROOT_ATTRS <= set(f.attrs), f"{where} with root attributes {sorted(ROOT_ATTRS - set(f.attrs))}"
