@@ -39,6 +39,11 @@ def hints(report: dict, cfg: DataConfig) -> list[str]:
                    f"table's rows as trials: --set data.intervals={names[0]}"
                    + (f" (tables here: {', '.join(names)})" if len(names) > 1 else "")
                    + " and, for a fixed window around each row's start, --set data.window_ms=[START_MS,STOP_MS]")
+    lengths = loaded.get("trial_lengths") or {}
+    if lengths.get("shorter_than_longest") and cfg.trial_lengths == "own":
+        out.append(f"{lengths['shorter_than_longest']} of {loaded['trials']} trials are shorter than the longest"
+                   f" ({lengths['min_s']:g} to {lengths['max_s']:g} s) and padded with NaN (missing bins); to cut every"
+                   " trial to the shortest instead: --set data.trial_lengths=shortest")
     suggested = report.get("suggested_bin_ms")
     if suggested and "error" not in loaded and abs(float(loaded.get("bin_ms", cfg.bin_ms)) - float(suggested)) > 1e-9:
         out.append(f"suggested bin size for this recording's firing rates: --set data.bin_ms={suggested:g} "
