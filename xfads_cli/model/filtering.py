@@ -509,11 +509,11 @@ def bin_step(X: Tensor, d: Tensor, draws: Optional[Sequence[Draws]], m0: Tensor,
     return step
 
 
-def scan(advance: Callable, T: int, checkpoint_steps: int = 0, state=None) -> tuple[NamedTuple, object]:
+def scan(advance: Callable, T: int, checkpoint_steps: int = 0, state=None) -> NamedTuple:
     """Run `advance(t, state) -> (record, state)` for t = 0..T-1 from `state` (None: the first bin).
 
     record: a NamedTuple of [batch, ...] tensors; returns them stacked field by field along dim 1,
-    [batch, time, ...], and the state after the last bin. checkpoint_steps > 0: chunks of this many
+    [batch, time, ...]. checkpoint_steps > 0: chunks of this many
     bins are recomputed in backward instead of storing their intermediates.
     """
 
@@ -532,7 +532,7 @@ def scan(advance: Callable, T: int, checkpoint_steps: int = 0, state=None) -> tu
         else:
             piece, state = chunk(t0, min(T, t0 + size), state)
         pieces.append(piece)
-    return (pieces[0] if len(pieces) == 1 else type(pieces[0])(*(torch.cat(xs, 1) for xs in zip(*pieces)))), state
+    return pieces[0] if len(pieces) == 1 else type(pieces[0])(*(torch.cat(xs, 1) for xs in zip(*pieces)))
 
 
 def _samples(z: Tensor) -> Tensor:
@@ -554,20 +554,19 @@ class _Bin(NamedTuple):
 
 
 def _filter(dynamics: Dynamics, step: BinStep, k: Tensor, K: Tensor, d: Tensor, checkpoint_steps: int,
-            state: Optional[Tensor] = None) -> tuple[Posterior, Tensor]:
+            state: Optional[Tensor] = None) -> Posterior:
     """smoother and filter modes: one stream, whose draws are propagated (docs/model.md section 3).
     k [batch, time, latent], K [batch, time, latent, rank]: the potentials `step` updates with.
-    state: the draws of the bin before the first (None: the first bin of the sequence); returns the
-    posterior and the draws of the last bin [batch, sample, latent]."""
+    state: the draws of the bin before the first (None: the first bin of the sequence)."""
 
     def advance(t: int, z: Optional[Tensor]):
         s = step(None if z is None else propagate(dynamics, z), t)
         return _Bin(s.mean, s.z, s.msq, s.wsq, s.mbar, s.Ktv, s.Uinv, s.logdet_U), s.z
 
-    b, last = scan(advance, k.shape[1], checkpoint_steps, state)
+    b = scan(advance, k.shape[1], checkpoint_steps, state)
     # the KL needs nothing sequential, so it is computed for all bins at once
     kl = kl_step(b.mean - b.mbar, k, K, b.Ktv, b.Uinv, b.logdet_U)
-    return Posterior(b.mean, marginal_var(d, b.msq, b.wsq), _samples(b.z), kl), last
+    return Posterior(b.mean, marginal_var(d, b.msq, b.wsq), _samples(b.z), kl)
 
 
 class _TwoFilterBin(NamedTuple):
@@ -591,8 +590,7 @@ class _TwoFilterBin(NamedTuple):
 
 
 def _two_filter(dynamics: Dynamics, causal: BinStep, full: BinStep, d: Tensor, n_samples: int,
-                checkpoint_steps: int, state: Optional[tuple[Tensor, Tensor]] = None
-                ) -> tuple[Posterior, tuple[Tensor, Tensor]]:
+                checkpoint_steps: int, state: Optional[tuple[Tensor, Tensor]] = None) -> Posterior:
     """two_filter mode: the causal stream's draws are propagated, and the same prediction is updated
     with the full potential for the smoothed marginal (docs/model.md section 3). state: (filtered,
     smoothed) draws of the bin before the first, as `_filter`'s."""
@@ -609,13 +607,13 @@ def _two_filter(dynamics: Dynamics, causal: BinStep, full: BinStep, d: Tensor, n
         return _TwoFilterBin(s.mean, s.z, s.wsq, s.PK, s.Z, s.logdet_U, f.mean, f.z, f.wsq, f.msq, f.Mt,
                              mbar_s, Mt_s), (f.z, s.z)
 
-    b, last = scan(advance, d.shape[0], checkpoint_steps, state)
+    b = scan(advance, d.shape[0], checkpoint_steps, state)
     B, T, L = b.mean.shape
     flat = lambda x: x.flatten(0, 1)
     kl = kl_lowrank(flat(b.mean - b.mbar_s), flat(d.expand(B, T, L)), flat(b.Mt), flat(b.PK), flat(b.Z),
                     flat(b.logdet_U), flat(b.Mt_s)).unflatten(0, (B, T))
     return Posterior(b.mean, marginal_var(d, b.msq, b.wsq), _samples(b.z), kl,
-                     b.filtered_mean, marginal_var(d, b.msq, b.filtered_wsq), _samples(b.filtered_z)), last
+                     b.filtered_mean, marginal_var(d, b.msq, b.filtered_wsq), _samples(b.filtered_z))
 
 
 def _standard_normals(noise: Union[None, Tensor, torch.Generator], shape: tuple[int, ...], like: Tensor) -> Tensor:
@@ -643,6 +641,7 @@ def low_rank_filter(
     noise: Union[None, Tensor, torch.Generator] = None,
     sampler: str = "matheron",
     checkpoint_steps: int = 0,
+    state: Optional[FilterState] = None,
 ) -> Posterior:
     """Filter the potentials through the prior dynamics (docs/model.md section 3).
 
@@ -659,36 +658,15 @@ def low_rank_filter(
         n_samples == 2 * latent and forms latent x latent matrices: exact moments for linear f).
     checkpoint_steps: if > 0, recompute chunks of this many steps in backward instead of storing their
         intermediates (less memory, ~1 extra forward pass).
+    state: for a piece of a longer sequence, what the filter carried out of the previous piece
+        (`filter_state` of its posterior); None: the first bin is the sequence's, predicted by
+        N(m0, diag(q0)). Filtering pieces one after another this way gives the posterior of the whole
+        sequence (the same with the same noise, sliced along time) in memory bounded by the piece
+        (model/streaming.py).
 
     Returns Posterior; in two_filter mode mean/var/samples/kl are the smoothed ones and filtered_*
     the causal filter's (in filter mode the main fields are already the filtered ones).
     """
-    return continue_filter(dynamics, m0, q0, q, k_local, K_local, k_back, K_back, n_samples=n_samples, mode=mode,
-                           noise=noise, sampler=sampler, checkpoint_steps=checkpoint_steps)[0]
-
-
-def continue_filter(
-    dynamics: Dynamics,
-    m0: Tensor,
-    q0: Tensor,
-    q: Tensor,
-    k_local: Tensor,
-    K_local: Tensor,
-    k_back: Optional[Tensor] = None,
-    K_back: Optional[Tensor] = None,
-    *,
-    n_samples: int,
-    mode: str = "smoother",
-    noise: Union[None, Tensor, torch.Generator] = None,
-    sampler: str = "matheron",
-    checkpoint_steps: int = 0,
-    state: Optional[FilterState] = None,
-) -> tuple[Posterior, FilterState]:
-    """`low_rank_filter` of a piece of a longer sequence: `state` is what the filter carried out of the
-    previous piece (None: this piece starts the sequence, whose first bin is predicted by N(m0, diag(q0)));
-    returns the piece's posterior and the state to continue with. Filtering pieces one after another
-    from state None gives the posterior of the whole sequence (the same with the same noise, sliced
-    along time), in memory bounded by the piece (model/streaming.py)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if sampler not in SAMPLERS:
@@ -713,3 +691,11 @@ def continue_filter(
         return _filter(dynamics, full, k, K, d, checkpoint_steps, state)
     causal = bin_step(torch.cat([K_local, k_local.unsqueeze(-1)], -1), d, draws[0], m0, n_samples, fused)
     return _two_filter(dynamics, causal, full, d, n_samples, checkpoint_steps, state)
+
+
+def filter_state(post: Posterior) -> FilterState:
+    """What the filter carries out of the last bin of `post` into a next piece (`low_rank_filter`'s
+    state): the propagated draws of that bin, [batch, sample, latent]; in two_filter mode the causal
+    and the smoothed ones."""
+    last = post.samples[:, :, -1].transpose(0, 1)
+    return last if post.filtered_samples is None else (post.filtered_samples[:, :, -1].transpose(0, 1), last)

@@ -23,7 +23,7 @@ from typing import Callable, Iterator, NamedTuple
 
 import torch
 
-from xfads_cli.model.filtering import Posterior, continue_filter
+from xfads_cli.model.filtering import Posterior, filter_state, low_rank_filter
 
 
 class Piece(NamedTuple):
@@ -81,8 +81,9 @@ def stream_posterior(session, read: Callable[[int, int], torch.Tensor], n_bins: 
     for (t0, t1), h_after in zip(bounds, after):
         a, A = session.potentials(read(t0, t1))
         b, B = _backward_potentials(session, a, A, h_after) if mode != "filter" else (None, None)
-        post, state = continue_filter(session.transition(a.shape[0]), session.m0, session.q0(), session.q(), a, A, b, B,
-                                      n_samples=n_samples, mode=mode, noise=_piece_noise(noise, t0, t1), state=state)
+        post = low_rank_filter(session.transition(a.shape[0]), session.m0, session.q0(), session.q(), a, A, b, B,
+                               n_samples=n_samples, mode=mode, noise=_piece_noise(noise, t0, t1), state=state)
+        state = filter_state(post)
         yield Piece(t0, post)
 
 
