@@ -158,6 +158,15 @@ def test_fit_smooth_forecast_write_lengths_and_nan_past_the_end(nwb_file, tmp_pa
         pad = padding_mask(LENGTHS, LENGTHS.max())
         for name in ("rates_mean", "rates_q95", "latents_mean", "latents_var"):
             assert np.isnan(f[name][()][pad]).all() and np.isfinite(f[name][()][~pad]).all(), name
+    as_nwb = tmp_path / "smooth.nwb"
+    res = runner.invoke(app, ["smooth", str(run), str(nwb_file), "--out", str(as_nwb), "--format", "nwb", "--threads",
+                              "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    with h5py.File(as_nwb, "r") as f:
+        module = f["processing/xfads_smooth"]
+        assert json.loads(module.attrs["description"])["lengths"] == LENGTHS.tolist()
+        rates = module["rates_mean/data"][()].reshape(len(LENGTHS), LENGTHS.max(), -1)  # row k * n_time + i
+        assert np.isnan(rates[pad]).all() and np.isfinite(rates[~pad]).all()
     forecast = tmp_path / "forecast.h5"
     res = runner.invoke(app, ["forecast", str(run), str(nwb_file), "--out", str(forecast), "--context", "20",
                               "--horizon", "30", "--samples", "3", "--threads", "1", "--quiet"])
