@@ -642,10 +642,11 @@ def _longest(trial: _TrialTimes, name: str, cfg: DataConfig) -> int:
 
 def _check_inside_recording(windows: _Windows, trial: _TrialTimes, name: str, cfg: DataConfig, units: _Units,
                             behaviour_end: float) -> None:
-    """UsageError when a trial's bins (those inside the trial, not its padding) leave the recording."""
+    """UsageError when a window data.window_ms asks for leaves the recording (even where trial_lengths
+    own clips it: so large a window is a mistake), or a trial's own bins do (not its padding)."""
     bin_s = cfg.bin_ms / 1000.0
-    lo = windows.starts + windows.first * bin_s
-    hi = windows.starts + windows.lengths * bin_s
+    lo = windows.starts + (0 if cfg.window_ms is not None else windows.first) * bin_s
+    hi = windows.starts + (windows.n_bins if cfg.window_ms is not None else windows.lengths) * bin_s
     stop = trial.stop
     rec_start = min(0.0, units.t_first)
     rec_end = max(units.t_last, float(np.nanmax(stop)) if np.isfinite(stop).any() else -np.inf, behaviour_end)
