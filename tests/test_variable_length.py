@@ -212,3 +212,25 @@ def test_hdf5_lengths_from_nan_padding_or_a_dataset(tmp_path):
         f["trial_lengths"][0] = 11
     res = CliRunner().invoke(app, ["inspect", str(path)])
     assert res.exit_code == 2 and "trial_lengths" in res.output and "Traceback" not in res.output
+
+
+def test_backward_messages_of_a_trial_do_not_depend_on_its_padding():
+    """A shorter trial padded with missing bins gets the smoother's messages it gets unpadded: the
+    backward encoder reads each trial from its last observed bin."""
+    import torch
+
+    from xfads_cli.config import ModelConfig
+    from xfads_cli.model.xfads import XFADS
+
+    torch.manual_seed(0)
+    model = XFADS(ModelConfig(latent_dim=3, rank_local=2, rank_backward=2, samples=4, encoder_hidden=8,
+                              dynamics_hidden=8), 5, torch.ones(5, dtype=torch.bool), 0.02).double().eval()
+    torch.nn.init.normal_(model.backward.proj.weight, std=0.3)
+    y = torch.poisson(torch.full((2, 20, 5), 0.8), generator=torch.Generator().manual_seed(1)).double()
+    padded = torch.cat([y, torch.full((2, 7, 5), float("nan"), dtype=torch.float64)], dim=1)
+    padded[1, 20:] = torch.poisson(torch.full((7, 5), 0.8)).double()  # trial 1 is the longer one
+    noise = torch.randn(model.noise_shape(2, 27), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    alone = model.posterior(y[:1], noise=noise[:20, :, :1])
+    together = model.posterior(padded, noise=noise)
+    torch.testing.assert_close(together.mean[:1, :20], alone.mean, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(together.samples[:, :1, :20], alone.samples, rtol=1e-10, atol=1e-10)

@@ -72,10 +72,32 @@ class BackwardEncoder(nn.Module):
 
     def forward(self, a: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """a: [batch, time, latent], A: [batch, time, latent, rank_local]
-        -> b [batch, time, latent], B [batch, time, latent, rank]."""
-        out, _ = self.read_backwards(a, A)  # out[:, t] has seen y_{t:T}
+        -> b [batch, time, latent], B [batch, time, latent, rank].
+
+        Each trial is read backwards from its last observed bin (the last with a non-zero potential):
+        the missing bins after it (a shorter trial's padding) carry nothing, so a trial's messages are
+        the same padded or not, and beta is 0 from its last observed bin on."""
+        ends = observed_ends(a, A)
+        if bool((ends == a.shape[1]).all()):
+            out, _ = self.read_backwards(a, A)  # out[:, t] has seen y_{t:T}
+        else:
+            out = self._read_trials_backwards(a, A, ends)
         # Shift one step so that beta_t carries y_{t+1:T} only; nothing comes after the last bin.
         return self.split(torch.cat([out[:, 1:], torch.zeros_like(out[:, :1])], dim=1))
+
+    def _read_trials_backwards(self, a: torch.Tensor, A: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+        """read_backwards with trial b reversed over its bins [0, ends[b]) only; out is 0 from ends[b] on."""
+        T = a.shape[1]
+        t = torch.arange(T, device=a.device)
+        inside = t[None] < ends[:, None]  # [batch, time]
+        # bin t of the reversed trial is bin ends - 1 - t; the bins after the end stay in place (an
+        # involution: the same index maps the GRU's output back)
+        index = torch.where(inside, ends[:, None] - 1 - t[None], t[None])
+        x = torch.cat([a, A.flatten(-2)], dim=-1)
+        x = torch.gather(x, 1, index[..., None].expand_as(x)) * inside[..., None].to(x.dtype)
+        hs, _ = self.gru(x)
+        out = self.proj(hs) * inside[..., None].to(x.dtype)
+        return torch.gather(out, 1, index[..., None].expand_as(out))
 
     def read_backwards(self, a: torch.Tensor, A: torch.Tensor, h: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,6 +112,15 @@ class BackwardEncoder(nn.Module):
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """out [..., latent * (rank + 1)] -> b [..., latent], B [..., latent, rank]."""
         return out[..., : self.latent_dim], out[..., self.latent_dim :].unflatten(-1, (self.latent_dim, self.rank))
+
+
+def observed_ends(a: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """[batch] long: 1 + the last bin whose local potential is not zero (missing bins have zero
+    potentials, `LocalEncoder`), 0 for a trial without any."""
+    seen = (a != 0).any(-1) | (A != 0).flatten(-2).any(-1)  # [batch, time]
+    T = a.shape[1]
+    last = torch.where(seen, torch.arange(1, T + 1, device=a.device), torch.zeros((), dtype=torch.long, device=a.device))
+    return last.amax(1)
 
 
 def drop_local_potentials(a: torch.Tensor, A: torch.Tensor, drop: float = 0.0,
