@@ -113,3 +113,14 @@ def test_forecast_at_given_times_of_the_recording(fitted, tmp_path):
                                        "500", "--horizon-ms", "250", *extra])
         assert res.exit_code == 2 and res.output.count("error:") == 1, res.output
         assert not (tmp_path / "g.h5").exists()
+
+
+def test_inspect_shows_the_segments(tmp_path):
+    data = write_continuous(tmp_path / "rec.nwb", n_units=3)
+    res = invoke("inspect", data, "--json", "--set", "data.bin_ms=50")
+    report = json.loads(res.stdout)
+    report = report[0] if isinstance(report, list) else report
+    assert report["continuous"]["segments"] == 2 and report["continuous"]["bins"] == 730
+    assert any("whole recording (2 segment(s)" in h for h in report["hints"])
+    text = invoke("inspect", data, "--set", "data.bin_ms=50").stdout
+    assert "continuous" in text and "segment_start_s" in text

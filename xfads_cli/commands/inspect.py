@@ -23,9 +23,28 @@ def inspect_files(paths: list[Path], cfg: DataConfig, strict: bool = False) -> l
             if strict:
                 raise
             report["loaded"] = {"error": str(exc)}
+        continuous = _continuous(path, report, cfg)
+        if continuous:
+            report["continuous"] = continuous
         report["hints"] = hints(report, cfg)
         reports.append(report)
     return reports
+
+
+def _continuous(path: Path, report: dict, cfg: DataConfig) -> dict | None:
+    """For an NWB recording without trials under `cfg`: its segments, as `smooth` will run over them
+    whole (data/recording.py); None otherwise."""
+    if report.get("format") != "nwb" or "error" in report.get("loaded", {}):
+        return None
+    from xfads_cli.data.nwb import load_nwb_recording
+
+    recording = load_nwb_recording(Path(path), cfg)
+    if recording is None:
+        return None
+    lengths = [recording.n_bins(s) for s in range(len(recording.segments))]
+    return {"segments": len(lengths), "bins": int(sum(lengths)), "minutes": sum(lengths) * recording.bin_s / 60,
+            "segment_minutes": [n * recording.bin_s / 60 for n in lengths],
+            "segment_start_s": recording.segments[:, 0].tolist()}
 
 
 def hints(report: dict, cfg: DataConfig) -> list[str]:
@@ -39,6 +58,10 @@ def hints(report: dict, cfg: DataConfig) -> list[str]:
                    f"table's rows as trials: --set data.intervals={names[0]}"
                    + (f" (tables here: {', '.join(names)})" if len(names) > 1 else "")
                    + " and, for a fixed window around each row's start, --set data.window_ms=[START_MS,STOP_MS]")
+    if report.get("continuous"):
+        c = report["continuous"]
+        out.append(f"no trials: fit trains on {cfg.chop_ms:g} ms windows, and `xfads smooth` runs over the whole "
+                   f"recording ({c['segments']} segment(s), {c['minutes']:.1f} min; --windows for the windows)")
     lengths = loaded.get("trial_lengths") or {}
     if lengths.get("shorter_than_longest") and cfg.trial_lengths == "own":
         out.append(f"{lengths['shorter_than_longest']} of {loaded['trials']} trials are shorter than the longest"
