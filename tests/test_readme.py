@@ -11,6 +11,8 @@ changed only as the tables below say:
   BUDGET, SIM_TRIALS
                 the only text substitutions: minutes of training -> 2 epochs, simulated recordings ->
                 at most 20 trials;
+  URLS          remote recordings the README reads (DATA given as a URL) -> what the test serves in their
+                place from tests/range_server.py on 127.0.0.1 (the URL in the command becomes the server's);
   EXCLUDED      lines that cannot run in a test, each with its reason;
   NOT_COMMANDS  no-language blocks that are not shell (the layout diagram).
 The whole file takes about 55 s of CPU on one thread (the commands run one after another).
@@ -73,6 +75,12 @@ PLACEHOLDERS = {
     "mouse1_day2.nwb": "simulate hopf --param 1.5 --seed 2",
 }
 
+# README URL -> what tests/range_server.py serves in its place (a source as in PLACEHOLDERS); the line runs
+# with the server's URL for it and XFADS_CACHE in the block's directory.
+URLS = {
+    "https://example.org/recordings/lorenz.nwb": "fixture lorenz_small.nwb",
+}
+
 # Budgets. Training commands: `--time-limit N` becomes BUDGET, and BUDGET is appended to one that has
 # neither --time-limit nor --max-epochs. `xfads simulate`: a larger `--trials N` becomes SIM_TRIALS, which
 # is appended when --trials is not given. Other subcommands run exactly as written.
@@ -91,6 +99,8 @@ EXCLUDED = {
     "make demo": "creates a fresh .venv and installs pinned torch (network, minutes); it runs the pipeline "
                  "block's commands, which run here",
     "make test": "a fresh install, then this very test suite",
+    "xfads inspect dandi://000128/sub-Jenkins/sub-Jenkins_ses-full_desc-train_behavior+ecephys.nwb":
+        "needs the network (the DANDI archive) and pip install 'xfads[dandi]'",
 }
 
 # Blocks without a language that are not shell commands (first line -> what it is).
@@ -341,6 +351,7 @@ class Step:
     command: str  # what runs
     xfads: list = field(default_factory=list)  # (subcommand, params) per xfads command of the line
     placeholders: set = field(default_factory=set)
+    urls: set = field(default_factory=set)  # URLS rows the line reads
     repo_paths: set = field(default_factory=set)
     problems: list = field(default_factory=list)
 
@@ -414,8 +425,13 @@ def analyse(block: Block) -> list[Step]:
             for name, value in params.items():
                 values = value if isinstance(value, (list, tuple)) else [value]
                 for v in values:
-                    if isinstance(v, Path) and name != "out":
-                        classify(step, str(v), f"xfads {sub}")
+                    if name == "data" and "://" in str(v):  # DATA is text: a path or a URL
+                        if str(v) in URLS:
+                            step.urls.add(str(v))
+                        else:
+                            step.problems.append(f"xfads {sub} reads the URL '{v}', which URLS does not serve")
+                    elif (isinstance(v, Path) or name == "data") and name != "out":
+                        classify(step, str(Path(v)), f"xfads {sub}")
             step.xfads.append((sub, params))
             if isinstance(params.get("out"), Path):
                 written.append(str(params["out"]))
@@ -502,6 +518,21 @@ def placeholders(tmp_path_factory):
     return Placeholders(tmp_path_factory.mktemp("readme_placeholders"))
 
 
+@pytest.fixture(scope="module")
+def url_server(tmp_path_factory, placeholders):
+    """URLS served by a range-request server on 127.0.0.1: README URL -> the server's URL."""
+    from range_server import RangeServer
+
+    served = tmp_path_factory.mktemp("readme_urls")
+    with RangeServer(served) as server:
+        urls = {}
+        for i, (url, spec) in enumerate(URLS.items()):
+            name = f"{i}_{url.rsplit('/', 1)[-1]}"
+            shutil.copyfile(placeholders.source(spec), served / name)
+            urls[url] = server.url(name)
+        yield urls
+
+
 # ---------------------------------------------------------------------------------------------------
 # The drift guard
 # ---------------------------------------------------------------------------------------------------
@@ -524,6 +555,8 @@ def test_every_readme_command_is_covered():
     problems += [f"NOT_COMMANDS names '{line}', which README.md no longer holds" for line in NOT_COMMANDS if line not in firsts]
     used = {p for b in shell_blocks() for s in analyse(b) for p in s.placeholders} | set(_manifest_files())
     problems += [f"PLACEHOLDERS row '{name}' is used by no README block" for name in PLACEHOLDERS if name not in used]
+    read = {u for b in shell_blocks() for s in analyse(b) for u in s.urls}
+    problems += [f"URLS row '{url}' is read by no README line" for url in URLS if url not in read]
     problems += [f"the manifest names '{path}', which PLACEHOLDERS does not provide"
                  for path in _manifest_files() if path not in PLACEHOLDERS]
     outs = {str(params.get("out")) for b in shell_blocks() for s in analyse(b) for _, params in s.xfads}
@@ -602,13 +635,14 @@ def _check_outputs(sub: str, params: dict, cwd: Path, step: Step) -> None:
 
 
 @pytest.mark.parametrize("block", runnable_blocks(), ids=lambda b: b.id)
-def test_readme_block_runs(block, tmp_path, placeholders):
+def test_readme_block_runs(block, tmp_path, placeholders, request):
     steps = analyse(block)
     problems = [p for s in steps for p in s.problems]
     assert not problems, "not covered by the tables (see test_every_readme_command_is_covered):\n" + "\n".join(problems)
     skipped = []
     provided = set()
     env = _env()
+    env["XFADS_CACHE"] = str(tmp_path / ".xfads_cache")
     started = time.monotonic()
     for step in steps:
         missing_real = [n for n in _needs_real(step) if not (REAL / PLACEHOLDERS[n].split(" ", 1)[1]).is_file()]
@@ -621,7 +655,10 @@ def test_readme_block_runs(block, tmp_path, placeholders):
         for part in step.repo_paths:
             if not (tmp_path / part).exists():
                 (tmp_path / part).symlink_to(ROOT / part)
-        result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", step.command], cwd=tmp_path, env=env,
+        command = step.command
+        for url in step.urls:  # the module's server is started only for a block that reads a URL
+            command = command.replace(url, request.getfixturevalue("url_server")[url])
+        result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", command], cwd=tmp_path, env=env,
                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, (
             f"README.md:{block.lineno} ({block.heading}): exit code {result.returncode}\n"

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from xfads_cli.errors import RunFailure, UsageError
+from xfads_cli.errors import RemoteError, RunFailure, UsageError
 
 app = typer.Typer(
     name="xfads",
@@ -52,11 +52,38 @@ def handle_errors(command):
         except RunFailure as exc:
             _stderr(f"failed: {exc}")
             raise typer.Exit(1) from None
+        except RemoteError as exc:  # a remote recording: 2 when the user can fix it, 1 when transient
+            _stderr(f"error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             _stderr("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _source(text: str):
+    """A DATA argument as a local Path or a remote recording (data/source.py): typer's Path would
+    collapse the '//' of a URL."""
+    from xfads_cli.data.source import parse_source
+
+    return parse_source(text)
+
+
+def _sources(texts: list[str]) -> list:
+    return [_source(text) for text in texts]
+
+
+def _local_sources(texts: list[str]) -> list[Path]:
+    """sweep's DATA: local files only (its workers and journal record file paths)."""
+    from xfads_cli.data.source import is_remote
+
+    sources = _sources(texts)
+    remote = [s for s in sources if is_remote(s)]
+    if remote:
+        raise UsageError(f"xfads sweep reads local files only (its workers are given file paths), and {remote[0]}"
+                         " is a URL; download the file and pass its local path")
+    return sources
 
 
 def _print_json(payload) -> None:
@@ -67,7 +94,7 @@ def _print_json(payload) -> None:
 @app.command()
 @handle_errors
 def inspect(
-    data: Annotated[list[Path], typer.Argument(help="NWB (.nwb) or HDF5 (.h5) files.")],
+    data: Annotated[list[str], typer.Argument(help="NWB (.nwb) or HDF5 (.h5) files, or https://, s3:// or dandi:// URLs.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
@@ -77,7 +104,7 @@ def inspect(
     from xfads_cli.commands.inspect import inspect_files, render_reports
 
     cfg = load_config(config, set_ or [])
-    reports = inspect_files(data, cfg.data, strict=bool(config or set_))
+    reports = inspect_files(_sources(data), cfg.data, strict=bool(config or set_))
     if json_out:
         _print_json(reports)  # always a list, one report per file: pipelines need not branch
     else:
@@ -153,7 +180,7 @@ def _report(summary: dict, title: str, json_out: bool, quiet: bool) -> None:
 @app.command()
 @handle_errors
 def fit(
-    data: Annotated[list[Path], typer.Argument(help="Recording(s): NWB (.nwb) or HDF5 (.h5).")],
+    data: Annotated[list[str], typer.Argument(help="Recording(s): NWB (.nwb) or HDF5 (.h5), paths or URLs.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -204,7 +231,7 @@ def fit(
     cfg = load_config(config, overrides)
     try:
         with EpochProgress(cfg.train.max_epochs, quiet=quiet) as progress:
-            summary = run_fit(data, cfg, out, device=device, overwrite=overwrite,
+            summary = run_fit(_sources(data), cfg, out, device=device, overwrite=overwrite,
                               resume="auto" if resume_auto else resume, max_epochs=max_epochs,
                               progress=progress, plot=plot, deterministic=deterministic, dist=dist, threads=threads)
     except Preempted as exc:
@@ -221,7 +248,7 @@ def fit(
 @handle_errors
 def smooth(
     run: Annotated[Path, typer.Argument(help="Run directory from 'xfads fit' (or a .pt checkpoint).")],
-    data: Annotated[Path, typer.Argument(help="The recording to smooth (same neurons as the run).")],
+    data: Annotated[str, typer.Argument(help="The recording to smooth (same neurons as the run): a path or URL.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.h5, or .nwb with --format nwb).")],
     split: Annotated[str, typer.Option(help="all | train | valid | test")] = "all",
     mode: Annotated[Optional[str], typer.Option(help="smoother | filter | two_filter (default: the run's mode)")] = None,
@@ -243,7 +270,7 @@ def smooth(
     _fixed_threads(threads)
     from xfads_cli.commands.smooth import smooth as run_smooth
 
-    summary = run_smooth(run, data, out, split=split, mode=mode, samples=samples, fmt=fmt, overwrite=overwrite,
+    summary = run_smooth(run, _source(data), out, split=split, mode=mode, samples=samples, fmt=fmt, overwrite=overwrite,
                          overrides=set_ or [], device=device, plot=plot, windows=windows)
     title = (f"xfads smooth: {summary['segments']} segment(s), {summary['bins']} bins" if summary.get("layout") == "continuous"
              else f"xfads smooth: {summary['trials']} trials")
@@ -254,7 +281,7 @@ def smooth(
 @handle_errors
 def forecast(
     run: Annotated[Path, typer.Argument(help="Run directory from 'xfads fit' (or a .pt checkpoint).")],
-    data: Annotated[Path, typer.Argument(help="The recording (same neurons as the run).")],
+    data: Annotated[str, typer.Argument(help="The recording (same neurons as the run): a path or URL.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.h5, or .nwb with --format nwb).")],
     context: Annotated[Optional[int], typer.Option(help="Context: the first BINS bins of each trial.")] = None,
     context_ms: Annotated[Optional[float], typer.Option("--context-ms", help="Context in ms.")] = None,
@@ -280,7 +307,7 @@ def forecast(
     _fixed_threads(threads)
     from xfads_cli.commands.forecast import forecast as run_forecast
 
-    summary = run_forecast(run, data, out, context=context, horizon=horizon, context_ms=context_ms,
+    summary = run_forecast(run, _source(data), out, context=context, horizon=horizon, context_ms=context_ms,
                            horizon_ms=horizon_ms, split=split, samples=samples, mode=mode, keep_samples=save_samples,
                            fmt=fmt, overwrite=overwrite, overrides=set_ or [], device=device, plot=plot, at_s=at_s)
     _report(summary, f"xfads forecast: {summary['trials']} trials, {summary['horizon_bins']} bins ahead", json_out, quiet)
@@ -290,7 +317,7 @@ def forecast(
 @handle_errors
 def embed(
     run: Annotated[Path, typer.Argument(help="A meta-dynamical run directory (or .pt checkpoint).")],
-    data: Annotated[list[Path], typer.Argument(help="Recordings of sessions in the run.")],
+    data: Annotated[list[str], typer.Argument(help="Recordings of sessions in the run (paths or URLs).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output HDF5 file.")],
     set_: SetOpt = None,
     device: DeviceOpt = "auto",
@@ -304,7 +331,7 @@ def embed(
     _fixed_threads(threads)
     from xfads_cli.commands.embed import embed as run_embed
 
-    summary = run_embed(run, data, out, overwrite=overwrite, overrides=set_ or [], device=device, plot=plot)
+    summary = run_embed(run, _sources(data), out, overwrite=overwrite, overrides=set_ or [], device=device, plot=plot)
     _report(summary, f"xfads embed: {len(summary['sessions'])} sessions", json_out, quiet)
 
 
@@ -312,7 +339,7 @@ def embed(
 @handle_errors
 def adapt(
     run: Annotated[Path, typer.Argument(help="A meta-dynamical run directory (or .pt checkpoint).")],
-    data: Annotated[Path, typer.Argument(help="Recording of the NEW session.")],
+    data: Annotated[str, typer.Argument(help="Recording of the NEW session (a path or URL).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="New run directory (old sessions + the new one).")],
     trials: Annotated[int, typer.Option("--trials", "-n", help="Number of training trials to adapt on.")],
     max_epochs: Annotated[Optional[int], typer.Option("--max-epochs", help="Stop after this many epochs.")] = None,
@@ -334,7 +361,7 @@ def adapt(
     from xfads_cli.progress import EpochProgress
 
     with EpochProgress(max_epochs or 0, quiet=quiet) as progress:
-        summary = run_adapt(run, data, out, trials=trials, max_epochs=max_epochs, time_limit_min=time_limit,
+        summary = run_adapt(run, _source(data), out, trials=trials, max_epochs=max_epochs, time_limit_min=time_limit,
                             refine_embedding=refine_embedding, overwrite=overwrite, overrides=set_ or [], device=device,
                             progress=progress, plot=plot, threads=threads)
     _report(summary, f"xfads adapt: session {summary['adapted_session']} from {summary['trials']} trials, "
@@ -344,7 +371,7 @@ def adapt(
 @app.command()
 @handle_errors
 def sweep(
-    data: Annotated[Optional[list[Path]], typer.Argument(help="Recording(s) every trial fits, as for fit.")] = None,
+    data: Annotated[Optional[list[str]], typer.Argument(help="Recording(s) every trial fits, as for fit.")] = None,
     space: Annotated[Optional[Path], typer.Option(
         "--space", help="YAML search space: config key -> [choices] or {uniform|log_uniform|int|log_int: [low, high]}.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Sweep directory (rerun the command to continue it).")] = None,
@@ -383,7 +410,7 @@ def sweep(
 
         if space is None or out is None or trials is None:
             raise UsageError("xfads sweep needs DATA... --space FILE --out DIR --trials N (or --status DIR)")
-        summary = run_sweep(data or [], space, out, trials=trials, workers=workers, worker=worker,
+        summary = run_sweep(_local_sources(data or []), space, out, trials=trials, workers=workers, worker=worker,
                             worker_index=worker_index, time_limit_min=time_limit, config_path=config,
                             overrides=set_ or [], seed=seed, device=device, threads=threads)
     if worker:  # one of many: one line (the table is `xfads sweep --status`)

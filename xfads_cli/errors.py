@@ -31,6 +31,17 @@ class RunFailure(Exception):
     exit_code = 1
 
 
+class RemoteError(Exception):
+    """A remote recording could not be read (data/remote.py): one line naming the URL and the fix.
+    Exit code 2 when the user can fix it (a wrong URL, 404, a server without range requests), 1 for
+    a transient failure (a server error, a reset connection). Not a UsageError, so that no command
+    that tolerates a file's UsageErrors (e.g. `xfads inspect` reporting a failed load) hides it."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(" ".join(str(message).split()))
+        self.exit_code = exit_code
+
+
 @contextmanager
 def about_file(path):
     """Prefix UsageErrors raised inside with the file's name (unless they name it already), so that a

@@ -84,10 +84,16 @@ def prepare_out(out: Path, overwrite: bool, resume: bool) -> None:
     create_out(out, fresh=not resumed)
 
 
+def _remote_fields(data) -> dict:
+    """A remote recording's url, etag and size_bytes (it has no sha256: data/provenance.py)."""
+    return {k: data.provenance[k] for k in ("url", "etag", "size_bytes") if k in data.provenance}
+
+
 def data_provenance(data) -> dict:
     return {
         "path": data.provenance.get("path"),
         "sha256": data.provenance.get("sha256"),
+        **_remote_fields(data),
         "format": data.provenance.get("format"),
         "session": data.session,
         "bin_ms": data.bin_ms,
@@ -148,6 +154,7 @@ class RunWriter:
 
 
 def data_summary(data) -> dict:
-    return {"path": data.provenance.get("path"), "sha256": data.provenance.get("sha256"), "session": data.session,
+    return {"path": data.provenance.get("path"), "sha256": data.provenance.get("sha256"), **_remote_fields(data),
+            "session": data.session,
             "bin_ms": data.bin_ms, "trials": data.n_trials, "neurons": data.n_neurons, "bins": data.n_time,
             "heldout_neurons": int(data.heldout.sum())}

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from xfads_cli.config import Config, load_config, resolved_config
+from xfads_cli.data.source import is_remote, parse_source, source_name
 from xfads_cli.data.spikedata import SpikeData
 from xfads_cli.errors import UsageError
 from xfads_cli.train.checkpoint import Checkpoint
@@ -133,11 +134,11 @@ def check_same_recording(run: Run, data, path: Path) -> None:
     spec = session_spec(run, data)
     if data.n_neurons != spec["n_neurons"]:
         raise UsageError(
-            f"{Path(path).name} gives {data.n_neurons} neurons but the checkpoint was trained on {spec['n_neurons']}; "
+            f"{source_name(path)} gives {data.n_neurons} neurons but the checkpoint was trained on {spec['n_neurons']}; "
             "use the recording (and data options) the run was fitted on"
         )
     if [str(u) for u in data.unit_ids] != spec["unit_ids"]:
-        raise UsageError(f"the unit ids of {Path(path).name} differ from the checkpoint's; use the recording the run was fitted on")
+        raise UsageError(f"the unit ids of {source_name(path)} differ from the checkpoint's; use the recording the run was fitted on")
     if abs(data.bin_ms - spec["bin_ms"]) > 1e-9:
         raise UsageError(f"data.bin_ms={data.bin_ms:g} but the model was trained with {spec['bin_ms']:g} ms bins")
 
@@ -149,12 +150,13 @@ def load_recording_for_run(path: Path, run: Run, overrides=()):
     from xfads_cli.errors import about_file
 
     config = load_config(overrides=overrides, base=resolved_config(run.config))
-    with about_file(Path(path)):
+    path = parse_source(path)
+    with about_file(path):
         if file_format(path) != "nwb":
             return None
         from xfads_cli.data.nwb import load_nwb_recording
 
-        recording = load_nwb_recording(Path(path), config.data)
+        recording = load_nwb_recording(path, config.data)
     if recording is not None:
         check_same_recording(run, recording, path)
     return recording
@@ -175,16 +177,20 @@ def session_spec(run: Run, data: SpikeData) -> dict:
 
 def session_index(run: Run, data: SpikeData) -> int:
     """The run's session `data` belongs to: a single-session run's one session (load_data_for_run
-    checks the neurons), a meta run's session matched by name or by the file's sha256."""
+    checks the neurons), a meta run's session matched by name or by the file's content (its sha256; a
+    remote file's URL and ETag)."""
     spec = run.spec
     if not spec.meta:
         return 0
     names = spec.names
     if data.session in names:
         return names.index(data.session)
-    hashes = [d.get("sha256") for d in run.checkpoint.data or []]
-    if data.provenance.get("sha256") in hashes:
-        return hashes.index(data.provenance["sha256"])
+    from xfads_cli.data.provenance import content_id
+
+    contents = [content_id(d) for d in run.checkpoint.data or []]
+    own = content_id(data.provenance)
+    if own is not None and own in contents:
+        return contents.index(own)
     raise UsageError(
         f"session '{data.session}' is not part of this run (sessions: {', '.join(names)}); "
         f"add it with 'xfads adapt {run.path.parent} {data.provenance.get('path', 'DATA')} --trials N --out NEW_RUN'"
@@ -214,9 +220,10 @@ def as_tensor(counts: np.ndarray, like) -> torch.Tensor:
 
 def run_inputs(run_path: Path, *data_paths: Path) -> list[Path]:
     """The files a command reading the run `run_path` (a directory or a .pt file) and `data_paths` must
-    never write to: the recordings and the checkpoints."""
+    never write to: the recordings (local ones: a URL is never written) and the checkpoints."""
     run_path = Path(run_path)
-    return [*map(Path, data_paths), run_path, run_path / "best.pt", run_path / "last.pt"]
+    local = [Path(p) for p in data_paths if not is_remote(p)]
+    return [*local, run_path, run_path / "best.pt", run_path / "last.pt"]
 
 
 def require_meta(run: Run, command: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xfads_cli.data.source import source_name
 from xfads_cli.errors import UsageError
 from xfads_cli.evaluation import evaluate
 from xfads_cli.rundir import (
@@ -132,13 +133,13 @@ def _new_session(run, run_path: Path, data_path: Path, config, trials: int):
     data = load_data(data_path, config.data)
     problem = support_problem(config.model.likelihood, data.counts)
     if problem:
-        raise UsageError(f"{Path(data_path).name} {problem}")
+        raise UsageError(f"{source_name(data_path)} {problem}")
     if data.session in run.spec.names:
         raise UsageError(f"session '{data.session}' is already in {run_path}; use smooth/forecast on it directly "
                          "(or --set data.session=NEW_NAME)")
     available = data.subset("train")
     if trials > available.n_trials:
-        raise UsageError(f"--trials {trials} but {Path(data_path).name} has only {available.n_trials} training trials "
+        raise UsageError(f"--trials {trials} but {source_name(data_path)} has only {available.n_trials} training trials "
                          f"(of {data.n_trials}); lower --trials")
     shots = available.select(np.arange(trials))
     split = data.split.copy()

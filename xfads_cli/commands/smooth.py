@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xfads_cli.data.source import source_name
 from xfads_cli.errors import UsageError
 from xfads_cli.evaluation import (
     EVAL_SPLITS,
@@ -53,7 +54,7 @@ def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mo
     data = load_data_for_run(data_path, run, overrides)
     rows = data.subset(split)
     if rows.n_trials == 0:
-        raise UsageError(f"{Path(data_path).name} has no '{split}' trials; use --split all")
+        raise UsageError(f"{source_name(data_path)} has no '{split}' trials; use --split all")
     model = session_model(run, data)
     torch.manual_seed(run.config.seed)  # the posterior draws: the same file from the same run and data
     base = baselines_for(data)
@@ -113,6 +114,6 @@ def _smooth_recording(run, recording, data_path: Path, out: Path, *, split: str,
 
     for given, name in ((split != "all", f"--split {split}"), (plot, "--plot")):
         if given:
-            raise UsageError(f"{name} applies to trials, and {Path(data_path).name} has none: it is smoothed whole, "
+            raise UsageError(f"{name} applies to trials, and {source_name(data_path)} has none: it is smoothed whole, "
                              "one trajectory per segment; drop the option, or pass --windows to smooth its windows")
     return smooth_recording(run, recording, recording_model(run, recording, data_path, overrides), out, **options)

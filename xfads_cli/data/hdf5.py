@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from xfads_cli.config import DataConfig
-from xfads_cli.data.provenance import file_sha256
+from xfads_cli.data.provenance import source_provenance
 from xfads_cli.data.selection import choose_heldout
 from xfads_cli.data.spikedata import SPLITS, SpikeData, assign_split, padding_mask, trailing_lengths
 from xfads_cli.errors import BadFile, UsageError, dtype_kind, listing
@@ -171,13 +171,13 @@ def rebin(x: np.ndarray, factor: int, reduce: str = "sum") -> np.ndarray:
 
 def load_hdf5(path: Path, cfg: DataConfig) -> SpikeData:
     """Read an NLB-layout or plain-layout HDF5 file into SpikeData (see the module docstring)."""
-    import h5py
+    from xfads_cli.data.remote import open_hdf5
 
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         layout = detect_layout(f)
         data = _load_nlb(f, path, cfg) if layout == "nlb" else _load_plain(f, path, cfg)
         data = _padded(f, path, data)
-    data.provenance.update({"path": str(Path(path).resolve()), "sha256": file_sha256(path), "format": f"hdf5-{layout}",
+    data.provenance.update({**source_provenance(path), "format": f"hdf5-{layout}",
                             "trials_from": f"hdf5-{layout} trial tensors"})  # trial-aligned, never chopped
     return data
 
@@ -393,9 +393,9 @@ def _shapes(f) -> str:
 
 def describe_hdf5(path: Path) -> dict:
     """Plain-data summary of an HDF5 spike file for `xfads inspect`."""
-    import h5py
+    from xfads_cli.data.remote import open_hdf5
 
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         layout = detect_layout(f)
         # Read everything once at the file's own bin width, so that broken content is an error here
         # (inspect rejects it) while option problems are left to the load with the user's config.

@@ -1,10 +1,12 @@
-"""One entry point for every supported file: `load_data(path, cfg)` and `describe(path)`."""
+"""One entry point for every supported file: `load_data(path, cfg)` and `describe(path)`. A path is a
+local file or a remote recording (an https://, s3:// or dandi:// URL: data/source.py, data/remote.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from xfads_cli.config import DataConfig
+from xfads_cli.data.source import RemoteSource, is_remote, parse_source
 from xfads_cli.data.spikedata import SpikeData
 from xfads_cli.errors import BadFile, UsageError, about_file
 
@@ -12,11 +14,13 @@ NWB_SUFFIXES = (".nwb",)
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
-def file_format(path: str | Path) -> str:
+def file_format(path: str | Path | RemoteSource) -> str:
     """'nwb' or 'hdf5' for a readable file, else a UsageError naming what is wrong."""
     import h5py
 
-    path = Path(path)
+    path = parse_source(path)
+    if is_remote(path):
+        return _remote_format(path)
     if not path.exists():
         raise UsageError(f"no such file: {path}; check the path (NWB .nwb or HDF5 .h5 files are supported)")
     if path.is_dir():
@@ -33,6 +37,19 @@ def file_format(path: str | Path) -> str:
     except OSError as exc:
         raise BadFile(_open_error(path, exc)) from None
     return "nwb" if is_nwb or path.suffix.lower() in NWB_SUFFIXES else "hdf5"
+
+
+def _remote_format(source: RemoteSource) -> str:
+    """file_format of a remote recording: opening it reads the superblock and the root's attributes."""
+    from xfads_cli.data.remote import open_hdf5
+
+    try:
+        with open_hdf5(source) as f:
+            is_nwb = "nwb_version" in f.attrs or ("units" in f and "general" in f)
+    except OSError:
+        raise UsageError(f"{source} is not an HDF5 file; xfads reads NWB (.nwb, HDF5 backend) and HDF5 (.h5)"
+                         " spike files") from None
+    return "nwb" if is_nwb or source.suffix.lower() in NWB_SUFFIXES else "hdf5"
 
 
 def _open_error(path: Path, exc: OSError) -> str:
@@ -62,7 +79,7 @@ def load_data(path: str | Path, cfg: DataConfig | None = None) -> SpikeData:
     """Load any supported recording into SpikeData according to `cfg` (defaults when None)."""
     cfg = cfg or DataConfig()
     check_bin_ms(cfg.bin_ms)
-    path = Path(path)
+    path = parse_source(path)
     with about_file(path):
         if file_format(path) == "nwb":
             from xfads_cli.data.nwb import load_nwb
@@ -79,7 +96,7 @@ def describe(path: str | Path) -> dict:
     Raises UsageError for a file that no option can make loadable: unreadable, corrupt content
     (`BadFile`), or an NWB file without usable units. Problems that options can fix (trial windows,
     bin sizes, ...) are left to the load that follows in `xfads inspect`."""
-    path = Path(path)
+    path = parse_source(path)
     with about_file(path):
         if file_format(path) == "nwb":
             from xfads_cli.data.nwb import describe_nwb
@@ -93,5 +110,10 @@ def describe(path: str | Path) -> dict:
 
             info = describe_hdf5(path)
     info["path"] = str(path)
-    info["size_bytes"] = path.stat().st_size
+    if is_remote(path):
+        from xfads_cli.data.remote import validated
+
+        info["size_bytes"] = validated(path).size
+    else:
+        info["size_bytes"] = path.stat().st_size
     return info

@@ -23,8 +23,9 @@ import numpy as np
 
 from xfads_cli.config import DataConfig
 from xfads_cli.data.binning import bin_edges, bin_spikes, observed_bins, resample, window_starts
-from xfads_cli.data.provenance import file_sha256
+from xfads_cli.data.provenance import source_provenance
 from xfads_cli.data.selection import choose_heldout
+from xfads_cli.data.source import RemoteSource, is_remote, parse_source, source_text
 from xfads_cli.data.spikedata import SpikeData, assign_split
 from xfads_cli.errors import BadFile, UsageError, closest, dtype_kind, listing
 
@@ -55,7 +56,7 @@ def load_nwb(path: Path, cfg: DataConfig = DataConfig()) -> SpikeData:
     bin and, when the bin is a whole multiple of the simulation bin, 'retest_counts'.
     Raises UsageError for anything the user can fix (paths, options, malformed files).
     """
-    path = Path(path)
+    path = parse_source(path)
     if not (cfg.bin_ms > 0 and np.isfinite(cfg.bin_ms)):
         raise UsageError(f"data.bin_ms must be positive and finite, got {cfg.bin_ms}; e.g. --set data.bin_ms=20")
     bin_s = cfg.bin_ms / 1000.0
@@ -85,8 +86,7 @@ def load_nwb(path: Path, cfg: DataConfig = DataConfig()) -> SpikeData:
             arr[outside] = np.nan  # spikes (and samples) before or after a trial are not its own
 
     provenance = {
-        "path": str(path.resolve()),
-        "sha256": file_sha256(path),
+        **source_provenance(path),
         "format": "nwb",
         "nwb_version": nwb_version,
         "trials_from": windows.source,
@@ -126,10 +126,10 @@ def describe_nwb(path: Path) -> dict:
     defaults: what `load_nwb(path, DataConfig())` would produce (trials source, trial and bin
     counts), or the error it would raise.
     """
-    path = Path(path)
+    path = parse_source(path)
     with _open_nwb(path) as (io, nwb):
         info = {
-            "path": str(path.resolve()),
+            "path": source_text(path),
             "identifier": _text(nwb.identifier),
             "session_description": _text(nwb.session_description),
             "nwb_version": _nwb_version(io),
@@ -169,19 +169,20 @@ def suggest_bin_ms(population_rate_hz: float) -> int:
 
 
 @contextmanager
-def _open_nwb(path: Path):
+def _open_nwb(path: Path | RemoteSource):
     """Yield (io, nwbfile), closing the file afterwards. pynwb's warnings are muted throughout: real
-    files trigger many harmless ones (e.g. OpticalSeries checks) that would flood the terminal."""
+    files trigger many harmless ones (e.g. OpticalSeries checks) that would flood the terminal.
+    A remote recording (data/source.py) is read through an h5py.File over its byte ranges."""
     from pynwb import NWBHDF5IO
 
-    if not path.exists():
+    if not is_remote(path) and not path.exists():
         raise UsageError(f"file not found: {path}; check the path (an .nwb file is expected)")
-    if not path.is_file():
+    if not is_remote(path) and not path.is_file():
         raise UsageError(f"{path} is a directory, not an NWB file; pass the path of an .nwb file")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _remote_hdf5(path) as remote:
         warnings.simplefilter("ignore")
         try:
-            io = NWBHDF5IO(str(path), "r")
+            io = NWBHDF5IO(str(path), "r") if remote is None else NWBHDF5IO(file=remote, mode="r")
         except OSError as exc:
             raise BadFile(
                 f"cannot open {path.name} as HDF5 ({_first_line(exc)}); expected an NWB 2.x file"
@@ -204,6 +205,22 @@ def _open_nwb(path: Path):
                 ) from None
         finally:
             io.close()
+
+
+@contextmanager
+def _remote_hdf5(path):
+    """None for a local file (pynwb opens it by name), else the remote file's h5py.File."""
+    if not is_remote(path):
+        yield None
+        return
+    from xfads_cli.data.remote import open_hdf5
+
+    try:
+        with open_hdf5(path) as f:
+            yield f
+    except OSError as exc:  # h5py's own failure to open it (a network failure is a RemoteError)
+        raise BadFile(f"cannot open {path.name} as HDF5 ({_first_line(exc)}); expected an NWB 2.x file"
+                      " (HDF5) as written by pynwb or MatNWB") from None
 
 
 def _nwb_version(io) -> str | None:
@@ -1019,7 +1036,7 @@ def load_nwb_recording(path: Path, cfg: DataConfig = DataConfig()):
     The units, their selection and the held-out neurons are `load_nwb`'s."""
     from xfads_cli.data.recording import Recording, observed_segments
 
-    path = Path(path)
+    path = parse_source(path)
     with _open_nwb(path) as (io, nwb):
         if cfg.intervals is not None or nwb.trials is not None:
             return None
@@ -1028,7 +1045,7 @@ def load_nwb_recording(path: Path, cfg: DataConfig = DataConfig()):
         nwb_version = _nwb_version(io)
     spikes = [np.sort(np.asarray(t, dtype=np.float64)) for t in units.spikes]
     spikes = [t[np.isfinite(t)] for t in spikes]
-    provenance = {"path": str(path.resolve()), "sha256": file_sha256(path), "format": "nwb",
+    provenance = {**source_provenance(path), "format": "nwb",
                   "nwb_version": nwb_version, "trials_from": "continuous"}
     return Recording(spikes=spikes, obs=units.obs, segments=observed_segments(units.t_first, units.t_last, units.obs),
                      unit_ids=units.ids, heldout=heldout, bin_ms=float(cfg.bin_ms), session=cfg.session or path.stem,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from xfads_cli.config import DataConfig, load_config, resolved_config
+from xfads_cli.data.source import RemoteSource, is_remote, parse_source
 from xfads_cli.errors import UsageError, closest
 
 DATA_SUFFIXES = (".nwb", ".h5", ".hdf5")
@@ -24,15 +25,17 @@ MANIFEST_SUFFIXES = (".yaml", ".yml")
 
 @dataclass(frozen=True)
 class SessionSource:
-    path: Path
+    path: Path | RemoteSource
     data: DataConfig
 
 
-def expand_sources(paths: list[Path], base: DataConfig) -> list[SessionSource]:
-    """Files, directories (their NWB/HDF5 files, sorted) and manifests -> one source per session."""
+def expand_sources(paths: list[Path | str | RemoteSource], base: DataConfig) -> list[SessionSource]:
+    """Files, URLs, directories (their NWB/HDF5 files, sorted) and manifests -> one source per session."""
     sources: list[SessionSource] = []
-    for path in map(Path, paths):
-        if path.is_dir():
+    for path in map(parse_source, paths):
+        if is_remote(path):
+            sources.append(SessionSource(path, base))
+        elif path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in DATA_SUFFIXES)
             if not files:
                 raise UsageError(f"directory {path} holds no .nwb or .h5 files")
@@ -80,8 +83,8 @@ def _read_manifest(path: Path, base: DataConfig) -> list[SessionSource]:
         merged = load_config(base={"data": {**resolved_config(_wrap(base))["data"], **overrides}}).data
         if entry.get("name"):
             merged = replace(merged, session=str(entry["name"]))
-        file = Path(entry["path"])
-        sources.append(SessionSource(file if file.is_absolute() else path.parent / file, merged))
+        file = parse_source(str(entry["path"]))  # a path relative to the manifest, or a URL
+        sources.append(SessionSource(file if is_remote(file) or file.is_absolute() else path.parent / file, merged))
     return sources
 
 
@@ -91,7 +94,7 @@ def _wrap(data: DataConfig):
     return Config(data=data)
 
 
-def load_sessions(paths: list[Path], base: DataConfig):
+def load_sessions(paths: list[Path | str | RemoteSource], base: DataConfig):
     """Load every session (SpikeData each) in the order given."""
     from xfads_cli.data.load import load_data
 

@@ -28,7 +28,8 @@ def output_attrs(run, data: SpikeData, command: str, metrics: dict) -> dict:
         "checkpoint": str(run.path),
         "checkpoint_sha256": run.sha256,
         "input_path": str(data.provenance.get("path", "")),
-        "input_sha256": str(data.provenance.get("sha256", "")),
+        "input_sha256": str(data.provenance.get("sha256") or ""),  # '' for a remote input: input_etag instead
+        **{f"input_{k}": data.provenance[k] for k in ("etag", "size_bytes") if k in data.provenance},
         "session": data.session,
         "bin_ms": data.bin_ms,
         "versions": package_versions(),
