@@ -9,7 +9,8 @@ benchmarks/remote_reader.py. python's SimpleHTTPRequestHandler ignores Range, he
 `server.mode` makes it misbehave on purpose: 'ok', 'no-range' (200 and the whole body, as a server
 without range support), 'truncate' (announces the full length, sends half, closes), 'status:N' (every
 request answered with status N), 'fail-get:N' (HEAD answered, every GET
-answered with status N: a failure after the file was opened). `server.etags` overrides a file's ETag (a changed file on the server).
+answered with status N: a failure after the file was opened), 'no-head' (405 for HEAD, as some object
+stores answer a URL signed for GET). `server.etags` overrides a file's ETag (a changed file on the server).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_HEAD(self):
+        if self.server.owner.mode == "no-head":
+            self._record(None, 0)
+            self.send_response(405)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self._answer(body=False)
 
     def do_GET(self):

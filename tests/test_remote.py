@@ -85,6 +85,17 @@ def test_second_load_uses_the_cache_and_a_new_etag_refetches(server):
     assert server.data_requests(), "a changed ETag must refetch"
 
 
+def test_a_server_without_head(server):
+    """Size and ETag come from the first range request; a second load sends only that request."""
+    server.mode = "no-head"
+    url = server.url("vdp_small.h5")
+    local = load_data(server.directory / "vdp_small.h5")
+    _same(load_data(url), local)
+    server.log.clear()
+    _same(load_data(url), local)
+    assert all(entry[2] == f"bytes=0-{100 * 1024 - 1}" for entry in server.data_requests()), server.log
+
+
 def test_two_processes_load_one_url_at_once(server, tmp_path):
     """Both fill the same (empty) cache at the same time; a third load then reads only the cache."""
     import os

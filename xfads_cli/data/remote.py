@@ -8,8 +8,9 @@ chunks with HTTP range requests and reads ahead when access is sequential. It mo
 of the readers measured (benchmarks/remote_reader.py, benchmarks/README.md) and needs only `requests`.
 Before remfile reads, `connect` asks the server (HEAD) for the size and ETag and, for a version not
 seen before, fetches the first chunk with a range request: a server that ignores ranges, or a
-truncated answer, fails there in one request instead of in remfile's retry loop. The chunks are cached
-per URL and ETag (data/remote_cache.py): a second load sends only the HEAD.
+truncated answer, fails there in one request instead of in remfile's retry loop (a server that
+refuses HEAD, 405/501, gets only that request: its answer tells the size and ETag). The chunks are
+cached per URL and ETag (data/remote_cache.py): a second load sends only the HEAD.
 """
 
 from __future__ import annotations
@@ -61,51 +62,81 @@ def _requests():
 
 
 def connect(source: RemoteSource) -> Connection:
-    """Ask the server for the file's size and ETag; for a version not in the cache, check with one
-    range request (its bytes are the first cached block) that the server answers ranges."""
+    """Ask the server for the file's size and ETag (HEAD); for a version not in the cache, check with
+    one range request (its bytes are the first cached block) that the server answers ranges."""
     requests = _requests()
     url = http_url(source)
     try:
         head = requests.head(url, allow_redirects=True, timeout=TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - every network failure becomes one line
         raise network_error(source.url, exc) from None
-    if head.status_code >= 400:
+    first = None
+    if head.status_code in (405, 501):  # a server without HEAD: the range request tells size and ETag
+        first = _probe(requests, source, url)
+        url, size, etag = first.url, first.size, first.etag
+    elif head.status_code >= 400:
         raise http_error(source.url, head.status_code, head.reason)
-    url = head.url or url  # read where the redirects lead (e.g. a DANDI asset's S3 object)
-    etag = head.headers.get("ETag") or (head.headers.get("Last-Modified") and
-                                        f"{head.headers['Last-Modified']}/{head.headers.get('Content-Length')}")
-    if head.headers.get("Content-Length") is None:
-        raise RemoteError(f"{source.url}: the server does not tell the file's size (no Content-Length), so it"
-                          " cannot be read lazily; download it and pass the local path")
-    size = int(head.headers["Content-Length"])
+    else:
+        url = head.url or url  # read where the redirects lead (e.g. a DANDI asset's S3 object)
+        size = _size(source, head.headers.get("Content-Length"))
+        etag = _validator(head.headers)
     cache = BlockCache(source.url, etag) if etag else None
     if cache is None or not cache.verified(size):
-        first = _probe(requests, source, url, size)
+        first = first or _probe(requests, source, url)
         if cache is not None:
-            cache.set(f"{url}|{CHUNK}|0", first)
+            cache.set(f"{url}|{CHUNK}|0", first.body)
             cache.mark_verified(size)
     _VALIDATED[source.url] = Connection(source, url, size, etag, cache)
     return _VALIDATED[source.url]
 
 
-def _probe(requests, source: RemoteSource, url: str, size: int) -> bytes:
-    """The first chunk, fetched with a range request: UsageError-like RemoteErrors for a server that
-    ignores ranges, RemoteErrors with exit code 1 for a cut-short answer."""
-    end = min(CHUNK, size) - 1
+def _size(source: RemoteSource, text: str | None) -> int:
+    if text is None or not text.isdigit():
+        raise RemoteError(f"{source.url}: the server does not tell the file's size, so it cannot be read lazily;"
+                          " download it and pass the local path")
+    return int(text)
+
+
+def _validator(headers) -> str | None:
+    """What identifies this version of the file: the ETag, else Last-Modified with the size."""
+    if headers.get("ETag"):
+        return headers["ETag"]
+    if headers.get("Last-Modified"):
+        return f"{headers['Last-Modified']}/{headers.get('Content-Length')}"
+    return None
+
+
+@dataclass(frozen=True)
+class _Probe:
+    url: str
+    size: int
+    etag: str | None
+    body: bytes  # the first min(CHUNK, size) bytes
+
+
+def _probe(requests, source: RemoteSource, url: str) -> _Probe:
+    """The first chunk, fetched with a range request: a RemoteError (exit 2) for a server that ignores
+    ranges, one with exit code 1 for a cut-short answer."""
     try:
-        with requests.get(url, headers={"Range": f"bytes=0-{end}"}, stream=True, timeout=TIMEOUT_S) as response:
-            if response.status_code == 200 and size > end + 1:
-                raise no_ranges(source.url)  # closing the response leaves the rest of the body unread
-            if response.status_code >= 400:
-                raise http_error(source.url, response.status_code, response.reason)
-            body = response.raw.read(end + 1, decode_content=True)
+        with requests.get(url, headers={"Range": f"bytes=0-{CHUNK - 1}"}, stream=True, timeout=TIMEOUT_S) as answer:
+            if answer.status_code >= 400:
+                raise http_error(source.url, answer.status_code, answer.reason)
+            if answer.status_code == 206:
+                size = _size(source, answer.headers.get("Content-Range", "").rpartition("/")[2])
+            else:  # the whole file: fine for a file of one chunk, else no lazy reading
+                size = _size(source, answer.headers.get("Content-Length"))
+                if size > CHUNK:
+                    raise no_ranges(source.url)  # closing the answer leaves the rest of the body unread
+            expected = min(CHUNK, size)
+            body = answer.raw.read(expected, decode_content=True)
+            probe = _Probe(answer.url or url, size, _validator(answer.headers), body)
     except RemoteError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise network_error(source.url, exc) from None
-    if len(body) != end + 1:
-        raise cut_short(source.url, len(body), end + 1)
-    return body
+    if len(body) != expected:
+        raise cut_short(source.url, len(body), expected)
+    return probe
 
 
 def validated(source: RemoteSource) -> Connection:
