@@ -176,6 +176,8 @@ def test_fit_and_smooth_a_url(server, tmp_path):
 
     with h5py.File(out, "r") as f:
         assert f.attrs["input_path"] == url and f.attrs["input_etag"]
+    result = runner.invoke(app, ["smooth", str(run), url, "--out", str(tmp_path / "x.nwb"), "--format", "nwb"])
+    assert result.exit_code == 2 and "use --format h5" in result.output and not (tmp_path / "x.nwb").exists()
 
 
 def test_a_failed_fit_writes_nothing(server, tmp_path):

@@ -49,6 +49,9 @@ def open_output(out: Path, fmt: str, rows: SpikeData, overwrite: bool, module: s
     padding = Padding(rows.lengths, first_bin, skip=offsets or ())
     if fmt == "h5":
         return H5Stream(out, n_rows=rows.n_trials, overwrite=overwrite, padding=padding)
+    if rows.provenance.get("url"):  # a copy of the input is all of it: what lazy reading avoids
+        raise UsageError(f"--format nwb writes a copy of the input file, and {rows.provenance['url']} is remote;"
+                         " use --format h5, or download the file and pass its local path")
     source = Path(rows.provenance.get("path", ""))
     if rows.provenance.get("format") != "nwb" or start_s is None:
         raise UsageError("--format nwb needs an NWB input file (trial times are taken from it); use --format h5")
