@@ -56,6 +56,15 @@ def test_url_loads_as_the_local_file(server, name):
     assert remote.provenance["etag"] and remote.provenance["size_bytes"] == (server.directory / name).stat().st_size
 
 
+@pytest.mark.parametrize("name", ["lorenz_small.nwb", "vdp_small.h5"])
+def test_inspect_a_url(server, name):
+    result = runner.invoke(app, ["inspect", server.url(name), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("["):])[0]
+    assert report["path"] == server.url(name) and report["size_bytes"] == (server.directory / name).stat().st_size
+    assert "error" not in report["loaded"]
+
+
 def test_only_what_the_loader_reads_is_fetched(server):
     """A 16 MB acquisition series the loader never reads is never sent."""
     from pynwb import NWBHDF5IO, TimeSeries

@@ -38,7 +38,7 @@ def _continuous(path: Path, report: dict, cfg: DataConfig) -> dict | None:
         return None
     from xfads_cli.data.nwb import load_nwb_recording
 
-    recording = load_nwb_recording(Path(path), cfg)
+    recording = load_nwb_recording(path, cfg)  # a Path or a RemoteSource (data/source.py)
     if recording is None:
         return None
     lengths = [recording.n_bins(s) for s in range(len(recording.segments))]
