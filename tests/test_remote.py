@@ -215,6 +215,8 @@ def test_parse_source():
     from xfads_cli.data.remote import http_url
 
     assert http_url(s3) == "https://bucket.s3.amazonaws.com/key/file.h5"
+    assert http_url(parse_source("s3://b/sub-1/x_behavior+ecephys.nwb")) == \
+        "https://b.s3.amazonaws.com/sub-1/x_behavior%2Becephys.nwb"
     for bad, fragment in [("ftp://host/x.nwb", "unsupported URL scheme"), ("s3://bucket", "names no file"),
                           ("dandi://000128/", "names no file")]:
         with pytest.raises(UsageError, match=fragment):

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import functools
+
 from xfads_cli.errors import RemoteError, UsageError
 
 
+@functools.lru_cache(maxsize=64)  # a load opens the file more than once: ask the archive once per process
 def dandi_asset_url(source) -> str:
     """The content URL (S3, with redirects followed and the query stripped) of `source`'s asset."""
     try:

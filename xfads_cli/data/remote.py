@@ -4,8 +4,9 @@
         ...
 
 Reader: remfile (pip install 'xfads[remote]'), a file-like object made for h5py that fetches 100 KiB
-chunks with HTTP range requests and reads ahead when access is sequential. It moved the fewest bytes
-of the readers measured (benchmarks/remote_reader.py, benchmarks/README.md) and needs only `requests`.
+chunks with HTTP range requests and reads ahead when access is sequential. Measured against fsspec's
+HTTP file (benchmarks/remote_reader.py, benchmarks/README.md), both fetch under 10% of a file that is
+mostly data the loader does not read; remfile needs only `requests` and takes a disk cache.
 Before remfile reads, `connect` asks the server (HEAD) for the size and ETag and, for a version not
 seen before, fetches the first chunk with a range request: a server that ignores ranges, or a
 truncated answer, fails there in one request instead of in remfile's retry loop (a server that
@@ -45,7 +46,9 @@ def http_url(source: RemoteSource) -> str:
     if source.scheme in ("http", "https"):
         return source.url
     if source.scheme == "s3":  # public buckets through their virtual-hosted HTTPS endpoint
-        return f"https://{source.host}.s3.amazonaws.com/{source.key}"
+        from urllib.parse import quote
+
+        return f"https://{source.host}.s3.amazonaws.com/{quote(source.key, safe='/')}"  # S3 reads '+' as ' '
     from xfads_cli.data.dandi import dandi_asset_url
 
     return dandi_asset_url(source)
