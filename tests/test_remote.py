@@ -187,6 +187,11 @@ def test_fit_and_smooth_a_url(server, tmp_path):
         assert f.attrs["input_path"] == url and f.attrs["input_etag"]
     result = runner.invoke(app, ["smooth", str(run), url, "--out", str(tmp_path / "x.nwb"), "--format", "nwb"])
     assert result.exit_code == 2 and "use --format h5" in result.output and not (tmp_path / "x.nwb").exists()
+    forecast = ["forecast", str(run), url, "--context", "40", "--horizon", "20", "--samples", "4", "--quiet"]
+    result = runner.invoke(app, [*forecast, "--out", str(tmp_path / "f.h5")])
+    assert result.exit_code == 0 and (tmp_path / "f.h5").is_file(), result.output
+    result = runner.invoke(app, [*forecast, "--out", str(tmp_path / "g.h5"), "--at-s", "1.0"])
+    assert result.exit_code == 2 and "lorenz_small.nwb is cut into trials" in result.output, result.output
 
 
 def test_a_failed_fit_writes_nothing(server, tmp_path):
@@ -201,6 +206,15 @@ def test_sweep_takes_local_files_only(server, tmp_path):
     result = runner.invoke(app, ["sweep", url, "--space", "s.yaml", "--out", str(tmp_path / "sw"), "--trials", "1"])
     assert result.exit_code == 2 and "sweep reads local files only" in result.output and url in result.output
     assert not (tmp_path / "sw").exists()
+
+
+def test_content_id_matches_sessions_by_sha256_or_url_and_etag():
+    """runs.session_index matches a meta run's sessions by this: a file without either matches nothing."""
+    from xfads_cli.data.provenance import content_id
+
+    assert content_id({"path": "/x.nwb", "sha256": "ab"}) == "ab"
+    assert content_id({"path": "u", "url": "u", "etag": '"e"'}) == 'u "e"'
+    assert content_id({"path": "u", "url": "u", "etag": None}) is None and content_id({"sha256": None}) is None
 
 
 def test_parse_source():

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from xfads_cli.config import load_config, resolved_config
+from xfads_cli.data.source import source_name
 from xfads_cli.data.spikedata import SpikeData
 from xfads_cli.errors import UsageError
 from xfads_cli.evaluation import ForecastScores, baselines_for, judge, trial_labels
@@ -64,7 +65,7 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
         data = _extend_windows(data_path, run, overrides, data, context + horizon)
     rows = data.subset(split)
     if rows.n_trials == 0:
-        raise UsageError(f"{Path(data_path).name} has no '{split}' trials; use --split all")
+        raise UsageError(f"{source_name(data_path)} has no '{split}' trials; use --split all")
     base = baselines_for(data)
     rows_index = np.arange(data.n_trials) if split == "all" else np.flatnonzero(data.split == split)
     scores = ForecastScores(rows, context, horizon, fp_baseline=base.fp_source(rows_index, context, horizon))
@@ -138,7 +139,7 @@ def _forecast_at(run, data_path: Path, out: Path, at_s: str, *, context, horizon
     times = parse_times(at_s)
     recording = load_recording_for_run(data_path, run, overrides)
     if recording is None:
-        raise UsageError(f"--at-s needs a recording without trials, and {Path(data_path).name} is cut into trials by the "
+        raise UsageError(f"--at-s needs a recording without trials, and {source_name(data_path)} is cut into trials by the "
                          "run's data options; drop --at-s to forecast after each trial's context")
     for given, name in ((split != "all", f"--split {split}"), (plot, "--plot")):
         if given:
