@@ -3,8 +3,8 @@ through `xfads inspect`, `xfads fit` (on 1 s windows, a fixed time budget) and `
 whole session, one trajectory: model/streaming.py), each stage in a fresh process with its wall time
 and peak RSS (ru_maxrss of a wrapper's only child).
 
-    python benchmarks/full_size.py                 # 15, 30, 60 min at 1000 units; 250, 500 units at 60 min
-    python benchmarks/full_size.py --quick         # 2, 4 min at 100 units; 50 units at 4 min (a smoke run)
+    python benchmarks/full_size.py                 # 15, 30, 60 min at 1000 units; 250, 500 units at 15 min
+    python benchmarks/full_size.py --quick         # 2, 4 min at 100 units; 50 units at 2 min (a smoke run)
 
 The recording: a 4-d latent (two slow rotations with noise, 20 ms steps) read out by U units,
 rate_j(t) = exp(c_j . z_t + b_j), mean about 5 Hz; spike times uniform within their 20 ms bin; one
@@ -12,7 +12,7 @@ units table, no trials (so fit chops 1 s windows and smooth runs over the whole 
 blocks of time, so the simulation itself never holds the [time, unit] rates.
 
 Reported per stage: seconds, peak MB, and for smooth also MB above the `load` stage of the same file
-(what smoothing adds to holding the spike times). fit's budget (--fit-minutes, default 1) is a time
+(what smoothing adds to holding the spike times). fit's budget (--fit-minutes, default 0.5) is a time
 limit: its wall time is the budget plus loading and the final evaluation. `smooth` uses the run's
 defaults (20 samples) and filters 2000-bin pieces.
 """
@@ -112,11 +112,11 @@ def stages(data: Path, work: Path, fit_minutes: float, threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--fit-minutes", type=float, default=1.0)
+    parser.add_argument("--fit-minutes", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     lengths, units = ([2, 4], [50, 100]) if args.quick else ([15, 30, 60], [250, 500, 1000])
-    cases = [(m, units[-1]) for m in lengths] + [(lengths[-1], u) for u in units[:-1]]
+    cases = [(m, units[-1]) for m in lengths] + [(lengths[0], u) for u in units[:-1]]
     fit_minutes = 0.2 if args.quick else args.fit_minutes
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,11 +140,13 @@ def main() -> None:
         print(f"| {r['minutes']} | {r['units']} | {r['bins']} | {r['spikes']:,} | {r['inspect_s']:.0f} / {r['inspect_mb']:.0f} "
               f"| {r['fit_s']:.0f} / {r['fit_mb']:.0f} | {r['load_mb']:.0f} | {r['smooth_s']:.0f} / {r['smooth_mb']:.0f} "
               f"| {r['smooth_above_load_mb']:.0f} |")
-    base = [r for r in rows if r["units"] == units[-1]]
-    for r in base[1:]:
-        print(f"{r['minutes']} vs {base[0]['minutes']} min ({r['minutes'] / base[0]['minutes']:g}x): smooth time "
-              f"{r['smooth_s'] / base[0]['smooth_s']:.2f}x, smooth peak MB {r['smooth_mb'] / base[0]['smooth_mb']:.2f}x, "
-              f"above load {r['smooth_above_load_mb'] / max(base[0]['smooth_above_load_mb'], 1e-9):.2f}x")
+    for key, ref in (("units", units[-1]), ("minutes", lengths[0])):  # along session length, then unit count
+        series = sorted((r for r in rows if r[key] == ref), key=lambda r: r["bins"] * r["units"])
+        for r in series[1:]:
+            size = r["bins"] * r["units"] / (series[0]["bins"] * series[0]["units"])
+            print(f"{r['minutes']} min x {r['units']} units vs {series[0]['minutes']} x {series[0]['units']} ({size:g}x the "
+                  f"bins x units): smooth time {r['smooth_s'] / series[0]['smooth_s']:.2f}x, smooth peak MB "
+                  f"{r['smooth_mb'] / series[0]['smooth_mb']:.2f}x, fit peak MB {r['fit_mb'] / series[0]['fit_mb']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -124,3 +124,13 @@ def test_inspect_shows_the_segments(tmp_path):
     assert any("whole recording (2 segment(s)" in h for h in report["hints"])
     text = invoke("inspect", data, "--set", "data.bin_ms=50").stdout
     assert "continuous" in text and "segment_start_s" in text
+
+
+def test_large_blocks_are_served_by_mmap_on_glibc():
+    """heap.py: on Linux with glibc the mmap threshold is fixed (benchmarks/full_size.py shows why)."""
+    import platform
+
+    from xfads_cli.heap import serve_large_blocks_by_mmap
+
+    on_glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert serve_large_blocks_by_mmap() is on_glibc

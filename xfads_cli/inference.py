@@ -15,6 +15,7 @@ from xfads_cli.outputs.sinks import concat_parts
 from xfads_cli.runs import as_tensor
 
 QUANTILES = (0.05, 0.5, 0.95)
+RATE_BLOCK_VALUES = 4_000_000  # sample x bin x neuron values of rates summarised at once (iter_recording)
 
 
 def _quantiles(samples: torch.Tensor) -> dict[str, np.ndarray]:
@@ -96,8 +97,14 @@ def iter_recording(model, recording, *, piece_bins: int = 2000, mode: str | None
         for piece in stream_posterior(model, read, recording.n_bins(segment), piece_bins=piece_bins, mode=mode,
                                       n_samples=n_samples):
             post = piece.posterior
-            part = {k: v[0] for k, v in _quantiles(model.rates(post.samples)).items()}
-            part["latents_mean"] = post.mean[0].cpu().numpy().astype(np.float32)
-            part["latents_var"] = post.var[0].cpu().numpy().astype(np.float32)
-            part["counts"] = recording.counts(segment, piece.start, piece.start + post.mean.shape[1])
-            yield segment, piece.start, part
+            # rates and their quantiles a few hundred bins at a time: [sample, bins, neuron] and its sorted
+            # copy would otherwise be the largest arrays of the run (hundreds of MB for 1000 neurons)
+            S, T = post.samples.shape[0], post.samples.shape[2]
+            step = max(1, RATE_BLOCK_VALUES // (S * recording.n_neurons))
+            for b0 in range(0, T, step):
+                part = {k: v[0] for k, v in _quantiles(model.rates(post.samples[:, :, b0 : b0 + step])).items()}
+                part["latents_mean"] = post.mean[0, b0 : b0 + step].cpu().numpy().astype(np.float32)
+                part["latents_var"] = post.var[0, b0 : b0 + step].cpu().numpy().astype(np.float32)
+                start = piece.start + b0
+                part["counts"] = recording.counts(segment, start, start + len(part["latents_mean"]))
+                yield segment, start, part

@@ -63,6 +63,9 @@ def smooth_recording(run, recording, model, out, *, fmt: str, mode: str | None, 
     lengths = [recording.n_bins(s) for s in range(len(recording.segments))]
     if sum(lengths) == 0:
         raise UsageError(f"the recording is shorter than one {recording.bin_ms:g} ms bin; lower data.bin_ms")
+    from xfads_cli.heap import serve_large_blocks_by_mmap
+
+    serve_large_blocks_by_mmap()  # hundreds of pieces: keep glibc's heap from growing with them
     torch.manual_seed(run.config.seed)  # the posterior draws: the same file from the same run and data
     score = HeldoutBits(recording.heldout)
     with H5Stream(out, n_rows=sum(lengths), overwrite=overwrite) as sink:
