@@ -386,6 +386,45 @@ def test_units_errors(tmp_path):
         load_nwb(silent, DataConfig())
 
 
+def test_bad_spike_times_name_their_unit_and_count(tmp_path):
+    """The check finds the units-table row of the first bad spike from the index alone (no [spike]-sized
+    row array): the message names that unit's id and counts only its bad spikes."""
+    from pynwb import NWBHDF5IO, NWBFile
+
+    def write(name, units):
+        nwb = NWBFile(session_description="x", identifier=name, session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+        for uid, times in units:
+            nwb.add_unit(spike_times=np.asarray(times, dtype=float), id=uid)
+        with NWBHDF5IO(str(tmp_path / name), "w") as io:
+            io.write(nwb)
+        return tmp_path / name
+
+    bad = write("bad.nwb", [(10, [0.1, 0.2]), (11, [0.3, -0.5, -0.25, 0.9]), (12, [-1.0, 0.4])])
+    with pytest.raises(UsageError, match="unit 11 has 2 negative spike times"):
+        load_nwb(bad, DataConfig())
+    last = write("last.nwb", [(10, [0.1, 0.2]), (11, [0.3]), (12, [0.4, np.nan])])
+    with pytest.raises(UsageError, match="unit 12 has 1 NaN spike time;"):
+        load_nwb(last, DataConfig())
+
+
+def test_recording_holds_sorted_spike_times(tmp_path):
+    """A continuous recording keeps each unit's times (views where already sorted, a sorted copy where
+    not) and takes its span from every unit."""
+    from pynwb import NWBHDF5IO, NWBFile
+
+    from xfads_cli.data.nwb import load_nwb_recording
+
+    nwb = NWBFile(session_description="x", identifier="r", session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    for times in ([0.5, 0.1, 3.0], [0.05, 0.2], [1.0, 4.5]):
+        nwb.add_unit(spike_times=np.asarray(times))
+    with NWBHDF5IO(str(tmp_path / "r.nwb"), "w") as io:
+        io.write(nwb)
+    rec = load_nwb_recording(tmp_path / "r.nwb", DataConfig(bin_ms=100.0))
+    assert [t.tolist() for t in rec.spikes] == [[0.1, 0.5, 3.0], [0.05, 0.2], [1.0, 4.5]]
+    assert rec.segments.tolist() == [[0.05, 4.5]]
+    assert rec.counts(0, 0, 3)[:, :2].tolist() == [[1, 1], [0, 1], [0, 0]]  # bins from 0.05 s
+
+
 @pytest.mark.parametrize("cfg, message", [
     (DataConfig(bin_ms=0.0), "bin_ms must be positive"),
     (DataConfig(bin_ms=-5.0), "bin_ms must be positive"),

@@ -273,11 +273,11 @@ def _read_units(nwb, selection: str | None) -> _Units:
     if obs is not None:
         obs = [np.asarray(iv, dtype=np.float64).reshape(-1, 2) for iv in obs]
 
-    everything = np.concatenate(spikes)
-    everything = everything[np.isfinite(everything)]
-    if everything.size == 0:
+    # _spike_times let only finite times through; per-unit extremes avoid a copy of every spike
+    nonempty = [t for t in spikes if len(t)]
+    if not nonempty:
         raise UsageError(f"the units table has {n_rows} units but no spikes; nothing to model")
-    t_first, t_last = float(everything.min()), float(everything.max())
+    t_first, t_last = min(float(t.min()) for t in nonempty), max(float(t.max()) for t in nonempty)
     if obs is not None and any(len(iv) for iv in obs):
         bounds = np.concatenate(obs)
         t_first, t_last = min(t_first, float(np.nanmin(bounds))), max(t_last, float(np.nanmax(bounds)))
@@ -353,8 +353,8 @@ def _spike_times(table, unit_ids: np.ndarray) -> list[np.ndarray]:
         )
     if values.dtype.kind not in "iuf":
         raise BadFile(f"units.spike_times holds {dtype_kind(values.dtype)}, not spike times; they must be seconds as numbers")
-    values = values.astype(np.float64)
-    row = np.repeat(np.arange(len(ends)), np.diff(ends, prepend=0))  # [spike] row of the units table
+    # no [spike]-sized temporaries beyond one mask at a time: an hour of 1000 units is ~10^7 spikes
+    values = values.astype(np.float64, copy=False)
     for bad, what, fix in (
         (np.isnan(values), "NaN spike time{s}", "remove or fix those spikes"),
         (np.isinf(values), "infinite spike time{s} (e.g. {value:g})", "remove or fix those spikes"),
@@ -365,9 +365,10 @@ def _spike_times(table, unit_ids: np.ndarray) -> list[np.ndarray]:
     ):
         if bad.any():
             first = int(np.argmax(bad))
-            count = int(np.sum(bad[row == row[first]]))
+            row = int(np.searchsorted(ends, first, side="right"))  # the units-table row holding spike `first`
+            count = int(np.sum(bad[(ends[row - 1] if row else 0):ends[row]]))
             raise BadFile(
-                f"units.spike_times of unit {_text(unit_ids[row[first]])} has {count} "
+                f"units.spike_times of unit {_text(unit_ids[row])} has {count} "
                 + what.format(s="s" if count > 1 else "", value=values[first]) + f"; {fix}"
             )
     return np.split(values, ends[:-1])
@@ -1043,8 +1044,9 @@ def load_nwb_recording(path: Path, cfg: DataConfig = DataConfig()):
         units = _read_units(nwb, cfg.units)
         heldout = _heldout(cfg, units)
         nwb_version = _nwb_version(io)
-    spikes = [np.sort(np.asarray(t, dtype=np.float64)) for t in units.spikes]
-    spikes = [t[np.isfinite(t)] for t in spikes]
+    # finite already (_spike_times); sorted copies only where a unit's times are out of order, so that
+    # the recording holds its spike times once (8 bytes a spike), as views of the column read
+    spikes = [t if np.all(t[1:] >= t[:-1]) else np.sort(t) for t in (np.asarray(u, dtype=np.float64) for u in units.spikes)]
     provenance = {**source_provenance(path), "format": "nwb",
                   "nwb_version": nwb_version, "trials_from": "continuous"}
     return Recording(spikes=spikes, obs=units.obs, segments=observed_segments(units.t_first, units.t_last, units.obs),
