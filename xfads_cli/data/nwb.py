@@ -1044,9 +1044,13 @@ def load_nwb_recording(path: Path, cfg: DataConfig = DataConfig()):
         units = _read_units(nwb, cfg.units)
         heldout = _heldout(cfg, units)
         nwb_version = _nwb_version(io)
-    # finite already (_spike_times); sorted copies only where a unit's times are out of order, so that
-    # the recording holds its spike times once (8 bytes a spike), as views of the column read
-    spikes = [t if np.all(t[1:] >= t[:-1]) else np.sort(t) for t in (np.asarray(u, dtype=np.float64) for u in units.spikes)]
+    # Finite already (_spike_times). The units' times are views of the one column read, kept as they are
+    # when every unit is kept and in order, so the recording holds its spikes once (8 bytes each); a unit
+    # selection copies (views would keep the dropped units' spikes alive), as does an out-of-order unit
+    # (a stable sort is linear on sorted input).
+    whole = len(units.rows) == units.n_rows
+    spikes = [t if whole and np.all(t[1:] >= t[:-1]) else np.sort(t, kind="stable")
+              for t in (np.asarray(u, dtype=np.float64) for u in units.spikes)]
     provenance = {**source_provenance(path), "format": "nwb",
                   "nwb_version": nwb_version, "trials_from": "continuous"}
     return Recording(spikes=spikes, obs=units.obs, segments=observed_segments(units.t_first, units.t_last, units.obs),
