@@ -53,8 +53,21 @@ class DataConfig:
     heldout_units: tuple[str, ...] = ()
     heldout_fraction: float = 0.0
     heldout_column: str = "heldout"
-    # Trials-table column with a condition label per trial (PSTH metrics).
-    condition: Optional[str] = None
+    # Trials-table column with a condition label per trial (condition-aware PSTH baseline, psth R2 and
+    # the model's task inputs). 'auto': a column named like condition / stimulus / odor / trial_type /
+    # target (data/conditions.py) with at least 2 labels, each on 2 or more trials; None: no conditions.
+    condition: Optional[str] = "auto"
+    # Trials-table columns holding event times (seconds, e.g. 'go_cue_time'), read as per-trial event
+    # bins (SpikeData.events) for the forecast score grid and the model's task inputs. ['auto']: every
+    # numeric column whose name ends in '_time' (not start_time / stop_time) that falls inside the
+    # trial windows; []: none.
+    events: tuple[str, ...] = ("auto",)
+    # Known inputs the model is given (docs/model.md section 8): 'clock' (time since the trial window's
+    # start), 'condition' (the trial's data.condition label), 'events' (data.events: what follows each
+    # event, for events already past when forecasting). ['auto']: clock and condition (when the
+    # recording has conditions) for trial-aligned recordings, none for windows chopped from a continuous
+    # recording; []: none (the autonomous model).
+    inputs: tuple[str, ...] = ("auto",)
     # Train / valid / test fractions of trials and the seed of the random split.
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
