@@ -27,18 +27,24 @@ def _quantiles(samples: torch.Tensor) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32) for k, v in out.items()}
 
 
-def _smooth_part(model, y: torch.Tensor, mode: str | None, n_samples: int | None) -> dict[str, np.ndarray]:
+def _with_inputs(u: torch.Tensor | None) -> dict:
+    """The task inputs as a keyword argument of the model's methods (none for a model without them)."""
+    return {} if u is None else {"u": u}
+
+
+def _smooth_part(model, y: torch.Tensor, mode: str | None, n_samples: int | None,
+                 u: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     # a function of its own so that the sample tensor is freed on return, not held into the next block
-    post = model.posterior(y, mode=mode, n_samples=n_samples)
-    part = _quantiles(model.rates(post.samples))
+    post = model.posterior(y, mode=mode, n_samples=n_samples, **_with_inputs(u))
+    part = _quantiles(model.rates(post.samples, **_with_inputs(u)))
     part["latents_mean"] = post.mean.cpu().numpy().astype(np.float32)
     part["latents_var"] = post.var.cpu().numpy().astype(np.float32)
     return part
 
 
 def _forecast_part(model, y_context: torch.Tensor, horizon: int, n_samples: int, mode: str,
-                   keep_samples: bool) -> dict[str, np.ndarray]:
-    fc = model.forecast(y_context, horizon, n_samples=n_samples, mode=mode)
+                   keep_samples: bool, u: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    fc = model.forecast(y_context, horizon, n_samples=n_samples, mode=mode, **_with_inputs(u))
     part = _quantiles(fc.rates)
     part["latents_mean"] = fc.latents.mean(0).cpu().numpy().astype(np.float32)
     if keep_samples:
@@ -48,20 +54,25 @@ def _forecast_part(model, y_context: torch.Tensor, horizon: int, n_samples: int,
 
 @torch.no_grad()
 def iter_smooth(model, y, *, mode: str | None = None, n_samples: int | None = None,
-                batch_size: int = 64) -> Iterator[dict[str, np.ndarray]]:
+                batch_size: int = 64, u=None) -> Iterator[dict[str, np.ndarray]]:
     """smooth_arrays block by block: for each `batch_size` consecutive trials of y [trial, time, neuron]
     (tensor, or numpy converted one block at a time) the dict of [block, ...] arrays. Memory per block:
-    the posterior samples [sample, block, time, neuron] and their sorted copy for the quantiles."""
+    the posterior samples [sample, block, time, neuron] and their sorted copy for the quantiles.
+    u: the trials' task inputs [trial, time, input] (runs.model_inputs), or None."""
     for i in range(0, y.shape[0], batch_size):
-        yield _smooth_part(model, as_tensor(y[i : i + batch_size], model), mode, n_samples)
+        ui = None if u is None else as_tensor(u[i : i + batch_size], model)
+        yield _smooth_part(model, as_tensor(y[i : i + batch_size], model), mode, n_samples, ui)
 
 
 @torch.no_grad()
 def iter_forecast(model, y_context, horizon: int, *, n_samples: int = 100, mode: str = "filter", batch_size: int = 64,
-                  keep_samples: bool = False) -> Iterator[dict[str, np.ndarray]]:
-    """forecast_arrays block by block (as iter_smooth) for the contexts y_context [trial, context, neuron]."""
+                  keep_samples: bool = False, u=None) -> Iterator[dict[str, np.ndarray]]:
+    """forecast_arrays block by block (as iter_smooth) for the contexts y_context [trial, context, neuron];
+    u: task inputs [trial, context + horizon, input] (what is known in advance, runs.model_inputs), or None."""
     for i in range(0, y_context.shape[0], batch_size):
-        yield _forecast_part(model, as_tensor(y_context[i : i + batch_size], model), horizon, n_samples, mode, keep_samples)
+        ui = None if u is None else as_tensor(u[i : i + batch_size], model)
+        yield _forecast_part(model, as_tensor(y_context[i : i + batch_size], model), horizon, n_samples, mode,
+                             keep_samples, ui)
 
 
 def smooth_arrays(model, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,

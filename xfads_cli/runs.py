@@ -24,7 +24,8 @@ from xfads_cli.train.checkpoint import Checkpoint
 class ModelSpec:
     """What rebuilds a model besides the config: one plain-data entry per session (neuron count,
     held-in mask, bin width, unit ids, session name; an adapted session also the trial ids of its
-    shots). A single-session XFADS run is the one-session case. On disk (checkpoint["spec"]) the
+    shots; a single-session run with task inputs also their `InputSpec`, key "inputs"). A single-session
+    XFADS run is the one-session case. On disk (checkpoint["spec"]) the
     single-session form stays the flat dict older checkpoints hold, the meta form is
     {"kind": "meta", "sessions": [...]}."""
 
@@ -94,8 +95,11 @@ def build_model(config: Config, spec: dict, device="cpu") -> torch.nn.Module:
     else:
         from xfads_cli.model.xfads import XFADS
 
+        from xfads_cli.model.task_inputs import InputSpec
+
         one = spec.sessions[0]
-        model = XFADS(config.model, one["n_neurons"], torch.tensor(one["heldin"]), one["dt"])
+        model = XFADS(config.model, one["n_neurons"], torch.tensor(one["heldin"]), one["dt"],
+                      InputSpec.from_dict(one.get("inputs")))
     return model.to(device=device, dtype=dtype)
 
 
@@ -209,6 +213,15 @@ def session_model(run: Run, data: SpikeData):
         return as_tensor(rows.counts if rows.n_trials else data.counts, run)
 
     return run.model.session(index, trials)
+
+
+def model_inputs(model, data: SpikeData, rows=None, n_time: int | None = None,
+                 known_until: int | None = None) -> np.ndarray | None:
+    """The task inputs u [trial, time, input] of `data`'s trials `rows` for `model` (XFADS with task
+    inputs; None for every other model): model/task_inputs.features_for with the model's InputSpec."""
+    from xfads_cli.model.task_inputs import features_for
+
+    return features_for(getattr(model, "inputs", None), data, rows, n_time, known_until)
 
 
 def as_tensor(counts: np.ndarray, like) -> torch.Tensor:

@@ -103,21 +103,27 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
     with deterministic_mode(deterministic), process_group(d, dev):
         torch.manual_seed(config.seed)
         model, spec = _build(config, sessions, dev)
+        if progress is not None and d.is_main and not getattr(progress, "quiet", False):
+            from xfads_cli.progress import log
+
+            log(describe_inputs(model))
         trains = [as_tensor(d_.subset("train").counts, model) for d_ in sessions]
         valids = [as_tensor(d_.subset("valid").counts, model) if d_.subset("valid").n_trials else None for d_ in sessions]
+        inputs = (_split_inputs(model, sessions, "train"), _split_inputs(model, sessions, "valid"))
         if ckpt is not None:
             _check_resumable(ckpt.spec, spec, out)
             model.load_state_dict(ckpt.model)
         else:
-            for i, y in enumerate(trains):
-                model.init_from_data(y, i)
+            for i, (y, u) in enumerate(zip(trains, inputs[0])):
+                model.init_from_data(y, i, **({} if u is None else {"u": u}))
         # The input is loaded and valid: only now does anything appear on disk (rank 0 only).
         if d.is_main:
             _open_run_dir(out, lock, overwrite, resume, resumed, config)
         base = _base_checkpoint(config, spec, sessions, meta)
         writer = RunWriter(out, base, model, ckpt.train_state if ckpt else None) if d.is_main else None
         t0 = time.monotonic()
-        result = _train(model, trains, valids, config, out, meta, select=select, resume=ckpt, max_epochs=max_epochs,
+        result = _train(model, trains, valids, config, out, meta, inputs=inputs, select=select, resume=ckpt,
+                        max_epochs=max_epochs,
                         dist=d, threads=tuner, progress=progress, writer=writer, handle_signals=handle_signals,
                         evaluate=_epoch_scores(model, sessions, config, select, meta) if d.is_main else None)
         if not d.is_main:
@@ -130,6 +136,7 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
         "best_epoch": result.best_epoch, "selected_on": result.select, "best_score": result.best_score,
         "stopped": result.stopped, "seconds": time.monotonic() - t0, "metrics": metrics,
         "data": [data_summary(s) for s in sessions] if meta else data_summary(sessions[0]),
+        "task_inputs": describe_inputs(model),
         "device": str(dev), "world_size": d.world, "threads": tuner.summary(), "deterministic": deterministic,
         "versions": base.versions,
     }
@@ -200,7 +207,7 @@ def _epoch_scores(model, sessions: list, config: Config, select: str, meta: bool
     return scores
 
 
-def _train(model, trains: list, valids: list, config: Config, out: Path, meta: bool, *, select: str, resume,
+def _train(model, trains: list, valids: list, config: Config, out: Path, meta: bool, *, inputs, select: str, resume,
            max_epochs, dist, threads, progress, writer, handle_signals: bool, evaluate):
     """The training of the model's kind, RUN_DIR written as it goes (rank 0: checkpoints at every
     epoch, the exact state when preempted) and progress drawn; preemption and failures say what
@@ -217,7 +224,7 @@ def _train(model, trains: list, valids: list, config: Config, out: Path, meta: b
         with catch_preemption() if handle_signals else _no_signals() as stop:
             from xfads_cli.train.loop import fit
 
-            training = fit(model, trains, valids, config.train, should_stop=stop, **common)
+            training = fit(model, trains, valids, config.train, should_stop=stop, inputs=inputs, **common)
             for event in training:
                 if isinstance(event, EpochEnd):
                     if writer is not None:
@@ -310,9 +317,11 @@ def selection_fp_bps(model, valid, config: Config) -> float:
     """fp-bps of the validation trials' forecast (eval.context_bins / horizon_bins, default: the last
     third from the first two), with SELECT_SAMPLES draws from a fixed generator: the same draws every
     epoch, so that epochs differ by their parameters, not by Monte Carlo noise."""
+    import numpy as np
     import torch
 
     from xfads_cli.outputs.metrics import BitsPerSpike
+    from xfads_cli.runs import model_inputs
 
     window = default_forecast_window(valid.n_time, config)
     if window is None:
@@ -324,8 +333,11 @@ def selection_fp_bps(model, valid, config: Config) -> float:
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(config.seed)
     with torch.no_grad():
         for i in range(0, valid.n_trials, config.train.batch_size):
-            y = as_tensor(valid.counts[i: i + config.train.batch_size, :context], model)
-            score.add(model.forecast(y, horizon, n_samples=SELECT_SAMPLES, generator=gen).rates.mean(0).cpu().numpy())
+            rows = np.arange(i, min(i + config.train.batch_size, valid.n_trials))
+            y = as_tensor(valid.counts[rows, :context], model)
+            u = model_inputs(model, valid, rows, n_time=context + horizon, known_until=context)
+            extra = {} if u is None else {"u": as_tensor(u, model)}
+            score.add(model.forecast(y, horizon, n_samples=SELECT_SAMPLES, generator=gen, **extra).rates.mean(0).cpu().numpy())
     model.train(was_training)
     return score.value()
 
@@ -340,6 +352,34 @@ def _key(metric: str, data, meta: bool) -> str:
 
 
 def _build(config: Config, sessions: list, device):
-    """The model and the plain-data spec that rebuilds it (stored in every checkpoint)."""
-    spec = ModelSpec.for_sessions(sessions, meta=config.model.kind == "meta").to_dict()
+    """The model and the plain-data spec that rebuilds it (stored in every checkpoint). A single-session
+    model gets the task inputs data.inputs asks for (model/task_inputs.py); the meta model has none."""
+    from xfads_cli.model.task_inputs import choose_inputs
+
+    meta = config.model.kind == "meta"
+    spec = ModelSpec.for_sessions(sessions, meta=meta).to_dict()
+    if not meta:
+        inputs, _ = choose_inputs(config.data.inputs, sessions[0])
+        if inputs is not None:
+            spec["inputs"] = inputs.to_dict()
     return build_model(config, spec, device), spec
+
+
+def describe_inputs(model) -> str:
+    """One line: the task inputs the model uses (fit prints it; summary.json 'task_inputs')."""
+    inputs = getattr(model, "inputs", None)
+    if inputs is None:
+        return "task inputs: none (the autonomous model; --set data.inputs=[auto] on trial-aligned data)"
+    return "task inputs: " + ", ".join(inputs.names()) + " (--set data.inputs=[] for none)"
+
+
+def _split_inputs(model, sessions: list, split: str) -> list:
+    """Each session's task inputs of `split` as tensors [trial, time, input] (None without inputs)."""
+    from xfads_cli.runs import model_inputs
+
+    out = []
+    for data in sessions:
+        sub = data.subset(split)
+        u = model_inputs(model, sub) if sub.n_trials else None
+        out.append(None if u is None else as_tensor(u, model))
+    return out

@@ -25,6 +25,7 @@ from xfads_cli.runs import (
     load_data_for_run,
     load_recording_for_run,
     load_run,
+    model_inputs,
     recording_model,
     run_inputs,
     session_model,
@@ -79,8 +80,10 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
                      first_bin=context) as sink:
         start = 0
         torch.manual_seed(run.config.seed)  # the filter's and rollouts' draws: the same file every time
-        for part in iter_forecast(session_model(run, data), inputs["context_counts"], horizon, n_samples=samples,
-                                  mode=mode, batch_size=run.config.train.batch_size, keep_samples=keep_samples):
+        model = session_model(run, data)
+        u = model_inputs(model, rows, n_time=context + horizon, known_until=context)
+        for part in iter_forecast(model, inputs["context_counts"], horizon, n_samples=samples,
+                                  mode=mode, batch_size=run.config.train.batch_size, keep_samples=keep_samples, u=u):
             stop = start + len(part["rates_mean"])
             scores.add(part["rates_mean"])
             sink.append(part | {k: v[start:stop] for k, v in inputs.items()})
@@ -92,9 +95,10 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
                 sink.write(name, value)
         judged = judge(base, metrics, trial_labels(data, split))
         sink.set_attrs(output_attrs(run, rows, "forecast", metrics) | judged | {
-            "context_bins": context, "horizon_bins": horizon, "samples": samples, "mode": mode, "split_selected": split})
+            "context_bins": context, "horizon_bins": horizon, "samples": samples, "mode": mode, "split_selected": split,
+            "future_inputs": future_inputs(model)})
     summary = {"out": str(sink.path), "trials": rows.n_trials, "context_bins": context, "horizon_bins": horizon,
-               "metrics": metrics} | judged
+               "future_inputs": future_inputs(model), "metrics": metrics} | judged
     if plot:
         from xfads_cli.outputs.plots import plot_forecast
 
@@ -103,6 +107,18 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
             inputs["context_counts"], inputs["counts"], arrays["rates_mean"], arrays["rates_q05"], arrays["rates_q95"],
             rows.bin_ms, Path(out).with_suffix(".forecast.png")))]
     return summary
+
+
+def future_inputs(model) -> str:
+    """What the forecast knew of the horizon in advance (output attribute `future_inputs`)."""
+    inputs = getattr(model, "inputs", None)
+    if inputs is None:
+        return "none: the context's counts only (autonomous dynamics)"
+    known = [n for n in inputs.names() if not n.startswith("event ")]
+    text = ", ".join(known) + " of the horizon bins (set when the trial starts)" if known else ""
+    if inputs.events:
+        text += ("; " if text else "") + "events only once they occurred within the context: " + ", ".join(inputs.events)
+    return text
 
 
 def _bins(bins: int | None, ms: float | None, bin_ms: float, name: str) -> int:

@@ -24,7 +24,15 @@ from xfads_cli.outputs.sinks import (
     output_attrs,
     whole_arrays,
 )
-from xfads_cli.runs import load_data_for_run, load_recording_for_run, load_run, recording_model, run_inputs, session_model
+from xfads_cli.runs import (
+    load_data_for_run,
+    load_recording_for_run,
+    load_run,
+    model_inputs,
+    recording_model,
+    run_inputs,
+    session_model,
+)
 
 
 def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mode: str | None = None,
@@ -68,7 +76,8 @@ def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mo
     kept = np.empty(rows.counts.shape, dtype=np.float32) if decoders else None
     with open_output(out, fmt, rows, overwrite, "xfads_smooth", rows.start_s) as sink:
         start = 0
-        for part in iter_smooth(model, rows.counts, mode=mode, n_samples=samples, batch_size=run.config.train.batch_size):
+        for part in iter_smooth(model, rows.counts, mode=mode, n_samples=samples, batch_size=run.config.train.batch_size,
+                                u=model_inputs(model, rows)):
             stop = start + len(part["rates_mean"])
             for score in (scores, *split_scores.values()):
                 score.add(part["rates_mean"])

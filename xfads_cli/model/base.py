@@ -98,9 +98,11 @@ class StateSpaceModel(nn.Module):
 
     def filter_potentials(self, f: Callable, a: torch.Tensor, A: torch.Tensor, *, mode: str | None = None,
                           n_samples: int | None = None, drop_local: float = 0.0, local_mask: torch.Tensor | None = None,
-                          backward_mask: torch.Tensor | None = None, noise: Noise = None) -> Posterior:
+                          backward_mask: torch.Tensor | None = None, noise: Noise = None,
+                          drive: torch.Tensor | None = None) -> Posterior:
         """The posterior from the local potentials a [batch, time, latent], A [batch, time, latent, rank]:
-        backward potentials from them (unless mode is "filter"), masks applied, filtered through f."""
+        backward potentials from them (unless mode is "filter"), masks applied, filtered through f
+        (plus the known inputs' drive [batch, time, latent], if any)."""
         mode = mode or self.cfg.mode
         b = B = None
         if mode != "filter":
@@ -110,17 +112,17 @@ class StateSpaceModel(nn.Module):
                 b, B = b * w[:, None, None], B * w[:, None, None, None]
         a, A = drop_local_potentials(a, A, drop_local, local_mask)
         return low_rank_filter(f, self.m0, self.q0(), self.q(), a, A, b, B,
-                               n_samples=n_samples or self.cfg.samples, mode=mode, noise=noise)
+                               n_samples=n_samples or self.cfg.samples, mode=mode, noise=noise, drive=drive)
 
     def rollout_through(self, f: Callable, z: torch.Tensor, horizon: int,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+                        generator: torch.Generator | None = None, drive: torch.Tensor | None = None) -> torch.Tensor:
         """Sample z_{t+1:t+H} from the prior with dynamics f. z: [sample, batch, latent]
-        -> [sample, batch, horizon, latent]."""
+        -> [sample, batch, horizon, latent]. drive: [batch, horizon, latent] known inputs' drive, or None."""
         std = self.q().sqrt()
         out = []
-        for _ in range(horizon):
+        for h in range(horizon):
             eps = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-            z = f(z) + std * eps
+            z = f(z) + std * eps if drive is None else f(z) + drive[:, h] + std * eps
             out.append(z)
         return torch.stack(out, dim=2)
 

@@ -31,26 +31,31 @@ class InputDropout(NamedTuple):
 class LocalEncoder(nn.Module):
     """MLP on one bin's observations: y_t -> (a_t, A_t). Missing bins (any NaN) give a zero potential."""
 
-    def __init__(self, n_inputs: int, latent_dim: int, rank: int, hidden: int = 64, log_inputs: bool = True):
+    def __init__(self, n_inputs: int, latent_dim: int, rank: int, hidden: int = 64, log_inputs: bool = True,
+                 n_extra: int = 0):
+        """n_extra: known values per bin read beside the counts (the task inputs' expected log-rate of
+        each held-in neuron, so that the encoder can tell a trial's deviation from the task's mean)."""
         super().__init__()
         self.latent_dim, self.rank, self.log_inputs = latent_dim, rank, log_inputs
         self.net = nn.Sequential(
-            nn.Linear(n_inputs, hidden), nn.SiLU(),
+            nn.Linear(n_inputs + n_extra, hidden), nn.SiLU(),
             nn.Linear(hidden, hidden), nn.SiLU(),
             nn.Linear(hidden, latent_dim * (rank + 1)),
         )
 
-    def forward(self, y: torch.Tensor, input_weight: torch.Tensor | None = None
+    def forward(self, y: torch.Tensor, input_weight: torch.Tensor | None = None, extra: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """y: [batch, time, neuron] -> a [batch, time, latent], A [batch, time, latent, rank],
         observed [batch, time] bool. input_weight [batch, time, neuron] multiplies the (log) inputs:
-        coordinated dropout's 0 / 1 / (1 - p) mask during training."""
+        coordinated dropout's 0 / 1 / (1 - p) mask during training. extra: [batch, time, n_extra]."""
         observed = torch.isfinite(y).all(dim=-1)
         x = torch.where(torch.isfinite(y), y, torch.zeros_like(y))
         if self.log_inputs:
             x = torch.log1p(x.clamp(min=0))
         if input_weight is not None:
             x = x * input_weight
+        if extra is not None:
+            x = torch.cat([x, extra], dim=-1)
         out = self.net(x)
         a = out[..., : self.latent_dim]
         A = out[..., self.latent_dim :].unflatten(-1, (self.latent_dim, self.rank))

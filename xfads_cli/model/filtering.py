@@ -553,14 +553,25 @@ class _Bin(NamedTuple):
     logdet_U: Tensor
 
 
+def _driven(dynamics: Dynamics, drive: Optional[Tensor]) -> Callable[[Tensor, int], Tensor]:
+    """(z [batch, sample, latent], t) -> f(z) + drive[:, t]: the prediction of bin t from the draws of
+    bin t - 1, with the known input's drive of bin t (drive [batch, time, latent] or None)."""
+    if drive is None:
+        return lambda z, t: propagate(dynamics, z)
+    steps = drive.unbind(1)  # per-bin views made once (see bin_step)
+    return lambda z, t: propagate(dynamics, z) + steps[t][:, None]
+
+
 def _filter(dynamics: Dynamics, step: BinStep, k: Tensor, K: Tensor, d: Tensor, checkpoint_steps: int,
-            state: Optional[Tensor] = None) -> Posterior:
+            state: Optional[Tensor] = None, drive: Optional[Tensor] = None) -> Posterior:
     """smoother and filter modes: one stream, whose draws are propagated (docs/model.md section 3).
     k [batch, time, latent], K [batch, time, latent, rank]: the potentials `step` updates with.
-    state: the draws of the bin before the first (None: the first bin of the sequence)."""
+    state: the draws of the bin before the first (None: the first bin of the sequence). drive:
+    [batch, time, latent] added to f's prediction of each bin (known inputs), or None."""
+    predict = _driven(dynamics, drive)
 
     def advance(t: int, z: Optional[Tensor]):
-        s = step(None if z is None else propagate(dynamics, z), t)
+        s = step(None if z is None else predict(z, t), t)
         return _Bin(s.mean, s.z, s.msq, s.wsq, s.mbar, s.Ktv, s.Uinv, s.logdet_U), s.z
 
     b = scan(advance, k.shape[1], checkpoint_steps, state)
@@ -590,17 +601,19 @@ class _TwoFilterBin(NamedTuple):
 
 
 def _two_filter(dynamics: Dynamics, causal: BinStep, full: BinStep, d: Tensor, n_samples: int,
-                checkpoint_steps: int, state: Optional[tuple[Tensor, Tensor]] = None) -> Posterior:
+                checkpoint_steps: int, state: Optional[tuple[Tensor, Tensor]] = None,
+                drive: Optional[Tensor] = None) -> Posterior:
     """two_filter mode: the causal stream's draws are propagated, and the same prediction is updated
     with the full potential for the smoothed marginal (docs/model.md section 3). state: (filtered,
-    smoothed) draws of the bin before the first, as `_filter`'s."""
+    smoothed) draws of the bin before the first, as `_filter`'s; drive as `_filter`'s."""
     S = n_samples
+    predict = _driven(dynamics, drive)
 
     def advance(t: int, state: Optional[tuple[Tensor, Tensor]]):
         mu = mu_s = None
         if state is not None:
             # one pass of f over both particle sets: filtered (to propagate) and smoothed (for the KL)
-            mu = propagate(dynamics, torch.cat(state, 1))
+            mu = predict(torch.cat(state, 1), t)
             mu, mu_s = mu[:, :S], mu[:, S:]
         f, s = causal(mu, t), full(mu, t)
         mbar_s, Mt_s = (f.mbar, f.Mt) if mu_s is None else moments(mu_s)
@@ -642,6 +655,7 @@ def low_rank_filter(
     sampler: str = "matheron",
     checkpoint_steps: int = 0,
     state: Optional[FilterState] = None,
+    drive: Optional[Tensor] = None,
 ) -> Posterior:
     """Filter the potentials through the prior dynamics (docs/model.md section 3).
 
@@ -663,6 +677,8 @@ def low_rank_filter(
         N(m0, diag(q0)). Filtering pieces one after another this way gives the posterior of the whole
         sequence (the same with the same noise, sliced along time) in memory bounded by the piece
         (model/streaming.py).
+    drive: [batch, time, latent] or None: known inputs' drive, added to f's prediction of every bin
+        after the sequence's first (z_t = f(z_{t-1}) + drive_t + e_t; docs/model.md section 8).
 
     Returns Posterior; in two_filter mode mean/var/samples/kl are the smoothed ones and filtered_*
     the causal filter's (in filter mode the main fields are already the filtered ones).
@@ -688,9 +704,9 @@ def low_rank_filter(
         draws, fused = split_noise(eps, d, n_samples, ranks), not eps.requires_grad
     full = bin_step(X, d, draws[-1], m0, n_samples, fused)
     if mode != "two_filter":
-        return _filter(dynamics, full, k, K, d, checkpoint_steps, state)
+        return _filter(dynamics, full, k, K, d, checkpoint_steps, state, drive)
     causal = bin_step(torch.cat([K_local, k_local.unsqueeze(-1)], -1), d, draws[0], m0, n_samples, fused)
-    return _two_filter(dynamics, causal, full, d, n_samples, checkpoint_steps, state)
+    return _two_filter(dynamics, causal, full, d, n_samples, checkpoint_steps, state, drive)
 
 
 def filter_state(post: Posterior) -> FilterState:

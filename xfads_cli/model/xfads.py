@@ -22,6 +22,7 @@ from xfads_cli.model.dynamics import build_dynamics
 from xfads_cli.model.encoders import BackwardEncoder, InputDropout, LocalEncoder
 from xfads_cli.model.filtering import Posterior
 from xfads_cli.model.likelihoods import build_likelihood
+from xfads_cli.model.task_inputs import InputSpec
 
 __all__ = ["XFADS", "Elbo", "Forecast", "pca_readout"]
 
@@ -32,9 +33,13 @@ class XFADS(StateSpaceModel):
     embed_dim = 0  # no session embedding: the one-session case of MetaXFADS
     n_sessions = 1
 
-    def __init__(self, cfg: ModelConfig, n_neurons: int, heldin: torch.Tensor, dt: float):
-        """heldin: [neuron] bool, the neurons the encoder may read."""
+    def __init__(self, cfg: ModelConfig, n_neurons: int, heldin: torch.Tensor, dt: float,
+                 inputs: InputSpec | None = None):
+        """heldin: [neuron] bool, the neurons the encoder may read. inputs: the known task inputs u_t
+        (model/task_inputs.py; None: the autonomous model), which enter the readout as a per-neuron
+        offset D u_t and the dynamics as a drive B u_t (docs/model.md section 8)."""
         super().__init__()
+        self.inputs = inputs
         self.cfg = cfg
         L = cfg.latent_dim
         self.read_dims = cfg.read_dims or L
@@ -44,7 +49,14 @@ class XFADS(StateSpaceModel):
         self.likelihood = build_likelihood(cfg.likelihood, n_neurons, dt, cfg.link)
         self.readout = nn.Linear(self.read_dims, n_neurons)
         nn.init.normal_(self.readout.weight, std=1.0 / self.read_dims**0.5)
-        self.local = LocalEncoder(n_in, L, cfg.rank_local, cfg.encoder_hidden, log_inputs=cfg.likelihood == "poisson")
+        self.local = LocalEncoder(n_in, L, cfg.rank_local, cfg.encoder_hidden, log_inputs=cfg.likelihood == "poisson",
+                                  n_extra=n_in if inputs is not None else 0)
+        if inputs is not None:
+            # Both start at 0 (the autonomous model); init_from_data fits D to the training trials.
+            self.input_readout = nn.Linear(inputs.dim, n_neurons, bias=False)
+            self.input_drive = nn.Linear(inputs.dim, L, bias=False)
+            nn.init.zeros_(self.input_readout.weight)
+            nn.init.zeros_(self.input_drive.weight)
         self.backward = BackwardEncoder(L, cfg.rank_local, cfg.rank_backward, cfg.encoder_hidden)
         self.init_prior(L)
         # Largest expected count per bin a forecast may give each neuron (set from the training counts;
@@ -68,15 +80,36 @@ class XFADS(StateSpaceModel):
         """z: [..., latent] -> natural parameters [..., neuron]."""
         return self.readout(z[..., : self.read_dims])
 
-    def rates(self, z: torch.Tensor) -> torch.Tensor:
-        """Expected observation per bin for latents z: [..., latent] -> [..., neuron]."""
-        return self.likelihood.mean(self.eta(z))
+    def rates(self, z: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """Expected observation per bin for latents z: [sample, batch, time, latent] (or any [..., latent]
+        without inputs) -> [..., neuron]; u: the bins' task inputs [batch, time, input]."""
+        return self.likelihood.mean(self.eta(z) + self.offset(u))
+
+    def offset(self, u: torch.Tensor | None) -> torch.Tensor | float:
+        """The task inputs' readout term D u_t: u [batch, time, input] -> [batch, time, neuron] (0 without)."""
+        if u is None or self.inputs is None:
+            return 0.0
+        return self.input_readout(u.to(self.input_readout.weight.dtype))
+
+    def drive(self, u: torch.Tensor | None) -> torch.Tensor | None:
+        """The task inputs' drive of the dynamics B u_t: [batch, time, input] -> [batch, time, latent]."""
+        if u is None or self.inputs is None:
+            return None
+        return self.input_drive(u.to(self.input_drive.weight.dtype))
+
+    def input_prior(self) -> torch.Tensor | float:
+        """-log N(D; 0, I) and -log N(B; 0, I) up to constants: a weak prior on the input weights (in
+        log-rate units), once per pass over the data."""
+        if self.inputs is None:
+            return 0.0
+        return 0.5 * (self.input_readout.weight.square().sum() + self.input_drive.weight.square().sum())
 
     @torch.no_grad()
-    def init_from_data(self, counts: torch.Tensor, session: int = 0) -> None:
+    def init_from_data(self, counts: torch.Tensor, session: int = 0, u: torch.Tensor | None = None) -> None:
         """Readout bias from each neuron's mean count per bin (docs/model.md section 1); with cfg.init 'pca'
-        also its weights (`pca_readout`); the forecast's rate ceiling. counts: [trial, time, neuron];
-        session: the one session XFADS has (the signature MetaXFADS shares)."""
+        also its weights (`pca_readout`); the forecast's rate ceiling; with task inputs u [trial, time,
+        input], the input readout D and the bias fitted to the counts with z = 0 (`fit_input_readout`).
+        counts: [trial, time, neuron]; session: the one session XFADS has (the signature MetaXFADS shares)."""
         mean = torch.nan_to_num(torch.nanmean(counts.reshape(-1, counts.shape[-1]), dim=0), nan=0.0)
         self.readout.bias.copy_(self.likelihood.init_bias(mean))
         if self.cfg.likelihood == "poisson":  # twice the most spikes seen in one bin, plus one
@@ -85,13 +118,17 @@ class XFADS(StateSpaceModel):
         if self.cfg.init == "pca":
             self.readout.weight.copy_(pca_readout(counts, mean, self.likelihood.init_bias, self.read_dims,
                                                   self.readout.weight))
+        if self.inputs is not None and u is not None:
+            with torch.enable_grad():
+                fit_input_readout(self, counts, u)
 
     # -- inference ----------------------------------------------------------------------------
     def posterior(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
                   drop_local: float = 0.0, local_mask: torch.Tensor | None = None,
                   backward_mask: torch.Tensor | None = None, input_dropout: InputDropout | None = None,
-                  noise: Noise = None) -> Posterior:
+                  noise: Noise = None, u: torch.Tensor | None = None) -> Posterior:
         """y: [batch, time, neuron] (all neurons; NaN = missing) -> Posterior over [batch, time, latent].
+        u: the task inputs [batch, time, input] (model/task_inputs.py), when the model has inputs.
 
         drop_local: during training, the fraction of bins whose local potential is dropped at random so
         that the dynamics learn to predict (docs/model.md section 2). local_mask [batch, time] bool keeps
@@ -100,13 +137,20 @@ class XFADS(StateSpaceModel):
         mode "filter", within a smoother batch). noise: the filter's standard normals
         (`noise_shape(...)`) or a torch.Generator; None draws from the global RNG.
         """
-        a, A = self.potentials(y, None if input_dropout is None else input_dropout.input_weight(y.dtype))
+        a, A = self.potentials(y, None if input_dropout is None else input_dropout.input_weight(y.dtype), u)
         return self.filter_potentials(self.dynamics, a, A, mode=mode, n_samples=n_samples, drop_local=drop_local,
-                                      local_mask=local_mask, backward_mask=backward_mask, noise=noise)
+                                      local_mask=local_mask, backward_mask=backward_mask, noise=noise,
+                                      drive=self.drive(u))
 
-    def potentials(self, y: torch.Tensor, input_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The local potentials of y [batch, time, neuron]: a [batch, time, latent], A [..., rank_local]."""
-        a, A, _ = self.local(y[..., self.heldin], input_weight)
+    def potentials(self, y: torch.Tensor, input_weight: torch.Tensor | None = None,
+                   u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The local potentials of y [batch, time, neuron]: a [batch, time, latent], A [..., rank_local].
+        With task inputs the encoder also reads the held-in neurons' input offset D u_t."""
+        extra = None
+        if self.inputs is not None:
+            u = torch.zeros(*y.shape[:2], self.inputs.dim, dtype=y.dtype, device=y.device) if u is None else u
+            extra = self.offset(u)[..., self.heldin]
+        a, A, _ = self.local(y[..., self.heldin], input_weight, extra)
         return a, A
 
     def transition(self, batch: int):
@@ -116,12 +160,13 @@ class XFADS(StateSpaceModel):
     def elbo(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
              drop_local: float = 0.0, local_mask: torch.Tensor | None = None,
              backward_mask: torch.Tensor | None = None, input_dropout: InputDropout | None = None,
-             noise: Noise = None) -> Elbo:
+             noise: Noise = None, u: torch.Tensor | None = None) -> Elbo:
         """Monte Carlo ELBO per trial. y: [batch, time, neuron]. local_mask, backward_mask, input_dropout,
-        noise: as in `posterior` (the training loop passes per-trial draws, train/loop.py)."""
+        noise, u: as in `posterior` (the training loop passes per-trial draws, train/loop.py)."""
         post = self.posterior(y, mode=mode, n_samples=n_samples, drop_local=drop_local, local_mask=local_mask,
-                              backward_mask=backward_mask, input_dropout=input_dropout, noise=noise)
-        loglik = expected_loglik(self.likelihood, self.eta(post.samples), y, self.heldin, input_dropout)
+                              backward_mask=backward_mask, input_dropout=input_dropout, noise=noise, u=u)
+        eta = self.eta(post.samples) + self.offset(u)
+        loglik = expected_loglik(self.likelihood, eta, y, self.heldin, input_dropout)
         kl = post.kl.sum(-1)
         return Elbo(loglik - kl, loglik, kl, post)
 
@@ -129,23 +174,30 @@ class XFADS(StateSpaceModel):
                    **draws) -> torch.Tensor:
         """-sum of the ELBOs of a batch of trials y [batch, time, neuron] (the objective both model kinds
         train with, train/loop.py). draws: `elbo`'s keyword arguments; share and embed_noise are the meta
-        model's (XFADS has no per-session term)."""
-        return -self.elbo(y, **draws).elbo.sum()
+        model's (XFADS has no per-session term; share weighs the task inputs' prior, counted once per
+        pass over the training trials)."""
+        return -self.elbo(y, **draws).elbo.sum() + share * self.input_prior()
 
     # -- forecasting --------------------------------------------------------------------------
-    def rollout(self, z: torch.Tensor, horizon: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample z_{t+1:t+H} from the prior dynamics. z: [sample, batch, latent] -> [sample, batch, horizon, latent]."""
-        return self.rollout_through(self.dynamics, z, horizon, generator)
+    def rollout(self, z: torch.Tensor, horizon: int, generator: torch.Generator | None = None,
+                u: torch.Tensor | None = None) -> torch.Tensor:
+        """Sample z_{t+1:t+H} from the prior dynamics. z: [sample, batch, latent] -> [sample, batch, horizon, latent];
+        u: the horizon's task inputs [batch, horizon, input]."""
+        return self.rollout_through(self.dynamics, z, horizon, generator, self.drive(u))
 
     @torch.no_grad()
     def forecast(self, y_context: torch.Tensor, horizon: int, *, n_samples: int | None = None,
-                 mode: str = "filter", generator: torch.Generator | None = None) -> Forecast:
+                 mode: str = "filter", generator: torch.Generator | None = None,
+                 u: torch.Tensor | None = None) -> Forecast:
         """Filter the context y_{1:t0} [batch, t0, neuron], then roll the samples of q(z_t0) forward.
         The causal filter is the default: the posterior at t0 then depends on the context only.
-        generator: for every draw (None: the global RNG)."""
-        post = self.posterior(y_context, mode=mode, n_samples=n_samples, noise=generator)
-        z = self.rollout(post.samples[:, :, -1], horizon, generator)
-        return Forecast(z, torch.minimum(self.rates(z), self.rate_ceiling))
+        generator: for every draw (None: the global RNG). u: task inputs [batch, t0 + horizon, input] of
+        the context and the horizon (what is known in advance: model/task_inputs.py)."""
+        t0 = y_context.shape[1]
+        u_context, u_ahead = (None, None) if u is None else (u[:, :t0], u[:, t0 : t0 + horizon])
+        post = self.posterior(y_context, mode=mode, n_samples=n_samples, noise=generator, u=u_context)
+        z = self.rollout(post.samples[:, :, -1], horizon, generator, u_ahead)
+        return Forecast(z, torch.minimum(self.rates(z, u_ahead), self.rate_ceiling))
 
     def load_state_dict(self, state_dict, *args, **kwargs):
         if "rate_ceiling" not in state_dict:  # a checkpoint from before the ceiling: no cap, as then
@@ -179,3 +231,36 @@ def pca_readout(counts: torch.Tensor, mean: torch.Tensor, inverse_link, k: int, 
     r = min(k, int((S > 1e-6 * S[0]).sum()) if S.numel() else 0)
     out[:, :r] = Vh[:r].T * (S[:r] / (x.shape[0] - 1) ** 0.5)
     return out
+
+
+INIT_TRIALS = 256  # at most this many training trials fit the input readout before training
+INIT_STEPS = 100
+
+
+def fit_input_readout(model: XFADS, counts: torch.Tensor, u: torch.Tensor) -> None:
+    """The input readout D and the bias d of `model` fitted to counts [trial, time, neuron] with the
+    latents at 0: eta_t = d + D u_t (u [trial, time, input]), maximum a posteriori under the model's
+    likelihood and the prior N(0, I) on D (L-BFGS). For Poisson counts with a clock and condition
+    inputs this is a smooth per-condition trial average in log-rate: the model starts from what the
+    trial average knows, and its latents learn how single trials depart from it. NaN bins are ignored."""
+    step = max(1, counts.shape[0] // INIT_TRIALS)
+    y, x = counts[::step], u[::step].to(counts.dtype)
+    observed = torch.isfinite(y)
+    y0 = torch.where(observed, y, torch.zeros_like(y))
+    D = model.input_readout.weight.detach().clone().requires_grad_(True)
+    d = model.readout.bias.detach().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([D, d], lr=1.0, max_iter=INIT_STEPS, line_search_fn="strong_wolfe")
+    n_trials = y.shape[0]
+
+    def closure():
+        opt.zero_grad()
+        lp = model.likelihood.log_prob((x @ D.T + d)[None], y0)[0]
+        loss = (-(lp * observed).sum() / n_trials * counts.shape[0] + 0.5 * D.square().sum()) / observed.sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        if torch.isfinite(D).all() and torch.isfinite(d).all():
+            model.input_readout.weight.copy_(D.detach())
+            model.readout.bias.copy_(d.detach())

@@ -132,15 +132,17 @@ def trial_draws(model, y: torch.Tensor, keys: list[int], drop: float = 0.0, fore
 
 
 @torch.no_grad()
-def evaluate_loss(model, y: torch.Tensor, batch_size: int, session: int = 0) -> float:
+def evaluate_loss(model, y: torch.Tensor, batch_size: int, session: int = 0, u: torch.Tensor | None = None) -> float:
     """Mean -ELBO per bin (model.batch_loss in eval mode, draws from the global RNG) over all trials
-    y [trial, time, neuron] of `session`."""
+    y [trial, time, neuron] of `session` (u: their task inputs [trial, time, input], or None)."""
     was_training = model.training
     model.eval()
     total = 0.0
     for start in range(0, y.shape[0], batch_size):
         chunk = y[start : start + batch_size]
-        total += float(model.batch_loss(chunk, session) / (chunk.shape[0] * chunk.shape[1])) * chunk.shape[0]
+        extra = {} if u is None else {"u": u[start : start + batch_size]}
+        loss = model.batch_loss(chunk, session, share=0.0, **extra) if extra else model.batch_loss(chunk, session)
+        total += float(loss / (chunk.shape[0] * chunk.shape[1])) * chunk.shape[0]
     model.train(was_training)
     return total / max(y.shape[0], 1)
 
@@ -199,6 +201,7 @@ def fit(
     seed: int = 0,
     parameters: Iterable[torch.nn.Parameter] | None = None,
     dist: Dist | None = None,
+    inputs: tuple[Sequence[torch.Tensor | None], Sequence[torch.Tensor | None]] | None = None,
     **options,
 ) -> Training:
     """Training of `model` (XFADS, or MetaXFADS over many sessions) on train [trial, time, neuron] or, per
@@ -208,7 +211,8 @@ def fit(
 
     parameters: what to train (default: every parameter with requires_grad; few-shot adaptation passes
     one session's). dist: this process's rank (train/distributed.py), cfg.batch_size being the global
-    batch. options: run_epochs' select, evaluate, resume (a state an event's `state()` returned, to
+    batch. inputs: (train, valid) task inputs per session, [trial, time, input] aligned with the trials
+    (None entries: that session has none; model/task_inputs.py). options: run_epochs' select, evaluate, resume (a state an event's `state()` returned, to
     continue from), max_epochs, should_stop and threads.
 
     Monte Carlo draws: trial k of the concatenated sessions in epoch e draws from mix_seed(seed, e, k)."""
@@ -221,6 +225,7 @@ def fit(
     if not any(sizes):
         raise ValueError("fit: no session has training trials")
     offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    train_u, valid_u = inputs if inputs is not None else ([None] * len(trains), [None] * len(valids))
     steps_per_epoch = len(epoch_batches(sizes, cfg.batch_size, seed, 0, SINGLE))
     if parameters is None:
         parameters = [p for p in model.parameters() if p.requires_grad]
@@ -230,7 +235,11 @@ def fit(
         input_drop = cfg.input_dropout if b.epoch * steps_per_epoch >= cfg.input_dropout_from_step else 0.0
         keys = [mix_seed(seed, b.epoch, offsets[b.session] + t) for t in b.trials.tolist()]
         draws = trial_draws(model, y, keys, cfg.drop_local, cfg.forecast_fraction, cfg.samples, input_drop, b.session)
-        loss = model.batch_loss(y, b.session, share=len(b.trials) / b.total, n_samples=cfg.samples, **draws._asdict())
+        u = train_u[b.session]
+        extra = {} if u is None else {"u": u[b.trials.to(u.device)]}
+        # share: this batch's part of one pass over the session's training trials (per-session terms)
+        share = len(b.trials) / (b.total if model.embed_dim else sizes[b.session])
+        loss = model.batch_loss(y, b.session, share=share, n_samples=cfg.samples, **draws._asdict(), **extra)
         # sum over this rank's trials / (global batch x time), x world: DDP's average over ranks
         # then equals the single-process loss of the global batch
         return loss * (b.weight * d.world / (b.total * y.shape[1]))
@@ -238,7 +247,8 @@ def fit(
     scored = [(i, y) for i, y in enumerate(valids) if _present(y)]
 
     def valid_loss() -> float:
-        losses = [evaluate_loss(model, y, cfg.batch_size or auto_batch_size(sizes[i] or len(y)), i) for i, y in scored]
+        losses = [evaluate_loss(model, y, cfg.batch_size or auto_batch_size(sizes[i] or len(y)), i, valid_u[i])
+                  for i, y in scored]
         return sum(losses) / len(losses) if losses else math.nan
 
     # parameters a step may not reach: the backward encoder (filter mode), other sessions' read-in/readout
