@@ -30,15 +30,16 @@ def gaussian_logpdf(x: Tensor, mean: Tensor, cov: Tensor) -> Tensor:
     return -0.5 * (z @ z) - Lc.diagonal().log().sum() - 0.5 * n * math.log(2 * math.pi)
 
 
-def kalman_filter(A, Q, C, d, R, m0, P0, y) -> KalmanResult:
-    """Dense Kalman filter with exact log marginal likelihood. R [neuron] diagonal, y [time, neuron]."""
+def kalman_filter(A, Q, C, d, R, m0, P0, y, drive=None) -> KalmanResult:
+    """Dense Kalman filter with exact log marginal likelihood. R [neuron] diagonal, y [time, neuron];
+    drive [time, latent]: a known input added to the prediction, z_t = A z_{t-1} + drive_t + noise."""
     T = y.shape[0]
     pm, pc, fm, fc = [], [], [], []
     ll = y.new_zeros(())
     m, P = m0, P0
     for t in range(T):
         if t > 0:
-            m, P = A @ m, A @ P @ A.T + Q
+            m, P = A @ m + (0 if drive is None else drive[t]), A @ P @ A.T + Q
         pm.append(m)
         pc.append(P)
         S = C @ P @ C.T + torch.diag(R)
