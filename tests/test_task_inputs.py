@@ -1,4 +1,4 @@
-"""Known task inputs (docs/model.md section 8): the feature basis, the drive in the filter against a
+"""Known task inputs (docs/model.md section 11): the feature basis, the drive in the filter against a
 Kalman filter with inputs, the input readout's fit, and a model with inputs end to end."""
 
 from __future__ import annotations

@@ -302,6 +302,9 @@ def forecast(
     at_s: Annotated[Optional[str], typer.Option(
         "--at-s", help="A recording without trials: forecast from these times (seconds, e.g. 12.5,30, or a text "
                        "file of them), each after the --context bins before it.")] = None,
+    grid: Annotated[bool, typer.Option(
+        "--grid/--no-grid", help="Trial-aligned data: also score forecasts from contexts across the trial and just "
+                                 "before each event, each next to its baseline (fp_bps@WINDOW).")] = True,
 ):
     """Forecast rates (mean, 5/50/95% quantiles) for the bins after a context window, with fp-bps."""
     _fixed_threads(threads)
@@ -309,7 +312,8 @@ def forecast(
 
     summary = run_forecast(run, _source(data), out, context=context, horizon=horizon, context_ms=context_ms,
                            horizon_ms=horizon_ms, split=split, samples=samples, mode=mode, keep_samples=save_samples,
-                           fmt=fmt, overwrite=overwrite, overrides=set_ or [], device=device, plot=plot, at_s=at_s)
+                           fmt=fmt, overwrite=overwrite, overrides=set_ or [], device=device, plot=plot, at_s=at_s,
+                           grid=grid)
     _report(summary, f"xfads forecast: {summary['trials']} trials, {summary['horizon_bins']} bins ahead", json_out, quiet)
 
 

@@ -62,7 +62,7 @@ class DataConfig:
     # numeric column whose name ends in '_time' (not start_time / stop_time) that falls inside the
     # trial windows; []: none.
     events: tuple[str, ...] = ("auto",)
-    # Known inputs the model is given (docs/model.md section 8): 'clock' (time since the trial window's
+    # Known inputs the model is given (docs/model.md section 11): 'clock' (time since the trial window's
     # start), 'condition' (the trial's data.condition label), 'events' (data.events: what follows each
     # event, for events already past when forecasting). ['auto']: clock and condition (when the
     # recording has conditions) for trial-aligned recordings, none for windows chopped from a continuous

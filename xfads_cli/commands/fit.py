@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from xfads_cli.config import Config, dump_config, load_config, resolved_config
 from xfads_cli.errors import RunFailure, UsageError
 from xfads_cli.evaluation import baseline_summary, default_forecast_window, evaluate
@@ -314,32 +316,29 @@ SELECT_SAMPLES = 20  # forecast samples per trial for the per-epoch fp-bps
 
 
 def selection_fp_bps(model, valid, config: Config) -> float:
-    """fp-bps of the validation trials' forecast (eval.context_bins / horizon_bins, default: the last
-    third from the first two), with SELECT_SAMPLES draws from a fixed generator: the same draws every
-    epoch, so that epochs differ by their parameters, not by Monte Carlo noise."""
-    import numpy as np
+    """fp-bps of the validation trials' forecasts, averaged over the forecast-grid windows of
+    trial-aligned data (evaluation.grid_windows: contexts across the trial and just before each event,
+    so the score looks where the task drives the population) or, without a grid, of the last third of
+    each trial from the first two (eval.context_bins / horizon_bins). SELECT_SAMPLES draws from a fixed
+    generator: the same draws every epoch, so that epochs differ by their parameters, not by Monte
+    Carlo noise."""
     import torch
 
-    from xfads_cli.outputs.metrics import BitsPerSpike
-    from xfads_cli.runs import model_inputs
+    from xfads_cli.evaluation import grid_windows, score_window
 
-    window = default_forecast_window(valid.n_time, config)
-    if window is None:
+    windows = [(w.context, w.horizon) for w in grid_windows(valid, config)]
+    if not windows:
+        window = default_forecast_window(valid.n_time, config)
+        windows = [] if window is None else [window]
+    if not windows:
         return math.nan
-    context, horizon = window
-    score = BitsPerSpike(valid.counts[:, context: context + horizon])
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(config.seed)
-    with torch.no_grad():
-        for i in range(0, valid.n_trials, config.train.batch_size):
-            rows = np.arange(i, min(i + config.train.batch_size, valid.n_trials))
-            y = as_tensor(valid.counts[rows, :context], model)
-            u = model_inputs(model, valid, rows, n_time=context + horizon, known_until=context)
-            extra = {} if u is None else {"u": as_tensor(u, model)}
-            score.add(model.forecast(y, horizon, n_samples=SELECT_SAMPLES, generator=gen, **extra).rates.mean(0).cpu().numpy())
+    values = [score_window(model, valid, context, horizon, config, n_samples=SELECT_SAMPLES, generator=gen)
+              .get("fp_bps", math.nan) for context, horizon in windows]
     model.train(was_training)
-    return score.value()
+    return float(np.mean(values))
 
 
 @contextmanager

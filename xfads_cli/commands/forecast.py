@@ -12,7 +12,7 @@ from xfads_cli.config import load_config, resolved_config
 from xfads_cli.data.source import source_name
 from xfads_cli.data.spikedata import SpikeData
 from xfads_cli.errors import UsageError
-from xfads_cli.evaluation import ForecastScores, baselines_for, judge, trial_labels
+from xfads_cli.evaluation import ForecastScores, baselines_for, grid_scores, judge, trial_labels
 from xfads_cli.inference import iter_forecast
 from xfads_cli.outputs.sinks import (
     check_format,
@@ -36,10 +36,12 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
              context_ms: float | None = None, horizon_ms: float | None = None, split: str = "all",
              samples: int = 100, mode: str = "filter", keep_samples: bool = False, fmt: str = "h5",
              overwrite: bool = False, overrides=(), device: str = "auto", plot: bool = False,
-             at_s: str | None = None) -> dict:
+             at_s: str | None = None, grid: bool = True) -> dict:
     """Forecast `horizon` bins after the first `context` bins of each trial window; writes `out`. With
     `at_s` (times in seconds, or a file of them) on a recording without trials: forecasts from those
-    times of the recording instead (commands/continuous.py forecast_at).
+    times of the recording instead (commands/continuous.py forecast_at). grid: on trial-aligned data,
+    also score the forecast-grid windows (evaluation.grid_windows), each next to its baseline, in the
+    metrics as fp_bps@WINDOW / fp_baseline_bps@WINDOW, with one verdict line naming the worst window.
 
     Trials are forecast `train.batch_size` at a time and each block is written to the HDF5 output and
     scored as it comes: memory does not grow with the trials beyond the recording itself, except with
@@ -89,6 +91,8 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
             sink.append(part | {k: v[start:stop] for k, v in inputs.items()})
             start = stop
         metrics = {k: float(v) for k, v in scores.result().items()}
+        if grid:
+            metrics |= grid_scores(model, rows, run.config, base, rows_index, samples)
         for name, value in (("trial_ids", rows.trial_ids), ("split", rows.split), ("unit_ids", rows.unit_ids.astype(str)),
                             ("start_s", start_s)):
             if value is not None:

@@ -678,7 +678,7 @@ def low_rank_filter(
         sequence (the same with the same noise, sliced along time) in memory bounded by the piece
         (model/streaming.py).
     drive: [batch, time, latent] or None: known inputs' drive, added to f's prediction of every bin
-        after the sequence's first (z_t = f(z_{t-1}) + drive_t + e_t; docs/model.md section 8).
+        after the sequence's first (z_t = f(z_{t-1}) + drive_t + e_t; docs/model.md section 11).
 
     Returns Posterior; in two_filter mode mean/var/samples/kl are the smoothed ones and filtered_*
     the causal filter's (in filter mode the main fields are already the filtered ones).

@@ -1,4 +1,4 @@
-"""Known task inputs u_t of trial-aligned recordings (docs/model.md section 8): what the model is told
+"""Known task inputs u_t of trial-aligned recordings (docs/model.md section 11): what the model is told
 about each bin besides the counts.
 
     u_t = [ phi_k(t) ]_k                      clock: bumps over the time since the trial window's start

@@ -37,7 +37,7 @@ class XFADS(StateSpaceModel):
                  inputs: InputSpec | None = None):
         """heldin: [neuron] bool, the neurons the encoder may read. inputs: the known task inputs u_t
         (model/task_inputs.py; None: the autonomous model), which enter the readout as a per-neuron
-        offset D u_t and the dynamics as a drive B u_t (docs/model.md section 8)."""
+        offset D u_t and the dynamics as a drive B u_t (docs/model.md section 11)."""
         super().__init__()
         self.inputs = inputs
         self.cfg = cfg
