@@ -13,6 +13,7 @@ from xfads_cli.data.spikedata import SpikeData, blank_padding
 from xfads_cli.inference import iter_forecast, iter_smooth
 from xfads_cli.outputs import baselines as B
 from xfads_cli.outputs import metrics as M
+from xfads_cli.runs import model_inputs
 
 
 def default_forecast_window(n_time: int, config: Config) -> tuple[int, int] | None:
@@ -51,7 +52,8 @@ def evaluate(model, data: SpikeData, config: Config, splits=EVAL_SPLITS, forecas
             rates[split] = smoothed[data.split == split]
         elif sub.n_trials:
             rates[split] = np.concatenate([part["rates_mean"] for part in
-                                           iter_smooth(model, sub.counts, batch_size=config.train.batch_size)])
+                                           iter_smooth(model, sub.counts, batch_size=config.train.batch_size,
+                                                       u=model_inputs(model, sub))])
         if split in rates:  # the decoders and PSTHs average rates over trials: not over their padding
             rates[split] = blank_padding({"rates": rates[split]}, sub.lengths)["rates"]
     for split in splits:
@@ -71,14 +73,77 @@ def evaluate(model, data: SpikeData, config: Config, splits=EVAL_SPLITS, forecas
             out[f"{split}_psth_r2"] = M.psth_r2(rates[split], sub.counts, sub.conditions, data.bin_ms, config.eval.psth_sigma_ms)
         window = default_forecast_window(data.n_time, config)
         if forecast and window is not None:  # else no fp-bps
-            context, horizon = window
-            scores = ForecastScores(sub, context, horizon,
-                                    fp_baseline=None if base is None else base.fp_source(index, context, horizon))
-            for part in iter_forecast(model, sub.counts[:, :context], horizon, n_samples=config.eval.samples,
-                                      batch_size=config.train.batch_size):
-                scores.add(part["rates_mean"])
-            out.update({f"{split}_{k}": v for k, v in scores.result().items()})
+            out.update({f"{split}_{k}": v for k, v in
+                        score_window(model, sub, *window, config, base, index).items()})
+        if forecast:
+            out.update({f"{split}_{k}": v for k, v in grid_scores(model, sub, config, base, index).items()})
     return {k: float(v) for k, v in out.items()}
+
+
+GRID_MARK = "@"  # metric keys of a forecast-grid window: '{split}_fp_bps@{window}', '{split}_fp_baseline_bps@{window}'
+
+
+def grid_windows(data: SpikeData, config: Config) -> list:
+    """The forecast-grid windows (forecast_grid.py) of trial-aligned `data`: contexts across the trial
+    and just before each event (data.events), horizon eval.horizon_bins (default a quarter of the
+    trial); none for windows chopped from a continuous recording (no trial clock to align them by)."""
+    from xfads_cli.forecast_grid import forecast_grid
+
+    if not B.trial_aligned(data.provenance):
+        return []
+    return forecast_grid(data.n_time, config.eval.horizon_bins, getattr(data, "events", None) or None)
+
+
+def grid_scores(model, sub: SpikeData, config: Config, base=None, index=None, n_samples: int | None = None) -> dict:
+    """{'fp_bps@W': ..., 'fp_baseline_bps@W': ...} for each forecast-grid window W of `sub`'s trials
+    (grid_windows; empty for chopped windows). base, index: as score_window's."""
+    out = {}
+    for w in grid_windows(sub, config):
+        found = score_window(model, sub, w.context, w.horizon, config, base, index, n_samples=n_samples)
+        out.update({f"{k}{GRID_MARK}{w.name}": v for k, v in found.items() if k != "fp_oracle_bps"})
+    return out
+
+
+def grid_verdict_line(metrics: dict, baseline: str | None, split: str = "") -> str | None:
+    """forecast_grid.grid_verdict over the grid scores of `split` in metrics ('' : unprefixed keys,
+    as forecast's), or None without grid scores."""
+    from xfads_cli.forecast_grid import grid_verdict
+
+    prefix = f"{split}_" if split else ""
+    scores = {}
+    for key, value in metrics.items():
+        if key.startswith(f"{prefix}fp_bps{GRID_MARK}"):
+            name = key.split(GRID_MARK, 1)[1]
+            scores[name] = (value, metrics.get(f"{prefix}fp_baseline_bps{GRID_MARK}{name}", float("nan")))
+    return grid_verdict(scores, baseline) if scores else None
+
+
+def score_window(model, sub: SpikeData, context: int, horizon: int, config: Config, base=None, index=None,
+                 n_samples: int | None = None, generator=None) -> dict:
+    """fp_bps (and fp_baseline_bps with `base`, fp_oracle_bps on simulated data) of the forecasts of
+    bins context .. context + horizon - 1 of `sub`'s trials from their first `context` bins, the
+    model given the task inputs known in advance (runs.model_inputs). index: the rows of `sub` in the
+    recording `base` was fitted on. generator: a torch.Generator for every draw (fit's selection)."""
+    scores = ForecastScores(sub, context, horizon,
+                            fp_baseline=None if base is None else base.fp_source(index, context, horizon))
+    u = model_inputs(model, sub, n_time=context + horizon, known_until=context)
+    if generator is None:
+        for part in iter_forecast(model, sub.counts[:, :context], horizon, n_samples=n_samples or config.eval.samples,
+                                  batch_size=config.train.batch_size, u=u):
+            scores.add(part["rates_mean"])
+        return scores.result()
+    import torch
+
+    from xfads_cli.runs import as_tensor
+
+    size = config.train.batch_size
+    for i in range(0, sub.n_trials, size):
+        y = as_tensor(sub.counts[i : i + size, :context], model)
+        extra = {} if u is None else {"u": as_tensor(u[i : i + size], model)}
+        with torch.no_grad():
+            fc = model.forecast(y, horizon, n_samples=n_samples or config.eval.samples, generator=generator, **extra)
+        scores.add(fc.rates.mean(0).cpu().numpy())
+    return scores.result()
 
 
 def score_smoothed(rates: np.ndarray, data: SpikeData, baselines: bool = False) -> dict:
@@ -186,8 +251,10 @@ class Baselines:
     fitted on first use and kept (baselines_for keeps one per SpikeData):
 
     fp: the leave-one-out PSTH over all other trials (smoothing width chosen on the train split) for
-        trial-aligned windows, each neuron's train-split mean rate for windows chopped out of a
-        continuous recording (provenance["trials_from"] == "chopped");
+        trial-aligned windows, condition-aware when data.conditions is not None (the other trials of
+        the same condition; a trial alone in its condition: all other trials), each neuron's
+        train-split mean rate for windows chopped out of a continuous recording
+        (provenance["trials_from"] == "chopped");
     co: the smoothing baseline, a Poisson GLM from smoothed held-in counts to the held-out neurons
         fitted on the train split (None without held-out neurons or training trials).
 
@@ -210,12 +277,15 @@ class Baselines:
 
     @functools.cached_property
     def fp(self):
-        """("psth", sigma_bins, PsthPool) or ("mean", [neuron] rates), or None (no training trials)."""
+        """("psth", sigma_bins, PsthPool) or ("mean", [neuron] rates), or None (no training trials).
+        The PsthPool is condition-aware (pool.conditioned) when data.conditions is not None, and the
+        width is then chosen with the condition-aware PSTH too."""
         data = self.data
         train = data.split == "train"
         if self.aligned:
-            sigma, _ = B.choose_psth_sigma(data.counts, train) if train.sum() >= 2 else (0.0, {})
-            return "psth", sigma, B.psth_pool(data.counts)
+            conditions = data.conditions
+            sigma, _ = B.choose_psth_sigma(data.counts, train, conditions=conditions) if train.sum() >= 2 else (0.0, {})
+            return "psth", sigma, B.psth_pool(data.counts, conditions=conditions)
         if not train.any():
             return None
         return "mean", B.mean_rate(data.counts, train)
@@ -258,7 +328,13 @@ class Baselines:
         """{"fp": ..., "co": ...}: which baseline each score used (only those computed so far)."""
         out = {}
         if self.__dict__.get("fp") is not None:
-            if self.fp[0] == "psth":
+            if self.fp[0] == "psth" and self.fp[2].conditioned:
+                out["fp"] = (f"{B.FP_PSTH_CONDITION} (each trial predicted by the other trials of the same condition, "
+                             f"{self._condition_source()}, {len(self.fp[2].labels)} conditions, at the same bins, "
+                             "plus one pseudo-trial at the neuron's mean rate; a trial alone in its condition by all "
+                             f"other trials; Gaussian smoothing sigma {self.fp[1]:g} bins chosen on the train split; "
+                             f"trial-aligned windows from '{self.source}')")
+            elif self.fp[0] == "psth":
                 out["fp"] = (f"{B.FP_PSTH} (each trial predicted by all other trials of the recording at the same bins, "
                              f"plus one pseudo-trial at the neuron's mean rate; Gaussian smoothing sigma {self.fp[1]:g} "
                              f"bins chosen on the train split; trial-aligned windows from '{self.source}')")
@@ -267,6 +343,11 @@ class Baselines:
         if self.__dict__.get("co") is not None:
             out["co"] = self.co.describe()
         return out
+
+    def _condition_source(self) -> str:
+        """"data.condition 'stimulus'" when the loader recorded the column, else "data.condition"."""
+        column = self.data.provenance.get("condition")
+        return f"data.condition '{column}'" if isinstance(column, str) and column else "data.condition"
 
 
 _BASELINES: dict[int, Baselines] = {}
