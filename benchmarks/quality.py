@@ -1,6 +1,7 @@
 """Quality benchmark: `xfads fit` with its DEFAULTS on simulated and real recordings, one table.
 
-    python benchmarks/quality.py                         # everything, 5 min per fit (73 min on 2 idle cores; small recordings end early)
+    python benchmarks/quality.py                         # everything, 5 min per fit (73 min on 2 idle cores
+                                                         # before the locust case; small recordings end early)
     python benchmarks/quality.py --quick                 # smoke run: 3 cases, 1 min per fit
     python benchmarks/quality.py --cases 'lorenz-*,mouse_gpe_50trials' --minutes 3 --out runs/q --json q.json
     python benchmarks/quality.py --list                  # the case names
@@ -10,7 +11,9 @@ Every case is fitted by the CLI in a subprocess, one at a time (never two fits a
     xfads fit DATA --out RUN --time-limit MINUTES --overwrite [--set <data option>]...
 
 with no model or training options: the only `--set` options are data descriptions (real recordings:
-`data.heldout_fraction=0.2`, and the interval table where the file has no `trials` table). The script
+`data.heldout_fraction=0.2`, and the interval table where the file has no `trials` table) and, for a
+real recording with a known response window, the scored forecast window (`eval.context_bins`,
+`eval.horizon_bins`: which bins fp-bps scores; best.pt is chosen on co-bps, so the fit is the same). The script
 then reads RUN/summary.json (test split) and prints ONE markdown table on stdout; progress goes to
 stderr, each fit's log to OUT/logs/. A metric missing from a summary prints as "-".
 
@@ -26,13 +29,18 @@ Cases
              files are converted to NWB (benchmarks/real_recordings.py, cached in OUT/data); held-out
              neurons 20 %; trial-aligned where the file has trials or an interval table, else chopped
              into the default 1 s windows. Skipped with a message when the folder does not exist.
+             locust_odor_250trials (250 odour trials x 4 s, 10 units) is scored on its odour response:
+             75-bin context, 50 bins ahead (real_recordings.WINDOWS).
 
 Scores (docs/metrics.md; test split)
   simulated  retest/oracle = test_retest_bps / test_retest_oracle_bps (smoothed rates scored on an
              independent second draw of counts), fp/oracle = test_fp_bps / test_fp_oracle_bps
              (forecast of the last third of each trial from the first two thirds), and the fp baseline.
-  real       fp-bps vs its baseline (test_fp_bps, test_fp_baseline_bps, their ratio) and co-bps on the
-             held-out neurons vs its baseline (test_co_bps, test_co_baseline_bps).
+  real       fp-bps vs its baseline (test_fp_bps, test_fp_baseline_bps, their ratio; the baseline is
+             the condition-aware leave-one-out PSTH where the recording has condition labels) and
+             co-bps on the held-out neurons vs its baseline (test_co_bps, test_co_baseline_bps). The
+             forecast is the default window (last third from the first two) unless the case's options
+             (listed under the table) set eval.context_bins / eval.horizon_bins.
 
 Fits are time-limited, so the machine's load matters: the load average is printed at the start, at
 the end and per fit (column "load").
@@ -440,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- {started:%Y-%m-%d %H:%M}, commit {_git_commit()}, {platform.node()} ({os.cpu_count()} CPUs), "
         f"python {platform.python_version()}, xfads_cli from {_package_location()}",
         f"- every fit: `xfads fit DATA --out RUN --time-limit {minutes:g} --overwrite` with the DEFAULT config, "
-        "one fit at a time; real recordings add only data options (`--set " + HELDOUT_SET + "`, interval table)",
+        "one fit at a time; real recordings add only data options (`--set " + HELDOUT_SET + "`, interval table) "
+        "and, where a recording has a known response window, the scored forecast window (eval.context_bins / "
+        "eval.horizon_bins; listed per case under the table)",
         f"- simulated data: 45 neurons, 20 ms bins, seeds {SEED0} + case index (listed per case; no test, "
         "fixture or other benchmark uses them); no held-out neurons",
         "- scores on the test split: retest/oracle = test_retest_bps / test_retest_oracle_bps, fp/oracle = "

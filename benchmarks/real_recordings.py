@@ -17,7 +17,9 @@ xfads' own loader does the binning, alignment and chopping:
     python benchmarks/real_recordings.py OUT_DIR     # convert both, print what was written
 
 `real_cases(real_dir)` lists every file of the folder with the data options the benchmark uses for it
-(or why it is skipped); `RealCase.prepare(cache_dir)` converts an npz file into cache_dir, once.
+(and, for a recording with a known response window such as the locust odour trials, the scored forecast
+window, WINDOWS) or why it is skipped; `RealCase.prepare(cache_dir)` converts an npz file into
+cache_dir, once.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ SESSION_START = datetime(2000, 1, 1, tzinfo=timezone.utc)
 class RealCase:
     """One real recording as a benchmark case.
 
-    path: the file to fit (None for an npz file: prepare() converts it into a cache folder); sets: the `--set` data options chosen for it; skip: why it is not fitted (None: it
-    is); note: why these options, for the report."""
+    path: the file to fit (None for an npz file: prepare() converts it into a cache folder); sets: the
+    `--set` options chosen for it (data options, and the eval forecast window of WINDOWS); skip: why it
+    is not fitted (None: it is); note: why these options, for the report."""
 
     name: str
     source: Path
@@ -154,6 +157,19 @@ OPTIONS = {
     ),
 }
 
+# Per-file forecast window scored by the fit (fp-bps and its baseline): (context bins, horizon bins, why),
+# in bins of the default data.bin_ms, 20 ms (tests/test_quality_benchmark.py checks that default). These
+# are evaluation options, not training ones: every real case has held-out neurons, so best.pt is chosen
+# on co-bps and the window changes only which bins fp-bps scores. Files not listed: the default window,
+# the last third of each trial forecast from the first two thirds.
+WINDOWS = {
+    "locust_odor_250trials.nwb": (
+        75, 50,
+        "forecast window 75-bin context, 50 bins ahead (1.5 s, then 1 s at 20 ms bins): the odour response, "
+        "which starts ~2 s into each 4 s trial; the default window (133 + 67 bins) would forecast its decay",
+    ),
+}
+
 # Files that cannot be a meaningful case with the data options xfads has.
 SKIP = {
     "mc_maze_2trials.nwb": (
@@ -177,6 +193,10 @@ def real_cases(real_dir: Path) -> list[RealCase]:
             cases.append(RealCase(name, src, None, skip=SKIP[src.name]))
             continue
         sets, why = OPTIONS.get(src.name, ([], ""))
+        if src.name in WINDOWS:
+            context, horizon, window_why = WINDOWS[src.name]
+            sets = list(sets) + [f"eval.context_bins={context}", f"eval.horizon_bins={horizon}"]
+            why = "; ".join(x for x in (why, window_why) if x)
         if suffix == ".npz":
             convert = CONVERTERS.get(src.name)
             if convert is None:

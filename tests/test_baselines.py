@@ -257,3 +257,141 @@ def test_report_prints_the_verdicts_after_the_table_and_warnings_even_when_quiet
     _report(summary, "title", json_out=False, quiet=True)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("warning: ")
+
+
+# -- condition-aware leave-one-out PSTH ---------------------------------------------------------------
+
+
+def _brute_loo_psth(counts, conditions, i, sigma, pool=None):
+    """Trial i's condition-aware LOO PSTH [time, neuron] by the definition, one trial and bin at a time."""
+    n_trial, n_time, n_neuron = counts.shape
+    pool = np.ones(n_trial, bool) if pool is None else pool
+    others = [j for j in range(n_trial) if pool[j] and j != i]
+    same = [j for j in others if conditions[i] is not None and conditions[j] == conditions[i]]
+    used = same or others  # a trial alone in its condition: all other trials
+    x = np.nan_to_num(counts)
+    seen = (~np.isnan(counts)).astype(float)
+    m = (x[others].sum((0, 1)) + 0.5) / (seen[others].sum((0, 1)) + 1.0)  # [neuron]: over ALL other trials
+    half = int(math.ceil(3 * sigma)) if sigma > 0 else 0
+    taps = {k: math.exp(-0.5 * (k / sigma) ** 2) if sigma > 0 else 1.0 for k in range(-half, half + 1)}
+    total = sum(taps.values())
+
+    def K(v):  # Gaussian smoothing over time of [time, ...], zeros beyond the window
+        return np.array([sum(taps[s - t] / total * v[s] for s in range(n_time) if abs(s - t) <= half)
+                         for t in range(n_time)])
+
+    S, D = x[used].sum(0), seen[used].sum(0)
+    ones = K(np.ones(n_time))[:, None]
+    return (K(S) + m * ones) / (K(D) + ones)
+
+
+def _labelled_tiny():
+    rng = np.random.default_rng(11)
+    counts = rng.poisson(1.5, size=(8, 9, 2)).astype(float)
+    counts[1, 3, 0] = counts[6, 0, 1] = counts[4, 8, 1] = NAN
+    conditions = np.array(["a", "b", "a", "b", "a", "c", "b", None], dtype=object)  # c: a singleton; None: no label
+    return counts, conditions
+
+
+def test_condition_aware_loo_psth_equals_the_per_trial_definition():
+    counts, conditions = _labelled_tiny()
+    for sigma in (0.0, 1.0):
+        pool = B.psth_pool(counts, conditions=conditions)
+        assert pool.conditioned and list(pool.labels) == ["a", "b", "c"] and list(pool.condition_trials) == [3, 3, 1]
+        rates = np.concatenate([B.loo_psth(counts, rows, sigma, pool) for rows in ([5, 0, 7], [1, 2, 3, 4, 6])])
+        order = [5, 0, 7, 1, 2, 3, 4, 6]  # blocks in any order: each trial's rates depend on its own index only
+        for k, i in enumerate(order):
+            assert rates[k] == pytest.approx(_brute_loo_psth(counts, conditions, i, sigma), rel=1e-12), (sigma, i)
+    # a pool without trials 0 and 3: trial 0 (not pooled) is predicted by all of a's pooled trials, trial
+    # 3 by b's, trial 2 by trial 4 alone; with 2 and 4 out of the pool, a's trials fall back to everything
+    mask = np.array([False, True, True, False, True, True, True, True])
+    pool = B.psth_pool(counts, mask, conditions)
+    for i in range(8):
+        assert B.loo_psth(counts, [i], 1.0, pool)[0] == pytest.approx(
+            _brute_loo_psth(counts, conditions, i, 1.0, mask), rel=1e-12), i
+    lonely = mask & ~np.isin(np.arange(8), [2, 4])
+    pool = B.psth_pool(counts, lonely, conditions)
+    everything = B.loo_psth(counts, [0], 0.0, B.psth_pool(counts, lonely))
+    assert B.loo_psth(counts, [0], 0.0, pool) == pytest.approx(everything)
+
+
+def test_conditions_that_change_nothing_give_the_pooled_psth_bit_for_bit():
+    counts, _ = _labelled_tiny()
+    pooled = B.loo_psth(counts, range(8), 2.0, B.psth_pool(counts))
+    one_label = B.psth_pool(counts, conditions=["x"] * 8)  # every trial the same condition
+    singletons = B.psth_pool(counts, conditions=[str(k) for k in range(8)])  # every trial alone: all fall back
+    unlabelled = B.psth_pool(counts, conditions=[None, "", NAN, None, None, " ", None, None])
+    for pool in (one_label, singletons, unlabelled):
+        assert np.array_equal(B.loo_psth(counts, range(8), 2.0, pool), pooled)
+    assert len(unlabelled.labels) == 0
+    with pytest.raises(ValueError, match="7 labels for 8 trials"):
+        B.psth_pool(counts, conditions=["a"] * 7)
+
+
+def test_condition_aware_width_is_chosen_with_the_condition_psth():
+    rng = np.random.default_rng(12)
+    sharp = np.tile(np.array([0.2, 4.0]), 20)  # condition a alternates bins; condition b the opposite phase
+    true = np.stack([sharp if k % 2 else sharp[::-1] for k in range(60)])[..., None] * np.ones(3)
+    counts = rng.poisson(true).astype(float)
+    conditions = np.array(["a", "b"] * 30)
+    train = np.arange(60) < 48
+    aware, losses = B.choose_psth_sigma(counts, train, conditions=conditions)
+    pooled, pooled_losses = B.choose_psth_sigma(counts, train)
+    # pooled, the two phases average to a flat PSTH that only gains from smoothing; per condition any
+    # smoothing blurs the alternation
+    assert aware == 0.0 and pooled > 0.0
+    assert losses[0.0] < pooled_losses[0.0]
+    pool = B.psth_pool(counts, train, conditions)
+    index = np.flatnonzero(train)
+    assert losses[4.0] == pytest.approx(B._poisson_loss(B.loo_psth(counts, index, 4.0, pool), counts[index]), rel=1e-12)
+    slow = 1.0 + 0.8 * np.sin(2 * np.pi * np.arange(40) / 40)
+    true = np.stack([slow if k % 2 else 2.0 - slow for k in range(60)])[..., None] * np.ones(3)
+    assert B.choose_psth_sigma(rng.poisson(true).astype(float), train, conditions=conditions)[0] > 0.0
+
+
+def _conditioned_spikedata(seed=13, trials=90, time=40, neurons=6, provenance=None):
+    """Three conditions whose neurons peak at different times (strong condition structure)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(time)[:, None]
+    labels = np.array(["left", "right", "up"])[np.arange(trials) % 3]
+    peaks = {"left": 8.0, "right": 20.0, "up": 32.0}
+    true = np.stack([0.1 + 2.0 * np.exp(-0.5 * ((t - peaks[c] - np.arange(neurons)) / 2.5) ** 2) for c in labels])
+    counts = rng.poisson(true).astype(np.float32)
+    split = np.array((["train"] * 8 + ["valid", "test"]) * (trials // 10))
+    return SpikeData(counts=counts, bin_ms=20.0, unit_ids=np.arange(neurons).astype(str), trial_ids=np.arange(trials),
+                     split=split, session="s", heldout=np.zeros(neurons, bool), conditions=labels,
+                     provenance={"trials_from": "trials", **(provenance or {})})
+
+
+def _fp_baseline_bps(data, split="test", context=20, horizon=20):
+    base = evaluation.baselines_for(data)
+    index = np.flatnonzero(data.split == split)
+    scores = evaluation.ForecastScores(data.subset(split), context, horizon,
+                                       fp_baseline=base.fp_source(index, context, horizon))
+    scores.add(np.ones((len(index), horizon, data.n_neurons)))
+    return scores.result()["fp_baseline_bps"], base
+
+
+def test_condition_aware_baseline_scores_higher_and_is_named_in_the_verdicts():
+    from dataclasses import replace
+
+    data = _conditioned_spikedata(provenance={"condition": "stimulus"})
+    pooled_data = replace(data, conditions=None)
+    aware, base = _fp_baseline_bps(data)
+    pooled, pooled_base = _fp_baseline_bps(pooled_data)
+    assert base.fp[2].conditioned and not pooled_base.fp[2].conditioned
+    assert aware > pooled + 0.2  # the pooled PSTH smears three peaks into one broad bump
+    index = np.flatnonzero(data.split == "test")
+    direct = B.loo_psth(data.counts, index, base.fp[1], B.psth_pool(data.counts, conditions=data.conditions))[:, 20:40]
+    assert aware == pytest.approx(bits_per_spike(direct, data.counts[index, 20:40]), rel=1e-9)
+    text = base.describe()["fp"]
+    assert text.startswith("condition-aware leave-one-out PSTH (each trial predicted by the other trials of the same "
+                           "condition, data.condition 'stimulus', 3 conditions,")
+    assert pooled_base.describe()["fp"].startswith("leave-one-out PSTH (each trial predicted by all other trials")
+    line = B.verdicts({"test_fp_bps": 0.01, "test_fp_baseline_bps": aware}, base.describe())[0]
+    assert line.startswith("warning: the model forecasts worse than the condition-aware leave-one-out PSTH on the "
+                           "test trials")
+    # without the column recorded by the loader: just data.condition
+    anonymous = _conditioned_spikedata()
+    _fp_baseline_bps(anonymous)
+    assert "of the same condition, data.condition, 3 conditions" in evaluation.baselines_for(anonymous).describe()["fp"]

@@ -105,3 +105,41 @@ def test_negative_counts_rejected(tmp_path):
         f.attrs["bin_ms"] = 20.0
     with pytest.raises(UsageError, match="negative"):
         load_data(path)
+
+
+def test_plain_layout_events_and_conditions(tmp_path):
+    """events/<name>: [trial] seconds from each trial's start, read as bins of the loaded width (NaN: none,
+    or past the trial's length); the conditions dataset is the conditions, and both are in provenance."""
+    path = tmp_path / "task.h5"
+    go = np.array([0.025, 0.05, np.nan, 0.2, 0.095, 0.0])  # 10 bins of 10 ms: 0.2 s is past the trial
+    write_plain(path, conditions=np.array([0, 1, 0, 1, 2, 2]), **{"events/go_time": go, "events/cue_time": np.zeros(6)},
+                trial_lengths=np.array([10, 10, 10, 10, 9, 10]))
+    data = load_data(path, DataConfig(bin_ms=10))
+    assert sorted(data.events) == ["cue_time", "go_time"] and data.provenance["events"] == ["cue_time", "go_time"]
+    np.testing.assert_allclose(data.events["go_time"], [2.5, 5.0, np.nan, np.nan, np.nan, 0.0])  # 9.5 > length 9
+    assert data.conditions.tolist() == [0, 1, 0, 1, 2, 2] and data.provenance["condition"] == "conditions"
+    coarse = load_data(path, DataConfig(bin_ms=20, events=("go_time",)))
+    assert list(coarse.events) == ["go_time"]
+    np.testing.assert_allclose(coarse.events["go_time"][:2], [1.25, 2.5])
+    none = load_data(path, DataConfig(bin_ms=10, events=()))
+    assert none.events == {} and none.provenance["events"] == []
+    with pytest.raises(UsageError, match=r"no dataset 'events/go'.*its events: cue_time, go_time"):
+        load_data(path, DataConfig(bin_ms=10, events=("go",)))
+    plain = tmp_path / "plain.h5"
+    write_plain(plain)
+    assert load_data(plain, DataConfig(bin_ms=10)).events == {}
+    assert load_data(plain, DataConfig(bin_ms=10)).provenance["condition"] is None
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ({"events/go_time": np.zeros(5)}, "has 5 entries but the file has 6 trials"),
+    ({"events/go_time": np.array([b"a"] * 6)}, "not plain numbers"),
+    ({"events": np.zeros(6)}, "'events' in .* is a dataset; it must be a group"),
+])
+def test_bad_events_are_errors(tmp_path, extra, fragment):
+    path = tmp_path / "bad.h5"
+    write_plain(path, **extra)
+    with pytest.raises(UsageError, match=fragment):
+        load_data(path, DataConfig(bin_ms=10))
+    with pytest.raises(UsageError, match=fragment):  # inspect rejects broken content too
+        describe(path)

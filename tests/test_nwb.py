@@ -195,6 +195,22 @@ def test_obs_intervals_mask_unobserved_bins(files):
     assert (~inside).any() and inside.any()
 
 
+def test_default_auto_conditions_and_events(files):
+    """data.condition and data.events default to 'auto': the 'cond' column (a, b twice each) and go_time
+    (inside every trial), in bins from each trial's window start; nothing and no error when chopped."""
+    data = load_nwb(files["main"], DataConfig())
+    assert list(data.conditions) == ["a", "b", "a", "b"] and data.provenance["condition"] == "cond"
+    assert list(data.events) == ["go_time"] and data.provenance["events"] == ["go_time"]
+    np.testing.assert_allclose(data.events["go_time"], 0.4 / 0.02)
+    chopped = load_nwb(files["notrials"], DataConfig())
+    assert chopped.conditions is None and chopped.events == {} and chopped.provenance["condition"] is None
+    # a trial whose align time is missing is dropped: the events follow the trials kept
+    with pytest.warns(UserWarning, match="dropped 1 of 4 trials"):
+        kept = load_nwb(files["nan"], DataConfig(align="go_time", window_ms=(-100.0, 300.0)))
+    np.testing.assert_allclose(kept.events["go_time"], 0.1 / 0.02)
+    assert len(kept.events["go_time"]) == kept.n_trials == 3
+
+
 def test_conditions_and_split_and_provenance(files):
     data = load_nwb(files["main"], DataConfig(condition="cond", session="s1", split=(0.5, 0.25, 0.25)))
     assert list(data.conditions) == ["a", "b", "a", "b"]
@@ -435,6 +451,8 @@ def test_recording_holds_sorted_spike_times(tmp_path):
     (DataConfig(intervals="trails"), r"no interval table 'trails'.*did you mean 'trials'.*available: stims, trials"),
     (DataConfig(align="go"), r"no column 'go'.*go_time"),
     (DataConfig(condition="color"), "no column 'color'"),
+    (DataConfig(events=("gotime",)), r"data.events: .*no column 'gotime'.*did you mean 'go_time'.*numeric columns: go_time"),
+    (DataConfig(events=("cond",)), r"column 'cond' .* does not hold one number per trial"),
 ])
 def test_option_errors(files, cfg, message):
     with pytest.raises(UsageError, match=message):
@@ -448,6 +466,8 @@ def test_chopping_errors(files):
         load_nwb(files["notrials"], DataConfig(chop_ms=500.0, overlap_ms=500.0))
     with pytest.raises(UsageError, match="needs an interval table"):
         load_nwb(files["notrials"], DataConfig(condition="cond"))
+    with pytest.raises(UsageError, match="need an interval table"):
+        load_nwb(files["notrials"], DataConfig(events=("go_time",)))
 
 
 def test_errors_are_one_line(files):

@@ -56,8 +56,8 @@ def test_ibl_converts_to_a_continuous_nwb_that_is_chopped(real_dir, tmp_path):
 
 def test_every_real_recording_is_a_case_or_skipped_with_a_reason(real_dir, tmp_path):
     cases = {c.name: c for c in quality.real_case_list(real_dir)}
-    assert set(cases) == {"human_mtl_sub-4_ses-4", "ibl_np_120s", "mc_maze_2trials", "mouse_gpe_50trials",
-                          "rat_hc_linear_track"}
+    assert set(cases) == {"human_mtl_sub-4_ses-4", "ibl_np_120s", "locust_odor_250trials", "mc_maze_2trials",
+                          "mouse_gpe_50trials", "rat_hc_linear_track"}
     assert cases["mc_maze_2trials"].skip and "2 trials" in cases["mc_maze_2trials"].skip
     assert "data.intervals=recognition_table" in cases["human_mtl_sub-4_ses-4"].sets
     assert all(quality.HELDOUT_SET in c.sets for c in cases.values())
@@ -65,6 +65,22 @@ def test_every_real_recording_is_a_case_or_skipped_with_a_reason(real_dir, tmp_p
     assert path == tmp_path / "ibl_np_120s.nwb" and path.is_file()
     mtime = path.stat().st_mtime_ns
     assert cases["ibl_np_120s"].prepare(tmp_path, lambda m: None) == path and path.stat().st_mtime_ns == mtime
+
+
+def test_locust_is_scored_on_its_odour_response_window(real_dir):
+    from xfads_cli.config import DataConfig
+
+    (case,) = [c for c in quality.real_case_list(real_dir) if c.name == "locust_odor_250trials"]
+    assert not case.skip and case.prepare(None, lambda m: None) == real_dir / "locust_odor_250trials.nwb"
+    assert case.sets == [quality.HELDOUT_SET, "eval.context_bins=75", "eval.horizon_bins=50"]
+    assert "odour response" in case.note
+    assert DataConfig().bin_ms == 20.0  # the window is in bins of the default 20 ms
+    layout, loaded = quality.layout_of(case.prepare(None, lambda m: None), case.sets)
+    assert layout == "trial-aligned (trials)"
+    assert loaded["trials"] == 250 and loaded["bins"] == 200 and 75 + 50 <= loaded["bins"]  # 4 s trials
+    # the other real cases keep the default window
+    others = [c for c in quality.real_case_list(real_dir) if c.name != "locust_odor_250trials"]
+    assert not any(s.startswith("eval.") for c in others for s in c.sets)
 
 
 def test_coupled_system_writes_a_file_inspect_accepts(tmp_path):

@@ -23,7 +23,7 @@ from xfads_cli.data.simulate import (
 from xfads_cli.errors import UsageError
 
 SMALL = dict(neurons=6, trials=5, bins=30, bin_ms=20.0, seed=3)
-LATENT_DIM = {"lorenz": 3, "vdp": 2, "ring": 2, "duffing": 2, "hopf": 2}
+LATENT_DIM = {"lorenz": 3, "vdp": 2, "ring": 2, "duffing": 2, "hopf": 2, "task": 3}
 
 
 def read_nwb(path):
@@ -45,6 +45,9 @@ def read_nwb(path):
                 "trial_start": np.asarray(nwb.trials["start_time"].data[:]),
                 "trial_stop": np.asarray(nwb.trials["stop_time"].data[:]),
                 "condition": np.asarray(nwb.trials["condition"].data[:]),
+                "trial_columns": list(nwb.trials.colnames),
+                "events": {c: np.asarray(nwb.trials[c].data[:]) for c in ("stimulus_time", "go_time")
+                           if c in nwb.trials.colnames},
                 "gt_description": json.loads(gt.description),
                 "series": {
                     name: {
@@ -107,7 +110,8 @@ def test_determinism():
     assert not np.array_equal(a["counts"], c["counts"])
 
 
-@pytest.mark.parametrize("system", SYSTEMS)
+# the task's trials start near rest on purpose (its pulses, not its start, set the trajectory)
+@pytest.mark.parametrize("system", [s for s in SYSTEMS if s != "task"])
 def test_trials_start_independently(system):
     """Every trial draws its own start: across 40 trials the first bin's latents spread about as widely
     as all bins together do (variance 1 after standardising; 0.9-1.4 here), not only by the half bin of
@@ -183,7 +187,14 @@ def test_nwb_roundtrip(tmp_path, system):
     np.testing.assert_array_equal(f["unit_ids"], np.arange(n))
     np.testing.assert_allclose(f["trial_start"], np.arange(k) * (t + 10) * bin_s)
     np.testing.assert_allclose(f["trial_stop"] - f["trial_start"], t * bin_s)
-    np.testing.assert_array_equal(f["condition"], 0)
+    if system == "task":  # its condition, and its events on the file's clock (trial start + offset)
+        np.testing.assert_array_equal(f["condition"], a["conditions"])
+        assert f["trial_columns"] == ["start_time", "stop_time", "condition", "stimulus_time", "go_time"]
+        for name, offset in a["events"].items():
+            np.testing.assert_allclose(f["events"][name], f["trial_start"] + offset)
+    else:
+        np.testing.assert_array_equal(f["condition"], 0)
+        assert f["trial_columns"] == ["start_time", "stop_time", "condition"] and f["events"] == {}
 
     # Spike times re-binned give back exactly the counts that were drawn, with either binning.
     np.testing.assert_array_equal(rebin(f["spike_times"], f["trial_start"], t, bin_s), a["counts"])
@@ -233,6 +244,21 @@ def test_h5_layout(tmp_path, suffix):
         assert f["spikes"].compression == "gzip"
     assert summary["format"] == "h5" and summary["truth"] == ["latents", "rates", "retest_counts"]
     assert 0 < summary["oracle_bits_per_spike"] < 2
+
+
+def test_h5_task_conditions_and_events(tmp_path):
+    path = tmp_path / "task.h5"
+    simulate("task", path, **SMALL)
+    a = simulate_arrays("task", **SMALL)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["conditions"][()], a["conditions"])
+        assert sorted(f["events"]) == ["go_time", "stimulus_time"]
+        for name in ("stimulus_time", "go_time"):  # seconds from each trial's start
+            np.testing.assert_array_equal(f[f"events/{name}"][()], a["events"][name])
+    other = tmp_path / "hopf.h5"
+    simulate("hopf", other, **SMALL)
+    with h5py.File(other, "r") as f:
+        assert "conditions" not in f and "events" not in f
 
 
 def test_fixture_sized_files_are_small(tmp_path):

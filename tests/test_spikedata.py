@@ -31,8 +31,11 @@ def test_select_cuts_every_per_trial_field():
         counts=counts, bin_ms=20.0, unit_ids=np.array(["a", "b"]), trial_ids=np.arange(4),
         split=np.array(["train", "valid", "train", "test"]), session="s", heldout=np.array([False, True]),
         behavior=np.zeros((4, 3, 1), np.float32), truth={"rates": counts.copy()}, start_s=np.arange(4.0),
+        conditions=np.array(["x", "y", "z", "x"]), events={"go_time": np.array([0.5, np.nan, 2.0, 1.0])},
     )
     train = data.subset("train")
+    assert train.conditions.tolist() == ["x", "z"] and train.events["go_time"].tolist() == [0.5, 2.0]
+    assert data.select([3, 1]).events["go_time"][0] == 1.0 and np.isnan(data.select([3, 1]).events["go_time"][1])
     assert train.trial_ids.tolist() == [0, 2]
     np.testing.assert_array_equal(train.truth["rates"], counts[[0, 2]])
     assert train.start_s.tolist() == [0.0, 2.0] and train.behavior.shape == (2, 3, 1)
@@ -40,6 +43,13 @@ def test_select_cuts_every_per_trial_field():
 
 
 def test_shape_checks():
+    base = dict(counts=np.zeros((2, 3, 4)), bin_ms=20, unit_ids=np.arange(4), trial_ids=np.arange(2),
+                split=np.array(["train"] * 2), session="s", heldout=np.zeros(4, bool))
+    assert SpikeData(**base).events == {}  # none by default
+    with pytest.raises(ValueError, match=r"events\['go'\] has shape \(3,\)"):
+        SpikeData(**base, events={"go": np.zeros(3)})
+    with pytest.raises(ValueError, match="expected \\(2,\\) float"):
+        SpikeData(**base, events={"go": np.zeros(2, dtype=np.int64)})  # bins are fractional: float
     with pytest.raises(ValueError, match="unit_ids"):
         SpikeData(counts=np.zeros((2, 3, 4)), bin_ms=20, unit_ids=np.arange(3), trial_ids=np.arange(2),
                   split=np.array(["train"] * 2), session="s", heldout=np.zeros(4, bool))

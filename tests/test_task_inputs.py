@@ -76,12 +76,12 @@ class _Data:
 
 
 def test_auto_inputs_follow_the_recording():
-    s, line = choose_inputs(("auto",), _Data(["x", "y", "x", "y"]))
-    assert s.conditions == ("x", "y") and s.n_clock >= 2 and "condition" in line
-    s, _ = choose_inputs(("auto",), _Data(None))
+    s = choose_inputs(("auto",), _Data(["x", "y", "x", "y"]))
+    assert s.conditions == ("x", "y") and s.n_clock >= 2 and "condition (2 labels)" in s.names()
+    s = choose_inputs(("auto",), _Data(None))
     assert s.conditions == () and s.n_clock >= 2
-    assert choose_inputs(("auto",), _Data(None, chopped=True))[0] is None
-    assert choose_inputs((), _Data(["x", "y"]))[0] is None
+    assert choose_inputs(("auto",), _Data(None, chopped=True)) is None
+    assert choose_inputs((), _Data(["x", "y"])) is None
 
 
 def _task_counts(seed=0, trials=60, T=30, N=6):

@@ -114,7 +114,7 @@ def inspect(
 @app.command()
 @handle_errors
 def simulate(
-    system: Annotated[str, typer.Argument(help="lorenz | vdp | ring | duffing | hopf")],
+    system: Annotated[str, typer.Argument(help="lorenz | vdp | ring | duffing | hopf | task")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .nwb (NWB) or .h5 (plain HDF5 layout).")],
     neurons: Annotated[int, typer.Option(help="Number of neurons.")] = 50,
     trials: Annotated[int, typer.Option(help="Number of trials.")] = 100,
@@ -122,7 +122,7 @@ def simulate(
     bin_ms: Annotated[float, typer.Option(help="Bin width in ms.")] = 20.0,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 0,
     base_rate: Annotated[float, typer.Option(help="Typical firing rate in Hz.")] = 10.0,
-    param: Annotated[Optional[float], typer.Option(help="Regime parameter (duffing alpha, hopf mu, vdp mu).")] = None,
+    param: Annotated[Optional[float], typer.Option(help="Regime parameter (duffing alpha, hopf mu, vdp mu; task: the go cue's jitter in s, 0-0.5).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
     json_out: JsonOpt = False,
 ):

@@ -384,10 +384,22 @@ def baseline_summary(sessions, metrics: dict, meta: bool = False) -> dict:
         labels = {d.session: trial_labels(d) for d in sessions}
     else:
         described, labels = baselines_for(sessions[0]).describe(), trial_labels(sessions[0])
-    return {"baselines": described, "verdicts": B.verdicts(metrics, described, labels)}
+    verdicts = B.verdicts(metrics, described, labels)
+    if not meta:  # the forecast grid of the most honest split that has one
+        for split in ("test", "valid"):
+            line = grid_verdict_line(metrics, described.get("fp"), split)
+            if line is not None:
+                verdicts.append(f"{line} ({labels[split]})")
+                break
+    return {"baselines": described, "verdicts": verdicts}
 
 
 def judge(base: Baselines, metrics: dict, labels: dict) -> dict:
-    """{"baselines": ..., "verdicts": [...]} for a command's summary and output attributes."""
+    """{"baselines": ..., "verdicts": [...]} for a command's summary and output attributes (with the
+    forecast grid's line when metrics hold grid scores)."""
     described = base.describe()
-    return {"baselines": described, "verdicts": B.verdicts(metrics, described, labels)}
+    verdicts = B.verdicts(metrics, described, labels)
+    line = grid_verdict_line(metrics, described.get("fp"))
+    if line is not None:
+        verdicts.append(f"{line} ({labels['']})")
+    return {"baselines": described, "verdicts": verdicts}

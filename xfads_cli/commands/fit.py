@@ -104,7 +104,7 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
     # (under torchrun a rank failing them ends the job, so none waits here for ever).
     with deterministic_mode(deterministic), process_group(d, dev):
         torch.manual_seed(config.seed)
-        model, spec = _build(config, sessions, dev)
+        model, spec = _build(config, sessions, dev, resumed_spec=ckpt.spec if ckpt is not None else None)
         if progress is not None and d.is_main and not getattr(progress, "quiet", False):
             from xfads_cli.progress import log
 
@@ -350,17 +350,22 @@ def _key(metric: str, data, meta: bool) -> str:
     return f"{data.session}/{metric}" if meta else metric
 
 
-def _build(config: Config, sessions: list, device):
+def _build(config: Config, sessions: list, device, resumed_spec: dict | None = None):
     """The model and the plain-data spec that rebuilds it (stored in every checkpoint). A single-session
-    model gets the task inputs data.inputs asks for (model/task_inputs.py); the meta model has none."""
+    model gets the task inputs data.inputs asks for (model/task_inputs.py); the meta model has none. A
+    resumed run keeps the inputs of its checkpoint (none for runs from before task inputs)."""
     from xfads_cli.model.task_inputs import choose_inputs
 
     meta = config.model.kind == "meta"
     spec = ModelSpec.for_sessions(sessions, meta=meta).to_dict()
     if not meta:
-        inputs, _ = choose_inputs(config.data.inputs, sessions[0])
+        if resumed_spec is not None:
+            inputs = resumed_spec.get("inputs")
+        else:
+            found = choose_inputs(config.data.inputs, sessions[0])
+            inputs = None if found is None else found.to_dict()
         if inputs is not None:
-            spec["inputs"] = inputs.to_dict()
+            spec["inputs"] = inputs
     return build_model(config, spec, device), spec
 
 

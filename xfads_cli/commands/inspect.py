@@ -18,7 +18,8 @@ def inspect_files(paths: list[Path], cfg: DataConfig, strict: bool = False) -> l
     for path in paths:
         report = describe(path)
         try:
-            report["loaded"] = load_data(path, cfg).summary()
+            data = load_data(path, cfg)
+            report["loaded"] = data.summary() | task_structure(data)
         except UsageError as exc:
             if strict:
                 raise
@@ -29,6 +30,14 @@ def inspect_files(paths: list[Path], cfg: DataConfig, strict: bool = False) -> l
         report["hints"] = hints(report, cfg)
         reports.append(report)
     return reports
+
+
+def task_structure(data) -> dict:
+    """What data.condition and data.events found in a SpikeData: conditions {column (None: no
+    conditions), labels (distinct labels)} and events (the event names, SpikeData.events)."""
+    labels = 0 if data.conditions is None else len({str(c) for c in data.conditions})
+    column = data.provenance.get("condition") if data.conditions is not None else None
+    return {"conditions": {"column": column, "labels": labels}, "events": list(data.events)}
 
 
 def _continuous(path: Path, report: dict, cfg: DataConfig) -> dict | None:
@@ -104,6 +113,18 @@ def _kv_table(title: str, items: dict):
     return table
 
 
+def _readable_task(loaded: dict) -> dict:
+    """`loaded` with its conditions and events as one phrase each (the JSON keeps them structured)."""
+    out = dict(loaded)
+    cond = loaded.get("conditions")
+    if isinstance(cond, dict):
+        out["conditions"] = f"{cond['column']} ({cond['labels']} labels)" if cond.get("column") or cond.get("labels") \
+            else "none (data.condition)"
+    if "events" in loaded:
+        out["events"] = ", ".join(loaded["events"]) or "none (data.events)"
+    return out
+
+
 def _render_one(report: dict, console) -> None:
     from rich.rule import Rule
     from rich.table import Table
@@ -150,7 +171,7 @@ def _render_one(report: dict, console) -> None:
     if "error" in loaded:
         console.print(f"[yellow]loading with these options fails:[/yellow] {loaded['error']}")
     else:
-        console.print(_kv_table("loaded with the current config", loaded))
+        console.print(_kv_table("loaded with the current config", _readable_task(loaded)))
     for hint in report.get("hints", []):
         console.print(f"[bold]hint:[/bold] {hint}")
     console.print()

@@ -1,9 +1,12 @@
 """`xfads simulate`: a simulated recording (data/simulate.py's systems) written to a file.
 
   .nwb       Units table (spike times), trials table, and a `ground_truth` processing module with
-             TimeSeries `true_latents`, `true_rates` (Hz) and `retest_counts`.
+             TimeSeries `true_latents`, `true_rates` (Hz) and `retest_counts`. The trials table's
+             `condition` column is 0 throughout, except for the `task` system: its condition (0..3),
+             and its events as columns `stimulus_time`, `go_time` (seconds, on the file's clock).
   .h5/.hdf5  the plain layout: `spikes` [trial, time, neuron] and `truth/{latents,rates,retest_counts}`
-             (rates in expected counts per bin).
+             (rates in expected counts per bin); for `task` also `conditions` [trial] and
+             `events/stimulus_time`, `events/go_time` [trial] (seconds from each trial's start).
 """
 
 from __future__ import annotations
@@ -46,9 +49,17 @@ def write_nwb(path: Path, sim: dict) -> None:
         file_create_date=SESSION_START,  # a fixed date keeps files reproducible
     )
 
-    nwb.add_trial_column(name="condition", description="condition label (all 0: no conditions in simulated data)")
+    events = sim.get("events", {})
+    if "conditions" in sim:
+        nwb.add_trial_column(name="condition", description="task condition (0..3): the stimulus pulse's direction")
+    else:
+        nwb.add_trial_column(name="condition", description="condition label (all 0: no conditions in simulated data)")
+    for name in events:
+        nwb.add_trial_column(name=name, description=f"{name[:-len('_time')]} event (seconds): a pulse into the latents")
     for k, start in enumerate(sim["start_s"]):
-        nwb.add_trial(start_time=float(start), stop_time=float(start + n_time * bin_s), condition=0)
+        extra = {name: float(start + times[k]) for name, times in events.items()}  # trial start + offset
+        condition = int(sim["conditions"][k]) if "conditions" in sim else 0
+        nwb.add_trial(start_time=float(start), stop_time=float(start + n_time * bin_s), condition=condition, **extra)
 
     spikes = simulated_spike_times(sim)
     nwb.add_unit_column(name="readout_weight", description="row of C: log-rate = C z + d, z = true_latents")
@@ -98,6 +109,10 @@ def write_h5(path: Path, sim: dict) -> None:
         f.create_dataset("spikes", data=sim["counts"].astype(count_dtype(sim["counts"])), **gz)
         f.create_dataset("trial_ids", data=np.arange(n_trial, dtype=np.int64))
         f.create_dataset("unit_ids", data=np.arange(n_neuron, dtype=np.int64))
+        if "conditions" in sim:
+            f.create_dataset("conditions", data=np.asarray(sim["conditions"], dtype=np.int64))
+        for name, times in sim.get("events", {}).items():  # seconds from each trial's start (hdf5.py)
+            f.create_dataset(f"events/{name}", data=np.asarray(times, dtype=np.float64))
         truth = f.create_group("truth")
         truth.create_dataset("latents", data=sim["latents"].astype(np.float32), **gz)
         truth.create_dataset("rates", data=sim["rates"].astype(np.float32), **gz)
@@ -137,6 +152,10 @@ def summarise(sim: dict, path: Path | None = None) -> dict:
     n_trial, n_time, n_neuron = sim["counts"].shape
     spikes = int(sim["counts"].sum())
     seconds = n_trial * n_time * sim["bin_ms"] / 1000.0
+    # the task system's structure (data.condition / data.events find it in the written file)
+    task = {}
+    if "conditions" in sim:
+        task = {"conditions": int(len(np.unique(sim["conditions"]))), "events": list(sim["events"])}
     return {
         "system": sim["system"],
         "params": sim["params"],
@@ -154,4 +173,4 @@ def summarise(sim: dict, path: Path | None = None) -> dict:
         # the true rates over a per-neuron constant rate: the ceiling a perfect model reaches
         "oracle_bits_per_spike": float(bits_per_spike(sim["rates"], sim["counts"])),
         "retest_oracle_bits_per_spike": float(bits_per_spike(sim["rates"], sim["retest_counts"])),
-    }
+    } | task

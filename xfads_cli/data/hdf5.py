@@ -13,6 +13,9 @@ Plain layout:
     trial_ids  [trial], split [trial] ('train'/'valid'/'test'), unit_ids [neuron],
     heldout    [neuron] bool, conditions [trial]      (all optional)
     truth/latents, truth/rates (expected counts per bin), truth/retest_counts (optional, simulated data)
+    events/<name> [trial] (optional) time of event <name> in each trial, in seconds FROM THAT TRIAL'S
+               START (NaN: the trial has none); read as SpikeData.events (bins) per data.events
+               ('auto': every dataset of the group; [] none; names must be datasets of it)
     trial_lengths [trial] (optional) bins of each trial, at the file's bin width: trials of different
                durations stored padded to the longest; whatever the bins past a trial's length hold
                (NaN, zeros) is padding and read as missing (NaN).
@@ -32,13 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from xfads_cli.config import DataConfig
+from xfads_cli.data.conditions import AUTO, event_bins
 from xfads_cli.data.provenance import source_provenance
 from xfads_cli.data.selection import choose_heldout
 from xfads_cli.data.spikedata import SPLITS, SpikeData, assign_split, padding_mask, trailing_lengths
-from xfads_cli.errors import BadFile, UsageError, dtype_kind, listing
+from xfads_cli.errors import BadFile, UsageError, closest, dtype_kind, listing
 
 NLB_KEY = "train_spikes_heldin"
 PLAIN_KEY = "spikes"
+EVENTS = "events"  # group of [trial] event times, seconds from each trial's start
 # Largest believable spike count in one bin. Above 2**24 counts are not even exact in float32, the dtype
 # they are modelled in: such values are timestamps, sample indices or corruption, not counts.
 MAX_COUNT = 2**24
@@ -177,9 +182,43 @@ def load_hdf5(path: Path, cfg: DataConfig) -> SpikeData:
         layout = detect_layout(f)
         data = _load_nlb(f, path, cfg) if layout == "nlb" else _load_plain(f, path, cfg)
         data = _padded(f, path, data)
+        events = _events(f, path, cfg.events, data)
+        if events:  # (a replace re-checks the whole padding: only when there is something to add)
+            data = replace(data, events=events)
     data.provenance.update({**source_provenance(path), "format": f"hdf5-{layout}",
-                            "trials_from": f"hdf5-{layout} trial tensors"})  # trial-aligned, never chopped
+                            "trials_from": f"hdf5-{layout} trial tensors",  # trial-aligned, never chopped
+                            "condition": None if data.conditions is None else "conditions",
+                            "events": list(data.events)})
     return data
+
+
+def _events(f, path: Path, names: tuple[str, ...], data: SpikeData) -> dict[str, np.ndarray]:
+    """name -> [trial] float64 event bins from each trial's start (NaN: none, or outside the trial's
+    0..lengths bins) from the `events/` group's datasets ([trial] seconds from each trial's start),
+    for data.events: 'auto' reads them all, names must be datasets of the group."""
+    stored = []
+    if EVENTS in f:
+        if hasattr(f[EVENTS], "shape"):
+            raise BadFile(f"'{EVENTS}' in {path.name} is a dataset; it must be a group of [trial] event times"
+                          " (seconds from each trial's start), one dataset per event")
+        stored = [name for name in f[EVENTS] if hasattr(f[EVENTS][name], "shape")]
+    chosen: list[str] = []
+    for name in names:
+        if name == AUTO:
+            chosen += [n for n in stored if n not in chosen]
+        elif name not in stored:
+            raise UsageError(f"data.events: {path.name} has no dataset '{EVENTS}/{name}'{closest(name, stored)};"
+                             f" its events: {listing(stored)}, or --set data.events=[]")
+        elif name not in chosen:
+            chosen.append(name)
+    out = {}
+    for name in chosen:
+        seconds = _read(f, f"{EVENTS}/{name}", ndim=1, dtype=np.float64)
+        if seconds.shape != (data.n_trials,):
+            raise BadFile(f"'{EVENTS}/{name}' in {path.name} has {seconds.shape[0]} entries but the file has"
+                          f" {data.n_trials} trials; it must hold one time (seconds from the trial's start) per trial")
+        out[name] = event_bins(seconds, np.zeros(data.n_trials), data.dt, data.lengths)
+    return out
 
 
 def _file_bin_ms(f, cfg: DataConfig | None) -> float | None:
@@ -401,7 +440,8 @@ def describe_hdf5(path: Path) -> dict:
         # (inspect rejects it) while option problems are left to the load with the user's config.
         bin_ms = _file_bin_ms(f, None)
         own = DataConfig(bin_ms=bin_ms or DataConfig().bin_ms)
-        _padded(f, path, _load_nlb(f, path, own) if layout == "nlb" else _load_plain(f, path, own))
+        loaded = _padded(f, path, _load_nlb(f, path, own) if layout == "nlb" else _load_plain(f, path, own))
+        _events(f, path, own.events, loaded)
         datasets = {name: list(f[name].shape) for name in _datasets(f)}
         key = NLB_KEY if layout == "nlb" else PLAIN_KEY
         attrs = {k: _text(v) for k, v in f.attrs.items()}

@@ -23,6 +23,7 @@ import numpy as np
 
 from xfads_cli.config import DataConfig
 from xfads_cli.data.binning import bin_edges, bin_spikes, observed_bins, resample, window_starts
+from xfads_cli.data.conditions import AUTO, BOUNDS, auto_condition, auto_events, event_bins
 from xfads_cli.data.provenance import source_provenance
 from xfads_cli.data.selection import choose_heldout
 from xfads_cli.data.source import RemoteSource, is_remote, parse_source, source_text
@@ -70,7 +71,8 @@ def load_nwb(path: Path, cfg: DataConfig = DataConfig()) -> SpikeData:
         edges = bin_edges(windows.starts, windows.n_bins, bin_s)
         behavior, behavior_names = _resample_behaviour(series, times, edges)
         truth, simulation = _read_truth(nwb, edges, cfg.bin_ms, units, notes)
-        conditions = _conditions(windows, cfg.condition)
+        conditions, condition_column = _conditions(windows, cfg.condition)
+        events = _events(windows, cfg.events, bin_s)
         heldout = _heldout(cfg, units)
         nwb_version = _nwb_version(io)
     for note in notes:
@@ -90,6 +92,8 @@ def load_nwb(path: Path, cfg: DataConfig = DataConfig()) -> SpikeData:
         "format": "nwb",
         "nwb_version": nwb_version,
         "trials_from": windows.source,
+        "condition": condition_column,
+        "events": list(events),
     }
     if simulation is not None:
         provenance["simulation"] = simulation
@@ -108,6 +112,7 @@ def load_nwb(path: Path, cfg: DataConfig = DataConfig()) -> SpikeData:
         conditions=conditions,
         provenance=provenance,
         lengths=windows.lengths,
+        events=events,
     )
 
 
@@ -688,10 +693,17 @@ def _outside_trials(windows: _Windows) -> np.ndarray:
 
 
 def _chopped_windows(cfg: DataConfig, units: _Units) -> _Windows:
-    if cfg.condition is not None:
+    # 'auto' finds nothing in windows chopped from a continuous recording; a named column is a mistake
+    if cfg.condition not in (None, AUTO):
         raise UsageError(
             f"data.condition='{cfg.condition}' needs an interval table, but the file has no trials table;"
             " set data.intervals or unset data.condition"
+        )
+    named = [e for e in cfg.events if e != AUTO]
+    if named:
+        raise UsageError(
+            f"data.events {listing(named)} need an interval table, but the file has no trials table;"
+            " set data.intervals or set data.events=[]"
         )
     if not cfg.chop_ms > 0 or not 0 <= cfg.overlap_ms < cfg.chop_ms:
         raise UsageError(
@@ -724,18 +736,69 @@ def _numeric_column(table, column: str, name: str) -> np.ndarray:
     return values.astype(np.float64)
 
 
-def _conditions(windows: _Windows, column: str | None) -> np.ndarray | None:
-    """[trial] condition labels as strings (3.0 -> '3'), from the trials' interval table."""
-    if column is None:
-        return None
+def _conditions(windows: _Windows, column: str | None) -> tuple[np.ndarray | None, str | None]:
+    """([trial] condition labels as strings (3.0 -> '3') from the trials' interval table, or None; the
+    column they come from). 'auto': data/conditions.py's rule (no conditions when nothing fits, and
+    none for chopped windows); a named column must exist."""
+    if column is None or (column == AUTO and windows.table is None):
+        return None, None
     columns = list(windows.table.colnames)
-    if column not in columns:
+    if column == AUTO:
+        column = auto_condition(columns, lambda name: _optional_column(windows, name))
+        if column is None:
+            return None, None
+    elif column not in columns:
         raise UsageError(
             f"interval table '{windows.source}' has no column '{column}'{closest(column, columns)};"
             f" set data.condition to one of: {listing(columns)}"
         )
     values = _column(windows.table, column, f"interval table '{windows.source}'")[windows.rows]
-    return np.array([_label(v) for v in values])
+    return np.array([_label(v) for v in values]), column
+
+
+def _events(windows: _Windows, names: tuple[str, ...], bin_s: float) -> dict[str, np.ndarray]:
+    """name -> [trial] float64 event time in bins from each trial window's start (NaN: no event, or
+    outside the window), for the data.events columns ('auto': data/conditions.py's rule, none for
+    chopped windows; named columns must exist and hold numbers: seconds on the recording's clock)."""
+    if windows.table is None or not names:
+        return {}
+    columns = list(windows.table.colnames)
+    read: dict[str, np.ndarray | None] = {}
+    times = lambda c: read[c] if c in read else read.setdefault(c, _event_times(windows, c))  # noqa: E731
+    chosen: list[str] = []
+    for name in names:
+        if name == AUTO:
+            start, stop = (times(c) if c in columns else None for c in BOUNDS)
+            nan = np.full(windows.rows.size, np.nan)
+            found = auto_events(columns, times, nan if start is None else start, nan if stop is None else stop)
+            chosen += [c for c in found if c not in chosen]
+            continue
+        if name not in columns or times(name) is None:
+            where = f"interval table '{windows.source}'"
+            numeric = [c for c in columns if c not in BOUNDS and times(c) is not None]
+            problem = (f"{where} has no column '{name}'{closest(name, columns)}" if name not in columns
+                       else f"column '{name}' of {where} does not hold one number per trial (event times in seconds)")
+            raise UsageError(f"data.events: {problem}; numeric columns: {listing(numeric)}, or --set data.events=[]")
+        if name not in chosen:
+            chosen.append(name)
+    lengths = windows.lengths if windows.lengths is not None else np.full(windows.rows.size, windows.n_bins)
+    return {name: event_bins(times(name), windows.starts, bin_s, lengths) for name in chosen}
+
+
+def _event_times(windows: _Windows, name: str) -> np.ndarray | None:
+    """[trial] float64 values of a numeric column for the loaded trials, or None when the column does not
+    hold one number per row."""
+    values = _optional_column(windows, name)
+    return values.astype(np.float64) if values is not None and values.dtype.kind in "iuf" else None
+
+
+def _optional_column(windows: _Windows, name: str) -> np.ndarray | None:
+    """[trial] values of column `name` for the loaded trials, or None when it does not hold one value
+    per row."""
+    try:
+        return _column(windows.table, name, f"interval table '{windows.source}'")[windows.rows]
+    except UsageError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,6 +14,11 @@ the bin width changes the resolution of a trial, not its dynamics. The state is 
 RK4 substeps (at most `max_step` system time units) plus additive Gaussian process noise
 (Euler-Maruyama), and sampled at bin centres.
 
+The `task` system is driven from outside as well: each trial has a condition (0..3) and two events,
+a stimulus and a go cue, and at each event the latent state receives a short pulse (section "Task
+family" below). Its trials also carry `conditions` [trial] and `events` {name: [trial] seconds from
+the trial's start}, written to the files as a trials table's columns (NWB) or datasets (HDF5).
+
 Writing them to .nwb / .h5 files is the simulate command (commands/simulate.py).
 """
 
@@ -28,7 +33,7 @@ import numpy as np
 
 from xfads_cli.errors import UsageError, closest, listing
 
-SYSTEMS = ("lorenz", "vdp", "ring", "duffing", "hopf")
+SYSTEMS = ("lorenz", "vdp", "ring", "duffing", "hopf", "task")
 
 DESCRIPTIONS = {
     "lorenz": "3-D chaotic Lorenz attractor (sigma 10, beta 8/3); param = rho (default 28)",
@@ -38,6 +43,8 @@ DESCRIPTIONS = {
     "(default 1: double well; < 0: single well)",
     "hopf": "2-D Hopf normal form r' = mu r - r^3, theta' = omega; param = mu (default 1: limit cycle; "
     "< 0: stable focus)",
+    "task": "3-D damped rotation driven by a task: 4 conditions, a stimulus pulse (condition-specific, at 25% of "
+    "the trial) and a go pulse (common, random gain, at 60%); param = the go cue's jitter in s (default 0.1, +-)",
 }
 
 # Gap between consecutive trials in the NWB file, in bins: trials are separate windows of time.
@@ -153,6 +160,65 @@ def _hopf_initial(rng, n, p):
     return radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
 
 
+# --------------------------------------------------------------------------------------------
+# Task family: a latent driven by pulses at set times, in conditions
+# --------------------------------------------------------------------------------------------
+
+N_CONDITIONS = 4
+STIMULUS_AT = 0.25  # stimulus onset, as a fraction of the trial
+GO_AT = 0.6  # go cue before its jitter, as a fraction of the trial
+GO_GAIN_SD = 0.3  # sd of the log of the go pulse's per-trial gain
+PULSE_S = 0.15  # duration of each input pulse (a raised-cosine bump)
+TASK_EVENTS = ("stimulus_time", "go_time")
+
+
+def _task_drift(z, p):
+    """Damped rotation of (z0, z1) at freq_hz decaying at `damping` per second, slower decay of z2, and
+    a mild cubic saturation (-sat |z|^2 z) that keeps large pulses from adding up linearly."""
+    x, y, w = z[:, 0], z[:, 1], z[:, 2]
+    omega = 2.0 * np.pi * p["freq_hz"]
+    linear = np.stack([-p["damping"] * x - omega * y, omega * x - p["damping"] * y, -p["slow_decay"] * w], axis=1)
+    return linear - p["saturation"] * np.sum(z * z, axis=1, keepdims=True) * z
+
+
+def _task_initial(rng, n, p):
+    # Small: before the stimulus the population sits near its baseline; trials differ by this and the noise.
+    return p["initial_sd"] * rng.standard_normal((n, 3))
+
+
+def task_design(rng: np.random.Generator, trials: int, duration_s: float, jitter_s: float) -> dict:
+    """The task's per-trial draws: conditions [trial] int in 0..3 (balanced, in random order),
+    stimulus_time and go_time [trial] in seconds from the trial's start (go: GO_AT of the trial plus a
+    uniform +-jitter_s, kept inside the trial) and go_gain [trial] (log-normal, sd GO_GAIN_SD)."""
+    conditions = rng.permutation(np.resize(np.arange(N_CONDITIONS), trials))
+    go = GO_AT * duration_s + rng.uniform(-jitter_s, jitter_s, size=trials)
+    return {
+        "conditions": conditions.astype(np.int64),
+        "stimulus_time": np.full(trials, STIMULUS_AT * duration_s),
+        "go_time": np.clip(go, 0.0, duration_s),
+        "go_gain": np.exp(GO_GAIN_SD * rng.standard_normal(trials)),
+    }
+
+
+def _pulse(t: np.ndarray) -> np.ndarray:
+    """Raised-cosine bump over [0, PULSE_S] with unit integral (1/s), t in seconds after the event."""
+    inside = (t >= 0.0) & (t <= PULSE_S)
+    return np.where(inside, (1.0 - np.cos(2.0 * np.pi * t / PULSE_S)) / PULSE_S, 0.0)
+
+
+def task_drive(design: dict, p: dict) -> Callable[[float], np.ndarray]:
+    """u(t) [trial, latent] at t seconds after the trial's start: B_c pulse(t - stimulus) with B_c the
+    condition's direction (4 directions 90 degrees apart in the rotation plane), plus
+    gain * g pulse(t - go) with g one direction common to all trials. Both pulses integrate to
+    their amplitude: each event moves z by about that much."""
+    angle = 2.0 * np.pi * design["conditions"] / N_CONDITIONS
+    stim = p["stimulus_amp"] * np.stack([np.cos(angle), np.sin(angle), np.zeros_like(angle)], axis=1)
+    go_dir = np.array([0.6, 0.0, 0.8])  # mostly the slow dimension: the go response outlasts the stimulus'
+    go = p["go_amp"] * design["go_gain"][:, None] * go_dir
+    t_stim, t_go = design["stimulus_time"], design["go_time"]
+    return lambda t: stim * _pulse(t - t_stim)[:, None] + go * _pulse(t - t_go)[:, None]
+
+
 _SYSTEMS = {
     "lorenz": System(
         name="lorenz", latent_dim=3, param_name="rho", param_default=28.0, param_range=(0.5, 100.0),
@@ -193,6 +259,15 @@ _SYSTEMS = {
         time_scale=2.0, max_step=lambda p: 0.01 / max(1.0, abs(p["mu"])),
         noise=(0.1, 0.1),
     ),
+    "task": System(
+        name="task", latent_dim=3, param_name="go_jitter_s", param_default=0.1, param_range=(0.0, 0.5),
+        constants={"freq_hz": 0.75, "damping": 1.2, "slow_decay": 0.5, "saturation": 0.02, "initial_sd": 0.2,
+                   "stimulus_amp": 3.0, "go_amp": 3.0},
+        drift=_task_drift, initial=_task_initial,
+        # Seconds are the system's time; substeps of 5 ms resolve the 150 ms pulses.
+        time_scale=1.0, max_step=lambda p: 0.005,
+        noise=(0.3, 0.3, 0.3),
+    ),
 }
 
 
@@ -212,31 +287,46 @@ def _rk4(f, z, h, p):
     return z + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
 
 
-def _advance(system: System, z, duration, p, rng, noisy=True):
-    """Integrate all trials [trial, latent] forward by `duration` system time units."""
+def _rk4_driven(f, drive, z, t, h, p, time_scale):
+    """_rk4 of dz/dt = f(z) + drive(seconds) [trial, latent], from system time t."""
+    u = lambda s: drive(s / time_scale)  # noqa: E731
+    k1 = f(z, p) + u(t)
+    k2 = f(z + 0.5 * h * k1, p) + u(t + 0.5 * h)
+    k3 = f(z + 0.5 * h * k2, p) + u(t + 0.5 * h)
+    k4 = f(z + h * k3, p) + u(t + h)
+    return z + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+
+def _advance(system: System, z, duration, p, rng, noisy=True, drive=None, t0=0.0):
+    """Integrate all trials [trial, latent] forward by `duration` system time units; with `drive`
+    (seconds -> [trial, latent]), the input added to the drift, starting at system time t0."""
     n_sub = max(1, math.ceil(duration / system.max_step(p) - 1e-9))
     h = duration / n_sub
     sigma = np.asarray(system.noise) * math.sqrt(h)
     add_noise = noisy and np.any(sigma > 0)
-    for _ in range(n_sub):
-        z = _rk4(system.drift, z, h, p)
+    for i in range(n_sub):
+        if drive is None:  # the autonomous systems: exactly the arithmetic they always had
+            z = _rk4(system.drift, z, h, p)
+        else:
+            z = _rk4_driven(system.drift, drive, z, t0 + i * h, h, p, system.time_scale)
         if add_noise:
             # RK4 for the drift plus an Euler-Maruyama noise increment (additive noise).
             z = z + sigma * rng.standard_normal(z.shape)
     return z
 
 
-def simulate_latents(system: System, p: dict, trials: int, bins: int, bin_s: float, rng) -> np.ndarray:
-    """Raw (unstandardised) latent states at the bin centres: [trial, time, latent] float64."""
+def simulate_latents(system: System, p: dict, trials: int, bins: int, bin_s: float, rng, drive=None) -> np.ndarray:
+    """Raw (unstandardised) latent states at the bin centres: [trial, time, latent] float64. drive:
+    None (autonomous), or seconds since the trial's start -> [trial, latent] input to the drift."""
     z = system.initial(rng, trials, p)
     if system.burn_in > 0:
         z = _advance(system, z, system.burn_in, p, rng, noisy=False)
     step = bin_s * system.time_scale
-    z = _advance(system, z, 0.5 * step, p, rng)  # trial start -> first bin centre
+    z = _advance(system, z, 0.5 * step, p, rng, drive=drive)  # trial start -> first bin centre
     out = np.empty((trials, bins, system.latent_dim))
     for i in range(bins):
         if i:
-            z = _advance(system, z, step, p, rng)
+            z = _advance(system, z, step, p, rng, drive=drive, t0=(i - 0.5) * step)
         out[:, i] = z
     if not np.all(np.isfinite(out)):
         raise RuntimeError(f"simulation of '{system.name}' diverged with params {p}")
@@ -276,7 +366,8 @@ def readout(latents: np.ndarray, neurons: int, base_rate_hz: float, bin_s: float
     return C, d
 
 
-_STREAMS = ("dynamics", "readout", "counts", "retest", "spike_times")
+# Appended only: a stream's index is its spawn key, so a new stream never changes an existing one.
+_STREAMS = ("dynamics", "readout", "counts", "retest", "spike_times", "task")
 
 
 def _rng(seed: int, stream: str) -> np.random.Generator:
@@ -333,6 +424,10 @@ def simulate_arrays(
       retest_counts  [trial, time, neuron] int64, an independent draw from the same rates
       C [neuron, latent], d [neuron]: the readout, log(rates) = latents @ C.T + d
       start_s        [trial] trial start times in the recording (seconds), back to back with gaps
+    and for the `task` system only:
+      conditions     [trial] int64 condition 0..3
+      events         {'stimulus_time', 'go_time'}: [trial] float64 seconds from the trial's start
+      go_gain        [trial] float64 gain of the go pulse
     """
     spec = get_system(system)
     _check_args(neurons, trials, bins, bin_ms, seed, base_rate_hz)
@@ -341,11 +436,19 @@ def simulate_arrays(
     bin_s = float(bin_ms) / 1000.0
     dyn_rng, out_rng, count_rng, retest_rng = (_rng(seed, s) for s in ("dynamics", "readout", "counts", "retest"))
 
-    latents = standardise(simulate_latents(spec, p, trials, bins, bin_s, dyn_rng))
+    design, drive = None, None
+    if spec.name == "task":  # its own stream: the other systems' draws stay as they were
+        design = task_design(_rng(seed, "task"), trials, bins * bin_s, p["go_jitter_s"])
+        drive = task_drive(design, p)
+    latents = standardise(simulate_latents(spec, p, trials, bins, bin_s, dyn_rng, drive=drive))
     C, d = readout(latents, neurons, float(base_rate_hz), bin_s, out_rng)
     with np.errstate(over="ignore"):
         rates = np.exp(latents @ C.T + d)
     _check_rates(rates, base_rate_hz, bin_ms)
+    extras = {}
+    if design is not None:
+        extras = {"conditions": design["conditions"], "events": {e: design[e] for e in TASK_EVENTS},
+                  "go_gain": design["go_gain"]}
     return {
         "system": spec.name,
         "params": {**p, "base_rate_hz": float(base_rate_hz), "time_scale": spec.time_scale,
@@ -360,7 +463,7 @@ def simulate_arrays(
         "C": C,
         "d": d,
         "start_s": np.arange(trials) * (bins + TRIAL_GAP_BINS) * bin_s,
-    }
+    } | extras
 
 
 def spike_times_from_counts(counts: np.ndarray, start_s: np.ndarray, bin_s: float, rng) -> list[np.ndarray]:

@@ -26,6 +26,9 @@ class SpikeData:
                 'rates' [trial, time, neuron] (expected counts per bin),
                 'retest_counts' [trial, time, neuron] (an independent second draw)
     conditions: [trial] condition label per trial (for PSTHs), or None
+    events:     event name -> [trial] float64 time of that event in bins from the start of the trial's
+                window (fractional: 2.5 is the middle of bin 2); NaN where the trial has no such event
+                or it falls outside the window. Empty: no events.
     provenance: plain dict: path, sha256, format and the options that produced this container
     lengths:    [trial] int bins of each trial before its padding (None: every trial has n_time).
                 Trials of different durations are padded to the longest with NaN: counts (and
@@ -47,6 +50,7 @@ class SpikeData:
     conditions: np.ndarray | None = None
     provenance: dict = field(default_factory=dict)
     lengths: np.ndarray | None = None
+    events: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self):
         n_trial, n_time, n_neuron = self.counts.shape
@@ -61,6 +65,10 @@ class SpikeData:
                 raise ValueError(f"SpikeData.{name} has shape {np.shape(arr)}, expected {shape}")
         if self.behavior is not None and self.behavior.shape[:2] != (n_trial, n_time):
             raise ValueError(f"SpikeData.behavior has shape {self.behavior.shape}, expected ({n_trial}, {n_time}, dim)")
+        for name, times in self.events.items():
+            if np.shape(times) != (n_trial,) or np.asarray(times).dtype.kind != "f":
+                raise ValueError(f"SpikeData.events['{name}'] has shape {np.shape(times)} "
+                                 f"({np.asarray(times).dtype}), expected ({n_trial},) float (bins)")
         self.lengths = self._checked_lengths()
 
     def _checked_lengths(self) -> np.ndarray:
@@ -106,6 +114,7 @@ class SpikeData:
             behavior=take(self.behavior),
             start_s=take(self.start_s),
             conditions=take(self.conditions),
+            events={k: v[idx] for k, v in self.events.items()},
             truth={k: v[idx] for k, v in self.truth.items()},
             lengths=self.lengths[idx],
         )

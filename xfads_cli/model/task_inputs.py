@@ -69,10 +69,10 @@ class InputSpec:
                    int(raw["event_bins"]), int(raw["n_event"]))
 
 
-def choose_inputs(requested: tuple[str, ...], data) -> tuple[InputSpec | None, str]:
-    """The InputSpec for `data` (SpikeData) under data.inputs `requested`, and one line saying what
-    was chosen (fit prints it). 'auto': clock, and condition when the recording has 2+ condition
-    labels, for trial-aligned recordings; nothing for windows chopped from a continuous one."""
+def choose_inputs(requested: tuple[str, ...], data) -> InputSpec | None:
+    """The InputSpec for `data` (SpikeData) under data.inputs `requested` (None: no inputs). 'auto':
+    clock, and condition when the recording has 2+ condition labels, for trial-aligned recordings;
+    nothing for windows chopped from a continuous one."""
     from xfads_cli.errors import UsageError, closest
 
     aligned = data.provenance.get("trials_from") != "chopped"
@@ -99,7 +99,7 @@ def choose_inputs(requested: tuple[str, ...], data) -> tuple[InputSpec | None, s
     if "events" in requested and not events:
         raise UsageError("data.inputs 'events' needs event columns (data.events); this recording has none")
     if not kinds or data.n_time < 2:
-        return None, "task inputs: none (the autonomous model)"
+        return None
     dt_ms = data.bin_ms
     clock_bins = int(data.n_time) if "clock" in kinds or labels else 0
     n_clock = 0
@@ -108,9 +108,7 @@ def choose_inputs(requested: tuple[str, ...], data) -> tuple[InputSpec | None, s
     event_bins = max(2, int(round(EVENT_SPAN_MS / dt_ms))) if events else 0
     n_event = int(min(MAX_CLOCK_BUMPS, max(2, round(EVENT_SPAN_MS / CLOCK_SPACING_MS) + 1))) if events else 0
     spec = InputSpec(clock_bins, n_clock, labels if "condition" in kinds else (), events, event_bins, n_event)
-    if spec.dim == 0:
-        return None, "task inputs: none (the autonomous model)"
-    return spec, "task inputs: " + ", ".join(spec.names()) + " (--set data.inputs=[] for none)"
+    return spec if spec.dim else None
 
 
 def _bumps(t: np.ndarray, span: int, n: int) -> np.ndarray:
