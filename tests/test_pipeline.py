@@ -89,7 +89,9 @@ def test_forecast_output_and_fp_bps(run_dir, recording, tmp_path):
     summary = json.loads(result.stdout)  # simulated trials are trial-aligned: the leave-one-out PSTH
     assert math.isfinite(summary["metrics"]["fp_baseline_bps"])
     assert summary["baselines"]["fp"].startswith("leave-one-out PSTH")
-    assert len(summary["verdicts"]) == 1 and "leave-one-out PSTH" in summary["verdicts"][0]
+    assert len(summary["verdicts"]) == 2 and "leave-one-out PSTH" in summary["verdicts"][0]
+    assert "forecast grid:" in summary["verdicts"][1] and "worst: t" in summary["verdicts"][1]
+    assert any(k.startswith("fp_bps@t") for k in summary["metrics"])
 
 
 def test_forecast_beyond_the_window_reads_the_recording(run_dir, recording, tmp_path):

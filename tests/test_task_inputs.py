@@ -138,3 +138,69 @@ def test_model_with_inputs_trains_and_forecasts_with_them():
     swapped = model.forecast(y[:, :10], 20, n_samples=5, generator=gen(), u=u.flip(0)).rates
     assert with_u.shape == (5, 16, 20, 6)
     assert not torch.allclose(with_u, swapped)  # the horizon's inputs change the forecast
+
+
+# ----------------------------------------------------------------------------------------------
+# through the CLI: simulate task -> fit -> forecast
+
+FAST = ["--set", "model.samples=4", "--set", "model.latent_dim=3", "--set", "model.dynamics_hidden=16",
+        "--set", "model.encoder_hidden=16", "--threads", "1"]
+
+
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from xfads_cli.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def task_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("task") / "task.nwb"
+    _invoke("simulate", "task", "--out", path, "--neurons", 12, "--trials", 40, "--bins", 40, "--seed", 5)
+    return path
+
+
+def test_fit_uses_clock_condition_and_events_and_forecast_says_what_it_knew(task_file, tmp_path):
+    import json
+
+    import h5py
+
+    run = tmp_path / "run"
+    _invoke("fit", task_file, "--out", run, "--max-epochs", 2, "--quiet", "--set", "data.inputs=[auto,events]", *FAST)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["task_inputs"].startswith("task inputs: clock, condition (4 labels), event go_time, event stimulus_time")
+    assert any("@go_time-2" in k for k in summary["metrics"])  # the grid has a window before each event
+    assert any("forecast grid:" in v for v in summary["verdicts"])
+    out = tmp_path / "fc.h5"
+    res = _invoke("forecast", run, task_file, "--context", 12, "--horizon", 20, "--out", out, "--json", "--quiet")
+    fc = json.loads(res.stdout)
+    assert "clock, condition (4 labels)" in fc["future_inputs"] and "once they occurred" in fc["future_inputs"]
+    with h5py.File(out) as f:
+        assert f.attrs["future_inputs"] == fc["future_inputs"]
+        assert np.isfinite(f["rates_mean"][()]).all()
+
+
+def test_inputs_off_gives_the_autonomous_model(task_file, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    _invoke("fit", task_file, "--out", run, "--max-epochs", 1, "--quiet", "--set", "data.inputs=[]", *FAST)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["task_inputs"].startswith("task inputs: none")
+    state = torch.load(run / "best.pt", weights_only=True)["model"]
+    assert not any(k.startswith("input_") for k in state)
+
+
+def test_unknown_input_is_a_one_line_error(task_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from xfads_cli.cli import app
+
+    result = CliRunner().invoke(app, ["fit", str(task_file), "--out", str(tmp_path / "r"), "--max-epochs", "1",
+                                      "--set", "data.inputs=[clok]"])
+    assert result.exit_code == 2 and "did you mean" in result.output and "clock" in result.output
+    assert not (tmp_path / "r").exists()

@@ -105,17 +105,23 @@ def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mo
             "and rates scored on the counts the encoder read reward fitting noise; fit with --set "
             "data.heldout_fraction=0.2 for co-bps, or run 'xfads forecast' for fp-bps next to the PSTH baseline"]
     if plot:
-        from xfads_cli.outputs.plots import plot_latents, plot_psth
-
-        arrays = whole_arrays(sink, ["rates_mean", "rates_q05", "rates_q95", "latents_mean", "latents_var"])
-        truth = rows.truth.get("latents")
-        summary["plots"] = [str(plot_latents(arrays["latents_mean"], Path(out).with_suffix(".latents.png"),
-                                             variances=arrays["latents_var"], truth=truth))]
-        if rows.provenance.get("trials_from") != "chopped":  # a PSTH of windows cut at arbitrary times means nothing
-            summary["plots"].insert(0, str(plot_psth(
-                rows.counts, arrays["rates_mean"], arrays["rates_q05"], arrays["rates_q95"], rows.bin_ms,
-                Path(out).with_suffix(".psth.png"), conditions=rows.conditions)))
+        summary["plots"] = _plots(sink, rows, out)
     return summary
+
+
+def _plots(sink, rows, out: Path) -> list[str]:
+    """smooth --plot: the latents and (trial-aligned data) the PSTH of the written output."""
+    from xfads_cli.outputs.plots import plot_latents, plot_psth
+
+    arrays = whole_arrays(sink, ["rates_mean", "rates_q05", "rates_q95", "latents_mean", "latents_var"])
+    truth = rows.truth.get("latents")
+    plots = [str(plot_latents(arrays["latents_mean"], Path(out).with_suffix(".latents.png"),
+                              variances=arrays["latents_var"], truth=truth))]
+    if rows.provenance.get("trials_from") != "chopped":  # a PSTH of windows cut at arbitrary times means nothing
+        plots.insert(0, str(plot_psth(
+            rows.counts, arrays["rates_mean"], arrays["rates_q05"], arrays["rates_q95"], rows.bin_ms,
+            Path(out).with_suffix(".psth.png"), conditions=rows.conditions)))
+    return plots
 
 
 def _smooth_recording(run, recording, data_path: Path, out: Path, *, split: str, plot: bool, overrides, **options):

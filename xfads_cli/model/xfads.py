@@ -12,6 +12,8 @@ neurons; the likelihood covers every neuron, so held-out neurons are predicted f
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -57,6 +59,8 @@ class XFADS(StateSpaceModel):
             self.input_drive = nn.Linear(inputs.dim, L, bias=False)
             nn.init.zeros_(self.input_readout.weight)
             nn.init.zeros_(self.input_drive.weight)
+            # the prior precision of their entries (fit_input_readout chooses it from the data)
+            self.register_buffer("input_precision", torch.ones(()))
         self.backward = BackwardEncoder(L, cfg.rank_local, cfg.rank_backward, cfg.encoder_hidden)
         self.init_prior(L)
         # Largest expected count per bin a forecast may give each neuron (set from the training counts;
@@ -98,11 +102,12 @@ class XFADS(StateSpaceModel):
         return self.input_drive(u.to(self.input_drive.weight.dtype))
 
     def input_prior(self) -> torch.Tensor | float:
-        """-log N(D; 0, I) and -log N(B; 0, I) up to constants: a weak prior on the input weights (in
-        log-rate units), once per pass over the data."""
+        """-log N(D; 0, I / p) and -log N(B; 0, I / p) up to constants, p = input_precision (chosen with
+        D before training): the prior on the input weights, once per pass over the training trials."""
         if self.inputs is None:
             return 0.0
-        return 0.5 * (self.input_readout.weight.square().sum() + self.input_drive.weight.square().sum())
+        return 0.5 * self.input_precision * (self.input_readout.weight.square().sum()
+                                             + self.input_drive.weight.square().sum())
 
     @torch.no_grad()
     def init_from_data(self, counts: torch.Tensor, session: int = 0, u: torch.Tensor | None = None) -> None:
@@ -119,8 +124,7 @@ class XFADS(StateSpaceModel):
             self.readout.weight.copy_(pca_readout(counts, mean, self.likelihood.init_bias, self.read_dims,
                                                   self.readout.weight))
         if self.inputs is not None and u is not None:
-            with torch.enable_grad():
-                fit_input_readout(self, counts, u)
+            fit_input_readout(self, counts, u)
 
     # -- inference ----------------------------------------------------------------------------
     def posterior(self, y: torch.Tensor, *, mode: str | None = None, n_samples: int | None = None,
@@ -235,32 +239,62 @@ def pca_readout(counts: torch.Tensor, mean: torch.Tensor, inverse_link, k: int, 
 
 INIT_TRIALS = 256  # at most this many training trials fit the input readout before training
 INIT_STEPS = 100
+# Candidate precisions of the prior N(0, 1 / precision) on the input readout's entries (in log-rate),
+# chosen on held-out training trials: a recording with few trials per condition needs a stronger pull
+# of the condition terms towards the shared time course than one with many.
+INPUT_PRECISIONS = (0.1, 1.0, 10.0, 100.0, 1000.0)
+HOLDOUT_EVERY = 5  # every 5th training trial scores the candidates
 
 
 def fit_input_readout(model: XFADS, counts: torch.Tensor, u: torch.Tensor) -> None:
     """The input readout D and the bias d of `model` fitted to counts [trial, time, neuron] with the
     latents at 0: eta_t = d + D u_t (u [trial, time, input]), maximum a posteriori under the model's
-    likelihood and the prior N(0, I) on D (L-BFGS). For Poisson counts with a clock and condition
-    inputs this is a smooth per-condition trial average in log-rate: the model starts from what the
-    trial average knows, and its latents learn how single trials depart from it. NaN bins are ignored."""
+    likelihood and a prior N(0, 1 / precision) on D's entries, the precision chosen among
+    INPUT_PRECISIONS by the likelihood of held-out training trials (and kept in model.input_precision,
+    the prior training uses). For Poisson counts with a clock and condition inputs this is a smooth
+    per-condition trial average in log-rate: the model starts from what the trial average knows, and
+    its latents learn how single trials depart from it. NaN bins are ignored."""
     step = max(1, counts.shape[0] // INIT_TRIALS)
     y, x = counts[::step], u[::step].to(counts.dtype)
+    weight = counts.shape[0] / y.shape[0]  # the subsample stands for all training trials
+    held = torch.arange(y.shape[0], device=y.device) % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+    precision = INPUT_PRECISIONS[1]
+    if held.sum() >= 2:
+        scores = []
+        for candidate in INPUT_PRECISIONS:
+            D, d = _map_readout(model, y[~held], x[~held], candidate, weight)
+            scores.append(float(_loglik(model, y[held], x[held], D, d)))
+        finite = [(s, p) for s, p in zip(scores, INPUT_PRECISIONS) if math.isfinite(s)]
+        precision = max(finite)[1] if finite else precision
+    D, d = _map_readout(model, y, x, precision, weight)
+    with torch.no_grad():
+        if torch.isfinite(D).all() and torch.isfinite(d).all():
+            model.input_readout.weight.copy_(D)
+            model.readout.bias.copy_(d)
+            model.input_precision.fill_(precision)
+
+
+def _loglik(model: XFADS, y: torch.Tensor, x: torch.Tensor, D: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """sum of log p(y | eta = d + D u) over the observed entries of y [trial, time, neuron]."""
     observed = torch.isfinite(y)
-    y0 = torch.where(observed, y, torch.zeros_like(y))
+    lp = model.likelihood.log_prob((x @ D.T + d)[None], torch.where(observed, y, torch.zeros_like(y)))[0]
+    return (lp * observed).sum()
+
+
+def _map_readout(model: XFADS, y: torch.Tensor, x: torch.Tensor, precision: float, weight: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D, d) maximising weight * loglik(y | d + D u) - precision / 2 |D|^2 (L-BFGS from the model's own)."""
     D = model.input_readout.weight.detach().clone().requires_grad_(True)
     d = model.readout.bias.detach().clone().requires_grad_(True)
     opt = torch.optim.LBFGS([D, d], lr=1.0, max_iter=INIT_STEPS, line_search_fn="strong_wolfe")
-    n_trials = y.shape[0]
+    scale = float(torch.isfinite(y).sum()) * weight  # a loss of order 1: L-BFGS's tolerances are absolute
 
     def closure():
         opt.zero_grad()
-        lp = model.likelihood.log_prob((x @ D.T + d)[None], y0)[0]
-        loss = (-(lp * observed).sum() / n_trials * counts.shape[0] + 0.5 * D.square().sum()) / observed.sum()
+        loss = (-weight * _loglik(model, y, x, D, d) + 0.5 * precision * D.square().sum()) / scale
         loss.backward()
         return loss
 
-    opt.step(closure)
-    with torch.no_grad():
-        if torch.isfinite(D).all() and torch.isfinite(d).all():
-            model.input_readout.weight.copy_(D.detach())
-            model.readout.bias.copy_(d.detach())
+    with torch.enable_grad():
+        opt.step(closure)
+    return D.detach(), d.detach()
