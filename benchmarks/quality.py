@@ -309,7 +309,23 @@ def ratio_cell(m: dict, num: str, den: str) -> str:
 
 
 COLUMNS = ("case", "data", "load", "epochs", "s/epoch", "wall s", "retest/oracle", "fp/oracle", "fp-bps",
-           "fp baseline", "fp/baseline", "co-bps", "co baseline")
+           "fp baseline", "fp/baseline", "fp grid", "co-bps", "co baseline")
+
+
+def grid_cell(m: dict) -> str:
+    """'won/scored, worst W (+d)': the forecast grid's windows (test_fp_bps@W vs test_fp_baseline_bps@W)
+    where the model beats the baseline, and the worst window's margin d; "-" without a grid."""
+    margins = {}
+    for key, value in m.items():
+        if key.startswith("test_fp_bps@"):
+            name = key.split("@", 1)[1]
+            model, base = _num(value), _num(m.get(f"test_fp_baseline_bps@{name}"))
+            if model is not None and base is not None and math.isfinite(model - base):
+                margins[name] = model - base
+    if not margins:
+        return "-"
+    worst = min(margins, key=margins.get)
+    return f"{sum(d > 0 for d in margins.values())}/{len(margins)}, worst {worst} ({margins[worst]:+.3f})"
 
 
 def table_row(row: dict, note_ref: str = "") -> list[str]:
@@ -331,6 +347,7 @@ def table_row(row: dict, note_ref: str = "") -> list[str]:
         fmt(m.get("test_fp_bps")),
         fmt(m.get("test_fp_baseline_bps")),
         vs_baseline(m.get("test_fp_bps"), m.get("test_fp_baseline_bps")),
+        grid_cell(m),
         fmt(m.get("test_co_bps")),
         fmt(m.get("test_co_baseline_bps")),
     ]
@@ -455,7 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         "fixture or other benchmark uses them); no held-out neurons",
         "- scores on the test split: retest/oracle = test_retest_bps / test_retest_oracle_bps, fp/oracle = "
         "test_fp_bps / test_fp_oracle_bps, fp/baseline = test_fp_bps / test_fp_baseline_bps (cells: ratio "
-        "(model/reference)); '-' = not in summary.json; 'n/a (+d)' = the baseline is <= 0, d = model - baseline",
+        "(model/reference)); '-' = not in summary.json; 'n/a (+d)' = the baseline is <= 0, d = model - baseline; "
+        "fp grid = forecast-grid windows (contexts across the trial and before each event, docs/metrics.md) where "
+        "the model beats the baseline / windows scored, and the worst window's margin (model - baseline)",
         f"- load average at start: {_load_text(start_load)}; column 'load' is the 1-min load when each fit "
         f"started. Fits are time-limited: on a machine loaded above its {os.cpu_count()} CPUs a fit gets "
         "fewer epochs and scores worse than it would on an idle one",
