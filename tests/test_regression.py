@@ -15,11 +15,6 @@ A deliberate change of results regenerates the reference, and says why in its co
 `{case}_best.pt` with the smooth/forecast numbers the code that wrote them gave (`checkpoints.npz`) are not
 regenerated: they stand for runs users already have.)
 
-Regenerated on 2026-12-05 for the single case (the meta case's numbers were unchanged): the single-session
-model on trial-aligned data now has task inputs by default (data.inputs: auto, docs/model.md section 11)
-and selects best.pt on the forecast grid's mean fp-bps; with --set data.inputs=[] the old single-case
-numbers were reproduced exactly before regenerating.
-
 Regenerated on 2026-12-03 for the meta case only (the single case's numbers were unchanged): the two
 training paths became one (train/loop.py `fit`), whose Monte Carlo draws are keyed per trial and use
 train.samples, where the meta model's loop drew per chunk and used model.samples.

@@ -66,10 +66,17 @@ def test_filter_drive_equals_kalman_filter_with_inputs():
 class _Data:
     """The parts of SpikeData choose_inputs reads."""
 
-    def __init__(self, conditions, n_time=30, chopped=False):
+    def __init__(self, conditions, n_time=30, chopped=False, locked=True):
         self.conditions = None if conditions is None else np.asarray(conditions)
         self.events, self.n_time, self.bin_ms = {}, n_time, 20.0
         self.provenance = {"trials_from": "chopped" if chopped else "trials"}
+        # 40 trials of 5 neurons: a response peak at bin 10 (locked) or a flat rate
+        rng = np.random.default_rng(0)
+        bump = 3.0 * np.exp(-0.5 * ((np.arange(n_time) - 10) / 2.0) ** 2) if locked else np.zeros(n_time)
+        self.counts = rng.poisson(0.5 * np.exp(bump)[None, :, None], size=(40, n_time, 5)).astype(np.float32)
+        self.split = np.array(["train"] * 40)
+        if self.conditions is not None:
+            self.conditions = np.resize(self.conditions, 40)
 
     def subset(self, split):
         return self
@@ -82,6 +89,9 @@ def test_auto_inputs_follow_the_recording():
     assert s.conditions == () and s.n_clock >= 2
     assert choose_inputs(("auto",), _Data(None, chopped=True)) is None
     assert choose_inputs((), _Data(["x", "y"])) is None
+    # no trial-locked structure: the trial average predicts held-out trials no better than the mean rate
+    assert choose_inputs(("auto",), _Data(None, locked=False)) is None
+    assert choose_inputs(("clock",), _Data(None, locked=False)).n_clock >= 2  # asked for by name: kept
 
 
 def _task_counts(seed=0, trials=60, T=30, N=6):

@@ -373,7 +373,8 @@ def describe_inputs(model) -> str:
     """One line: the task inputs the model uses (fit prints it; summary.json 'task_inputs')."""
     inputs = getattr(model, "inputs", None)
     if inputs is None:
-        return "task inputs: none (the autonomous model; --set data.inputs=[auto] on trial-aligned data)"
+        return ("task inputs: none (the autonomous model: data.inputs [auto] adds them on trial-aligned data whose "
+                "trial average predicts held-out trials; --set data.inputs=[clock] forces the clock)")
     return "task inputs: " + ", ".join(inputs.names()) + " (--set data.inputs=[] for none)"
 
 

@@ -26,6 +26,11 @@ CLOCK_SPACING_MS = 50.0  # bump spacing (and width): about the resolution of a s
 MAX_CLOCK_BUMPS = 64  # longer trials get wider bumps: the readout's size stays bounded
 EVENT_SPAN_MS = 1000.0  # what follows an event is modelled this long after it
 KINDS = ("clock", "condition", "events")
+# 'auto' gives a recording the clock and condition inputs only when its (condition-aware) trial average
+# predicts held-out training trials at least this much better than the mean rate: below it there is no
+# trial-locked structure worth modelling, and on autonomous systems the inputs cost smoothing quality
+# (benchmarks/README.md, task_structure.py; simulated systems measured -0.007..+0.001, task recordings 0.25-0.36).
+MIN_TRIAL_LOCKED_BPS = 0.01
 
 
 @dataclass(frozen=True)
@@ -71,15 +76,16 @@ class InputSpec:
 
 def choose_inputs(requested: tuple[str, ...], data) -> InputSpec | None:
     """The InputSpec for `data` (SpikeData) under data.inputs `requested` (None: no inputs). 'auto':
-    clock, and condition when the recording has 2+ condition labels, for trial-aligned recordings;
-    nothing for windows chopped from a continuous one."""
+    clock, and condition when the recording has 2+ condition labels, for trial-aligned recordings whose
+    trial average predicts held-out trials (trial_locked_bps >= MIN_TRIAL_LOCKED_BPS); nothing for
+    windows chopped from a continuous recording or recordings without trial-locked structure."""
     from xfads_cli.errors import UsageError, closest
 
     aligned = data.provenance.get("trials_from") != "chopped"
     kinds = set()
     for item in requested:
         if item == "auto":
-            if aligned:
+            if aligned and trial_locked_bps(data) >= MIN_TRIAL_LOCKED_BPS:
                 kinds |= {"clock", "condition"}
         elif item in KINDS:
             if not aligned:
@@ -109,6 +115,14 @@ def choose_inputs(requested: tuple[str, ...], data) -> InputSpec | None:
     n_event = int(min(MAX_CLOCK_BUMPS, max(2, round(EVENT_SPAN_MS / CLOCK_SPACING_MS) + 1))) if events else 0
     spec = InputSpec(clock_bins, n_clock, labels if "condition" in kinds else (), events, event_bins, n_event)
     return spec if spec.dim else None
+
+
+def trial_locked_bps(data) -> float:
+    """outputs/baselines.psth_gain_bps of `data`'s (SpikeData) training trials: how well their
+    condition-aware trial average predicts held-out trials, beyond the mean rate."""
+    from xfads_cli.outputs.baselines import psth_gain_bps
+
+    return psth_gain_bps(data.counts, data.split == "train", data.conditions)
 
 
 def _bumps(t: np.ndarray, span: int, n: int) -> np.ndarray:

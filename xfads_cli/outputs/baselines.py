@@ -269,6 +269,24 @@ def choose_psth_sigma(counts: np.ndarray, trials: np.ndarray | None = None, sigm
     return best, losses
 
 
+def psth_gain_bps(counts: np.ndarray, trials: np.ndarray, conditions=None) -> float:
+    """How much better the leave-one-out (condition-aware) PSTH of the `trials` ([trial] bool) of counts
+    [trial, time, neuron] predicts each of them than the neurons' mean rate over them, in bits per spike,
+    at the width choose_psth_sigma picks: > 0 when the recording has trial-locked structure that
+    generalises to trials it was not averaged from. NaN with fewer than 2 trials."""
+    mask = np.asarray(trials, dtype=bool)
+    sigma, losses = choose_psth_sigma(counts, mask, conditions=conditions)
+    if not losses:
+        return float("nan")
+    index = np.flatnonzero(mask)
+    if len(index) > SELECT_TRIALS:  # the trials choose_psth_sigma scored
+        index = index[np.linspace(0, len(index) - 1, SELECT_TRIALS).round().astype(int)]
+    c = counts[index]
+    mean = np.broadcast_to(np.nanmean(counts[mask], axis=(0, 1)), c.shape)
+    spikes = float(np.nansum(c))
+    return (_poisson_loss(mean, c) - losses[sigma]) / max(spikes, 1.0) / np.log(2)
+
+
 # -- co baseline: smoothing + Poisson GLM -----------------------------------------------------------
 
 
