@@ -11,7 +11,9 @@ from tests import reference as ref
 from tests.test_filtering import LGSSM
 from xfads_cli.config import ModelConfig
 from xfads_cli.model import filtering as F
-from xfads_cli.model.task_inputs import InputSpec, choose_inputs, task_features
+from xfads_cli.model.task_inputs import InputSpec, task_features
+from xfads_cli.model.task_inputs import choose_inputs as _choose
+from xfads_cli.outputs.baselines import psth_gain_bps
 from xfads_cli.model.xfads import XFADS
 
 f64 = torch.float64
@@ -80,6 +82,10 @@ class _Data:
 
     def subset(self, split):
         return self
+
+
+def choose_inputs(requested, data):
+    return _choose(requested, data, psth_gain_bps(data.counts, data.split == "train", data.conditions))
 
 
 def test_auto_inputs_follow_the_recording():

@@ -362,7 +362,11 @@ def _build(config: Config, sessions: list, device, resumed_spec: dict | None = N
         if resumed_spec is not None:
             inputs = resumed_spec.get("inputs")
         else:
-            found = choose_inputs(config.data.inputs, sessions[0])
+            from xfads_cli.outputs.baselines import psth_gain_bps
+
+            data = sessions[0]
+            found = choose_inputs(config.data.inputs, data, psth_gain_bps(data.counts, data.split == "train",
+                                                                          data.conditions))
             inputs = None if found is None else found.to_dict()
         if inputs is not None:
             spec["inputs"] = inputs

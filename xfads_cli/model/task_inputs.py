@@ -74,18 +74,19 @@ class InputSpec:
                    int(raw["event_bins"]), int(raw["n_event"]))
 
 
-def choose_inputs(requested: tuple[str, ...], data) -> InputSpec | None:
+def choose_inputs(requested: tuple[str, ...], data, trial_locked_bps: float) -> InputSpec | None:
     """The InputSpec for `data` (SpikeData) under data.inputs `requested` (None: no inputs). 'auto':
     clock, and condition when the recording has 2+ condition labels, for trial-aligned recordings whose
     trial average predicts held-out trials (trial_locked_bps >= MIN_TRIAL_LOCKED_BPS); nothing for
-    windows chopped from a continuous recording or recordings without trial-locked structure."""
+    windows chopped from a continuous recording or recordings without trial-locked structure.
+    trial_locked_bps: outputs/baselines.psth_gain_bps of data's training trials (the caller measures it)."""
     from xfads_cli.errors import UsageError, closest
 
     aligned = data.provenance.get("trials_from") != "chopped"
     kinds = set()
     for item in requested:
         if item == "auto":
-            if aligned and trial_locked_bps(data) >= MIN_TRIAL_LOCKED_BPS:
+            if aligned and trial_locked_bps >= MIN_TRIAL_LOCKED_BPS:
                 kinds |= {"clock", "condition"}
         elif item in KINDS:
             if not aligned:
@@ -115,14 +116,6 @@ def choose_inputs(requested: tuple[str, ...], data) -> InputSpec | None:
     n_event = int(min(MAX_CLOCK_BUMPS, max(2, round(EVENT_SPAN_MS / CLOCK_SPACING_MS) + 1))) if events else 0
     spec = InputSpec(clock_bins, n_clock, labels if "condition" in kinds else (), events, event_bins, n_event)
     return spec if spec.dim else None
-
-
-def trial_locked_bps(data) -> float:
-    """outputs/baselines.psth_gain_bps of `data`'s (SpikeData) training trials: how well their
-    condition-aware trial average predicts held-out trials, beyond the mean rate."""
-    from xfads_cli.outputs.baselines import psth_gain_bps
-
-    return psth_gain_bps(data.counts, data.split == "train", data.conditions)
 
 
 def _bumps(t: np.ndarray, span: int, n: int) -> np.ndarray:
