@@ -76,7 +76,7 @@ def main() -> None:
             psth[f"{split}_psth"] = bits_per_spike(loo_psth(data.counts, idx)[:, context:], data.counts[idx, context:])
     keys = [k for k in ("valid_fp_bps", "test_fp_bps", "test_fp_oracle_bps", "test_retest_bps",
                         "test_retest_oracle_bps", "test_co_bps") if k in m]
-    line = (f"{a.name:28s} ep={summary['epochs']:4d} best={summary['best_epoch'] + 1:4d} {time.time() - t0:5.0f}s "
+    line = (f"{a.name:28s} ep={summary['epochs']:4d} best={summary['best_epoch']:4d} {time.time() - t0:5.0f}s "
             + " ".join(f"{k.replace('_bps', '')}={m[k]:.4f}" for k in keys)
             + " " + " ".join(f"{k}={v:.4f}" for k, v in psth.items()))
     if "test_fp_oracle_bps" in m:

@@ -10,7 +10,9 @@ benchmarks/remote_reader.py. python's SimpleHTTPRequestHandler ignores Range, he
 without range support), 'truncate' (announces the full length, sends half, closes), 'status:N' (every
 request answered with status N), 'fail-get:N' (HEAD answered, every GET
 answered with status N: a failure after the file was opened), 'no-head' (405 for HEAD, as some object
-stores answer a URL signed for GET). `server.etags` overrides a file's ETag (a changed file on the server).
+stores answer a URL signed for GET), 'die-after:K' (answers the first K requests since it started, HEAD
+or GET, then dies: later requests are closed unanswered and new connections refused).
+`server.etags` overrides a file's ETag (a changed file on the server).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_HEAD(self):
+        if not self.server.owner.admit():
+            return
         if self.server.owner.mode == "no-head":
             self._record(None, 0)
             self.send_response(405)
@@ -40,7 +44,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(body=False)
 
     def do_GET(self):
-        self._answer(body=True)
+        if self.server.owner.admit():
+            self._answer(body=True)
 
     def _answer(self, body: bool) -> None:
         owner = self.server.owner
@@ -97,6 +102,7 @@ class RangeServer:
         self.mode = "ok"
         self.etags: dict[str, str] = {}
         self.log: list[tuple[str, str, str | None, int]] = []
+        self.admitted = 0  # requests received
         self.lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
@@ -112,10 +118,28 @@ class RangeServer:
         """GET requests (HEAD only validates)."""
         return [entry for entry in self.log if entry[0] == "GET"]
 
+    @property
+    def dying(self) -> int:
+        """K of 'die-after:K', else 0."""
+        return int(self.mode.split(":")[1]) if self.mode.startswith("die-after:") else 0
+
+    def admit(self) -> bool:
+        """Whether to answer a request (its connection is closed unanswered otherwise). A 'die-after:K'
+        server stops listening before its K-th answer, so that any later connection is refused."""
+        with self.lock:
+            self.admitted += 1
+            n = self.admitted
+        if n == self.dying:
+            self.stop()  # a handler runs in a thread of its own: shutdown() can wait for serve_forever
+        return not self.dying or n <= self.dying
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
     def __enter__(self) -> "RangeServer":
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self.stop()

@@ -97,7 +97,7 @@ def test_two_ranks_follow_the_single_process_fit_and_only_rank0_writes(recording
     assert sorted(p.name for p in out.iterdir()) == [".xfads.lock", "best.pt", "config.yaml", "last.pt", "metrics.csv",
                                                      "summary.json"]
     assert json.loads((out / "summary.json").read_text())["world_size"] == 2
-    assert stderr.count(f"epoch 1/{EPOCHS}") == 1 and stderr.count(f"wrote {out}") == 1  # rank 1 is silent
+    assert stderr.count(f"epoch 0 (1/{EPOCHS})") == 1 and stderr.count(f"wrote {out}") == 1  # rank 1 is silent
 
 
 def test_one_rank_signalled_stops_all_ranks_and_the_run_resumes(recording, ddp_run, tmp_path):

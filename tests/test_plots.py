@@ -53,7 +53,7 @@ def test_training(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "plots"]  # no temporaries left
 
 
-def test_training_axes_count_epochs_from_1_and_legends_read_as_words(tmp_path, monkeypatch):
+def test_training_axes_count_epochs_from_0_and_legends_read_as_words(tmp_path, monkeypatch):
     seen = {}
     real_save = plots._save
 
@@ -61,14 +61,14 @@ def test_training_axes_count_epochs_from_1_and_legends_read_as_words(tmp_path, m
         loss_ax, bps_ax = fig.axes
         seen["x"] = list(loss_ax.lines[0].get_xdata())
         seen["labels"] = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
-        seen["ticks"] = [t for t in bps_ax.get_xticks() if 1 <= t <= 3]
+        seen["ticks"] = [t for t in bps_ax.get_xticks() if 0 <= t <= 2]
         return real_save(fig, out)
 
     monkeypatch.setattr(plots, "_save", save)
     history = [{"epoch": e, "train_loss": 1.0 / (e + 1), "valid_loss": 1.1 / (e + 1), "valid_retest_bps": 0.1 * e,
                 "valid_retest_oracle_bps": 0.5} for e in range(3)]
     plots.plot_training(history, tmp_path / "t.png")
-    assert seen["x"] == [1, 2, 3]  # the console's "epoch 1/300" is the first point
+    assert seen["x"] == [0, 1, 2]  # as metrics.csv and the console number them
     assert seen["labels"][-2:] == ["validation test-retest bps (smoothed rates)",
                                    "validation test-retest bps of the true rates"]
     assert all("_" not in label for label in seen["labels"])

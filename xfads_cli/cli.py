@@ -104,7 +104,7 @@ def inspect(
     from xfads_cli.commands.inspect import inspect_files, render_reports
 
     cfg = load_config(config, set_ or [])
-    reports = inspect_files(_sources(data), cfg.data, strict=bool(config or set_))
+    reports = inspect_files(_sources(data), cfg.data, strict=bool(config or set_), config_path=config)
     if json_out:
         _print_json(reports)  # always a list, one report per file: pipelines need not branch
     else:
@@ -186,7 +186,9 @@ def fit(
     set_: SetOpt = None,
     device: DeviceOpt = "auto",
     seed: Annotated[Optional[int], typer.Option(help="Random seed (overrides the config's seed).")] = None,
-    max_epochs: Annotated[Optional[int], typer.Option("--max-epochs", help="Stop after this many epochs.")] = None,
+    max_epochs: Annotated[Optional[int], typer.Option(
+        "--max-epochs", help="Stop when the run has this many epochs (when resuming: counted from the run's start, "
+                             "the epochs before the resume included).")] = None,
     time_limit: Annotated[Optional[float], typer.Option(
         "--time-limit", help="Stop after this many minutes (of this invocation; also applies when resuming).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt (an error if there is none).")] = False,
@@ -214,7 +216,7 @@ def fit(
     from xfads_cli.config import load_config
     from xfads_cli.progress import EpochProgress
     from xfads_cli.train.distributed import detect
-    from xfads_cli.commands.fit import run_fit
+    from xfads_cli.commands.fit import run_fit, training_line
     from xfads_cli.train.signals import EXIT_PREEMPTED, Preempted
 
     if resume and resume_auto:
@@ -240,8 +242,7 @@ def fit(
         raise typer.Exit(EXIT_PREEMPTED) from None
     if not dist.is_main:
         return
-    _report(summary, f"xfads fit: {summary['epochs']} epochs, best {summary['best_epoch'] + 1} ({summary['stopped']})",
-            json_out, quiet)
+    _report(summary, f"xfads fit: {training_line(summary)}", json_out, quiet)
 
 
 @app.command()

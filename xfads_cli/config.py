@@ -268,13 +268,58 @@ def dump_config(config: Config) -> str:
     return yaml.safe_dump(resolved_config(config), sort_keys=False)
 
 
+# Values YAML aliases (*name) may add by repeating anchored ones. A config file travels between labs, and
+# nested aliases let a few hundred bytes stand for hundreds of millions of values ("billion laughs"),
+# which any message, copy or loop over them would expand. Real configs repeat a handful of values.
+MAX_ALIAS_VALUES = 10_000
+
+
+def load_yaml(text: str, what: str):
+    """yaml.safe_load for YAML a user gives (config files, --set values, sweep spaces): UsageError naming
+    `what` when its aliases repeat more than MAX_ALIAS_VALUES values or it is nested too deeply.
+    yaml.YAMLError for invalid YAML, as safe_load."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict = {}
+        if _expanded_size(node, sizes) - len(sizes) > MAX_ALIAS_VALUES:
+            raise UsageError(f"{what}: its YAML aliases (*name) repeat more than {MAX_ALIAS_VALUES} values; "
+                             "write the values out instead of nesting aliases")
+        return loader.construct_document(node)
+    except RecursionError:
+        raise UsageError(f"{what}: its YAML is nested too deeply to read; flatten its lists and mappings") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node, sizes: dict) -> int:
+    """How many values `node` stands for with every alias expanded; `sizes` gets one entry per distinct
+    node, i.e. per value written out in the text."""
+    import yaml
+
+    if id(node) not in sizes:
+        sizes[id(node)] = 1  # a node inside itself (&a [*a]) counts once, and the recursion ends
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = []
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
 def _read_yaml(path: Path) -> dict:
     import yaml
 
     if not path.is_file():
         raise UsageError(f"config file not found: {path}; pass an existing YAML file to --config")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text(), str(path))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
@@ -302,7 +347,7 @@ def _apply_override(raw: dict, item: str) -> None:
     if not sep or not key:
         raise UsageError(f"--set expects section.key=value, got '{item}'; e.g. --set train.lr=3e-4")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml(text, f"--set {key}") if text.strip() else None
     except yaml.YAMLError:
         value = text
     node = raw
@@ -356,8 +401,8 @@ def _coerce(value, hint, where: str):
         return _coerce(value, inner[0], where)
     if origin is Literal:
         if value not in args:
-            hint_text = closest(value, args)
-            raise UsageError(f"{where} must be one of {', '.join(map(str, args))}; got '{value}'{hint_text}")
+            hint_text = closest(value, args) if isinstance(value, (str, int, float)) else ""
+            raise UsageError(f"{where} must be one of {', '.join(map(str, args))}; got {short_repr(value)}{hint_text}")
         return value
     if origin is tuple:
         if isinstance(value, (str, int, float)) and args[-1] is Ellipsis:
@@ -396,4 +441,13 @@ def _coerce(value, hint, where: str):
 
 
 def _describe(value) -> str:
-    return f"{type(value).__name__} {value!r}" if value is not None else "null"
+    return f"{type(value).__name__} {short_repr(value)}" if value is not None else "null"
+
+
+def short_repr(value) -> str:
+    """repr cut to a few elements and characters: the value may be a huge list from the user's file."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 2, 4, 4, 60, 60
+    return short.repr(value)

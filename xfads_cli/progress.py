@@ -13,7 +13,9 @@ def _fmt(value) -> str:
 
 
 class EpochProgress:
-    """Context manager fed one record per epoch (epoch, train_loss, valid_loss, ...)."""
+    """Context manager fed one record per epoch (epoch, train_loss, valid_loss, ...). An epoch is named
+    by its record's number, from 0 as in metrics.csv, summary.json and the checkpoints, so that "best
+    at epoch 52" is the row epoch=52 of metrics.csv; the (done/total) beside it is a count."""
 
     def __init__(self, total: int, quiet: bool = False, first: int = 0):
         self.total, self.quiet, self.first = total, quiet, first
@@ -36,12 +38,17 @@ class EpochProgress:
             self._task = self._bar.add_task("fit", total=self.total or None, completed=self.first, info="")
         return self
 
-    def resume(self, select: str, best: dict | None) -> None:
+    def resume(self, select: str, best: dict | None, total: int | None = None) -> None:
         """Continue a resumed run's display: the key that selects best.pt and the best so far
-        (train_state["best"]: epoch, score, key), so "best ... at epoch N" does not restart."""
+        (train_state["best"]: epoch, score, key), so "best ... at epoch N" does not restart; total: the
+        run's max_epochs (a resumed run's comes from its own config, not the command line's defaults)."""
         self.select = select
+        if total:
+            self.total = total
+            if self._bar is not None:
+                self._bar.update(self._task, total=total)
         if best and best.get("key") == select and best.get("epoch", -1) >= 0 and math.isfinite(best.get("score", math.nan)):
-            self._best = (float(best["score"]), int(best["epoch"]) + 1)
+            self._best = (float(best["score"]), int(best["epoch"]))
 
     def update(self, record: dict) -> None:
         if self.quiet:
@@ -52,14 +59,15 @@ class EpochProgress:
         if value is not None and math.isfinite(value):
             higher = not self.select.endswith("_loss")
             if self._best is None or (value > self._best[0] if higher else value < self._best[0]):
-                self._best = (value, record["epoch"] + 1)
+                self._best = (value, record["epoch"])
             info = (f"{self.select.replace('_loss', '')}={_fmt(value)} (best {_fmt(self._best[0])} at epoch "
                     f"{self._best[1]}, selects best.pt)  {info}")
+        done = record["epoch"] + 1
         if self._bar is not None:
-            self._bar.update(self._task, completed=record["epoch"] + 1, info=info)
+            self._bar.update(self._task, completed=done, info=f"epoch {record['epoch']}  {info}")
         else:
-            of = f"/{self.total}" if self.total else ""
-            print(f"epoch {record['epoch'] + 1}{of}  {info}  ({record.get('seconds', 0):.2f} s)", file=sys.stderr, flush=True)
+            of = f" ({done}/{self.total})" if self.total else ""
+            print(f"epoch {record['epoch']}{of}  {info}  ({record.get('seconds', 0):.2f} s)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         if self._bar is not None:

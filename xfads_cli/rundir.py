@@ -16,7 +16,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from xfads_cli.atomic import atomic_path, partial_glob
+from xfads_cli.atomic import atomic_path, check_writable, partial_glob
 from xfads_cli.errors import UsageError
 from xfads_cli.train.checkpoint import Checkpoint
 from xfads_cli.train.lock import LOCK_NAME
@@ -41,10 +41,11 @@ def metrics_csv(history: list[dict]) -> str:
 
 
 def check_out(out: Path, overwrite: bool, resume: bool | str) -> bool:
-    """Validate --out against --overwrite/--resume without touching the disk; returns whether the
-    run resumes (resume="auto": iff out holds a last.pt)."""
+    """Validate --out against --overwrite/--resume, and that it can be written, without changing the
+    disk; returns whether the run resumes (resume="auto": iff out holds a last.pt)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; fit writes a run directory")
+    check_writable(out / "config.yaml")
     has_last = (out / "last.pt").is_file()
     if resume == "auto":
         if has_last:

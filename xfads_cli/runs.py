@@ -145,6 +145,22 @@ def check_same_recording(run: Run, data, path: Path) -> None:
         raise UsageError(f"the unit ids of {source_name(path)} differ from the checkpoint's; use the recording the run was fitted on")
     if abs(data.bin_ms - spec["bin_ms"]) > 1e-9:
         raise UsageError(f"data.bin_ms={data.bin_ms:g} but the model was trained with {spec['bin_ms']:g} ms bins")
+    _note_other_recording(run, data, path)
+
+
+def _note_other_recording(run: Run, data, path: Path) -> None:
+    """A warning when `data` is not the file its session was trained on (their sha256 differ, both already
+    computed when loading): legitimate for a new session with the same units, a mistake otherwise."""
+    import warnings
+
+    trained = run.checkpoint.data
+    if isinstance(trained, list):  # a meta run: one entry per session
+        index = session_index(run, data)
+        trained = trained[index] if index < len(trained) else None
+    ours, theirs = data.provenance.get("sha256"), (trained or {}).get("sha256")
+    if ours and theirs and ours != theirs:
+        warnings.warn(f"{source_name(path)} is not the file this run was trained on ({trained.get('path')}; their "
+                      "sha256 differ): the model is applied to a new recording with the same units", stacklevel=2)
 
 
 def load_recording_for_run(path: Path, run: Run, overrides=()):

@@ -19,7 +19,7 @@ import numpy as np
 
 from xfads_cli.config import Config, dump_config, load_config, resolved_config
 from xfads_cli.errors import RunFailure, UsageError
-from xfads_cli.evaluation import baseline_summary, default_forecast_window, evaluate
+from xfads_cli.evaluation import baseline_summary, default_forecast_window, evaluate, grid_windows, score_window
 from xfads_cli.rundir import (
     RunWriter,
     atomic_text,
@@ -133,6 +133,8 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
         metrics = {}
         for view, data in zip(session_views(model, sessions), sessions):
             metrics.update({_key(k, data, meta): v for k, v in evaluate(view, data, config).items()})
+    note = None if meta else selection_note(result.select, result.best_score, result.best_epoch, config,
+                                            sessions[0].subset("valid"))
     summary = {
         "run_dir": str(out), "kind": "meta" if meta else "xfads", "epochs": len(result.history),
         "best_epoch": result.best_epoch, "selected_on": result.select, "best_score": result.best_score,
@@ -143,7 +145,19 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
         "versions": base.versions,
     }
     summary.update(baseline_summary(sessions, metrics, meta))
+    if note:
+        summary["notes"] = [note]
     return writer.finish(summary, result.history, plot)
+
+
+def training_line(summary: dict) -> str:
+    """The line `xfads fit` ends with. Epochs are numbered from 0 there as in the progress line,
+    metrics.csv, summary.json and the checkpoints, and the range says so."""
+    n, best = summary["epochs"], summary["best_epoch"]
+    line = "1 epoch" if n == 1 else f"{n} epochs" + (f" (0-{n - 1})" if n else "")
+    if best >= 0:
+        line += f", best epoch {best}"
+    return f"{line}; stopped: {summary['stopped']}"
 
 
 def _resumable_checkpoint(out: Path) -> Checkpoint:
@@ -219,7 +233,7 @@ def _train(model, trains: list, valids: list, config: Config, out: Path, meta: b
 
     state = resume.train_state if resume is not None else None
     if progress is not None:
-        progress.resume(select, state.get("best") if state else None)
+        progress.resume(select, state.get("best") if state else None, total=max_epochs or config.train.max_epochs)
     common = dict(seed=config.seed, select=select, resume=state, max_epochs=max_epochs, dist=dist, threads=threads,
                   evaluate=evaluate)
     try:
@@ -324,12 +338,7 @@ def selection_fp_bps(model, valid, config: Config) -> float:
     Carlo noise."""
     import torch
 
-    from xfads_cli.evaluation import grid_windows, score_window
-
-    windows = [(w.context, w.horizon) for w in grid_windows(valid, config)]
-    if not windows:
-        window = default_forecast_window(valid.n_time, config)
-        windows = [] if window is None else [window]
+    windows, _ = _selection_windows(valid, config)
     if not windows:
         return math.nan
     was_training = model.training
@@ -339,6 +348,38 @@ def selection_fp_bps(model, valid, config: Config) -> float:
               .get("fp_bps", math.nan) for context, horizon in windows]
     model.train(was_training)
     return float(np.mean(values))
+
+
+def _selection_windows(valid, config: Config) -> tuple[list[tuple[int, int]], bool]:
+    """The (context, horizon) windows selection_fp_bps scores, and whether they are the forecast grid's."""
+    windows = [(w.context, w.horizon) for w in grid_windows(valid, config)]
+    if windows:
+        return windows, True
+    window = default_forecast_window(valid.n_time, config)
+    return ([] if window is None else [window]), False
+
+
+def selection_note(select: str, score: float, epoch: int, config: Config, valid) -> str | None:
+    """What the selection score (the progress line's best, summary.json's best_score) is beside the
+    table's score of the same name, which evaluates best.pt again: without it they read as two values
+    of one number. None when the table has no score of that name."""
+    if select not in ("valid_co_bps", "valid_fp_bps") or not math.isfinite(score):
+        return None
+    head = f"best.pt was selected on {select} {score:.4g} at epoch {epoch} (the progress line's 'best')"
+    if select == "valid_co_bps":
+        return f"{head}; the table's valid_co_bps is best.pt scored again with new posterior draws"
+    windows, grid = _selection_windows(valid, config)
+    where = f"mean over the forecast grid's {len(windows)} windows" if grid else _bins(*windows[0])
+    note = f"{head}: {SELECT_SAMPLES} fixed draws per trial, {where}"
+    final = default_forecast_window(valid.n_time, config)
+    if final is None:  # evaluate scores no such window: the table has no valid_fp_bps
+        return note
+    again = f"the table's valid_fp_bps is best.pt scored again with eval.samples={config.eval.samples} draws"
+    return f"{note}; {again}, {_bins(*final)}" if grid else f"{note}; {again}"
+
+
+def _bins(context: int, horizon: int) -> str:
+    return f"bins {context}-{context + horizon - 1} forecast from the first {context}"
 
 
 @contextmanager

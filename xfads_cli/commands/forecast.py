@@ -109,7 +109,7 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
         arrays = whole_arrays(sink, ["rates_mean", "rates_q05", "rates_q95"])
         summary["plots"] = [str(plot_forecast(
             inputs["context_counts"], inputs["counts"], arrays["rates_mean"], arrays["rates_q05"], arrays["rates_q95"],
-            rows.bin_ms, Path(out).with_suffix(".forecast.png")))]
+            rows.bin_ms, Path(out).with_suffix(".forecast.png"), trial_ids=rows.trial_ids))]
     return summary
 
 

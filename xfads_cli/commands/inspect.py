@@ -8,18 +8,21 @@ from xfads_cli.config import DataConfig
 from xfads_cli.errors import UsageError
 
 
-def inspect_files(paths: list[Path], cfg: DataConfig, strict: bool = False) -> list[dict]:
+def inspect_files(paths: list[Path], cfg: DataConfig, strict: bool = False,
+                  config_path: Path | None = None) -> list[dict]:
     """One report per file: the file's contents (`describe`) and the SpikeData summary that loading
-    it with `cfg` gives. With `strict` (the user chose data options) a load error is an error;
-    otherwise it is reported, because inspect is how users find the options their file needs."""
+    it with `cfg` (from --config `config_path` and --set) gives. With `strict` (the user chose data
+    options) a load error is an error; otherwise it is reported, because inspect is how users find the
+    options their file needs."""
     from xfads_cli.data.load import describe, load_data
 
     reports = []
     for path in paths:
         report = describe(path)
+        report["config"] = config_source(cfg, config_path)
         try:
             data = load_data(path, cfg)
-            report["loaded"] = data.summary() | task_structure(data)
+            report["loaded"] = data.summary() | task_structure(data) | missing_counts(data)
         except UsageError as exc:
             if strict:
                 raise
@@ -38,6 +41,26 @@ def task_structure(data) -> dict:
     labels = 0 if data.conditions is None else len({str(c) for c in data.conditions})
     column = data.provenance.get("condition") if data.conditions is not None else None
     return {"conditions": {"column": column, "labels": labels}, "events": list(data.events)}
+
+
+def config_source(cfg: DataConfig, config_path: Path | None) -> str:
+    """Where the data options of 'loaded' come from: '--config FILE', else 'defaults' or '--config/--set'.
+    Its split and bins are a fit's only with the fit's --config, so the report says which it used."""
+    if config_path is not None:
+        return f"--config {config_path}"
+    return "defaults" if cfg == DataConfig() else "--config/--set"
+
+
+def missing_counts(data) -> dict:
+    """{"missing": {counts, fraction}}: the NaN counts (missing bins, e.g. outside the units' observation
+    intervals) inside the trials, and their fraction of all; {} when none. A shorter trial's NaN padding is
+    not counted (trial_lengths reports it)."""
+    import numpy as np
+
+    nan = sum(int(np.count_nonzero(np.isnan(data.counts[:, :, j]))) for j in range(data.n_neurons))
+    nan -= int(np.sum(data.n_time - data.lengths)) * data.n_neurons
+    total = int(np.sum(data.lengths)) * data.n_neurons
+    return {"missing": {"counts": nan, "fraction": nan / total}} if nan else {}
 
 
 def _continuous(path: Path, report: dict, cfg: DataConfig) -> dict | None:
@@ -78,8 +101,13 @@ def hints(report: dict, cfg: DataConfig) -> list[str]:
                    " trial to the shortest instead: --set data.trial_lengths=shortest")
     suggested = report.get("suggested_bin_ms")
     if suggested and "error" not in loaded and abs(float(loaded.get("bin_ms", cfg.bin_ms)) - float(suggested)) > 1e-9:
-        out.append(f"suggested bin size for this recording's firing rates: --set data.bin_ms={suggested:g} "
-                   f"(loaded at {loaded.get('bin_ms', cfg.bin_ms):g} ms)")
+        # nothing carries inspect's options into fit: the hint spells out the fit command
+        source = report.get("config", "")
+        config = f" {source}" if source.startswith("--config ") else ""
+        out.append(f"suggested bin size for this recording's firing rates: {suggested:g} ms (loaded at "
+                   f"{loaded.get('bin_ms', cfg.bin_ms):g} ms); fit with it: xfads fit {report.get('path', 'FILE')}"
+                   f"{config} --set data.bin_ms={suggested:g} (or bin_ms: {suggested:g} in the data: section of "
+                   "a --config file)")
     return out
 
 
@@ -122,7 +150,16 @@ def _readable_task(loaded: dict) -> dict:
             else "none (data.condition)"
     if "events" in loaded:
         out["events"] = ", ".join(loaded["events"]) or "none (data.events)"
+    if "missing" in loaded:
+        out["missing"] = (f"{loaded['missing']['counts']} counts ({loaded['missing']['fraction']:.2%} of the trials'"
+                          " bins x neurons) are NaN: missing bins, which the model skips")
     return out
+
+
+def _loaded_title(source: str) -> str:
+    if source == "defaults":
+        return "loaded with the default data options (a fit with --config FILE may split and bin differently: pass it here too)"
+    return f"loaded with {source}"
 
 
 def _render_one(report: dict, console) -> None:
@@ -130,7 +167,8 @@ def _render_one(report: dict, console) -> None:
     from rich.table import Table
 
     console.print(Rule(f"[bold]{report['path']}[/bold]  ({report.get('format', '?')}, {report['size_bytes'] / 1e6:.2f} MB)"))
-    skip = {"path", "size_bytes", "format", "units", "intervals", "behavior", "loaded", "datasets", "defaults", "hints"}
+    skip = {"path", "size_bytes", "format", "units", "intervals", "behavior", "loaded", "datasets", "defaults", "hints",
+            "config"}
     head = {k: v for k, v in report.items() if k not in skip and not isinstance(v, (dict, list)) and v not in (None, "")}
     if head:
         console.print(_kv_table("file", head))
@@ -171,7 +209,7 @@ def _render_one(report: dict, console) -> None:
     if "error" in loaded:
         console.print(f"[yellow]loading with these options fails:[/yellow] {loaded['error']}")
     else:
-        console.print(_kv_table("loaded with the current config", _readable_task(loaded)))
+        console.print(_kv_table(_loaded_title(report.get("config", "defaults")), _readable_task(loaded)))
     for hint in report.get("hints", []):
         console.print(f"[bold]hint:[/bold] {hint}")
     console.print()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xfads_cli.atomic import atomic_path
+from xfads_cli.atomic import atomic_path, check_writable
 from xfads_cli.data.simulate import SESSION_START, simulate_arrays, simulated_spike_times
 from xfads_cli.errors import UsageError
 from xfads_cli.scores import bits_per_spike
@@ -140,6 +140,7 @@ def simulate(system: str, out: Path, *, overwrite: bool = False, **options) -> d
         raise UsageError(f"output '{out}' is a directory; give a file name ending in .nwb or .h5")
     if out.exists() and not overwrite:
         raise UsageError(f"output '{out}' already exists; pass --overwrite to replace it")
+    check_writable(out)
     sim = simulate_arrays(system, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:  # a failure (or Ctrl-C) never leaves a partial file under `out`

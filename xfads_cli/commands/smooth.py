@@ -116,7 +116,8 @@ def _plots(sink, rows, out: Path) -> list[str]:
     arrays = whole_arrays(sink, ["rates_mean", "rates_q05", "rates_q95", "latents_mean", "latents_var"])
     truth = rows.truth.get("latents")
     plots = [str(plot_latents(arrays["latents_mean"], Path(out).with_suffix(".latents.png"),
-                              variances=arrays["latents_var"], truth=truth))]
+                              variances=arrays["latents_var"], truth=truth, bin_ms=rows.bin_ms,
+                              trial_ids=rows.trial_ids))]
     if rows.provenance.get("trials_from") != "chopped":  # a PSTH of windows cut at arbitrary times means nothing
         plots.insert(0, str(plot_psth(
             rows.counts, arrays["rates_mean"], arrays["rates_q05"], arrays["rates_q95"], rows.bin_ms,

@@ -12,6 +12,8 @@ seen before, fetches the first chunk with a range request: a server that ignores
 truncated answer, fails there in one request instead of in remfile's retry loop (a server that
 refuses HEAD, 405/501, gets only that request: its answer tells the size and ETag). The chunks are
 cached per URL and ETag (data/remote_cache.py): a second load sends only the HEAD.
+Once the server has answered, a connection it refuses later means it (or the network) went down
+meanwhile, not a wrong URL: exit code 1, "try again" (`_lost`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from xfads_cli.data.remote_cache import BlockCache
-from xfads_cli.data.remote_errors import cut_short, http_error, network_error, no_ranges
+from xfads_cli.data.remote_errors import RETRY, cut_short, http_error, network_error, no_ranges
 from xfads_cli.data.source import RemoteSource, is_remote
 from xfads_cli.errors import RemoteError, UsageError
 
@@ -72,7 +74,7 @@ def connect(source: RemoteSource) -> Connection:
     try:
         head = requests.head(url, allow_redirects=True, timeout=TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - every network failure becomes one line
-        raise network_error(source.url, exc) from None
+        raise (_lost if source.url in _VALIDATED else network_error)(source.url, exc) from None
     first = None
     if head.status_code in (405, 501):  # a server without HEAD: the range request tells size and ETag
         first = _probe(requests, source, url)
@@ -136,10 +138,22 @@ def _probe(requests, source: RemoteSource, url: str) -> _Probe:
     except RemoteError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise network_error(source.url, exc) from None
+        raise _lost(source.url, exc) from None
     if len(body) != expected:
         raise cut_short(source.url, len(body), expected)
     return probe
+
+
+def _lost(url: str, exc: Exception) -> RemoteError:
+    """network_error for a server that answered before (HEAD or a range request): a connection that
+    now fails is a server or network gone down meanwhile, transient, not a wrong URL or host."""
+    import requests
+
+    error = network_error(url, exc)
+    if error.exit_code == 2 and isinstance(exc, requests.ConnectionError):
+        return RemoteError(f"{url}: the server answered, then stopped answering (it went down, or the network did);"
+                           f" {RETRY}", exit_code=1)
+    return error
 
 
 def validated(source: RemoteSource) -> Connection:
@@ -148,8 +162,8 @@ def validated(source: RemoteSource) -> Connection:
 
 
 class RemoteFile(io.RawIOBase):
-    """A read-only, seekable file over remfile for h5py. The first failure is kept in `failure`:
-    h5py and pynwb re-raise or wrap what a read raises, `open_remote` reports it as the cause."""
+    """A read-only, seekable file over remfile for h5py. The first failure is kept in `failure`, as a
+    RemoteError: h5py and pynwb re-raise or wrap what a read raises, `open_remote` reports it as the cause."""
 
     def __init__(self, conn: Connection):
         import remfile
@@ -183,7 +197,11 @@ class RemoteFile(io.RawIOBase):
             self._file.seek(self._pos)
             data = self._file.read(n)
         except Exception as exc:
-            self.failure = self.failure or exc
+            # h5py's file access property list holds this object where the garbage collector cannot see
+            # it, so nothing this object holds may reach h5py's frames (exc's traceback does, and a raised
+            # error's): such a cycle is never freed, and HDF5 frees the list at exit, after Python has
+            # ended: a segmentation fault. Hence an unraised RemoteError, taken out again by _failure.
+            self.failure = self.failure or _lost(self.conn.source.url, exc)
             raise
         buffer[:n] = data
         self._pos += n
@@ -199,10 +217,16 @@ def open_remote(source: RemoteSource):
         yield handle
     except Exception:  # not KeyboardInterrupt: an interrupted load is the user's, whatever failed before
         if handle.failure is not None:
-            raise network_error(source.url, handle.failure) from None
+            raise _failure(handle) from None
         raise
     if handle.failure is not None:  # swallowed by a reader that then carried on: the data are incomplete
-        raise network_error(source.url, handle.failure)
+        raise _failure(handle)
+
+
+def _failure(handle: RemoteFile) -> RemoteError:
+    """The handle's failure, taken out of it before it is raised (see RemoteFile.readinto)."""
+    failure, handle.failure = handle.failure, None
+    return failure
 
 
 @contextmanager

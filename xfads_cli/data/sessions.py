@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from xfads_cli.config import DataConfig, load_config, resolved_config
+from xfads_cli.config import DataConfig, load_config, load_yaml, resolved_config
 from xfads_cli.data.source import RemoteSource, is_remote, parse_source
 from xfads_cli.errors import UsageError, closest
 
@@ -57,7 +57,7 @@ def _read_manifest(path: Path, base: DataConfig) -> list[SessionSource]:
     if not path.is_file():
         raise UsageError(f"no such manifest: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text(), str(path))
     except yaml.YAMLError:
         raise UsageError(f"{path} is not valid YAML; see the README for the sessions.yaml format") from None
     if isinstance(raw, dict):

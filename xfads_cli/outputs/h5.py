@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from xfads_cli.atomic import partial_name
+from xfads_cli.atomic import check_writable, partial_name, remove_stale_partials
 from xfads_cli.errors import UsageError
 
 
 def check_output(path: Path, overwrite: bool, inputs=()) -> Path:
     """Fail before any work when `path` is one of the `inputs` the command reads (even with --overwrite:
-    xfads never modifies its input), exists (without --overwrite) or its folder is missing."""
+    xfads never modifies its input), exists (without --overwrite), or its folder is missing or unwritable."""
     path = Path(path)
     for source in map(Path, inputs):
         if path.resolve() == source.resolve() or (path.exists() and source.exists() and os.path.samefile(path, source)):
@@ -32,6 +32,7 @@ def check_output(path: Path, overwrite: bool, inputs=()) -> Path:
         raise UsageError(f"{path} is a directory; --out must be a file path")
     if not path.parent.exists():
         raise UsageError(f"folder {path.parent} does not exist; create it or choose another --out")
+    check_writable(path)
     return path
 
 
@@ -97,6 +98,7 @@ class H5Stream:
     def __enter__(self) -> "H5Stream":
         import h5py
 
+        remove_stale_partials(self.path)
         try:
             self.file = h5py.File(self.tmp, "w")
             if self.padding is not None:

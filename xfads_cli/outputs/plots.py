@@ -6,7 +6,11 @@ backend switch (that would hijack the backend of a notebook importing xfads) and
 to leak. Each function writes one PNG (temporary name, then os.replace) and returns its path.
 
 Array conventions: [trial, time, neuron] counts or rates in spikes PER BIN; `bin_ms` converts them
-to Hz for PSTHs. NaN marks missing bins and is skipped in averages.
+to Hz for PSTHs and puts time axes in seconds (bin centres). NaN marks missing bins and is skipped in
+averages. `trials` pick rows of the arrays; a panel names its trial by the recording's id when
+`trial_ids` (each row's id, as `smooth` and `forecast` write them) is given, else "trial in row k":
+never a bare "trial k", which reads as either.
+Epochs are numbered from 0, as in metrics.csv and summary.json.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ def plot_training(history: list[dict], out: Path) -> Path:
     bps_keys = sorted({k for rec in history for k in rec if "bps" in k})
     fig = new_figure(figsize=(7, 6.5 if bps_keys else 3.8), layout="constrained")
     axes = fig.subplots(2 if bps_keys else 1, 1, sharex=True, squeeze=False)[:, 0]
-    epochs = [rec.get("epoch", i) + 1 for i, rec in enumerate(history)]  # 1-based, as the console counts
+    epochs = [rec.get("epoch", i) for i, rec in enumerate(history)]
     for key, style in (("train_loss", "-"), ("valid_loss", "--")):
         _plot_column(axes[0], epochs, history, key, style)
     axes[0].set_ylabel("loss (-ELBO per bin)")
@@ -83,7 +87,7 @@ def plot_psth(
     hz = 1000.0 / bin_ms
     neurons = _pick_neurons(counts, neurons, MAX_PANELS)
     groups = _condition_groups(conditions, counts.shape[0])
-    t = (np.arange(counts.shape[1]) + 0.5) * bin_ms / 1000.0
+    t = _seconds(counts.shape[1], bin_ms)
     ncols = min(3, len(neurons))
     nrows = math.ceil(len(neurons) / ncols)
     fig = new_figure(figsize=(4 * ncols, 3 * nrows + 0.6), layout="constrained")
@@ -97,7 +101,7 @@ def plot_psth(
             band = _nanmean(lo[rows, :, j]) * hz, _nanmean(hi[rows, :, j]) * hz
             ax.fill_between(t, *band, color=colour, alpha=0.2, lw=0)
         ax.set_title(f"neuron {j}")
-        ax.set_xlabel("time in trial (s)")
+        ax.set_xlabel(TIME_LABEL)
         ax.set_ylabel(f"rate (Hz; {bin_ms:g} ms bins)")
     for ax in axes[len(neurons):]:
         ax.set_visible(False)
@@ -118,15 +122,17 @@ def plot_forecast(
     out: Path,
     trials: list[int] | None = None,
     neurons=None,
+    trial_ids=None,
 ) -> Path:
     """Forecast of a few trials x neurons plus the trial-averaged population rate.
 
     context_counts: [trial, context, neuron] observed counts before the forecast;
     horizon_counts: [trial, horizon, neuron] observed counts over the forecast horizon, or None
     (a forecast past the end of the data); rates_mean/lo/hi: [trial, horizon, neuron] forecast
-    expected counts per bin and their 5%/95% quantiles. trials: default the first 3; neurons:
-    default the 3 highest observed rates. The population panel shows the mean rate per neuron
-    (Hz) over all trials; its band is the average of the per-neuron, per-trial quantiles.
+    expected counts per bin and their 5%/95% quantiles. trials: rows, default the first 3; neurons:
+    default the 3 highest observed rates; trial_ids: [trial] the recording's trial id of each row.
+    The population panel shows the mean rate per neuron (Hz) over all trials; its band is the
+    average of the per-neuron, per-trial quantiles.
     """
     mean, lo, hi = _same_shape(rates_mean=rates_mean, rates_lo=rates_lo, rates_hi=rates_hi)
     context = np.asarray(context_counts, dtype=np.float64)
@@ -140,11 +146,10 @@ def plot_forecast(
     observed = np.concatenate([context, horizon], axis=1)
     trials = _pick_indices(trials, mean.shape[0], 3, "trial")
     neurons = _pick_neurons(observed, neurons, 3)
-    bin_s = bin_ms / 1000.0
     n_ctx, n_hor = context.shape[1], mean.shape[1]
-    t_obs = (np.arange(n_ctx + n_hor) + 0.5) * bin_s
+    t_obs = _seconds(n_ctx + n_hor, bin_ms)
     t_hor = t_obs[n_ctx:]
-    t_end = n_ctx * bin_s
+    t_end = n_ctx * bin_ms / 1000.0
 
     fig = new_figure(figsize=(4 * len(neurons), 2.4 * len(trials) + 3.2), layout="constrained")
     grid = fig.add_gridspec(len(trials) + 1, len(neurons), height_ratios=[1] * len(trials) + [1.4])
@@ -154,7 +159,7 @@ def plot_forecast(
             ax.step(t_obs, observed[k, :, j], where="mid", color=OBSERVED, lw=1, label="observed")
             _band(ax, t_hor, mean[k, :, j], lo[k, :, j], hi[k, :, j], "forecast")
             ax.axvline(t_end, color="tab:red", ls=":", lw=1.2, label="context end")
-            ax.set_title(f"trial {k}, neuron {j}", fontsize=9)
+            ax.set_title(f"{_trial_name(k, trial_ids)}, neuron {j}", fontsize=9)
             ax.set_ylabel(f"spikes / {bin_ms:g} ms bin", fontsize=8)
             if r == 0 and c == 0:
                 ax.legend(fontsize=7)
@@ -165,17 +170,19 @@ def plot_forecast(
     _band(ax, t_hor, *(_population(a) * hz for a in (mean, lo, hi)), "forecast", f"average {BAND_LABEL}")
     ax.axvline(t_end, color="tab:red", ls=":", lw=1.2, label="context end")
     ax.set_title(f"Population: mean rate per neuron, averaged over {mean.shape[0]} trials")
-    ax.set_xlabel("time in trial (s)")
+    ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel("rate per neuron (Hz)")
     ax.legend(fontsize=8)
     fig.suptitle(f"Forecast: {n_ctx} context bins, {n_hor} forecast bins of {bin_ms:g} ms")
     return _save(fig, out)
 
 
-def plot_latents(means: np.ndarray, out: Path, variances=None, trials=None, truth=None) -> Path:
-    """Latent trajectories of a few trials (default the first 5).
+def plot_latents(means: np.ndarray, out: Path, variances=None, trials=None, truth=None, bin_ms: float | None = None,
+                 trial_ids=None) -> Path:
+    """Latent trajectories of a few trials (rows; default the first 5).
 
-    means, variances: [trial, time, latent] posterior means and (marginal) variances.
+    means, variances: [trial, time, latent] posterior means and (marginal) variances. bin_ms: the bin
+    width, for time in seconds (None: time in bins); trial_ids: [trial] the recording's trial ids.
     Panels: the trajectories in the first 3 dims (3-D when latent >= 3, else 2-D, or against time
     for a 1-D latent); the first dims of the first trial against time (+-2 sd when variances are
     given); with truth [trial, time, latent_true], the true latents of that trial next to the best
@@ -195,11 +202,12 @@ def plot_latents(means: np.ndarray, out: Path, variances=None, trials=None, trut
     n_panels = 3 if truth is not None else 2
     fig = new_figure(figsize=(5 * n_panels, 4.6), layout="constrained")
     grid = fig.add_gridspec(1, n_panels)
-    _trajectories(fig.add_subplot(grid[0], projection="3d" if n_dim >= 3 else None), means, trials)
-    t = np.arange(means.shape[1])
-    _latents_vs_time(fig.add_subplot(grid[1]), t, means[trials[0]], variances, trials[0])
+    time = _time_axis(means.shape[1], bin_ms)
+    names = [_trial_name(k, trial_ids) for k in trials]
+    _trajectories(fig.add_subplot(grid[0], projection="3d" if n_dim >= 3 else None), means, trials, names, time)
+    _latents_vs_time(fig.add_subplot(grid[1]), time, means[trials[0]], variances, trials[0], names[0])
     if truth is not None:
-        _truth_panel(fig.add_subplot(grid[2]), t, means, truth, trials[0])
+        _truth_panel(fig.add_subplot(grid[2]), time, means, truth, trials[0], names[0])
     fig.suptitle(f"Inferred latents ({n_dim} dims, {means.shape[0]} trials)")
     return _save(fig, out)
 
@@ -327,21 +335,21 @@ def _psth_legend(groups) -> list:
     ]
 
 
-def _trajectories(ax, means: np.ndarray, trials: list[int]) -> None:
-    """Trials as curves in the first 3 (or 2) latent dims; a 1-D latent is drawn against time.
-    A dot marks each trial's start."""
+def _trajectories(ax, means: np.ndarray, trials: list[int], names: list[str], time) -> None:
+    """Trials as curves in the first 3 (or 2) latent dims; a 1-D latent is drawn against time
+    (time: `_time_axis`). A dot marks each trial's start."""
     n_dim = means.shape[2]
-    for i, k in enumerate(trials):
+    for i, (k, name) in enumerate(zip(trials, names)):
         z = means[k]
         colour = f"C{i % 10}"
         if n_dim >= 3:
-            ax.plot(z[:, 0], z[:, 1], z[:, 2], color=colour, lw=1.2, label=f"trial {k}")
+            ax.plot(z[:, 0], z[:, 1], z[:, 2], color=colour, lw=1.2, label=name)
             ax.scatter(z[:1, 0], z[:1, 1], z[:1, 2], color=colour, s=15)
         elif n_dim == 2:
-            ax.plot(z[:, 0], z[:, 1], color=colour, lw=1.2, label=f"trial {k}")
+            ax.plot(z[:, 0], z[:, 1], color=colour, lw=1.2, label=name)
             ax.scatter(z[:1, 0], z[:1, 1], color=colour, s=15)
         else:
-            ax.plot(np.arange(len(z)), z[:, 0], color=colour, lw=1.2, label=f"trial {k}")
+            ax.plot(time[0], z[:, 0], color=colour, lw=1.2, label=name)
     if n_dim >= 3:
         ax.set(xlabel="z1", ylabel="z2", zlabel="z3")
         ax.locator_params(nbins=4)  # the 3-D axes' default ticks collide
@@ -349,33 +357,35 @@ def _trajectories(ax, means: np.ndarray, trials: list[int]) -> None:
     elif n_dim == 2:
         ax.set(xlabel="z1", ylabel="z2")
     else:
-        ax.set(xlabel="bin", ylabel="z1")
+        ax.set(xlabel=time[1], ylabel="z1")
     ax.set_title("Trajectories (posterior means)")
     ax.legend(fontsize=7)
 
 
-def _latents_vs_time(ax, t, z: np.ndarray, variances, k: int) -> None:
-    """z [time, latent] of trial k, first 3 dims, with +-2 sd bands from variances [trial, time, latent]."""
+def _latents_vs_time(ax, time, z: np.ndarray, variances, k: int, name: str) -> None:
+    """z [time, latent] of row k, first 3 dims, with +-2 sd bands from variances [trial, time, latent]."""
+    t = time[0]
     for d in range(min(3, z.shape[1])):
         ax.plot(t, z[:, d], color=f"C{d}", lw=1.4, label=f"z{d + 1}")
         if variances is not None:
             sd = np.sqrt(np.clip(variances[k, :, d], 0.0, None))
             ax.fill_between(t, z[:, d] - 2 * sd, z[:, d] + 2 * sd, color=f"C{d}", alpha=0.2, lw=0)
     band = " with ±2 sd" if variances is not None else ""
-    ax.set_title(f"Trial {k}: latents over time{band}")
-    ax.set_xlabel("bin")
+    ax.set_title(f"{name}: latents over time{band}")
+    ax.set_xlabel(time[1])
     ax.set_ylabel("latent value")
     ax.legend(fontsize=8)
 
 
-def _truth_panel(ax, t, means: np.ndarray, truth: np.ndarray, k: int) -> None:
-    """True latents of trial k (solid) and the affine least-squares map of the means (dashed)."""
+def _truth_panel(ax, time, means: np.ndarray, truth: np.ndarray, k: int, name: str) -> None:
+    """True latents of row k (solid) and the affine least-squares map of the means (dashed)."""
+    t = time[0]
     mapped, r2 = affine_fit(means, truth)
     for d in range(min(3, truth.shape[2])):
         ax.plot(t, truth[k, :, d], color=f"C{d}", lw=1.4, label=f"true {d + 1}")
         ax.plot(t, mapped[k, :, d], color=f"C{d}", lw=1.4, ls="--", label=f"mapped {d + 1}")
-    ax.set_title(f"Trial {k}: affine map onto truth\nR² = {r2:.3f} (in-sample)")
-    ax.set_xlabel("bin")
+    ax.set_title(f"{name}: affine map onto truth\nR² = {r2:.3f} (in-sample)")
+    ax.set_xlabel(time[1])
     ax.set_ylabel("true latent")
     ax.legend(fontsize=7, ncol=2)
 
@@ -415,6 +425,27 @@ def _same_shape(reference=None, **arrays) -> list[np.ndarray]:
     if 0 in shape:
         raise ValueError(f"nothing to plot: arrays of shape {shape}")
     return out
+
+
+TIME_LABEL = "time in trial (s)"
+
+
+def _seconds(n_time: int, bin_ms: float) -> np.ndarray:
+    """The centres of n_time bins of bin_ms, in seconds from the trial's start."""
+    return (np.arange(n_time) + 0.5) * bin_ms / 1000.0
+
+
+def _time_axis(n_time: int, bin_ms: float | None) -> tuple[np.ndarray, str]:
+    """(x values, axis label) of a time axis: seconds when the bin width is known, else bins."""
+    if bin_ms is None:
+        return np.arange(n_time), "bin"
+    return _seconds(n_time, bin_ms), TIME_LABEL
+
+
+def _trial_name(row: int, trial_ids) -> str:
+    """How a panel names the trial in `row`: the recording's id when known (the row of a split, or of
+    a subset, is not how the recording numbers its trials)."""
+    return f"trial in row {row}" if trial_ids is None else f"trial id {trial_ids[row]}"
 
 
 def _pick_neurons(counts: np.ndarray, neurons, n: int) -> list[int]:

@@ -45,11 +45,13 @@ def load_space(path: Path, config_path: Path | None, overrides: list[str]) -> li
     """The parameters of the space file at `path`, each checked against the config; UsageError otherwise."""
     import yaml
 
+    from xfads_cli.config import load_yaml
+
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"space file not found: {path}; pass an existing YAML file to --space")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text(), str(path))
     except (yaml.YAMLError, UnicodeDecodeError):
         raise UsageError(f"{path} is not valid YAML; write the space as 'section.key: [values]' lines") from None
     if not isinstance(raw, dict) or not raw:
@@ -82,6 +84,8 @@ def parse_param(key: str, spec, path: Path) -> Param:
 
 
 def parse_bounds(kind: str, bounds, where: str) -> tuple:
+    from xfads_cli.config import short_repr
+
     example = "[1, 64]" if kind.endswith("int") else "[1.0e-4, 1.0e-2]"
     if not isinstance(bounds, list) or len(bounds) != 2:
         raise UsageError(f"{where}: {kind} takes [low, high], e.g. {{{kind}: {example}}}")
@@ -89,9 +93,9 @@ def parse_bounds(kind: str, bounds, where: str) -> tuple:
     for bound in bounds:
         number = as_number(bound)
         if number is None or not math.isfinite(number):
-            raise UsageError(f"{where}: the bounds of {kind} must be numbers, got {bound!r}; e.g. {{{kind}: {example}}}")
+            raise UsageError(f"{where}: the bounds of {kind} must be numbers, got {short_repr(bound)}; e.g. {{{kind}: {example}}}")
         if kind.endswith("int") and not float(number).is_integer():
-            raise UsageError(f"{where}: the bounds of {kind} must be integers, got {bound!r}; e.g. {{{kind}: {example}}}")
+            raise UsageError(f"{where}: the bounds of {kind} must be integers, got {short_repr(bound)}; e.g. {{{kind}: {example}}}")
         values.append(int(number) if kind.endswith("int") else float(number))
     low, high = values
     if low >= high:

@@ -68,7 +68,7 @@ class _Reporter:
     def __init__(self, trial, stop: Stop):
         self.trial, self.stop, self.select, self.epochs = trial, stop, None, 0
 
-    def resume(self, select: str, best: dict | None) -> None:  # noqa: ARG002 - EpochProgress's interface
+    def resume(self, select: str, best: dict | None, total: int | None = None) -> None:  # noqa: ARG002 - EpochProgress's interface
         self.select = select
 
     def update(self, record: dict) -> None:
@@ -79,7 +79,7 @@ class _Reporter:
             return
         self.trial.report(float(value), record["epoch"])
         if self.trial.should_prune():
-            raise _Pruned(f"pruned after epoch {self.epochs}")
+            raise _Pruned(f"pruned after epoch {record['epoch']}")
 
 
 def run_trial(study, trial, setup: Setup, stop: Stop) -> str:

@@ -608,7 +608,8 @@ def run_epochs(
     epochs where it is missing or not finite fall back to valid_loss, then train_loss.
     The learning rate of each update is cfg.lr x warm-up x schedule (`anneal_factor`) x 0.5 per
     divergence. The budget (`Budget`: max_epochs and cfg.time_limit_min) is checked after every step:
-    a time limit ends the epoch early, which is then validated and recorded as usual.
+    a time limit ends the epoch early, which is then validated and recorded as usual. max_epochs
+    (default cfg.max_epochs) counts the run's epochs from its start, those before a resume included.
     With an active `dist`, valid_loss and evaluate run on rank 0 only and its decisions (and records)
     are broadcast. should_stop(): polled after every step (a preemption signal, train/signals.py).
     threads: told the wall time of every step (train/threads.py)."""
@@ -621,13 +622,26 @@ def run_epochs(
     last_epoch = cfg.max_epochs if max_epochs is None else max_epochs
     loop.ls = ls = loop.restore(resume, Budget(last_epoch, cfg.time_limit_min), last_epoch)
     result = loop.result
-    result.stopped = f"max_epochs={last_epoch} reached"
     first_epoch = ls.first_epoch
+    result.stopped = _max_epochs_reached(last_epoch, first_epoch if resume is not None else 0)
     if resume is not None and ls.partial is None and result.history and _stalled(
             cfg, ls.since_best, ls.budget.progress(first_epoch, ls.seconds_before), ls.best_progress):
         result.stopped = f"no validation improvement for {cfg.patience} epochs"  # a finished run, resumed
         first_epoch = max(first_epoch, last_epoch)
     return Training(loop, first_epoch, last_epoch)
+
+
+def _max_epochs_reached(last_epoch: int, done_before: int) -> str:
+    """Why a run that ran up to max_epochs stopped. max_epochs counts the run's epochs from its start,
+    also when resuming (done_before: the epochs completed before this resume): said, because a user
+    giving --max-epochs 3 to a resumed run may expect 3 more."""
+    if not done_before:
+        return f"max_epochs={last_epoch} reached"
+    if done_before >= last_epoch:
+        return (f"max_epochs={last_epoch} reached before this resume: the run already had {done_before} epochs "
+                "(max_epochs counts the run's epochs from its start; give more to train on)")
+    return (f"max_epochs={last_epoch} reached (it counts the run's epochs from its start: {done_before} before "
+            f"this resume, {last_epoch - done_before} in it)")
 
 
 def _stalled(cfg: TrainConfig, since_best: int, progress: float, best_progress: float) -> bool:
