@@ -54,7 +54,7 @@ data = runs.load_data_for_run(sys.argv[2], run)
 IN_MEMORY = """
 import sys
 from xfads_cli import inference, runs
-from xfads_cli.outputs import metrics as M
+from xfads_cli.scoring import bits as M
 from xfads_cli.outputs.h5 import write_h5
 run_dir, path, out, samples = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 context, horizon = {context}, {horizon}

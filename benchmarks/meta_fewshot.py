@@ -45,7 +45,7 @@ from xfads_cli.errors import RunFailure
 from xfads_cli.commands.embed import spearman
 from xfads_cli.model.meta import MetaSession, MetaXFADS, session_embedding
 from xfads_cli.model.xfads import XFADS
-from xfads_cli.outputs.metrics import r2_score
+from xfads_cli.scoring import r2_score
 from xfads_cli.train.loop import fit
 from xfads_cli.train.embedding_search import search_embedding
 

@@ -63,7 +63,7 @@ def main():
 
     import xfads_cli
     from xfads_cli.model.filtering import low_rank_filter
-    from xfads_cli.train.loop import trial_draws
+    from xfads_cli.train.draws import trial_draws
 
     model, y = build()
     keys = list(range(y.shape[0]))

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from xfads_cli.config import load_config  # noqa: E402
 from xfads_cli.data.load import load_data  # noqa: E402
-from xfads_cli.outputs.metrics import bits_per_spike  # noqa: E402
+from xfads_cli.scoring import bits_per_spike  # noqa: E402
 
 
 def loo_psth(counts: np.ndarray, trials: np.ndarray) -> np.ndarray:

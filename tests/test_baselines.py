@@ -1,5 +1,5 @@
-"""Trivial baselines (xfads_cli/outputs/baselines.py) against hand-computed values and known truths,
-and their scores next to the model's (evaluation.py: SmoothedScores, ForecastScores, verdicts)."""
+"""Trivial baselines (xfads_cli/scoring/) against hand-computed values and known truths,
+and their scores next to the model's (scoring/streamed.py, scoring/summary.py: SmoothedScores, ForecastScores, verdicts)."""
 
 import math
 import warnings
@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pytest
 
-from xfads_cli import evaluation
+from xfads_cli import scoring as evaluation
 from xfads_cli.data.spikedata import SpikeData
-from xfads_cli.outputs import baselines as B
-from xfads_cli.outputs.metrics import bits_per_spike, poisson_nll
+from xfads_cli import scoring as B
+from xfads_cli.scoring import bits_per_spike, poisson_nll
 
 NAN = np.nan
 
@@ -343,7 +343,7 @@ def test_condition_aware_width_is_chosen_with_the_condition_psth():
     assert losses[0.0] < pooled_losses[0.0]
     pool = B.psth_pool(counts, train, conditions)
     index = np.flatnonzero(train)
-    assert losses[4.0] == pytest.approx(B._poisson_loss(B.loo_psth(counts, index, 4.0, pool), counts[index]), rel=1e-12)
+    assert losses[4.0] == pytest.approx(B.poisson_nll(B.loo_psth(counts, index, 4.0, pool), counts[index], constant=False), rel=1e-12)
     slow = 1.0 + 0.8 * np.sin(2 * np.pi * np.arange(40) / 40)
     true = np.stack([slow if k % 2 else 2.0 - slow for k in range(60)])[..., None] * np.ones(3)
     assert B.choose_psth_sigma(rng.poisson(true).astype(float), train, conditions=conditions)[0] > 0.0

@@ -4,7 +4,6 @@ recording's time base (commands/continuous.py), streamed piece by piece."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from writers import new_nwb, save_nwb
 from xfads_cli.cli import app
 
 DURATION = 40.0
@@ -23,19 +23,15 @@ TINY = ["--set", "model.latent_dim=2", "--set", "model.dynamics_hidden=8", "--se
 
 def write_continuous(path: Path, n_units: int = 8, seed: int = 0) -> Path:
     """Units driven by a slow oscillation, observed in [0, 18) and [21.5, 40) s (no trials table)."""
-    from pynwb import NWBHDF5IO, NWBFile
-
     rng = np.random.default_rng(seed)
-    nwb = NWBFile(session_description="continuous", identifier="cont", session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    nwb = new_nwb("continuous", "cont")
     t = np.arange(0, DURATION, 0.001)
     for j in range(n_units):
         rate = 8.0 * (1 + np.sin(2 * np.pi * 0.3 * t + j))
         spikes = t[rng.random(t.size) < rate * 0.001]
         spikes = spikes[(spikes < GAP[0]) | (spikes >= GAP[1])]
         nwb.add_unit(spike_times=spikes, obs_intervals=[[0.0, GAP[0]], [GAP[1], DURATION]])
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwb)
-    return path
+    return save_nwb(nwb, path)
 
 
 def invoke(*args) -> dict:

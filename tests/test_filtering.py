@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from xfads_cli.model import filter_bin, lowrank
 from xfads_cli.model import filtering as F
 from tests import reference as ref
 
@@ -93,7 +94,7 @@ def potential(k, K):
 
 def test_update_equals_dense_information_form():
     mbar, Mt, d, k, K = random_prediction()
-    upd = F.update(mbar, Mt, d, potential(k, K))
+    upd = filter_bin.update(mbar, Mt, d, potential(k, K))
     P = dense_post_cov(upd, Mt, d)
     for b in range(mbar.shape[0]):
         m_ref, P_ref = ref.info_update(mbar[b], dense_pbar(Mt, d)[b], k[b], K[b])
@@ -103,15 +104,15 @@ def test_update_equals_dense_information_form():
     torch.testing.assert_close(upd.Uinv, torch.linalg.inv(U))
     torch.testing.assert_close(upd.logdet_U, torch.logdet(U))
     # the filter's step: the same update, and the marginal variances from its per-bin sums
-    step = F.filter_step(mbar, Mt, d, potential(k, K), None)
+    step = filter_bin.filter_step(mbar, Mt, d, potential(k, K), None)
     torch.testing.assert_close(step.mean, upd.mean)
-    torch.testing.assert_close(F.marginal_var(d, step.msq, step.wsq), P.diagonal(dim1=-2, dim2=-1))
+    torch.testing.assert_close(lowrank.marginal_var(d, step.msq, step.wsq), P.diagonal(dim1=-2, dim2=-1))
 
 
 def test_kl_step_equals_dense_kl():
     mbar, Mt, d, k, K = random_prediction(seed=1)
-    upd = F.update(mbar, Mt, d, potential(k, K))
-    kl = F.kl_step(upd.mean - mbar, k, K, upd.Ktv, upd.Uinv, upd.logdet_U)
+    upd = filter_bin.update(mbar, Mt, d, potential(k, K))
+    kl = lowrank.kl_step(upd.mean - mbar, k, K, upd.Ktv, upd.Uinv, upd.logdet_U)
     P, Pbar = dense_post_cov(upd, Mt, d), dense_pbar(Mt, d)
     for b in range(mbar.shape[0]):
         torch.testing.assert_close(kl[b], ref.gaussian_kl(upd.mean[b], P[b], mbar[b], Pbar[b]),
@@ -120,10 +121,10 @@ def test_kl_step_equals_dense_kl():
 
 def test_kl_lowrank_equals_dense_kl():
     mbar, Mt, d, k, K = random_prediction(seed=2)
-    upd = F.update(mbar, Mt, d, potential(k, K))
+    upd = filter_bin.update(mbar, Mt, d, potential(k, K))
     m2 = torch.randn_like(mbar)
     Mt2 = torch.randn(mbar.shape[0], 4, mbar.shape[1], dtype=f64)
-    kl = F.kl_lowrank(upd.mean - m2, d, Mt, upd.PK, upd.Z, upd.logdet_U, Mt2)
+    kl = lowrank.kl_lowrank(upd.mean - m2, d, Mt, upd.PK, upd.Z, upd.logdet_U, Mt2)
     P, P2 = dense_post_cov(upd, Mt, d), dense_pbar(Mt2, d)
     for b in range(mbar.shape[0]):
         torch.testing.assert_close(kl[b], ref.gaussian_kl(upd.mean[b], P[b], m2[b], P2[b]),
@@ -132,13 +133,13 @@ def test_kl_lowrank_equals_dense_kl():
 
 def test_matheron_samples_have_covariance_P():
     mbar, Mt, d, k, K = random_prediction(B=1, S=3, L=4, r=2, seed=3)
-    upd = F.update(mbar, Mt, d, potential(k, K))
+    upd = filter_bin.update(mbar, Mt, d, potential(k, K))
     n = 200_000
     g = torch.Generator().manual_seed(4)
     # the filter's noise layout [time, stream, batch, n, sample + latent + rank], split as the filter does
     noise = torch.randn(1, 1, 1, n, 3 + 4 + 2, generator=g, dtype=f64)
     (draws,), = F.split_noise(noise, d[None], 3, [2])
-    z = F.sample_posterior(upd, Mt, K, draws)[0]
+    z = filter_bin.sample_posterior(upd, Mt, K, draws)[0]
     P = dense_post_cov(upd, Mt, d)[0]
     # Monte Carlo standard errors of a Gaussian's sample mean and covariance entries
     mean_se = (P.diagonal() / n).sqrt()
@@ -157,8 +158,8 @@ def test_matheron_samples_have_covariance_P():
 
 def test_cubature_points_match_moments():
     mbar, Mt, d, k, K = random_prediction(B=2, S=4, L=5, r=2, seed=5)
-    upd = F.update(mbar, Mt, d, potential(k, K))
-    z = F.cubature_points(upd, Mt, d)
+    upd = filter_bin.update(mbar, Mt, d, potential(k, K))
+    z = filter_bin.cubature_points(upd, Mt, d)
     assert z.shape == (2, 10, 5)
     torch.testing.assert_close(z.mean(1), upd.mean)
     dev = z - upd.mean.unsqueeze(1)
@@ -168,11 +169,11 @@ def test_cubature_points_match_moments():
 def test_cholesky_jitter_only_touches_failing_matrices():
     good = torch.tensor([[2.0, 0.5], [0.5, 1.0]])
     singular = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
-    Lc = F.cholesky_jitter(torch.stack([good, singular, good]))
+    Lc = lowrank.cholesky_jitter(torch.stack([good, singular, good]))
     torch.testing.assert_close(Lc[0], torch.linalg.cholesky(good))
     torch.testing.assert_close(Lc[1] @ Lc[1].T, singular, atol=1e-4, rtol=0)
     with pytest.raises(FloatingPointError):
-        F.cholesky_jitter(torch.full((1, 2, 2), float("nan")))
+        lowrank.cholesky_jitter(torch.full((1, 2, 2), float("nan")))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ def test_spd_inverse_values_and_gradcheck():
 
     def fn(X):
         # symmetric U as a function of X, so gradcheck perturbs only symmetric directions
-        return F.spd_inverse(torch.eye(4, dtype=f64) + X @ X.transpose(1, 2))
+        return lowrank.spd_inverse(torch.eye(4, dtype=f64) + X @ X.transpose(1, 2))
 
     Uinv, logdet = fn(X)
     U = torch.eye(4, dtype=f64) + X @ X.transpose(1, 2)
@@ -251,19 +252,19 @@ def test_fused_step_equals_composable_step(first):
     rn = lambda *s: torch.randn(*s, generator=g, dtype=f64)
     X, d, m0, mu = rn(B, T, L, r + 1), torch.rand(T, L, generator=g, dtype=f64) + 0.2, rn(L), rn(B, S, L)
     noise = rn(T, 1, B, S, S + L + r)
-    weights = [rn(*x.shape) for x in F.filter_step(rn(B, L), rn(B, S, L), d[0], X[:, 0],
-                                                   F.split_noise(noise, d, S, [r])[0][0])]
+    weights = [rn(*x.shape) for x in filter_bin.filter_step(rn(B, L), rn(B, S, L), d[0], X[:, 0],
+                                                            F.split_noise(noise, d, S, [r])[0][0])]
     results = []
     for fused in (True, False):
         leaves = [x.clone().requires_grad_(True) for x in (X, d, m0, mu)]
         Xl, dl, m0l, mul = leaves
         draws = F.split_noise(noise, dl, S, [r])[0]
-        step = F.bin_step(Xl, dl, draws, m0l, S, fused)(None if first else mul, 0 if first else 1)
+        step = filter_bin.bin_step(Xl, dl, draws, m0l, S, fused)(None if first else mul, 0 if first else 1)
         loss = sum((w * x).sum() for w, x in zip(weights, step))
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
         results.append((step, grads))
     (fused_step, fused_grads), (step, grads) = results
-    for name, a, b in zip(F.Step._fields, fused_step, step):
+    for name, a, b in zip(filter_bin.Step._fields, fused_step, step):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
     for a, b in zip(fused_grads, grads):
         assert (a is None) == (b is None)

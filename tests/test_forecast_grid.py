@@ -1,11 +1,11 @@
-"""The forecast score grid (xfads_cli/forecast_grid.py): which windows are scored and the one-line verdict."""
+"""The forecast score grid (xfads_cli/scoring/grid.py): which windows are scored and the one-line verdict."""
 
 import math
 
 import numpy as np
 import pytest
 
-from xfads_cli.forecast_grid import Window, forecast_grid, grid_verdict, worst_window
+from xfads_cli.scoring.grid import Window, forecast_grid, grid_verdict, worst_window
 
 NAN = np.nan
 

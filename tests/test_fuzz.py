@@ -30,7 +30,6 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -39,6 +38,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from writers import new_nwb, replace, save_nwb
 from xfads_cli.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,11 +65,10 @@ def spike_trains(seed: int = 0) -> list[np.ndarray]:
 
 def write_nwb(path: Path, *, units: bool = True, trials: bool = True, empty_units: bool = False,
               trains: list[np.ndarray] | None = None) -> Path:
-    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+    from pynwb import TimeSeries
     from pynwb.misc import Units
 
-    nwb = NWBFile(session_description="fuzz base", identifier=path.stem,
-                  session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    nwb = new_nwb("fuzz base", path.stem)
     if empty_units:
         nwb.units = Units(name="units", description="no units")
     elif units:
@@ -81,9 +80,7 @@ def write_nwb(path: Path, *, units: bool = True, trials: bool = True, empty_unit
             nwb.add_trial(start_time=float(start), stop_time=float(stop))
     module = nwb.create_processing_module("behavior", "behaviour")
     module.add(TimeSeries(name="speed", data=np.sin(np.arange(1000) / 100.0), unit="m/s", rate=100.0))
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwb)
-    return path
+    return save_nwb(nwb, path)
 
 
 def write_plain(path: Path, **datasets) -> Path:
@@ -130,17 +127,6 @@ def bases(tmp_path_factory) -> dict[str, Path]:
 
 # --------------------------------------------------------------------------------------------------
 # Corrupting files with h5py
-
-
-def replace(f, name: str, data, dtype=None):
-    """Replace dataset `name` with `data`, keeping its attributes (neurodata_type, object_id, ...)."""
-    attrs = {k: f[name].attrs[k] for k in f[name].attrs} if name in f else {}
-    if name in f:
-        del f[name]
-    ds = f.create_dataset(name, data=data, dtype=dtype)
-    for key, value in attrs.items():
-        ds.attrs[key] = value
-    return ds
 
 
 def set_spike_times(f, data, index=None, dtype=None):

@@ -341,7 +341,7 @@ def test_both_model_kinds_serve_a_session_through_one_interface():
     the same noise shapes, and a session's training draws come from the same function."""
     from xfads_cli.model.base import SessionModel
     from xfads_cli.model.xfads import XFADS
-    from xfads_cli.train.loop import trial_draws
+    from xfads_cli.train.draws import trial_draws
 
     torch.manual_seed(0)
     meta = make_model()

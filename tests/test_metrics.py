@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from xfads_cli.outputs.metrics import (
+from xfads_cli.scoring import (
     bits_per_spike,
     co_bps,
     fp_bps,

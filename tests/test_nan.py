@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from xfads_cli.cli import app
 from xfads_cli.config import TrainConfig
 from xfads_cli.errors import RunFailure
-from xfads_cli.train.loop import MAX_DIVERGENCES, run_epochs
+from xfads_cli.train.loop import MAX_DIVERGENCES, Objective, run_epochs
 
 CFG = TrainConfig(max_epochs=3, batch_size=2, lr=0.01, schedule="exponential", lr_decay=1.0, warmup_steps=0, patience=100)
 STEPS = 4  # per epoch in the toy problem
@@ -40,8 +40,8 @@ def toy_fit(bad_steps, kind="loss", on_epoch=None, snapshots=None):
         w = model.weight  # d/dw sqrt(|w - w|) = 0 * inf = NaN at a finite loss value
         return loss + (w - w.detach()).abs().sqrt().sum()
 
-    training = run_epochs(model, CFG, batches=lambda epoch: [x[i : i + 2] for i in range(0, 8, 2)],
-                          batch_loss=batch_loss, valid_loss=lambda: math.nan)
+    training = run_epochs(model, CFG, Objective(batches=lambda epoch: [x[i : i + 2] for i in range(0, 8, 2)],
+                                                batch_loss=batch_loss, valid_loss=lambda: math.nan))
     for event in training:
         if on_epoch is not None:
             on_epoch(event.record, event.is_best, event.state)
@@ -88,8 +88,8 @@ def test_rollback_recovers_from_parameters_whose_loss_stays_non_finite():
         return loss * math.nan if w.abs().max() > 5 else loss
 
     cfg = TrainConfig(max_epochs=30, batch_size=1, lr=3.0, schedule="exponential", lr_decay=1.0, warmup_steps=0, patience=100)
-    result = run_epochs(model, cfg, batches=lambda epoch: [0, 1, 2], batch_loss=batch_loss,
-                        valid_loss=lambda: math.nan).run()
+    result = run_epochs(model, cfg, Objective(batches=lambda epoch: [0, 1, 2], batch_loss=batch_loss,
+                                              valid_loss=lambda: math.nan)).run()
     assert max(visited) > 5  # it did step into the non-finite region
     assert result.history[-1]["lr"] < 3.0
     assert abs(float(w) - 4.0) < 0.5 and all(math.isfinite(r["train_loss"]) for r in result.history)
@@ -135,7 +135,7 @@ def test_cli_divergence_exits_1_and_keeps_the_last_good_checkpoint(recording, tm
 
 
 def test_warmup_scales_the_first_steps():
-    from xfads_cli.train.loop import warmup_factor
+    from xfads_cli.train.schedule import warmup_factor
 
     assert [warmup_factor(k, 4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_factor(0, 0) == 1.0

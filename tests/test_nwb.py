@@ -7,13 +7,13 @@ import hashlib
 import json
 import os
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
+from writers import new_nwb, save_nwb
 from xfads_cli.config import DataConfig
 from xfads_cli.data.nwb import describe_nwb, load_nwb, suggest_bin_ms
 from xfads_cli.errors import UsageError
@@ -48,12 +48,11 @@ def spike_trains(seed: int = 0) -> list[np.ndarray]:
 
 def write_nwb(path: Path, *, trials: bool = True, obs: bool = False, nan_align: bool = False,
               behaviour: bool = True, truth: bool = False, units: bool = True) -> Path:
-    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+    from pynwb import TimeSeries
     from pynwb.behavior import Position, SpatialSeries
     from pynwb.epoch import TimeIntervals
 
-    nwb = NWBFile(session_description="test session", identifier="test-id",
-                  session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    nwb = new_nwb("test session", "test-id")
     if units:
         nwb.add_unit_column("quality", "sorting quality")
         nwb.add_unit_column("heldout", "held out for co-bps")
@@ -92,9 +91,7 @@ def write_nwb(path: Path, *, trials: bool = True, obs: bool = False, nan_align: 
         module.add(TimeSeries(name="true_latents", data=latents, unit="a.u.", timestamps=centres))
         module.add(TimeSeries(name="true_rates", data=rates, unit="Hz", timestamps=centres))
         module.add(TimeSeries(name="retest_counts", data=retest, unit="count", timestamps=centres))
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwb)
-    return path
+    return save_nwb(nwb, path)
 
 
 def truth_arrays(centres: np.ndarray):
@@ -380,19 +377,15 @@ def test_file_errors(tmp_path):
 
 
 def test_units_errors(tmp_path):
-    from pynwb import NWBHDF5IO, NWBFile
     from pynwb.misc import Units
 
     with pytest.raises(UsageError, match="no units table"):
         load_nwb(write_nwb(tmp_path / "nounits.nwb", units=False), DataConfig())
 
     def write(name, fill):
-        start = datetime(2024, 1, 1, tzinfo=timezone.utc)
-        nwb = NWBFile(session_description="x", identifier=name, session_start_time=start)
+        nwb = new_nwb("x", name)
         fill(nwb)
-        with NWBHDF5IO(str(tmp_path / name), "w") as io:
-            io.write(nwb)
-        return tmp_path / name
+        return save_nwb(nwb, tmp_path / name)
 
     empty = write("empty.nwb", lambda nwb: setattr(nwb, "units", Units(name="units", description="none")))
     with pytest.raises(UsageError, match="no units"):
@@ -405,15 +398,11 @@ def test_units_errors(tmp_path):
 def test_bad_spike_times_name_their_unit_and_count(tmp_path):
     """The check finds the units-table row of the first bad spike from the index alone (no [spike]-sized
     row array): the message names that unit's id and counts only its bad spikes."""
-    from pynwb import NWBHDF5IO, NWBFile
-
     def write(name, units):
-        nwb = NWBFile(session_description="x", identifier=name, session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+        nwb = new_nwb("x", name)
         for uid, times in units:
             nwb.add_unit(spike_times=np.asarray(times, dtype=float), id=uid)
-        with NWBHDF5IO(str(tmp_path / name), "w") as io:
-            io.write(nwb)
-        return tmp_path / name
+        return save_nwb(nwb, tmp_path / name)
 
     bad = write("bad.nwb", [(10, [0.1, 0.2]), (11, [0.3, -0.5, -0.25, 0.9]), (12, [-1.0, 0.4])])
     with pytest.raises(UsageError, match="unit 11 has 2 negative spike times"):
@@ -426,15 +415,12 @@ def test_bad_spike_times_name_their_unit_and_count(tmp_path):
 def test_recording_holds_sorted_spike_times(tmp_path):
     """A continuous recording keeps each unit's times (views where already sorted, a sorted copy where
     not) and takes its span from every unit."""
-    from pynwb import NWBHDF5IO, NWBFile
-
     from xfads_cli.data.nwb import load_nwb_recording
 
-    nwb = NWBFile(session_description="x", identifier="r", session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    nwb = new_nwb("x", "r")
     for times in ([0.5, 0.1, 3.0], [0.05, 0.2], [1.0, 4.5]):
         nwb.add_unit(spike_times=np.asarray(times))
-    with NWBHDF5IO(str(tmp_path / "r.nwb"), "w") as io:
-        io.write(nwb)
+    save_nwb(nwb, tmp_path / "r.nwb")
     rec = load_nwb_recording(tmp_path / "r.nwb", DataConfig(bin_ms=100.0))
     assert [t.tolist() for t in rec.spikes] == [[0.1, 0.5, 3.0], [0.05, 0.2], [1.0, 4.5]]
     assert rec.segments.tolist() == [[0.05, 4.5]]

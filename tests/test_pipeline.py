@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from xfads_cli.cli import app
-from xfads_cli.outputs.metrics import bits_per_spike, co_bps
+from xfads_cli.scoring import bits_per_spike, co_bps
 
 runner = CliRunner()
 FAST = ["--set", "model.samples=4", "--set", "model.latent_dim=3", "--set", "model.dynamics_hidden=16",

@@ -13,9 +13,10 @@ import torch
 from typer.testing import CliRunner
 
 from xfads_cli.cli import app
-from xfads_cli.commands.fit import SELECT_SAMPLES, run_fit
+from xfads_cli.commands.fit import run_fit
 from xfads_cli.config import load_config
 from xfads_cli.progress import EpochProgress
+from xfads_cli.scoring.selection import SELECT_SAMPLES
 
 SMALL = ["model.samples=3", "model.latent_dim=2", "model.dynamics_hidden=8", "model.encoder_hidden=8",
          "train.batch_size=4", "seed=3"]
@@ -117,7 +118,7 @@ def test_the_selection_score_and_the_tables_score_of_the_same_name_are_told_apar
 
 
 def test_a_co_bps_selection_note_says_the_draws_differ():
-    from xfads_cli.commands.fit import selection_note
+    from xfads_cli.scoring.selection import selection_note
 
     config = load_config()
     note = selection_note("valid_co_bps", 0.123456, 7, config, valid=None)
@@ -129,7 +130,7 @@ def test_a_co_bps_selection_note_says_the_draws_differ():
 def test_without_a_forecast_grid_the_note_says_only_the_draws_differ(monkeypatch):
     from types import SimpleNamespace
 
-    from xfads_cli.commands import fit as fit_module
+    from xfads_cli.scoring import selection as fit_module
 
     monkeypatch.setattr(fit_module, "grid_windows", lambda valid, config: [])  # windows chopped from a recording
     note = fit_module.selection_note("valid_fp_bps", -0.5, 3, load_config(), SimpleNamespace(n_time=30))

@@ -9,7 +9,7 @@ import torch
 from xfads_cli.config import ModelConfig, TrainConfig
 from xfads_cli.data.simulate import simulate_arrays
 from xfads_cli.model.xfads import XFADS
-from xfads_cli.outputs.metrics import bits_per_spike
+from xfads_cli.scoring import bits_per_spike
 from xfads_cli.train.loop import fit
 
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from writers import new_nwb, save_nwb
 from xfads_cli.commands.inspect import inspect_files
 from xfads_cli.commands.simulate import simulate
 from xfads_cli.config import DataConfig
@@ -28,8 +27,7 @@ from xfads_cli.data.conditions import (
 from xfads_cli.data.load import load_data
 from xfads_cli.data.simulate import GO_AT, STIMULUS_AT, simulate_arrays
 from xfads_cli.errors import UsageError
-from xfads_cli.outputs.baselines import loo_psth, psth_pool
-from xfads_cli.scores import bits_per_spike
+from xfads_cli.scoring import bits_per_spike, loo_psth, psth_pool
 
 # --------------------------------------------------------------------------------------------------
 # data/conditions.py: the 'auto' rules on plain names and values
@@ -95,12 +93,9 @@ def test_event_bins_are_fractional_bins_from_the_window_start_nan_outside():
 
 def write_trials_nwb(path: Path, columns: dict, starts=None, duration=1.0) -> Path:
     """A small NWB file: 3 units of seeded spikes and a trials table with `columns` ({name: [trial]})."""
-    from pynwb import NWBHDF5IO, NWBFile
-
     n = len(next(iter(columns.values())))
     starts = np.arange(n) * 2.0 + 0.5 if starts is None else np.asarray(starts)
-    nwb = NWBFile(session_description="task", identifier=path.stem,
-                  session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    nwb = new_nwb("task", path.stem)
     rng = np.random.default_rng(0)
     end = float(starts[-1] + duration + 1.0)
     for j in range(3):
@@ -110,11 +105,7 @@ def write_trials_nwb(path: Path, columns: dict, starts=None, duration=1.0) -> Pa
     for k in range(n):
         nwb.add_trial(start_time=float(starts[k]), stop_time=float(starts[k] + duration),
                       **{name: values[k] for name, values in columns.items()})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with NWBHDF5IO(str(path), "w") as io:
-            io.write(nwb)
-    return path
+    return save_nwb(nwb, path)
 
 
 @pytest.fixture(scope="module")
@@ -181,14 +172,10 @@ def test_auto_finds_nothing_in_degenerate_columns(tmp_path):
 
 
 def test_chopped_recording_auto_is_quiet_but_names_are_errors(tmp_path):
-    from pynwb import NWBHDF5IO, NWBFile
-
     path = tmp_path / "continuous.nwb"
-    nwb = NWBFile(session_description="no trials", identifier="c",
-                  session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    nwb = new_nwb("no trials", "c")
     nwb.add_unit(id=0, spike_times=np.sort(np.random.default_rng(0).uniform(0, 5.0, 100)))
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwb)
+    save_nwb(nwb, path)
     data = load_data(path)  # condition 'auto', events ['auto']: nothing, no error
     assert data.provenance["trials_from"] == "chopped" and data.conditions is None and data.events == {}
     with pytest.raises(UsageError, match="data.events go_time need an interval table"):

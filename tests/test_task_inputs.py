@@ -13,7 +13,7 @@ from xfads_cli.config import ModelConfig
 from xfads_cli.model import filtering as F
 from xfads_cli.model.task_inputs import InputSpec, task_features
 from xfads_cli.model.task_inputs import choose_inputs as _choose
-from xfads_cli.outputs.baselines import psth_gain_bps
+from xfads_cli.scoring import psth_gain_bps
 from xfads_cli.model.xfads import XFADS
 
 f64 = torch.float64

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from xfads_cli.config import ModelConfig, TrainConfig
-from xfads_cli.train.loop import Budget, anneal_factor, auto_batch_size, run_epochs, trial_draws
+from xfads_cli.train.draws import auto_batch_size, trial_draws
+from xfads_cli.train.loop import Hooks, Objective, run_epochs
+from xfads_cli.train.schedule import Budget, anneal_factor
 
 
 def test_cosine_schedule_anneals_from_lr_to_lr_final_over_the_budget():
@@ -45,9 +47,10 @@ def _toy(cfg, select="valid_loss", records=None, **kwargs):
     model = torch.nn.Linear(3, 1)
     x = torch.randn(8, 3)
     scores = iter(records or [])
-    return model, run_epochs(model, cfg, batches=lambda epoch: [x[i: i + 2] for i in range(0, 8, 2)],
-                             batch_loss=lambda b: model(b).square().mean(), valid_loss=lambda: math.nan,
-                             evaluate=(lambda m: next(scores)) if records else None, select=select, **kwargs).run()
+    objective = Objective(batches=lambda epoch: [x[i: i + 2] for i in range(0, 8, 2)],
+                          batch_loss=lambda b: model(b).square().mean(), valid_loss=lambda: math.nan)
+    hooks = Hooks(evaluate=(lambda m: next(scores)) if records else None)
+    return model, run_epochs(model, cfg, objective, hooks, select=select, **kwargs).run()
 
 
 def test_cosine_run_ends_at_lr_final_and_records_a_falling_lr():

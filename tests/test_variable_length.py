@@ -9,8 +9,6 @@ data.window_ms is clipped to each trial; inspect reports the lengths; fit + smoo
 from __future__ import annotations
 
 import json
-import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
@@ -18,11 +16,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from writers import new_nwb, save_nwb
 from xfads_cli.cli import app
 from xfads_cli.config import DataConfig
 from xfads_cli.data.load import load_data
 from xfads_cli.data.spikedata import padding_mask
-from xfads_cli.scores import bits_per_spike
+from xfads_cli.scoring import bits_per_spike
 
 BIN_S = 0.02
 DURATIONS = np.array([0.6, 1.0, 0.8, 0.5, 1.0, 0.7, 0.9, 0.56, 0.64, 0.74])
@@ -44,21 +43,14 @@ def trains(seed: int = 0) -> list[np.ndarray]:
 
 
 def write_file(path: Path) -> Path:
-    from pynwb import NWBHDF5IO, NWBFile
-
-    nwb = NWBFile(session_description="variable-length trials", identifier=path.stem,
-                  session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    nwb = new_nwb("variable-length trials", path.stem)
     for j, train in enumerate(trains()):
         nwb.add_unit(id=j, spike_times=train)
     nwb.add_trial_column("go_time", "go cue")
     nwb.add_trial_column("cond", "condition")
     for k in range(len(STARTS)):
         nwb.add_trial(start_time=STARTS[k], stop_time=STOPS[k], go_time=STARTS[k] + 0.2, cond="ab"[k % 2])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with NWBHDF5IO(str(path), "w") as io:
-            io.write(nwb)
-    return path
+    return save_nwb(nwb, path)
 
 
 def brute_force(starts: np.ndarray, n_bins: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -162,7 +162,7 @@ def _report(summary: dict, title: str, json_out: bool, quiet: bool) -> None:
     print_metrics(title, summary.get("metrics", {}), quiet=quiet)
     if "verdicts" not in summary and any(k.endswith("_baseline_bps") for k in summary.get("metrics", {})):
         # a summary that scored baselines without judging them (e.g. adapt's): judge them here
-        from xfads_cli.outputs.baselines import verdicts
+        from xfads_cli.scoring.summary import verdicts
 
         summary["verdicts"] = verdicts(summary["metrics"], summary.get("baselines"))
     print_verdicts(summary.get("verdicts", []), quiet=quiet)
@@ -407,11 +407,11 @@ def sweep(
     from xfads_cli.train.signals import EXIT_PREEMPTED
 
     if status is not None:
-        from xfads_cli.commands.sweep import sweep_status
+        from xfads_cli.sweep.command import sweep_status
 
         summary = sweep_status(status, plot=plot)
     else:
-        from xfads_cli.commands.sweep import sweep as run_sweep
+        from xfads_cli.sweep.command import sweep as run_sweep
 
         if space is None or out is None or trials is None:
             raise UsageError("xfads sweep needs DATA... --space FILE --out DIR --trials N (or --status DIR)")

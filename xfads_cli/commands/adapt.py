@@ -10,7 +10,7 @@ import torch
 
 from xfads_cli.data.source import source_name
 from xfads_cli.errors import UsageError
-from xfads_cli.evaluation import evaluate
+from xfads_cli.scoring.evaluate import evaluate
 from xfads_cli.rundir import (
     RunWriter,
     atomic_text,
@@ -117,7 +117,7 @@ def _adapt_config(run, overrides, trials: int, time_limit_min: float | None):
 
     config = load_config(overrides=overrides, base=resolved_config(run.config))
     if config.train.batch_size is None:  # e.g. --set train.batch_size=null: resolved from the shots, as fit does
-        from xfads_cli.train.loop import auto_batch_size
+        from xfads_cli.train.draws import auto_batch_size
 
         config = replace(config, train=replace(config.train, batch_size=auto_batch_size(trials)))
     train_cfg = config.train if time_limit_min is None else replace(config.train, time_limit_min=time_limit_min)

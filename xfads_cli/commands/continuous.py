@@ -11,40 +11,12 @@ Smooth output datasets (the time axis runs through the segments one after anothe
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from xfads_cli.errors import UsageError
-from xfads_cli.scores import bits_from_nll, poisson_nll
+from xfads_cli.scoring.bits import BitsPerSpike, HeldoutBits
 
 PIECE_BINS = 2000  # bins filtered at once: memory per piece ~ samples x piece x neurons x 4 bytes x 3
-
-
-class HeldoutBits:
-    """co-bps of a whole recording fed piece by piece: bits per spike of the held-out neurons' rates
-    over their mean rate in the session (the null model; its NLL from the totals at the end)."""
-
-    def __init__(self, heldout: np.ndarray):
-        self.heldout = np.asarray(heldout, dtype=bool)
-        self.nll_model = 0.0
-        self.spikes = np.zeros(int(self.heldout.sum()))
-        self.bins = np.zeros(int(self.heldout.sum()))
-
-    def add(self, rates: np.ndarray, counts: np.ndarray) -> None:
-        """rates, counts: [time, neuron] of consecutive bins."""
-        n = counts[:, self.heldout]
-        self.nll_model += poisson_nll(rates[:, self.heldout], n, constant=False)
-        self.spikes += np.nansum(n, axis=0)
-        self.bins += np.sum(~np.isnan(n), axis=0)
-
-    def value(self) -> float:
-        if not self.heldout.any():
-            return math.nan
-        # sum_t [rbar - n_t ln rbar] with rbar = spikes / bins: spikes - spikes ln rbar per neuron
-        rbar = np.where(self.bins > 0, self.spikes / np.maximum(self.bins, 1), 0.0)
-        null = float(np.sum(self.spikes - self.spikes * np.log(np.where(self.spikes > 0, rbar, 1.0))))
-        return bits_from_nll(null, self.nll_model, float(self.spikes.sum()))
 
 
 def smooth_recording(run, recording, model, out, *, fmt: str, mode: str | None, samples: int | None,
@@ -139,7 +111,6 @@ def forecast_at(run, recording, model, out, times: np.ndarray, *, context: int, 
 
     from xfads_cli.inference import iter_forecast
     from xfads_cli.outputs.h5 import H5Stream
-    from xfads_cli.outputs.metrics import BitsPerSpike
     from xfads_cli.outputs.sinks import output_attrs
 
     if fmt != "h5":

@@ -12,7 +12,6 @@ from xfads_cli.config import load_config, resolved_config
 from xfads_cli.data.source import source_name
 from xfads_cli.data.spikedata import SpikeData
 from xfads_cli.errors import UsageError
-from xfads_cli.evaluation import ForecastScores, baselines_for, grid_scores, judge, trial_labels
 from xfads_cli.inference import iter_forecast
 from xfads_cli.outputs.sinks import (
     check_format,
@@ -30,6 +29,10 @@ from xfads_cli.runs import (
     run_inputs,
     session_model,
 )
+from xfads_cli.scoring.baselines import baselines_for
+from xfads_cli.scoring.evaluate import grid_scores
+from xfads_cli.scoring.streamed import ForecastScores
+from xfads_cli.scoring.summary import judge, trial_labels
 
 
 def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None = None, horizon: int | None = None,
@@ -40,7 +43,7 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
     """Forecast `horizon` bins after the first `context` bins of each trial window; writes `out`. With
     `at_s` (times in seconds, or a file of them) on a recording without trials: forecasts from those
     times of the recording instead (commands/continuous.py forecast_at). grid: on trial-aligned data,
-    also score the forecast-grid windows (evaluation.grid_windows), each next to its baseline, in the
+    also score the forecast-grid windows (scoring/evaluate.py grid_windows), each next to its baseline, in the
     metrics as fp_bps@WINDOW / fp_baseline_bps@WINDOW, with one verdict line naming the worst window.
 
     Trials are forecast `train.batch_size` at a time and each block is written to the HDF5 output and

@@ -19,7 +19,7 @@ import numpy as np
 from xfads_cli.atomic import atomic_path, check_writable
 from xfads_cli.data.simulate import SESSION_START, simulate_arrays, simulated_spike_times
 from xfads_cli.errors import UsageError
-from xfads_cli.scores import bits_per_spike
+from xfads_cli.scoring.bits import bits_per_spike
 
 
 def describe(sim: dict, neurons: int, trials: int, bins: int) -> dict:

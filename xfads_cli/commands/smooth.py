@@ -9,14 +9,6 @@ import torch
 
 from xfads_cli.data.source import source_name
 from xfads_cli.errors import UsageError
-from xfads_cli.evaluation import (
-    EVAL_SPLITS,
-    SmoothedScores,
-    baselines_for,
-    evaluate,
-    judge,
-    trial_labels,
-)
 from xfads_cli.inference import iter_smooth
 from xfads_cli.outputs.sinks import (
     check_format,
@@ -33,6 +25,10 @@ from xfads_cli.runs import (
     run_inputs,
     session_model,
 )
+from xfads_cli.scoring.baselines import baselines_for
+from xfads_cli.scoring.evaluate import EVAL_SPLITS, evaluate
+from xfads_cli.scoring.streamed import SmoothedScores
+from xfads_cli.scoring.summary import judge, trial_labels
 
 
 def smooth(run_path: Path, data_path: Path, out: Path, *, split: str = "all", mode: str | None = None,

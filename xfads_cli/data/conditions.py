@@ -1,7 +1,7 @@
 """Which trials-table columns hold the task's structure: the condition label of each trial
 (data.condition) and the times of its events (data.events).
 
-Pure functions on column names and values, shared by the loaders (data/nwb.py; data/hdf5.py keeps
+Pure functions on column names and values, shared by the loaders (data/nwb/; data/hdf5.py keeps
 its own `conditions` dataset and `events/` group). 'auto' picks:
 
   condition  the first column named (case-insensitively) like CONDITION_NAMES, in that order, when

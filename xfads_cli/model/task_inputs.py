@@ -79,7 +79,7 @@ def choose_inputs(requested: tuple[str, ...], data, trial_locked_bps: float) -> 
     clock, and condition when the recording has 2+ condition labels, for trial-aligned recordings whose
     trial average predicts held-out trials (trial_locked_bps >= MIN_TRIAL_LOCKED_BPS); nothing for
     windows chopped from a continuous recording or recordings without trial-locked structure.
-    trial_locked_bps: outputs/baselines.psth_gain_bps of data's training trials (the caller measures it)."""
+    trial_locked_bps: scoring/psth.psth_gain_bps of data's training trials (the caller measures it)."""
     from xfads_cli.errors import UsageError, closest
 
     aligned = data.provenance.get("trials_from") != "chopped"

@@ -166,7 +166,7 @@ class XFADS(StateSpaceModel):
              backward_mask: torch.Tensor | None = None, input_dropout: InputDropout | None = None,
              noise: Noise = None, u: torch.Tensor | None = None) -> Elbo:
         """Monte Carlo ELBO per trial. y: [batch, time, neuron]. local_mask, backward_mask, input_dropout,
-        noise, u: as in `posterior` (the training loop passes per-trial draws, train/loop.py)."""
+        noise, u: as in `posterior` (the training loop passes per-trial draws, train/draws.py)."""
         post = self.posterior(y, mode=mode, n_samples=n_samples, drop_local=drop_local, local_mask=local_mask,
                               backward_mask=backward_mask, input_dropout=input_dropout, noise=noise, u=u)
         eta = self.eta(post.samples) + self.offset(u)

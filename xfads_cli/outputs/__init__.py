@@ -1,1 +1,1 @@
-"""Outputs: metrics, HDF5/NWB writers and plots."""
+"""Outputs: the HDF5/NWB writers of smooth and forecast, and the plots (the scores are scoring/)."""

@@ -159,7 +159,7 @@ def _check_module_free(source: Path, module_name: str) -> None:
 def _append_module(path: Path, source_name: str, module_name: str, description: str, series, start_s, bin_ms, units,
                    offsets):
     """Open the copy at `path` with pynwb in append mode and add the module. pynwb's warnings are
-    muted as in data/nwb.py: files written elsewhere trigger many harmless ones."""
+    muted as in data/nwb/opening.py: files written elsewhere trigger many harmless ones."""
     from pynwb import NWBHDF5IO
 
     with warnings.catch_warnings():

@@ -1,5 +1,6 @@
 """`xfads sweep`: a hyperparameter search whose trials are ordinary fit runs (docs/cluster.md).
 
+    command.py  `xfads sweep` / `xfads sweep --status` as library functions (cli.py calls them)
     space.py    the search space file (config key -> choices or a distribution), validated strictly
     locks.py    flock helpers: the sweep's ask lock and each worker's liveness lock
     study.py    the Optuna study in SWEEP_DIR/journal.log: open/create, ask, requeue, count, best link

@@ -1,23 +1,22 @@
-"""One readable training loop (nanoGPT-style): Adam, a learning rate annealed over the run's budget,
-gradient clipping, model selection and early stopping on a validation score, a time limit checked
-after every step, divergence handling, preemption, resumable state and data-parallel ranks.
+"""One readable training loop (nanoGPT-style): Adam, gradient clipping, model selection and early
+stopping on a validation score, a time limit checked after every step, divergence handling,
+preemption, resumable state and data-parallel ranks.
 
     training = fit(model, train_y, valid_y, cfg, seed=0, evaluate=fn, resume=state)  # or per-session lists
     for event in training:            # EpochEnd(record, is_best, state) after every epoch,
-        ...                           # Interrupted(state) when a stop signal arrived mid-epoch
+        ...                           # Interrupted(state) when a stop was requested mid-epoch
     result = training.result          # or: result = fit(...).run()
 
-`fit` trains either model kind (a batch is some trials of one session); `run_epochs` builds the Training:
-per epoch `_Loop.train_epoch` (the optimisation steps) then `_Loop.end_epoch` (validate, record,
-select, decide whether to stop); `LoopState` holds the counters a resumed run continues from.
+`fit` trains either model kind (a batch is some trials of one session) by handing `run_epochs` an
+`Objective` (the batches of an epoch, a batch's loss, the validation loss) and the caller's `Hooks`.
+`run_epochs` builds the Training: per epoch `_Loop.train_epoch` (the optimisation steps) then
+`_Loop.end_epoch` (validate, record, select, decide whether to stop); `LoopState` holds the counters a
+resumed run continues from. The learning rate and the budget are train/schedule.py's; the batch order
+and the Monte Carlo draws are keyed by (seed, epoch, trial) in train/draws.py, so the state "epoch e,
+k batches done" (plus optimizer, schedule budget, counters and the global RNG, which validation uses)
+is enough to continue a run exactly, also from the middle of an epoch.
 
-Reproducibility: the batch order of epoch e is a permutation drawn from a generator seeded with
-(seed, e) (as torch's DistributedSampler does), and the Monte Carlo draws of the training loss are
-keyed by (seed, e, trial) (`trial_draws`), so the state "epoch e, k batches done" (plus optimizer,
-schedule budget, counters and the global RNG, which validation uses) is enough to continue a run exactly,
-also from the middle of an epoch, and a trial gets the same draws on whichever rank it lands.
-
-Events, not hooks: the loop yields and the caller decides where checkpoints, progress and logs go.
+Events, not callbacks: the loop yields and the caller decides where checkpoints, progress and logs go.
 `state()` of an event returns the resumable training state as tensors and plain data. When
 `should_stop()` turns true (a preemption signal, train/signals.py; polled after every step) the loop
 yields the state to save, then raises `Preempted` on every rank.
@@ -42,13 +41,13 @@ import torch
 
 from xfads_cli.config import TrainConfig
 from xfads_cli.errors import RunFailure
-from xfads_cli.model.encoders import InputDropout
 from xfads_cli.train.distributed import SINGLE, Dist
+from xfads_cli.train.draws import TrialBatch, auto_batch_size, epoch_batches, mix_seed, trial_draws
+from xfads_cli.train.schedule import Budget, anneal_factor, max_epochs_reached, stalled, warmup_factor
 from xfads_cli.train.signals import Preempted
 from xfads_cli.train.threads import ThreadTuner
 
 MAX_DIVERGENCES = 3
-_MASK64 = (1 << 64) - 1
 
 
 @dataclass
@@ -64,71 +63,30 @@ class FitResult:
     select: str = "valid_loss"  # the record key the best epoch was chosen by
 
 
-def mix_seed(*values: int) -> int:
-    """A 63-bit generator seed from a tuple of integers (splitmix64 chained over the values)."""
-    h = 0
-    for v in values:
-        z = ((h ^ (int(v) & _MASK64)) + 0x9E3779B97F4A7C15) & _MASK64
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        h = z ^ (z >> 31)
-    return h & ((1 << 63) - 1)
+@dataclass(frozen=True)
+class Objective:
+    """What a run optimises, whatever a batch is. batches(epoch): that epoch's batches in order, a
+    function of (seed, epoch) only (the loop skips the first k when resuming mid-epoch);
+    batch_loss(batch): the scalar loss to minimise; valid_loss(): validation -ELBO per bin (NaN: none);
+    parameters: what Adam trains (None: all of the model's); find_unused_parameters: some parameters
+    may get no gradient from a step (DDP must then look for them)."""
+
+    batches: Callable[[int], Iterable[Any]]
+    batch_loss: Callable[[Any], torch.Tensor]
+    valid_loss: Callable[[], float]
+    parameters: Optional[Sequence[torch.nn.Parameter]] = None
+    find_unused_parameters: bool = False
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The CPU generator that shuffles epoch `epoch`: a function of (seed, epoch) only."""
-    return torch.Generator().manual_seed(mix_seed(seed, epoch))
+@dataclass(frozen=True)
+class Hooks:
+    """What the caller adds to a run. evaluate(model): extra metrics for each epoch's record (rank 0
+    only); should_stop(): polled after every step (a preemption signal, train/signals.py); threads:
+    told the wall time of every step (train/threads.py)."""
 
-
-class Draws(NamedTuple):
-    """The random parts of one batch's training loss (`trial_draws`), named as the models' `batch_loss`
-    keyword arguments."""
-
-    noise: torch.Tensor  # the filter's standard normals, model.noise_shape for the batch
-    local_mask: torch.Tensor | None  # [batch, time] bool: local potentials kept
-    backward_mask: torch.Tensor | None  # [batch] bool: backward potentials kept
-    input_dropout: InputDropout | None  # coordinated dropout of the encoder's held-in inputs
-    embed_noise: torch.Tensor | None  # [batch, embed]: standard normals of the session embedding's draw
-
-
-def trial_draws(model, y: torch.Tensor, keys: list[int], drop: float = 0.0, forecast: float = 0.0,
-                n_samples: int | None = None, input_drop: float = 0.0, session: int = 0) -> Draws:
-    """Monte Carlo draws of the training loss of a batch y [batch, time, neuron] of `session`, one
-    generator per trial (keys[i] seeds trial i). A trial's draws do not depend on the batch it is in.
-
-    drop: fraction of bins whose local potential is dropped. forecast: probability that a trial is
-    trained as a forecast: its local potentials are dropped from a cut point drawn uniformly in the
-    middle three fifths of the trial to its end, and its backward potentials everywhere (the causal
-    filter up to the cut, the dynamics alone after it). input_drop: coordinated dropout's rate."""
-    T = y.shape[1]
-    dtype = next(model.parameters()).dtype
-    shape = model.noise_shape(len(keys), T, n_samples=n_samples)  # [time, stream, batch, sample, column]
-    # each trial's block is drawn contiguously (one generator call), then viewed batch-third
-    buf = torch.empty((shape[2], shape[0], shape[1], *shape[3:]), dtype=dtype, device=y.device)
-    keep = torch.ones((len(keys), T), dtype=torch.bool, device=y.device) if drop > 0 or forecast > 0 else None
-    backward = torch.ones(len(keys), dtype=torch.bool, device=y.device) if forecast > 0 else None
-    dropped = embed = None
-    if input_drop > 0:
-        dropped = torch.zeros((len(keys), T, model.n_inputs(session)), dtype=torch.bool, device=y.device)
-    if model.embed_dim:
-        embed = torch.empty((len(keys), model.embed_dim), dtype=dtype, device=y.device)
-    lo, hi = T // 5, max(T // 5, (4 * T) // 5 - 1)
-    for i, key in enumerate(keys):
-        g = torch.Generator(device=y.device).manual_seed(key)
-        torch.randn(buf.shape[1:], generator=g, dtype=dtype, device=y.device, out=buf[i])
-        if drop > 0:
-            keep[i] = torch.rand(T, generator=g, device=y.device) >= drop
-        if forecast > 0:
-            u = torch.rand(2, generator=g, device=y.device).tolist()
-            if u[0] < forecast:
-                keep[i, max(1, lo + int(u[1] * (hi - lo + 1))):] = False
-                backward[i] = False
-        if input_drop > 0:
-            dropped[i] = torch.rand(dropped.shape[1:], generator=g, device=y.device) < input_drop
-        if embed is not None:
-            torch.randn(embed.shape[1:], generator=g, dtype=dtype, device=y.device, out=embed[i])
-    return Draws(buf.permute(1, 2, 0, 3, 4), keep, backward,
-                 InputDropout(dropped, input_drop) if input_drop > 0 else None, embed)
+    evaluate: Optional[Callable[[torch.nn.Module], dict]] = None
+    should_stop: Optional[Callable[[], bool]] = None
+    threads: Optional[ThreadTuner] = None
 
 
 @torch.no_grad()
@@ -147,49 +105,8 @@ def evaluate_loss(model, y: torch.Tensor, batch_size: int, session: int = 0, u: 
     return total / max(y.shape[0], 1)
 
 
-def auto_batch_size(n_trials: int) -> int:
-    """train.batch_size when unset: about a tenth of the training trials, between 8 and 64. A step
-    costs far less than in proportion to its batch on these sizes (the filter's time loop dominates),
-    so small recordings gain more from several steps per epoch than from whole-data batches."""
-    return int(min(64, max(8, round(n_trials / 10))))
-
-
-class TrialBatch(NamedTuple):
-    """This rank's share of one global batch: the session, trial indices, their weight (0: padding so
-    that every rank has a batch) and the size of the global batch."""
-
-    epoch: int
-    session: int
-    trials: torch.Tensor
-    weight: float
-    total: int
-
-
 def _present(y: torch.Tensor | None) -> bool:
     return y is not None and len(y) > 0
-
-
-def epoch_batches(sizes: list[int], batch_size: int | None, seed: int, epoch: int, dist: Dist) -> list[TrialBatch]:
-    """This rank's batches of epoch `epoch` over sessions with `sizes` training trials (0: not trained):
-    each session's trials in a random order cut into batches (a batch never mixes sessions, whose
-    neuron counts differ, so nothing is padded), the batches of all sessions shuffled together so the
-    shared parameters see the sessions interleaved; every global batch split over the ranks."""
-    gen = epoch_generator(seed, epoch)
-    chunks = []
-    for i, n in enumerate(sizes):
-        if n:
-            order = torch.randperm(n, generator=gen)
-            size = batch_size or auto_batch_size(n)
-            chunks += [(i, order[k : k + size]) for k in range(0, n, size)]
-    if sum(1 for n in sizes if n) > 1:  # one session's batches are already in a random order
-        chunks = [chunks[j] for j in torch.randperm(len(chunks), generator=gen).tolist()]
-    out = []
-    for i, chunk in chunks:
-        mine, weight = chunk[dist.rank :: dist.world], 1.0
-        if len(mine) == 0:  # fewer trials than ranks in the last batch
-            mine, weight = chunk[:1], 0.0
-        out.append(TrialBatch(epoch, i, mine, weight, len(chunk)))
-    return out
 
 
 def fit(
@@ -202,7 +119,12 @@ def fit(
     parameters: Iterable[torch.nn.Parameter] | None = None,
     dist: Dist | None = None,
     inputs: tuple[Sequence[torch.Tensor | None], Sequence[torch.Tensor | None]] | None = None,
-    **options,
+    select: str = "valid_loss",
+    resume: dict | None = None,
+    max_epochs: int | None = None,
+    evaluate: Callable[[torch.nn.Module], dict] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    threads: ThreadTuner | None = None,
 ) -> Training:
     """Training of `model` (XFADS, or MetaXFADS over many sessions) on train [trial, time, neuron] or, per
     session, train[i] [trial, time, neuron_i] (None or empty: not trained on), early-stopping on the
@@ -212,8 +134,9 @@ def fit(
     parameters: what to train (default: every parameter with requires_grad; few-shot adaptation passes
     one session's). dist: this process's rank (train/distributed.py), cfg.batch_size being the global
     batch. inputs: (train, valid) task inputs per session, [trial, time, input] aligned with the trials
-    (None entries: that session has none; model/task_inputs.py). options: run_epochs' select, evaluate, resume (a state an event's `state()` returned, to
-    continue from), max_epochs, should_stop and threads.
+    (None entries: that session has none; model/task_inputs.py). select, resume (a state an event's
+    `state()` returned, to continue from), max_epochs: as in `run_epochs`; evaluate, should_stop,
+    threads: its `Hooks`.
 
     Monte Carlo draws: trial k of the concatenated sessions in epoch e draws from mix_seed(seed, e, k)."""
     d = dist or SINGLE
@@ -227,8 +150,6 @@ def fit(
     offsets = [sum(sizes[:i]) for i in range(len(sizes))]
     train_u, valid_u = inputs if inputs is not None else ([None] * len(trains), [None] * len(valids))
     steps_per_epoch = len(epoch_batches(sizes, cfg.batch_size, seed, 0, SINGLE))
-    if parameters is None:
-        parameters = [p for p in model.parameters() if p.requires_grad]
 
     def batch_loss(b: TrialBatch) -> torch.Tensor:
         y = trains[b.session][b.trials.to(trains[b.session].device)]
@@ -251,12 +172,16 @@ def fit(
                   for i, y in scored]
         return sum(losses) / len(losses) if losses else math.nan
 
-    # parameters a step may not reach: the backward encoder (filter mode), other sessions' read-in/readout
-    unused = model.cfg.mode == "filter" or model.n_sessions > 1
-    return run_epochs(
-        model, cfg, batches=lambda epoch: epoch_batches(sizes, cfg.batch_size, seed, epoch, d), batch_loss=batch_loss,
-        valid_loss=valid_loss, parameters=parameters, seed=seed, dist=d, find_unused_parameters=unused, **options,
+    objective = Objective(
+        batches=lambda epoch: epoch_batches(sizes, cfg.batch_size, seed, epoch, d), batch_loss=batch_loss,
+        valid_loss=valid_loss,
+        parameters=[p for p in model.parameters() if p.requires_grad] if parameters is None else list(parameters),
+        # parameters a step may not reach: the backward encoder (filter mode), other sessions' read-in/readout
+        find_unused_parameters=model.cfg.mode == "filter" or model.n_sessions > 1,
     )
+    hooks = Hooks(evaluate=evaluate, should_stop=should_stop, threads=threads)
+    return run_epochs(model, cfg, objective, hooks, seed=seed, select=select, resume=resume, max_epochs=max_epochs,
+                      dist=d)
 
 
 class _BatchLoss(torch.nn.Module):
@@ -275,41 +200,6 @@ class _BatchLoss(torch.nn.Module):
             return self._fn(batch)
         except FloatingPointError:
             return sum(p.sum() for p in self._params) * math.nan
-
-
-def warmup_factor(updates: int, warmup_steps: int) -> float:
-    """Linear learning-rate warm-up: update k (0-based) runs at min(1, (k + 1) / warmup_steps) x the
-    scheduled rate."""
-    return 1.0 if warmup_steps <= 0 else min(1.0, (updates + 1) / warmup_steps)
-
-
-def anneal_factor(cfg: TrainConfig, epoch: int, progress: float) -> float:
-    """The schedule's multiple of cfg.lr. 'exponential': lr_decay**epoch; 'cosine': 1 until the last
-    `anneal_fraction` of the budget, then down to lr_final at progress >= 1 along half a cosine,
-    progress being the used fraction of the budget."""
-    if cfg.schedule == "exponential":
-        return cfg.lr_decay ** epoch
-    start = 1.0 - cfg.anneal_fraction
-    p = min(max((progress - start) / max(cfg.anneal_fraction, 1e-12), 0.0), 1.0)
-    return cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * p))
-
-
-@dataclass
-class Budget:
-    """What the cosine schedule anneals over: `epochs` epochs and/or `minutes` of training counted
-    from (epoch0, seconds0); whichever is used up first ends it. Saved with the training state so that
-    a resumed run keeps its schedule; a run resumed after its schedule ended starts a new one."""
-
-    epochs: int
-    minutes: float | None
-    epoch0: int = 0
-    seconds0: float = 0.0
-
-    def progress(self, epoch: float, seconds: float) -> float:
-        """epoch: epochs done (fractional mid-epoch); seconds: training seconds so far."""
-        by_epochs = (epoch - self.epoch0) / max(self.epochs, 1)
-        by_time = (seconds - self.seconds0) / (60.0 * self.minutes) if self.minutes else 0.0
-        return max(by_epochs, by_time)
 
 
 def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
@@ -344,7 +234,7 @@ class LoopState:
     partial: Optional[dict] = None  # the position inside an interrupted epoch
     divergences: int = 0
     since_best: int = 0
-    best_progress: float = 0.0  # budget progress at the best epoch (early stopping, see `_stalled`)
+    best_progress: float = 0.0  # budget progress at the best epoch (early stopping, see `stalled`)
     updates: int = 0
     seconds_before: float = 0.0  # training seconds before this invocation
     seconds: float = 0.0  # training seconds of the whole run, the same number on every rank
@@ -370,11 +260,10 @@ class _Loop:
     """One run of `run_epochs`: the optimiser, the DDP-wrapped loss, the counters and the result, with
     one method per phase (`train_epoch`, `end_epoch`) and the resumable `state`."""
 
-    def __init__(self, model, cfg: TrainConfig, params: list, step_loss, *, batches, valid_loss, select: str,
-                 evaluate, should_stop, threads, dist: Dist):
+    def __init__(self, model, cfg: TrainConfig, params: list, step_loss, *, objective: Objective, hooks: Hooks,
+                 select: str, dist: Dist):
         self.model, self.cfg, self.params, self.step_loss, self.d = model, cfg, params, step_loss, dist
-        self.batches, self.valid_loss, self.select, self.threads = batches, valid_loss, select, threads
-        self.evaluate, self.should_stop = evaluate, should_stop
+        self.objective, self.hooks, self.select = objective, hooks, select
         self.device = params[0].device if params else torch.device("cpu")
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
         self.result = FitResult(select=select)
@@ -411,6 +300,9 @@ class _Loop:
             "rng": rng,
         }
 
+    def _stop_requested(self) -> bool:
+        return self.hooks.should_stop is not None and self.hooks.should_stop()
+
     def out_of_time(self) -> bool:
         return self.cfg.time_limit_min is not None and time.monotonic() - self.start > 60 * self.cfg.time_limit_min
 
@@ -425,11 +317,11 @@ class _Loop:
         ls.partial = None
         t0 = time.monotonic() - elapsed
         rollback = _Snapshot(self.params, self.opt)
-        epoch_batches = list(self.batches(epoch))
+        batches = list(self.objective.batches(epoch))
         step, time_up = skip, False
-        for batch in epoch_batches[skip:]:
+        for batch in batches[skip:]:
             step_start = time.monotonic()
-            progress = ls.budget.progress(epoch + step / len(epoch_batches), ls.seconds)
+            progress = ls.budget.progress(epoch + step / len(batches), ls.seconds)
             _set_lr(self.opt, cfg.lr * ls.lr_scale * warmup_factor(ls.updates, cfg.warmup_steps)
                     * anneal_factor(cfg, epoch, progress))
             self.opt.zero_grad(set_to_none=True)
@@ -438,7 +330,7 @@ class _Loop:
             norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             step += 1
             value, bad_grad = loss.item(), not bool(torch.isfinite(norm))
-            stop = self.should_stop is not None and self.should_stop()
+            stop = self._stop_requested()
             time_up = self.out_of_time()
             ls.seconds = ls.seconds_before + time.monotonic() - self.start
             if d.active:  # one collective per step: everyone skips, steps, stops and anneals together
@@ -448,15 +340,15 @@ class _Loop:
                 self.opt.step()
                 ls.updates += 1
                 losses.append(value)
-                if self.threads is not None:
-                    self.threads.after_step(time.monotonic() - step_start)
+                if self.hooks.threads is not None:
+                    self.hooks.threads.after_step(time.monotonic() - step_start)
             else:
                 self._diverged(value, epoch, step, rollback)
             if stop:
-                return losses, t0, time_up, {"epoch": epoch, "step": step, "steps": len(epoch_batches),
+                return losses, t0, time_up, {"epoch": epoch, "step": step, "steps": len(batches),
                                              "losses": list(losses), "seconds": time.monotonic() - t0}
             schedule_done = cfg.schedule == "cosine" and ls.budget.progress(
-                epoch + step / len(epoch_batches), ls.seconds) >= 1
+                epoch + step / len(batches), ls.seconds) >= 1
             if time_up or schedule_done:
                 break
         return losses, t0, time_up, None
@@ -482,11 +374,11 @@ class _Loop:
         record = stop = None
         if d.is_main:
             record = {"epoch": epoch, "train_loss": sum(losses) / len(losses) if losses else math.nan,
-                      "valid_loss": self.valid_loss(), "lr": self.opt.param_groups[0]["lr"]}
-            if self.evaluate is not None:
-                record.update(self.evaluate(self.model))
+                      "valid_loss": self.objective.valid_loss(), "lr": self.opt.param_groups[0]["lr"]}
+            if self.hooks.evaluate is not None:
+                record.update(self.hooks.evaluate(self.model))
             record["seconds"] = time.monotonic() - t0
-            stop = self.should_stop is not None and self.should_stop()
+            stop = self._stop_requested()
         record, stop, time_up_end = d.broadcast((record, stop, self.out_of_time() if d.is_main else None))
         r.history.append(record)
         ls.seconds = ls.seconds_before + time.monotonic() - self.start
@@ -499,7 +391,7 @@ class _Loop:
         """Whether the run ends after `epoch` (early stopping, time limit, schedule done), saying why."""
         ls, r, cfg = self.ls, self.result, self.cfg
         progress = ls.budget.progress(epoch + 1, ls.seconds)
-        if _stalled(cfg, ls.since_best, progress, ls.best_progress):
+        if stalled(cfg, ls.since_best, progress, ls.best_progress):
             r.stopped = f"no validation improvement for {cfg.patience} epochs" + (
                 " nor in the first half of the learning-rate anneal" if cfg.schedule == "cosine" else "")
             return True
@@ -582,27 +474,18 @@ class Training:
 def run_epochs(
     model: torch.nn.Module,
     cfg: TrainConfig,
+    objective: Objective,
+    hooks: Hooks = Hooks(),
     *,
-    batches: Callable[[int], Iterable[Any]],
-    batch_loss: Callable[[Any], torch.Tensor],
-    valid_loss: Callable[[], float],
-    parameters: Iterable[torch.nn.Parameter] | None = None,
     seed: int = 0,
     select: str = "valid_loss",
-    evaluate: Callable[[torch.nn.Module], dict] | None = None,
     resume: dict | None = None,
     max_epochs: int | None = None,
     dist: Dist | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    find_unused_parameters: bool = False,
-    threads: ThreadTuner | None = None,
 ) -> Training:
-    """The training `fit` runs, agnostic of what a batch is;
-    returns the Training to iterate (nothing runs before that).
+    """The training `fit` runs, agnostic of what a batch is: returns the Training of `objective` to
+    iterate (nothing runs before that), `hooks` called as it goes.
 
-    batches(epoch): that epoch's batches in order, a function of (seed, epoch) only (the loop skips
-    the first k when resuming mid-epoch); batch_loss(batch): scalar loss to minimise; valid_loss():
-    validation -ELBO per bin (NaN: none); parameters: what Adam trains (default: all of model's).
     select: the epoch record's key that picks the best epoch and drives early stopping: a loss
     ("*_loss", lower is better) or a score (higher is better, e.g. "valid_fp_bps" from `evaluate`);
     epochs where it is missing or not finite fall back to valid_loss, then train_loss.
@@ -611,52 +494,22 @@ def run_epochs(
     a time limit ends the epoch early, which is then validated and recorded as usual. max_epochs
     (default cfg.max_epochs) counts the run's epochs from its start, those before a resume included.
     With an active `dist`, valid_loss and evaluate run on rank 0 only and its decisions (and records)
-    are broadcast. should_stop(): polled after every step (a preemption signal, train/signals.py).
-    threads: told the wall time of every step (train/threads.py)."""
+    are broadcast."""
     d = dist or SINGLE
     torch.manual_seed(seed)
-    params = list(model.parameters()) if parameters is None else list(parameters)
-    step_loss = d.wrap(_BatchLoss(model, batch_loss, params), find_unused_parameters)
-    loop = _Loop(model, cfg, params, step_loss, batches=batches, valid_loss=valid_loss, select=select,
-                 evaluate=evaluate, should_stop=should_stop, threads=threads, dist=d)
+    params = list(model.parameters()) if objective.parameters is None else list(objective.parameters)
+    step_loss = d.wrap(_BatchLoss(model, objective.batch_loss, params), objective.find_unused_parameters)
+    loop = _Loop(model, cfg, params, step_loss, objective=objective, hooks=hooks, select=select, dist=d)
     last_epoch = cfg.max_epochs if max_epochs is None else max_epochs
     loop.ls = ls = loop.restore(resume, Budget(last_epoch, cfg.time_limit_min), last_epoch)
     result = loop.result
     first_epoch = ls.first_epoch
-    result.stopped = _max_epochs_reached(last_epoch, first_epoch if resume is not None else 0)
-    if resume is not None and ls.partial is None and result.history and _stalled(
+    result.stopped = max_epochs_reached(last_epoch, first_epoch if resume is not None else 0)
+    if resume is not None and ls.partial is None and result.history and stalled(
             cfg, ls.since_best, ls.budget.progress(first_epoch, ls.seconds_before), ls.best_progress):
         result.stopped = f"no validation improvement for {cfg.patience} epochs"  # a finished run, resumed
         first_epoch = max(first_epoch, last_epoch)
     return Training(loop, first_epoch, last_epoch)
-
-
-def _max_epochs_reached(last_epoch: int, done_before: int) -> str:
-    """Why a run that ran up to max_epochs stopped. max_epochs counts the run's epochs from its start,
-    also when resuming (done_before: the epochs completed before this resume): said, because a user
-    giving --max-epochs 3 to a resumed run may expect 3 more."""
-    if not done_before:
-        return f"max_epochs={last_epoch} reached"
-    if done_before >= last_epoch:
-        return (f"max_epochs={last_epoch} reached before this resume: the run already had {done_before} epochs "
-                "(max_epochs counts the run's epochs from its start; give more to train on)")
-    return (f"max_epochs={last_epoch} reached (it counts the run's epochs from its start: {done_before} before "
-            f"this resume, {last_epoch - done_before} in it)")
-
-
-def _stalled(cfg: TrainConfig, since_best: int, progress: float, best_progress: float) -> bool:
-    """Early stopping: `cfg.patience` epochs without a better validation score and, with the cosine
-    schedule, no new best in the first half of the anneal either (progress: share of the budget used;
-    best_progress: at the best epoch). Why: at the peak learning rate a noisy validation score (a few
-    dozen trials) easily goes 40 epochs without a new best while the model still improves, and the
-    anneal is where a fit gains most; stopping at patience alone ended 5-minute fits after 2.5 minutes
-    at full learning rate, never annealed (benchmarks/README.md, quality run)."""
-    if since_best < cfg.patience:
-        return False
-    if cfg.schedule != "cosine":
-        return True
-    anneal_start = 1.0 - cfg.anneal_fraction
-    return progress - max(best_progress, anneal_start) >= 0.5 * cfg.anneal_fraction
 
 
 def _selection_score(record: dict, select: str) -> tuple[float, bool]:

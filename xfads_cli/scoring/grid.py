@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 EVENT_LEAD = 2  # an event window's forecast starts this many bins before the event
+GRID_MARK = "@"  # metric keys of a forecast-grid window: '{split}_fp_bps@{window}', '{split}_fp_baseline_bps@{window}'
 
 
 class Window(NamedTuple):

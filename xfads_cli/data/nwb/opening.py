@@ -1,0 +1,93 @@
+"""Opening an NWB file, local or remote, and turning pynwb's failures into one-line BadFile errors.
+
+pynwb reads lazily, so a damaged dataset may fail long after the file opened: `open_nwb` also
+catches those failures for as long as the file is open.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+from xfads_cli.data.nwb.columns import text
+from xfads_cli.data.source import RemoteSource, is_remote
+from xfads_cli.errors import BadFile, UsageError
+
+_EXPECTED = "expected an NWB 2.x file (HDF5) as written by pynwb or MatNWB"
+
+
+@contextmanager
+def open_nwb(path: Path | RemoteSource):
+    """Yield (io, nwbfile), closing the file afterwards. pynwb's warnings are muted throughout: real
+    files trigger many harmless ones (e.g. OpticalSeries checks) that would flood the terminal.
+    A remote recording (data/source.py) is read through an h5py.File over its byte ranges."""
+    from pynwb import NWBHDF5IO
+
+    if not is_remote(path) and not path.exists():
+        raise UsageError(f"file not found: {path}; check the path (an .nwb file is expected)")
+    if not is_remote(path) and not path.is_file():
+        raise UsageError(f"{path} is a directory, not an NWB file; pass the path of an .nwb file")
+    with warnings.catch_warnings(), _remote_hdf5(path) as remote:
+        warnings.simplefilter("ignore")
+        try:
+            io = NWBHDF5IO(str(path), "r") if remote is None else NWBHDF5IO(file=remote, mode="r")
+        except OSError as exc:
+            raise BadFile(f"cannot open {path.name} as HDF5 ({_first_line(exc)}); {_EXPECTED}") from None
+        try:
+            try:
+                nwb = io.read()
+            except Exception as exc:  # any failure here is the file's: not NWB, truncated, bad schema
+                raise BadFile(f"{path.name} is not a readable NWB file ({_read_error(exc)}); {_EXPECTED}") from None
+            try:
+                yield io, nwb
+            except OSError as exc:  # pynwb reads lazily: a damaged dataset fails only when it is read
+                raise BadFile(
+                    f"cannot read {path.name} ({_first_line(exc)}); the file is damaged (truncated or corrupt),"
+                    " copy it again"
+                ) from None
+        finally:
+            io.close()
+
+
+@contextmanager
+def _remote_hdf5(path):
+    """None for a local file (pynwb opens it by name), else the remote file's h5py.File."""
+    if not is_remote(path):
+        yield None
+        return
+    from xfads_cli.data.remote import open_hdf5
+
+    try:
+        with open_hdf5(path) as f:
+            yield f
+    except OSError as exc:  # h5py's own failure to open it (a network failure is a RemoteError)
+        raise BadFile(f"cannot open {path.name} as HDF5 ({_first_line(exc)}); {_EXPECTED}") from None
+
+
+def nwb_version(io) -> str | None:
+    """The file's NWB version as text (pynwb gives a (text, parsed) tuple in recent versions)."""
+    version = getattr(io, "nwb_version", None)
+    if isinstance(version, tuple):
+        version = version[0]
+    return text(version) if version is not None else None
+
+
+def _first_line(exc: Exception, limit: int = 200) -> str:
+    message = str(exc).strip()
+    line = message.splitlines()[0] if message else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _read_error(exc: Exception) -> str:
+    """Why pynwb could not read a file, in a few words. hdmf's ConstructError dumps the whole builder
+    ("(root/units GroupBuilder {...}, 'Could not construct Units object due to: ...')"); keep the
+    object's path and the reason."""
+    message = " ".join(str(exc).split())
+    reason = re.search(r"Could not construct (\w+) object due to: (.*?)['\"]?\)?$", message)
+    if reason:
+        where = re.match(r"\(?root(/\S*)?\s", message)
+        at = f" at {where[1] or '/'}" if where else ""
+        return f"{reason[1]}{at}: {reason[2][:200]}"
+    return f"{type(exc).__name__}: {_first_line(exc)}"
