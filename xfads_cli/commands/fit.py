@@ -95,7 +95,7 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
         from xfads_cli.outputs.plots import require_matplotlib
 
         require_matplotlib()
-    config, sessions, meta = _load_sessions(paths, config)
+    config, sessions, meta = load_fit_sessions(paths, config)
     select = selection_key(config, sessions, meta)
     dev = rank_device(d, device)
     tuner = configure_threads(threads if threads is not None else config.train.threads, world=d.world,
@@ -104,7 +104,7 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
     # (under torchrun a rank failing them ends the job, so none waits here for ever).
     with deterministic_mode(deterministic), process_group(d, dev):
         torch.manual_seed(config.seed)
-        model, spec = _build(config, sessions, dev, resumed_spec=ckpt.spec if ckpt is not None else None)
+        model, spec = _build(config, sessions, meta, dev, resumed_spec=ckpt.spec if ckpt is not None else None)
         if progress is not None and d.is_main and not getattr(progress, "quiet", False):
             from xfads_cli.progress import log
 
@@ -170,9 +170,10 @@ def _resumable_checkpoint(out: Path) -> Checkpoint:
     return ckpt
 
 
-def _load_sessions(paths: list[Path], config: Config) -> tuple[Config, list, bool]:
+def load_fit_sessions(paths: list[Path], config: Config) -> tuple[Config, list, bool]:
     """The recordings, checked for this likelihood and for training trials; the config with the meta
-    kind when there are several, and with the batch size resolved; whether the model is the meta one."""
+    kind when there are several, and with the batch size resolved; whether the model is the meta one.
+    Also what `xfads sweep` checks before its first trial (sweep/setup.py)."""
     from xfads_cli.data.sessions import load_sessions
     from xfads_cli.model.likelihoods import support_problem
 
@@ -335,13 +336,12 @@ def _key(metric: str, data, meta: bool) -> str:
     return f"{data.session}/{metric}" if meta else metric
 
 
-def _build(config: Config, sessions: list, device, resumed_spec: dict | None = None):
+def _build(config: Config, sessions: list, meta: bool, device, resumed_spec: dict | None = None):
     """The model and the plain-data spec that rebuilds it (stored in every checkpoint). A single-session
     model gets the task inputs data.inputs asks for (model/task_inputs.py); the meta model has none. A
     resumed run keeps the inputs of its checkpoint (none for runs from before task inputs)."""
     from xfads_cli.model.task_inputs import choose_inputs
 
-    meta = config.model.kind == "meta"
     spec = ModelSpec.for_sessions(sessions, meta=meta).to_dict()
     if not meta:
         if resumed_spec is not None:

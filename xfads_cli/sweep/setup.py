@@ -4,7 +4,6 @@ on them) and, for an existing sweep, that these are the ones the study was start
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from xfads_cli.errors import UsageError
@@ -42,19 +41,7 @@ def prepare(paths: list[Path], space: Path, out: Path, n_trials: int, *, config_
 def objective_key(paths: list[Path], config) -> str:
     """The record key every trial is scored on (commands.fit.selection_key of the recordings), after the
     checks run_fit makes of them, so that data that cannot be fitted fail here and not in every trial."""
-    from xfads_cli.commands.fit import selection_key
-    from xfads_cli.data.sessions import load_sessions
-    from xfads_cli.model.likelihoods import support_problem
+    from xfads_cli.commands.fit import load_fit_sessions, selection_key
 
-    sessions = load_sessions(list(paths), config.data)
-    meta = config.model.kind == "meta" or len(sessions) > 1
-    if meta and config.model.kind != "meta":
-        config = replace(config, model=replace(config.model, kind="meta"))
-    for data in sessions:
-        problem = support_problem(config.model.likelihood, data.counts)
-        name = Path(data.provenance.get("path", "the recording")).name
-        if problem:
-            raise UsageError(f"{name} {problem}")
-        if data.subset("train").n_trials == 0:
-            raise UsageError(f"{name} gives no training trials; check data.split or the trial options")
+    config, sessions, meta = load_fit_sessions(list(paths), config)
     return selection_key(config, sessions, meta)
