@@ -90,6 +90,19 @@ def test_an_output_under_a_file_is_refused_before_the_work(small_run, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and blocker.read_text() == ""
 
 
+
+def test_a_sweep_under_a_file_is_refused_before_the_work(small_run, tmp_path):
+    pytest.importorskip("optuna")
+    run, data = small_run
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {log_uniform: [1.0e-3, 1.0e-2]}\n")
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    result = invoke("sweep", data, "--space", space, "--out", blocker / "sweep", "--trials", 1)
+    assert result.exit_code == 2, result.output
+    one_error_line(result.output, f"{blocker} is a file, not a folder", "choose another --out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "space.yaml"]
+
 def test_a_folder_nobody_may_write_is_refused(small_run):
     """/sys refuses new files even to root: a real unwritable folder, not a mocked one."""
     try:

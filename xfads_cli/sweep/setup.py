@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xfads_cli.atomic import check_writable
 from xfads_cli.errors import UsageError
 from xfads_cli.sweep.space import load_space, space_dict
 from xfads_cli.sweep.study import open_or_create, require_optuna
@@ -29,6 +30,7 @@ def prepare(paths: list[Path], space: Path, out: Path, n_trials: int, *, config_
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
         raise UsageError(f"DATA not found: {', '.join(missing)}; pass existing recordings (.nwb, .h5) or folders")
+    check_writable(Path(out) / "journal.log")  # before the recordings are loaded and checked
     select = objective_key(paths, config)
     meta = {"space": space_dict(params), "data": [str(Path(p).resolve()) for p in paths],
             "config": resolved_config(config), "selected_on": select,
