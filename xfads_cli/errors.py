@@ -82,3 +82,15 @@ def listing(choices, limit: int = 12) -> str:
         return "none"
     more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
+
+
+def first_line(exc: Exception, width: int = 200, sentence: bool = False) -> str:
+    """An exception's text for a one-line message: its first line (with `sentence`, its first sentence:
+    torch and HDF5 go on with paragraphs of advice), at most `width` characters, cut at a word."""
+    import textwrap
+
+    text = str(exc).strip()
+    text = text.splitlines()[0] if text else type(exc).__name__
+    if sentence:
+        text = text.split(". ")[0].rstrip(".")
+    return textwrap.shorten(text, width, placeholder=" ...")

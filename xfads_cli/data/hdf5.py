@@ -39,7 +39,7 @@ from xfads_cli.data.conditions import AUTO, event_bins
 from xfads_cli.data.provenance import source_provenance
 from xfads_cli.data.selection import choose_heldout
 from xfads_cli.data.spikedata import SPLITS, SpikeData, assign_split, padding_mask, trailing_lengths
-from xfads_cli.errors import BadFile, UsageError, closest, dtype_kind, listing
+from xfads_cli.errors import BadFile, UsageError, closest, dtype_kind, first_line, listing
 
 NLB_KEY = "train_spikes_heldin"
 PLAIN_KEY = "spikes"
@@ -77,13 +77,9 @@ def _raw(f, name: str, ndim: int | None = None) -> np.ndarray:
     try:
         return np.asarray(ds[()])
     except OSError as exc:
-        raise BadFile(f"cannot read '{name}' from {file} ({_first_line(exc)}); the file is damaged (truncated or"
+        raise BadFile(f"cannot read '{name}' from {file} ({first_line(exc)}); the file is damaged (truncated or"
                       " corrupt), copy it again") from None
 
-
-def _first_line(exc: Exception, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _read(f, name: str, ndim: int | None = None, dtype=np.float32, check=None) -> np.ndarray:

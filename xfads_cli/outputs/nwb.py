@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from xfads_cli.atomic import atomic_path
-from xfads_cli.errors import UsageError
+from xfads_cli.errors import UsageError, first_line
 from xfads_cli.outputs.h5 import jsonable
 
 NWB_SUFFIX = ".nwb"  # the temporary copy keeps it: pynwb warns about other names
@@ -143,7 +143,7 @@ def _check_module_free(source: Path, module_name: str) -> None:
             taken = f"processing/{module_name}" in f
     except OSError as exc:
         raise UsageError(
-            f"cannot open {source.name} as HDF5 ({_first_line(exc)}); expected an NWB 2.x file (HDF5)"
+            f"cannot open {source.name} as HDF5 ({first_line(exc)}); expected an NWB 2.x file (HDF5)"
         ) from None
     if taken:
         raise UsageError(
@@ -171,7 +171,7 @@ def _append_module(path: Path, source_name: str, module_name: str, description: 
                 nwb = io.read()
             except Exception as exc:  # the file's fault: not NWB, truncated, unknown schema
                 raise UsageError(
-                    f"{source_name} is not a readable NWB file ({type(exc).__name__}: {_first_line(exc)});"
+                    f"{source_name} is not a readable NWB file ({type(exc).__name__}: {first_line(exc)});"
                     " expected an NWB 2.x file (HDF5) as written by pynwb or MatNWB"
                 ) from None
             module = nwb.create_processing_module(name=module_name, description=description)
@@ -218,12 +218,3 @@ def _timeseries(series: dict[str, np.ndarray], start_s, bin_ms: float, units: di
         holders.setdefault(base, ts)
         out.append(ts)
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Small helpers
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xfads_cli.atomic import atomic_path
-from xfads_cli.errors import UsageError
+from xfads_cli.errors import UsageError, first_line
 
 FORMAT = "xfads-checkpoint/1"
 
@@ -87,20 +87,12 @@ def _read(path: Path) -> dict:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise UsageError(f"{path} is not a readable xfads checkpoint ({_first_sentence(exc)}); the file is damaged "
+        raise UsageError(f"{path} is not a readable xfads checkpoint ({first_line(exc, 160, sentence=True)}); the file is damaged "
                          "or incomplete, copy it again") from None
     if not isinstance(raw, dict) or raw.get("format") not in MIGRATIONS:
         raise UsageError(f"{path} is not an xfads checkpoint (expected format {FORMAT})")
     return raw
 
-
-def _first_sentence(exc: Exception, width: int = 160) -> str:
-    """The first sentence of an exception's text (at most `width` characters, cut at a word): torch's
-    messages go on with a paragraph of advice that does not fit one line."""
-    import textwrap
-
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return textwrap.shorten(text.split(". ")[0].rstrip("."), width, placeholder=" ...")
 
 
 def _meta_hyper_hidden(raw: dict) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from xfads_cli.data.nwb.columns import text
 from xfads_cli.data.source import RemoteSource, is_remote
-from xfads_cli.errors import BadFile, UsageError
+from xfads_cli.errors import BadFile, UsageError, first_line
 
 _EXPECTED = "expected an NWB 2.x file (HDF5) as written by pynwb or MatNWB"
 
@@ -34,7 +34,7 @@ def open_nwb(path: Path | RemoteSource):
         try:
             io = NWBHDF5IO(str(path), "r") if remote is None else NWBHDF5IO(file=remote, mode="r")
         except OSError as exc:
-            raise BadFile(f"cannot open {path.name} as HDF5 ({_first_line(exc)}); {_EXPECTED}") from None
+            raise BadFile(f"cannot open {path.name} as HDF5 ({first_line(exc)}); {_EXPECTED}") from None
         try:
             try:
                 nwb = io.read()
@@ -44,7 +44,7 @@ def open_nwb(path: Path | RemoteSource):
                 yield io, nwb
             except OSError as exc:  # pynwb reads lazily: a damaged dataset fails only when it is read
                 raise BadFile(
-                    f"cannot read {path.name} ({_first_line(exc)}); the file is damaged (truncated or corrupt),"
+                    f"cannot read {path.name} ({first_line(exc)}); the file is damaged (truncated or corrupt),"
                     " copy it again"
                 ) from None
         finally:
@@ -63,7 +63,7 @@ def _remote_hdf5(path):
         with open_hdf5(path) as f:
             yield f
     except OSError as exc:  # h5py's own failure to open it (a network failure is a RemoteError)
-        raise BadFile(f"cannot open {path.name} as HDF5 ({_first_line(exc)}); {_EXPECTED}") from None
+        raise BadFile(f"cannot open {path.name} as HDF5 ({first_line(exc)}); {_EXPECTED}") from None
 
 
 def nwb_version(io) -> str | None:
@@ -73,11 +73,6 @@ def nwb_version(io) -> str | None:
         version = version[0]
     return text(version) if version is not None else None
 
-
-def _first_line(exc: Exception, limit: int = 200) -> str:
-    message = str(exc).strip()
-    line = message.splitlines()[0] if message else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _read_error(exc: Exception) -> str:
@@ -90,4 +85,4 @@ def _read_error(exc: Exception) -> str:
         where = re.match(r"\(?root(/\S*)?\s", message)
         at = f" at {where[1] or '/'}" if where else ""
         return f"{reason[1]}{at}: {reason[2][:200]}"
-    return f"{type(exc).__name__}: {_first_line(exc)}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
