@@ -17,37 +17,8 @@ from xfads_cli.config import Config, load_config, resolved_config
 from xfads_cli.data.source import is_remote, parse_source, source_name
 from xfads_cli.data.spikedata import SpikeData
 from xfads_cli.errors import UsageError
+from xfads_cli.model.spec import ModelSpec, build_model
 from xfads_cli.train.checkpoint import Checkpoint
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What rebuilds a model besides the config: one plain-data entry per session (neuron count,
-    held-in mask, bin width, unit ids, session name; an adapted session also the trial ids of its
-    shots; a single-session run with task inputs also their `InputSpec`, key "inputs"). A single-session
-    XFADS run is the one-session case. On disk (checkpoint["spec"]) the
-    single-session form stays the flat dict older checkpoints hold, the meta form is
-    {"kind": "meta", "sessions": [...]}."""
-
-    sessions: tuple[dict, ...]
-    meta: bool
-
-    @classmethod
-    def of(cls, raw: dict) -> "ModelSpec":
-        if raw.get("kind") == "meta":
-            return cls(tuple(raw["sessions"]), True)
-        return cls((raw,), False)
-
-    @classmethod
-    def for_sessions(cls, sessions: list[SpikeData], meta: bool) -> "ModelSpec":
-        return cls(tuple(model_spec(d) | ({"name": d.session} if meta else {}) for d in sessions), meta)
-
-    def to_dict(self) -> dict:
-        return {"kind": "meta", "sessions": list(self.sessions)} if self.meta else dict(self.sessions[0])
-
-    @property
-    def names(self) -> list[str]:
-        return [s.get("name", s.get("session")) for s in self.sessions]
 
 
 @dataclass
@@ -81,26 +52,6 @@ def model_spec(data: SpikeData) -> dict:
         "unit_ids": [str(u) for u in data.unit_ids],
         "session": data.session,
     }
-
-
-def build_model(config: Config, spec: dict, device="cpu") -> torch.nn.Module:
-    """The model of a checkpoint's spec (ModelSpec's on-disk form): XFADS for one session, MetaXFADS
-    for the meta kind."""
-    dtype = torch.float64 if config.train.dtype == "float64" else torch.float32
-    spec = ModelSpec.of(spec)
-    if spec.meta:
-        from xfads_cli.model.meta import MetaXFADS
-
-        model = MetaXFADS(config.model, list(spec.sessions))
-    else:
-        from xfads_cli.model.xfads import XFADS
-
-        from xfads_cli.model.task_inputs import InputSpec
-
-        one = spec.sessions[0]
-        model = XFADS(config.model, one["n_neurons"], torch.tensor(one["heldin"]), one["dt"],
-                      InputSpec.from_dict(one.get("inputs")))
-    return model.to(device=device, dtype=dtype)
 
 
 def load_run(run: Path, device: str = "auto", which: str = "best") -> Run:

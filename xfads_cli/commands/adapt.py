@@ -18,7 +18,8 @@ from xfads_cli.rundir import (
     data_summary,
     prepare_out,
 )
-from xfads_cli.runs import ModelSpec, as_tensor, load_run, model_spec, require_meta
+from xfads_cli.model.spec import ModelSpec
+from xfads_cli.runs import as_tensor, load_run, model_spec, require_meta
 
 
 def same_values(before: list[torch.Tensor], params) -> bool:

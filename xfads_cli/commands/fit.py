@@ -25,7 +25,8 @@ from xfads_cli.rundir import (
     data_provenance,
     data_summary,
 )
-from xfads_cli.runs import ModelSpec, as_tensor, build_model, session_views
+from xfads_cli.model.spec import ModelSpec, build_model
+from xfads_cli.runs import as_tensor, model_spec, session_views
 from xfads_cli.scoring.evaluate import evaluate
 from xfads_cli.scoring.selection import selection_fp_bps, selection_note
 from xfads_cli.scoring.summary import baseline_summary
@@ -342,7 +343,7 @@ def _build(config: Config, sessions: list, meta: bool, device, resumed_spec: dic
     resumed run keeps the inputs of its checkpoint (none for runs from before task inputs)."""
     from xfads_cli.model.task_inputs import choose_inputs
 
-    spec = ModelSpec.for_sessions(sessions, meta=meta).to_dict()
+    spec = ModelSpec(tuple(model_spec(d) | ({"name": d.session} if meta else {}) for d in sessions), meta).to_dict()
     if not meta:
         if resumed_spec is not None:
             inputs = resumed_spec.get("inputs")
