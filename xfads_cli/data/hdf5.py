@@ -36,7 +36,6 @@ import numpy as np
 
 from xfads_cli.config import DataConfig
 from xfads_cli.data.conditions import AUTO, event_bins
-from xfads_cli.data.provenance import source_provenance
 from xfads_cli.data.selection import choose_heldout
 from xfads_cli.data.spikedata import SPLITS, SpikeData, assign_split, padding_mask, trailing_lengths
 from xfads_cli.errors import BadFile, UsageError, closest, dtype_kind, first_line, listing
@@ -170,18 +169,17 @@ def rebin(x: np.ndarray, factor: int, reduce: str = "sum") -> np.ndarray:
     return x.sum(axis=2) if reduce == "sum" else x.mean(axis=2)
 
 
-def load_hdf5(path: Path, cfg: DataConfig) -> SpikeData:
-    """Read an NLB-layout or plain-layout HDF5 file into SpikeData (see the module docstring)."""
-    from xfads_cli.data.remote import open_hdf5
-
-    with open_hdf5(path) as f:
-        layout = detect_layout(f)
-        data = _load_nlb(f, path, cfg) if layout == "nlb" else _load_plain(f, path, cfg)
-        data = _padded(f, path, data)
-        events = _events(f, path, cfg.events, data)
-        if events:  # (a replace re-checks the whole padding: only when there is something to add)
-            data = replace(data, events=events)
-    data.provenance.update({**source_provenance(path), "format": f"hdf5-{layout}",
+def read_hdf5(opened, cfg: DataConfig) -> SpikeData:
+    """Read the open NLB-layout or plain-layout HDF5 file `opened` (data/opened.py) into SpikeData (see
+    the module docstring)."""
+    f, path = opened.h5, opened.source
+    layout = detect_layout(f)
+    data = _load_nlb(f, path, cfg) if layout == "nlb" else _load_plain(f, path, cfg)
+    data = _padded(f, path, data)
+    events = _events(f, path, cfg.events, data)
+    if events:  # (a replace re-checks the whole padding: only when there is something to add)
+        data = replace(data, events=events)
+    data.provenance.update({**opened.provenance(), "format": f"hdf5-{layout}",
                             "trials_from": f"hdf5-{layout} trial tensors",  # trial-aligned, never chopped
                             "condition": None if data.conditions is None else "conditions",
                             "events": list(data.events)})

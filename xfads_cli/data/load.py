@@ -1,4 +1,5 @@
-"""One entry point for every supported file: `load_data(path, cfg)` and `describe(path)`. A path is a
+"""One entry point for every supported file: `load_data(path, cfg)` and `describe(path)`; `read_trials`
+and `read_continuous` of a file a command opened once (data/opened.py). A path is a
 local file or a remote recording (an https://, s3:// or dandi:// URL: data/source.py, data/remote.py)."""
 
 from __future__ import annotations
@@ -6,63 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from xfads_cli.config import DataConfig
+from xfads_cli.data.opened import OpenFile, open_file
 from xfads_cli.data.source import RemoteSource, is_remote, parse_source
 from xfads_cli.data.spikedata import SpikeData
-from xfads_cli.errors import BadFile, UsageError, about_file
-
-NWB_SUFFIXES = (".nwb",)
-HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
-
+from xfads_cli.errors import UsageError, about_file
 
 def file_format(path: str | Path | RemoteSource) -> str:
     """'nwb' or 'hdf5' for a readable file, else a UsageError naming what is wrong."""
-    import h5py
-
-    path = parse_source(path)
-    if is_remote(path):
-        return _remote_format(path)
-    if not path.exists():
-        raise UsageError(f"no such file: {path}; check the path (NWB .nwb or HDF5 .h5 files are supported)")
-    if path.is_dir():
-        raise UsageError(f"{path} is a directory; pass NWB (.nwb) or HDF5 (.h5) files")
-    try:
-        is_hdf5 = h5py.is_hdf5(str(path))
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not is_hdf5:
-        raise UsageError(f"{path} is not an HDF5 file; xfads reads NWB (.nwb, HDF5 backend) and HDF5 (.h5) spike files")
-    try:
-        with h5py.File(path, "r") as f:
-            is_nwb = "nwb_version" in f.attrs or ("units" in f and "general" in f)
-    except OSError as exc:
-        raise BadFile(_open_error(path, exc)) from None
-    return "nwb" if is_nwb or path.suffix.lower() in NWB_SUFFIXES else "hdf5"
-
-
-def _remote_format(source: RemoteSource) -> str:
-    """file_format of a remote recording: opening it reads the superblock and the root's attributes."""
-    from xfads_cli.data.remote import open_hdf5
-
-    try:
-        with open_hdf5(source) as f:
-            is_nwb = "nwb_version" in f.attrs or ("units" in f and "general" in f)
-    except OSError:
-        raise UsageError(f"{source} is not an HDF5 file; xfads reads NWB (.nwb, HDF5 backend) and HDF5 (.h5)"
-                         " spike files") from None
-    return "nwb" if is_nwb or source.suffix.lower() in NWB_SUFFIXES else "hdf5"
-
-
-def _open_error(path: Path, exc: OSError) -> str:
-    """One line for an HDF5 file that h5py cannot open; a cut-short copy gets its sizes named."""
-    import re
-
-    text = " ".join(str(exc).split())
-    cut = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
-    if cut:
-        return (f"{path} is truncated: it has {int(cut[1]):,} of its {int(cut[2]):,} bytes (an interrupted copy"
-                " or download?); copy the complete file again")
-    reason = text.split("(", 1)[-1].rstrip(")") if "(" in text else text
-    return f"{path} has an HDF5 signature but cannot be opened ({reason[:200]}); the file is damaged, copy it again"
+    with open_file(path) as f:
+        return f.format
 
 
 def check_bin_ms(bin_ms) -> float:
@@ -77,17 +30,35 @@ def check_bin_ms(bin_ms) -> float:
 
 def load_data(path: str | Path, cfg: DataConfig | None = None) -> SpikeData:
     """Load any supported recording into SpikeData according to `cfg` (defaults when None)."""
+    path = parse_source(path)
+    with about_file(path), open_file(path) as f:
+        return read_trials(f, cfg)
+
+
+def read_trials(f: OpenFile, cfg: DataConfig | None = None) -> SpikeData:
+    """The trials of the open recording `f` (data/opened.py) as `cfg` defines them (defaults when None):
+    an NWB file's trials, intervals or chopped windows, an HDF5 file's trial tensors."""
     cfg = cfg or DataConfig()
     check_bin_ms(cfg.bin_ms)
-    path = parse_source(path)
-    with about_file(path):
-        if file_format(path) == "nwb":
-            from xfads_cli.data.nwb import load_nwb
+    with about_file(f.source):
+        if f.format == "nwb":
+            from xfads_cli.data.nwb import read_nwb
 
-            return load_nwb(path, cfg)
-        from xfads_cli.data.hdf5 import load_hdf5
+            return read_nwb(f, cfg)
+        from xfads_cli.data.hdf5 import read_hdf5
 
-        return load_hdf5(path, cfg)
+        return read_hdf5(f, cfg)
+
+
+def read_continuous(f: OpenFile, cfg: DataConfig):
+    """The open recording `f` as one continuous `Recording` (data/recording.py) when `cfg` defines no
+    trials on it; None when it has trials (or is an HDF5 file of trial tensors)."""
+    if f.format != "nwb":
+        return None
+    from xfads_cli.data.nwb import read_nwb_recording
+
+    with about_file(f.source):
+        return read_nwb_recording(f, cfg)
 
 
 def describe(path: str | Path) -> dict:

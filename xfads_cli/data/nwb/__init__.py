@@ -12,10 +12,11 @@ Spike times come from the units table, trials from an interval table ('trials' o
     trial_columns.py  condition labels and event times of the loaded trials
     series.py         behaviour TimeSeries onto the bins, and the ground truth of simulated files
     describe.py       the `xfads inspect` summary and the suggested bin size
-    load.py           load_nwb and load_nwb_recording, putting the above together
+    load.py           read_nwb and read_nwb_recording of an open file (data/opened.py), putting the
+                      above together; load_nwb and load_nwb_recording open the file themselves
 """
 
 from xfads_cli.data.nwb.describe import describe_nwb, suggest_bin_ms
-from xfads_cli.data.nwb.load import load_nwb, load_nwb_recording
+from xfads_cli.data.nwb.load import load_nwb, load_nwb_recording, read_nwb, read_nwb_recording
 
-__all__ = ["describe_nwb", "load_nwb", "load_nwb_recording", "suggest_bin_ms"]
+__all__ = ["describe_nwb", "load_nwb", "load_nwb_recording", "read_nwb", "read_nwb_recording", "suggest_bin_ms"]

@@ -13,19 +13,24 @@ import numpy as np
 
 from xfads_cli.config import DataConfig
 from xfads_cli.data.binning import bin_edges, bin_spikes, observed_bins
-from xfads_cli.data.nwb.opening import nwb_version, open_nwb
+from xfads_cli.data.nwb.opening import nwb_version
 from xfads_cli.data.nwb.series import find_series, read_truth, resample_behaviour, series_times
 from xfads_cli.data.nwb.trial_columns import trial_conditions, trial_events
 from xfads_cli.data.nwb.units import Units, read_heldout, read_units
 from xfads_cli.data.nwb.windows import Windows, outside_trials, trial_windows
-from xfads_cli.data.provenance import source_provenance
-from xfads_cli.data.source import parse_source
+from xfads_cli.data.opened import OpenFile, open_file
 from xfads_cli.data.spikedata import SpikeData, assign_split
 from xfads_cli.errors import UsageError
 
 
 def load_nwb(path: Path, cfg: DataConfig = DataConfig()) -> SpikeData:
-    """Bin the units of an NWB file into trials as `cfg` says.
+    """Bin the units of the NWB file at `path` into trials as `cfg` says (`read_nwb` of the file)."""
+    with open_file(path) as f:
+        return read_nwb(f, cfg)
+
+
+def read_nwb(f: OpenFile, cfg: DataConfig = DataConfig()) -> SpikeData:
+    """Bin the units of the open NWB file `f` (data/opened.py) into trials as `cfg` says.
 
     Returns SpikeData with counts [trial, time, neuron] (NaN where a bin is not fully inside a unit's
     obs_intervals), behavior [trial, time, dim] when `cfg.behavior` names series, and for simulated
@@ -33,12 +38,12 @@ def load_nwb(path: Path, cfg: DataConfig = DataConfig()) -> SpikeData:
     bin and, when the bin is a whole multiple of the simulation bin, 'retest_counts'.
     Raises UsageError for anything the user can fix (paths, options, malformed files).
     """
-    path = parse_source(path)
+    path = f.source
     if not (cfg.bin_ms > 0 and np.isfinite(cfg.bin_ms)):
         raise UsageError(f"data.bin_ms must be positive and finite, got {cfg.bin_ms}; e.g. --set data.bin_ms=20")
     bin_s = cfg.bin_ms / 1000.0
     notes: list[str] = []  # user warnings, issued after pynwb's own warnings are no longer muted
-    with open_nwb(path) as (io, nwb):
+    with f.nwb() as (io, nwb):
         units = read_units(nwb, cfg.units)
         series = [find_series(nwb, name) for name in cfg.behavior]
         times = [series_times(ts) for _, _, ts in series]
@@ -61,7 +66,7 @@ def load_nwb(path: Path, cfg: DataConfig = DataConfig()) -> SpikeData:
             arr[outside] = np.nan  # spikes (and samples) before or after a trial are not its own
 
     provenance = {
-        **source_provenance(path),
+        **f.provenance(),
         "format": "nwb",
         "nwb_version": version,
         "trials_from": windows.source,
@@ -99,13 +104,19 @@ def _counts(units: Units, windows: Windows, edges: np.ndarray) -> np.ndarray:
 
 
 def load_nwb_recording(path: Path, cfg: DataConfig = DataConfig()):
-    """The session as a `Recording` (spike times, segments) when `cfg` defines no trials on it (no
-    trials table and no data.intervals: the recording `load_nwb` chops into windows), else None.
-    The units, their selection and the held-out neurons are `load_nwb`'s."""
+    """`read_nwb_recording` of the NWB file at `path`."""
+    with open_file(path) as f:
+        return read_nwb_recording(f, cfg)
+
+
+def read_nwb_recording(f: OpenFile, cfg: DataConfig = DataConfig()):
+    """The session of the open NWB file `f` as a `Recording` (spike times, segments) when `cfg` defines
+    no trials on it (no trials table and no data.intervals: the recording `read_nwb` chops into
+    windows), else None. The units, their selection and the held-out neurons are `read_nwb`'s."""
     from xfads_cli.data.recording import Recording, observed_segments
 
-    path = parse_source(path)
-    with open_nwb(path) as (io, nwb):
+    path = f.source
+    with f.nwb() as (io, nwb):
         if cfg.intervals is not None or nwb.trials is not None:
             return None
         units = read_units(nwb, cfg.units)
@@ -118,7 +129,7 @@ def load_nwb_recording(path: Path, cfg: DataConfig = DataConfig()):
     whole = len(units.rows) == units.n_rows
     spikes = [t if whole and np.all(t[1:] >= t[:-1]) else np.sort(t, kind="stable")
               for t in (np.asarray(u, dtype=np.float64) for u in units.spikes)]
-    provenance = {**source_provenance(path), "format": "nwb",
+    provenance = {**f.provenance(), "format": "nwb",
                   "nwb_version": version, "trials_from": "continuous"}
     return Recording(spikes=spikes, obs=units.obs, segments=observed_segments(units.t_first, units.t_last, units.obs),
                      unit_ids=units.ids, heldout=heldout, bin_ms=float(cfg.bin_ms), session=cfg.session or path.stem,

@@ -22,33 +22,48 @@ _EXPECTED = "expected an NWB 2.x file (HDF5) as written by pynwb or MatNWB"
 def open_nwb(path: Path | RemoteSource):
     """Yield (io, nwbfile), closing the file afterwards. pynwb's warnings are muted throughout: real
     files trigger many harmless ones (e.g. OpticalSeries checks) that would flood the terminal.
-    A remote recording (data/source.py) is read through an h5py.File over its byte ranges."""
-    from pynwb import NWBHDF5IO
-
+    A remote recording (data/source.py) is read through an h5py.File over its byte ranges. (A command
+    that reads a file more than once opens it with data/opened.py instead.)"""
     if not is_remote(path) and not path.exists():
         raise UsageError(f"file not found: {path}; check the path (an .nwb file is expected)")
     if not is_remote(path) and not path.is_file():
         raise UsageError(f"{path} is a directory, not an NWB file; pass the path of an .nwb file")
-    with warnings.catch_warnings(), _remote_hdf5(path) as remote:
-        warnings.simplefilter("ignore")
+    with nwb_errors(path), _remote_hdf5(path) as remote:
+        io, nwb = read_nwb_file(path, remote)
         try:
-            io = NWBHDF5IO(str(path), "r") if remote is None else NWBHDF5IO(file=remote, mode="r")
-        except OSError as exc:
-            raise BadFile(f"cannot open {path.name} as HDF5 ({first_line(exc)}); {_EXPECTED}") from None
-        try:
-            try:
-                nwb = io.read()
-            except Exception as exc:  # any failure here is the file's: not NWB, truncated, bad schema
-                raise BadFile(f"{path.name} is not a readable NWB file ({_read_error(exc)}); {_EXPECTED}") from None
-            try:
-                yield io, nwb
-            except OSError as exc:  # pynwb reads lazily: a damaged dataset fails only when it is read
-                raise BadFile(
-                    f"cannot read {path.name} ({first_line(exc)}); the file is damaged (truncated or corrupt),"
-                    " copy it again"
-                ) from None
+            yield io, nwb
         finally:
             io.close()
+
+
+def read_nwb_file(path: Path | RemoteSource, h5=None) -> tuple:
+    """(io, nwbfile) of the NWB file at `path`, read by pynwb from the open h5py.File `h5` (None: pynwb
+    opens the local path itself); the caller closes io. Failures are one-line BadFile errors."""
+    from pynwb import NWBHDF5IO
+
+    try:
+        io = NWBHDF5IO(str(path), "r") if h5 is None else NWBHDF5IO(file=h5, mode="r")
+    except OSError as exc:
+        raise BadFile(f"cannot open {path.name} as HDF5 ({first_line(exc)}); {_EXPECTED}") from None
+    try:
+        return io, io.read()
+    except Exception as exc:  # any failure here is the file's: not NWB, truncated, bad schema
+        io.close()
+        raise BadFile(f"{path.name} is not a readable NWB file ({_read_error(exc)}); {_EXPECTED}") from None
+
+
+@contextmanager
+def nwb_errors(path: Path | RemoteSource):
+    """pynwb's warnings muted, and a lazily read dataset's failure as a one-line BadFile: pynwb reads
+    lazily, so a damaged dataset fails only when it is read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        except OSError as exc:
+            raise BadFile(
+                f"cannot read {path.name} ({first_line(exc)}); the file is damaged (truncated or corrupt), copy it again"
+            ) from None
 
 
 @contextmanager
