@@ -40,8 +40,10 @@ print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 LOAD_ONLY = """
 import sys
 from xfads_cli import runs
+from xfads_cli.data.opened import open_file
 run = runs.load_run(sys.argv[1], "cpu")
-recording = runs.load_recording_for_run(sys.argv[2], run)
+with open_file(sys.argv[2]) as f:
+    recording = runs.read_recording_for_run(f, run)
 """
 
 

@@ -25,7 +25,7 @@ MAX_MODULE_LINES = 600
 # models through it) above them, the commands above the library, the sweep (which runs fits) above the
 # commands and cli.py on top. LEAVES may be imported by every part.
 LEAVES = {"errors", "atomic", "config"}
-LIBRARY = {"runs", "inference", "rundir"}
+LIBRARY = {"runs"}
 BELOW_COMMANDS = LEAVES | {"data", "model", "train", "outputs", "scoring", "heap", "progress"} | LIBRARY
 ALLOWED: dict[str, set[str]] = {
     "xfads_cli": set(),  # the package __init__: `import xfads_cli` loads nothing else

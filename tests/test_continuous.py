@@ -1,5 +1,5 @@
 """Recordings without trials end to end: `smooth` gives one continuous trajectory per segment on the
-recording's time base (commands/continuous.py), streamed piece by piece."""
+recording's time base (commands/smooth.py, commands/forecast.py --at-s), streamed piece by piece."""
 
 from __future__ import annotations
 

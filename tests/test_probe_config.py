@@ -130,7 +130,7 @@ def write_counts(path: Path, seed: int, nan_at=(), lengths=None) -> Path:
 
 def test_a_run_applied_to_another_recording_names_both_files(tmp_path):
     from xfads_cli.data.load import load_data
-    from xfads_cli.rundir import data_provenance
+    from xfads_cli.runs.rundir import data_provenance
     from xfads_cli.runs import Run, load_data_for_run, model_spec
     from xfads_cli.train.checkpoint import Checkpoint
 

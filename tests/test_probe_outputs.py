@@ -22,7 +22,7 @@ from xfads_cli.atomic import atomic_path, partial_glob
 from xfads_cli.cli import app
 from xfads_cli.errors import UsageError
 from xfads_cli.outputs.h5 import write_h5
-from xfads_cli.rundir import prepare_out
+from xfads_cli.runs.rundir import prepare_out
 
 runner = CliRunner()
 TINY = ["--set", "model.latent_dim=2", "--set", "model.dynamics_hidden=8", "--set", "model.encoder_hidden=8",

@@ -11,7 +11,7 @@ import torch
 from xfads_cli.data.source import source_name
 from xfads_cli.errors import UsageError
 from xfads_cli.scoring.evaluate import evaluate
-from xfads_cli.rundir import (
+from xfads_cli.runs.rundir import (
     RunWriter,
     atomic_text,
     data_provenance,

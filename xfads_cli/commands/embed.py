@@ -44,12 +44,12 @@ def embed(run_path: Path, data_paths: list[Path], out: Path, *, overwrite: bool 
     from xfads_cli.outputs.h5 import check_output, write_h5
 
     check_output(out, overwrite, run_inputs(run_path, *data_paths))
-    run = load_run(run_path, device)
+    run = load_run(run_path, device, overrides=overrides)
     require_meta(run, "embed")
     names, means, variances, params = [], [], [], []
     trial_mean, trial_var, trial_session, trial_ids = [], [], [], []
     for k, path in enumerate(data_paths):
-        data = load_data_for_run(path, run, overrides)
+        data = load_data_for_run(path, run)
         index = session_index(run, data)
         mu_t, var_t, mu, var = session_embedding(run.model, as_tensor(data.counts, run), index)
         names.append(data.session)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from xfads_cli.config import Config, dump_config, load_config, resolved_config
 from xfads_cli.errors import RunFailure, UsageError
-from xfads_cli.rundir import (
+from xfads_cli.runs.rundir import (
     RunWriter,
     atomic_text,
     check_out,

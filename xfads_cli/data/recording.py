@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from xfads_cli.errors import UsageError
+
 
 @dataclass
 class Recording:
@@ -89,3 +91,28 @@ def observed_segments(t_first: float, t_last: float, obs: list[np.ndarray] | Non
         else:
             merged.append([lo, hi])
     return np.array(merged, dtype=np.float64)
+
+
+def forecast_windows(recording: Recording, times: np.ndarray, context: int, horizon: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each time: the counts of the `context` bins before it and the `horizon` bins from it, on its
+    segment's bin grid (the forecast starts at the bin edge nearest the time): [time, context, neuron]
+    and [time, horizon, neuron], and the first forecast bin's start time [time]."""
+    ctx = np.empty((len(times), context, recording.n_neurons), dtype=np.float32)
+    future = np.empty((len(times), horizon, recording.n_neurons), dtype=np.float32)
+    starts = np.empty(len(times))
+    for i, t in enumerate(times):
+        inside = np.flatnonzero((recording.segments[:, 0] <= t) & (t <= recording.segments[:, 1]))
+        b = -1 if inside.size == 0 else int(round((t - recording.segments[inside[0], 0]) / recording.bin_s))
+        if inside.size == 0 or b < context or b + horizon > recording.n_bins(inside[0]):
+            raise UsageError(f"--at-s {t:g}: the {context}-bin context before it and the {horizon}-bin horizon after it "
+                             f"must lie in one recorded segment ({_segments_text(recording)}); choose another time or a "
+                             "shorter --context/--horizon")
+        seg = inside[0]
+        counts = recording.counts(seg, b - context, b + horizon)
+        ctx[i], future[i], starts[i] = counts[:context], counts[context:], recording.timestamps(seg, b, b + 1)[0]
+    return ctx, future, starts
+
+
+def _segments_text(recording) -> str:
+    return ", ".join(f"{a:.3f}-{b:.3f} s" for a, b in recording.segments[:4]) + (" ..." if len(recording.segments) > 4 else "")

@@ -9,7 +9,7 @@ import numpy as np
 
 from xfads_cli.config import Config
 from xfads_cli.data.spikedata import SpikeData, blank_padding
-from xfads_cli.inference import iter_forecast, iter_smooth
+from xfads_cli.runs.inference import iter_forecast, iter_smooth
 from xfads_cli.runs import model_inputs
 from xfads_cli.scoring.baselines import baselines_for, trial_aligned
 from xfads_cli.scoring.bits import BLOCK_TRIALS

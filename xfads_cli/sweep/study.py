@@ -151,7 +151,7 @@ def update_best(study, sweep_dir: Path) -> None:
     """Point SWEEP_DIR/best at the best completed trial's run directory: a symlink swapped in atomically
     (os.replace of a new link), or a text file holding the path where symlinks fail."""
     from xfads_cli.atomic import partial_name
-    from xfads_cli.rundir import atomic_text
+    from xfads_cli.runs.rundir import atomic_text
 
     try:
         target = study.best_trial.user_attrs.get("run_dir")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from xfads_cli.outputs.sinks import concat_parts
-from xfads_cli.runs import as_tensor
+from xfads_cli.runs.binding import as_tensor
 
 QUANTILES = (0.05, 0.5, 0.95)
 RATE_BLOCK_VALUES = 4_000_000  # sample x bin x neuron values of rates summarised at once (iter_recording)
