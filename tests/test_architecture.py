@@ -22,8 +22,8 @@ MAX_MODULE_LINES = 600
 
 # part -> the other parts it may import (a part's modules import each other freely, cycles aside).
 # The data flow: data -> model -> training -> outputs, the library (LIBRARY, then scoring, which runs
-# models through it) above them, the commands above the library, the sweep (which runs fits) above the
-# commands and cli.py on top. LEAVES may be imported by every part.
+# models through it, then fitting) above them, the commands and the sweep (which runs fits) side by side
+# above the library, and cli.py on top. LEAVES may be imported by every part.
 LEAVES = {"errors", "atomic", "config"}
 LIBRARY = {"runs"}
 BELOW_COMMANDS = LEAVES | {"data", "model", "train", "outputs", "scoring", "heap", "progress"} | LIBRARY
@@ -40,9 +40,10 @@ ALLOWED: dict[str, set[str]] = {
     "outputs": LEAVES | {"data"},  # writers and plots: never a model or a score
     **{name: LEAVES | {"data", "model", "train", "outputs"} | LIBRARY for name in LIBRARY},
     "scoring": LEAVES | {"data"} | LIBRARY,  # numpy scores; evaluate.py runs models through runs/inference
-    "commands": BELOW_COMMANDS,
-    "sweep": BELOW_COMMANDS | {"commands"},
-    "cli": BELOW_COMMANDS | {"commands", "sweep"},
+    "fitting": BELOW_COMMANDS,  # `xfads fit` as a library function, which the sweep runs too
+    "commands": BELOW_COMMANDS | {"fitting"},
+    "sweep": BELOW_COMMANDS | {"fitting"},  # beside the commands, never importing them
+    "cli": BELOW_COMMANDS | {"commands", "sweep", "fitting"},
     "__main__": {"cli"},
 }
 KNOWN_LAYER_BREAKS: set[tuple[str, str]] = set()

@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from xfads_cli.cli import app
-from xfads_cli.commands.fit import run_fit
+from xfads_cli.fitting import run_fit
 from xfads_cli.config import load_config
 from xfads_cli.progress import EpochProgress
 from xfads_cli.scoring.selection import SELECT_SAMPLES
@@ -82,7 +82,7 @@ def test_one_epoch_numbering_in_progress_summary_metrics_csv_and_checkpoints(run
     assert torch.load(out / "best.pt", weights_only=True)["epoch"] == best
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == summary["epochs"] - 1
 
-    from xfads_cli.commands.fit import training_line  # the line `xfads fit` ends with
+    from xfads_cli.fitting import training_line  # the line `xfads fit` ends with
 
     assert training_line(summary) == f"4 epochs (0-3), best epoch {best}; stopped: max_epochs=4 reached"
 
@@ -99,7 +99,7 @@ def test_max_epochs_counts_the_epochs_of_the_whole_run_when_resuming(recording, 
     assert again["stopped"] == ("max_epochs=2 reached before this resume: the run already had 3 epochs "
                                 "(max_epochs counts the run's epochs from its start; give more to train on)")
 
-    from xfads_cli.commands.fit import training_line
+    from xfads_cli.fitting import training_line
 
     assert training_line(again).startswith("3 epochs (0-2), best epoch ")
 

@@ -166,7 +166,7 @@ def test_a_killed_worker_s_trial_is_requeued_not_lost(recording, space, tmp_path
 
 
 def test_a_failing_trial_does_not_stop_the_study(recording, space, tmp_path, monkeypatch):
-    import xfads_cli.commands.fit as fit_module
+    import xfads_cli.fitting as fit_module
     from xfads_cli.errors import RunFailure
 
     real = fit_module.run_fit

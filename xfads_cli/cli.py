@@ -216,7 +216,7 @@ def fit(
     from xfads_cli.config import load_config
     from xfads_cli.progress import EpochProgress
     from xfads_cli.train.distributed import detect
-    from xfads_cli.commands.fit import run_fit, training_line
+    from xfads_cli.fitting import run_fit, training_line
     from xfads_cli.train.signals import EXIT_PREEMPTED, Preempted
 
     if resume and resume_auto:

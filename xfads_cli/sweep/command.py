@@ -1,6 +1,5 @@
-"""`xfads sweep` as library functions: a hyperparameter search whose trials are fit runs. It lives with the
-sweep rather than in commands/ because the sweep runs fits (commands/fit.py): the sweep part sits above the
-commands, and a command module here would make the two parts import each other.
+"""`xfads sweep` as library functions: a hyperparameter search whose trials are fit runs (xfads_cli/fitting.py,
+the library function `xfads fit` calls too). The sweep part sits beside the commands and never imports them.
 
     sweep(DATA, space, SWEEP_DIR, trials=N)        # one worker here, or workers=K local processes
     sweep(..., worker=True)                        # one worker of many (a SLURM array task)

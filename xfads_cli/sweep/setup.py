@@ -41,9 +41,9 @@ def prepare(paths: list[Path], space: Path, out: Path, n_trials: int, *, config_
 
 
 def objective_key(paths: list[Path], config) -> str:
-    """The record key every trial is scored on (commands.fit.selection_key of the recordings), after the
+    """The record key every trial is scored on (fitting.selection_key of the recordings), after the
     checks run_fit makes of them, so that data that cannot be fitted fail here and not in every trial."""
-    from xfads_cli.commands.fit import load_fit_sessions, selection_key
+    from xfads_cli.fitting import load_fit_sessions, selection_key
 
     config, sessions, meta = load_fit_sessions(list(paths), config)
     return selection_key(config, sessions, meta)

@@ -129,7 +129,7 @@ def run_trial(study, trial, setup: Setup, stop: Stop) -> str:
 def fit_trial(setup: Setup, config, run_dir: Path, reporter: _Reporter, resume: bool) -> tuple[str, object]:
     """run_fit, its ending as ("done", summary), ("pruned", message), ("fail", message) or ("requeue",
     reason). UsageError and KeyboardInterrupt propagate."""
-    from xfads_cli.commands.fit import run_fit
+    from xfads_cli.fitting import run_fit
     from xfads_cli.train.signals import Preempted
 
     try:

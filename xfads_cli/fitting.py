@@ -1,4 +1,5 @@
-"""`xfads fit` as a library function: data -> model -> training -> RUN_DIR (the files: rundir.py).
+"""`xfads fit` as a library function: data -> model -> training -> RUN_DIR (the files: runs/rundir.py).
+The CLI's `fit` and the sweep's trials both call `run_fit`.
 
 Nothing is created before the input has been loaded and validated (no partial output on bad input).
 On SIGTERM/SIGUSR1 the current step finishes, last.pt gets the exact mid-epoch state and `Preempted`
