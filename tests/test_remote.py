@@ -209,7 +209,7 @@ def test_sweep_takes_local_files_only(server, tmp_path):
 
 
 def test_content_id_matches_sessions_by_sha256_or_url_and_etag():
-    """runs.session_index matches a meta run's sessions by this: a file without either matches nothing."""
+    """runs.index_in_run matches a meta run's sessions by this: a file without either matches nothing."""
     from xfads_cli.data.provenance import content_id
 
     assert content_id({"path": "/x.nwb", "sha256": "ab"}) == "ab"

@@ -27,7 +27,7 @@ from xfads_cli.runs.rundir import (
     data_summary,
 )
 from xfads_cli.model.spec import ModelSpec, build_model
-from xfads_cli.runs import as_tensor, model_spec, session_views
+from xfads_cli.runs import as_tensor, model_spec, bound_sessions
 from xfads_cli.scoring.evaluate import evaluate
 from xfads_cli.scoring.selection import selection_fp_bps, selection_note
 from xfads_cli.scoring.summary import baseline_summary
@@ -133,7 +133,7 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
         if not d.is_main:
             return {"run_dir": str(out), "rank": d.rank, "epochs": len(result.history)}
         metrics = {}
-        for view, data in zip(session_views(model, sessions), sessions):
+        for view, data in zip(bound_sessions(model, sessions), sessions):
             metrics.update({_key(k, data, meta): v for k, v in evaluate(view, data, config).items()})
     note = None if meta else selection_note(result.select, result.best_score, result.best_epoch, config,
                                             sessions[0].subset("valid"))
@@ -215,7 +215,7 @@ def _epoch_scores(model, sessions: list, config: Config, select: str, meta: bool
     trials, no baselines, and a forecast pass only when it selects the best epoch."""
     def scores(m) -> dict:
         out_metrics = {}
-        for view, data in zip(session_views(model, sessions), sessions):
+        for view, data in zip(bound_sessions(model, sessions), sessions):
             if data.subset("valid").n_trials:
                 found = evaluate(view, data, config, splits=("valid",), forecast=False, decode=False, baselines=False)
                 if select == "valid_fp_bps":

@@ -13,7 +13,7 @@ from xfads_cli.runs import (
     load_run,
     require_meta,
     run_inputs,
-    session_index,
+    index_in_run,
 )
 
 
@@ -50,7 +50,7 @@ def embed(run_path: Path, data_paths: list[Path], out: Path, *, overwrite: bool 
     trial_mean, trial_var, trial_session, trial_ids = [], [], [], []
     for k, path in enumerate(data_paths):
         data = load_data_for_run(path, run)
-        index = session_index(run, data)
+        index = index_in_run(run, data)
         mu_t, var_t, mu, var = session_embedding(run.model, as_tensor(data.counts, run), index)
         names.append(data.session)
         means.append(mu.cpu().numpy())

@@ -58,14 +58,14 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
     times = None if at_s is None else parse_times(at_s)
     options = {"samples": samples, "mode": mode, "keep_samples": keep_samples, "fmt": fmt, "overwrite": overwrite}
     with open_input(run_path, data_path, overrides=overrides, device=device) as (run, f):
-        bin_ms = run.config.data.bin_ms
-        context, horizon = _bins(context, context_ms, bin_ms, "context"), _bins(horizon, horizon_ms, bin_ms, "horizon")
         if times is not None:
             recording, model = _recording_for_times(run, f, data_path, split, plot)
         else:
             data = read_data_for_run(f, run)
-            if context + horizon > data.n_time:
-                data = _extend_windows(f, run, data, context + horizon)
+        bin_ms = (recording if times is not None else data).bin_ms
+        context, horizon = _bins(context, context_ms, bin_ms, "context"), _bins(horizon, horizon_ms, bin_ms, "horizon")
+        if times is None and context + horizon > data.n_time:
+            data = _extend_windows(f, run, data, context + horizon)
     if times is not None:
         return _forecast_at(run, recording, model, out, times, context=context, horizon=horizon, **options)
     return _forecast_trials(run, data, data_path, out, context=context, horizon=horizon, split=split, plot=plot,

@@ -24,26 +24,26 @@ MANIFEST_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
-class SessionSource:
+class RecordingSource:
     path: Path | RemoteSource
     data: DataConfig
 
 
-def expand_sources(paths: list[Path | str | RemoteSource], base: DataConfig) -> list[SessionSource]:
+def expand_sources(paths: list[Path | str | RemoteSource], base: DataConfig) -> list[RecordingSource]:
     """Files, URLs, directories (their NWB/HDF5 files, sorted) and manifests -> one source per session."""
-    sources: list[SessionSource] = []
+    sources: list[RecordingSource] = []
     for path in map(parse_source, paths):
         if is_remote(path):
-            sources.append(SessionSource(path, base))
+            sources.append(RecordingSource(path, base))
         elif path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in DATA_SUFFIXES)
             if not files:
                 raise UsageError(f"directory {path} holds no .nwb or .h5 files")
-            sources += [SessionSource(p, base) for p in files]
+            sources += [RecordingSource(p, base) for p in files]
         elif path.suffix.lower() in MANIFEST_SUFFIXES:
             sources += _read_manifest(path, base)
         else:
-            sources.append(SessionSource(path, base))
+            sources.append(RecordingSource(path, base))
     names = [s.data.session or s.path.stem for s in sources]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -51,7 +51,7 @@ def expand_sources(paths: list[Path | str | RemoteSource], base: DataConfig) -> 
     return sources
 
 
-def _read_manifest(path: Path, base: DataConfig) -> list[SessionSource]:
+def _read_manifest(path: Path, base: DataConfig) -> list[RecordingSource]:
     import yaml
 
     if not path.is_file():
@@ -84,7 +84,7 @@ def _read_manifest(path: Path, base: DataConfig) -> list[SessionSource]:
         if entry.get("name"):
             merged = replace(merged, session=str(entry["name"]))
         file = parse_source(str(entry["path"]))  # a path relative to the manifest, or a URL
-        sources.append(SessionSource(file if is_remote(file) or file.is_absolute() else path.parent / file, merged))
+        sources.append(RecordingSource(file if is_remote(file) or file.is_absolute() else path.parent / file, merged))
     return sources
 
 

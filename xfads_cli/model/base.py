@@ -1,14 +1,15 @@
-"""What XFADS and the meta model share (docs/model.md sections 1-5): the latent Gaussian Markov prior,
-the posterior as the low-rank filter of the encoders' potentials through the dynamics, the ELBO's
-likelihood term, rollouts from the prior; and `SessionModel`, the interface a model serving ONE
-session offers to smoothing, forecasting, evaluation and training code.
+"""What every model shares (docs/model.md sections 1-5): the latent Gaussian Markov prior, the posterior
+as the low-rank filter of the encoders' potentials through the dynamics, the ELBO's likelihood term,
+rollouts from the prior; and `SessionModel`, the interface a model serving ONE session offers to
+smoothing, forecasting, evaluation and training code.
 
     z_1 ~ N(m0, diag(q0)),  z_t = f(z_{t-1}) + e_t,  e_t ~ N(0, diag(q))
     q(z_{1:T}) = filter of alpha_t (local encoder) and beta_t (backward encoder) through f
 
-XFADS is the one-session case: f does not depend on a session embedding, its read-in is the identity
-(the local encoder reads the counts) and `session(0)` is the model itself. MetaXFADS's `session(i, trials)`
-is a `MetaSession`: the model bound to session i and the mean of its embedding.
+The model (model/xfads.py XFADS) holds these shared parts and one model/session.py `Session` per
+recording; `model.session(i, trials)` is a `BoundSession`, the model bound to session i and (with a
+session embedding) the mean of its q(e_i) pooled over trials(). The single-session model is the case of
+one session, no read-in (the local encoder reads the counts) and no embedding.
 """
 
 from __future__ import annotations
@@ -27,13 +28,17 @@ Noise = torch.Tensor | torch.Generator | None
 
 
 class Elbo(NamedTuple):
-    """Per-trial terms, each [batch]: elbo = loglik - kl (the latent part; the meta model's per-session
-    terms are in MetaElbo)."""
+    """elbo, loglik, kl: per trial [batch] (elbo = loglik - kl, the latent part only). A model with a
+    session embedding also gives kl_embed = KL(q(e_i) || N(0, I)), scalar, once per session per batch
+    (0 when e was given), and frobenius = the mean over the batch's trials of sum_l ||U_l V_l^T||_F,
+    scalar; without an embedding both are 0.0."""
 
     elbo: torch.Tensor
     loglik: torch.Tensor
     kl: torch.Tensor
     posterior: Posterior
+    kl_embed: torch.Tensor | float = 0.0
+    frobenius: torch.Tensor | float = 0.0
 
 
 class Forecast(NamedTuple):
@@ -75,7 +80,7 @@ class SessionModel(Protocol):
 
 class StateSpaceModel(nn.Module):
     """The parts of the model that do not depend on the session: prior parameters (m0, q0, q; the
-    names are checkpoint keys) and the filter call. Subclasses own `dynamics`, `local`, `backward`."""
+    names are checkpoint keys) and the filter call. The subclass owns `dynamics`, `local`, `backward`."""
 
     cfg: ModelConfig
 
