@@ -37,22 +37,11 @@ class ModelSpec:
 
 
 def build_model(config: Config, spec: dict, device="cpu") -> torch.nn.Module:
-    """The model of a checkpoint's spec (ModelSpec's on-disk form): XFADS for one session, MetaXFADS
-    for the meta kind."""
+    """The model of a checkpoint's spec (ModelSpec's on-disk form): XFADS over its sessions, with a
+    session embedding (the hypernetwork-adapted dynamics) for the meta kind."""
+    from xfads_cli.model.xfads import XFADS
+
     dtype = torch.float64 if config.train.dtype == "float64" else torch.float32
     spec = ModelSpec.of(spec)
-    if spec.meta:
-        from xfads_cli.model.meta import MetaXFADS
-
-        model = MetaXFADS(config.model, list(spec.sessions))
-    else:
-        from xfads_cli.model.xfads import XFADS
-
-        from xfads_cli.model.task_inputs import InputSpec
-
-        one = spec.sessions[0]
-        model = XFADS(config.model, one["n_neurons"], torch.tensor(one["heldin"]), one["dt"],
-                      InputSpec.from_dict(one.get("inputs")))
+    model = XFADS(config.model, list(spec.sessions), adaptation="hyper" if spec.meta else None)
     return model.to(device=device, dtype=dtype)
-
-

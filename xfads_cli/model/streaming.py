@@ -68,7 +68,7 @@ def _piece_noise(noise, t0: int, t1: int):
 def stream_posterior(session, read: Callable[[int, int], torch.Tensor], n_bins: int, *, piece_bins: int = 2000,
                      mode: str | None = None, n_samples: int | None = None,
                      noise: torch.Tensor | torch.Generator | None = None) -> Iterator[Piece]:
-    """The posterior of a `session` model (model/base.py SessionModel: XFADS, or a MetaSession) over a
+    """The posterior of a `session` model (model/base.py SessionModel: `model.session(i, ...)`) over a
     sequence of n_bins bins, yielded piece by piece. read(t0, t1) -> y [batch, t1 - t0, neuron]: the
     counts of bins [t0, t1) (NaN = missing), called twice per piece (smoother modes). noise: None (the
     global RNG), a torch.Generator, or the whole sequence's standard normals (`noise_shape` for n_bins

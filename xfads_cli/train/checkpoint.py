@@ -118,12 +118,75 @@ def _drop_removed_keys(raw: dict) -> dict:
     return raw if config is raw.get("config") else {**raw, "config": config}
 
 
+# A single-session model's own parameters and buffers held top-level keys before the model kept every
+# session's in `sessions` (model/session.py); these move to sessions.0.*. Exact names, or prefixes ending in ".".
+_SESSION_KEYS = ("heldin", "rate_ceiling", "input_precision", "readout.", "likelihood.", "input_readout.",
+                 "input_drive.")
+_BUFFERS = ("heldin", "rate_ceiling", "input_precision")
+# The parameter order of the single-session model now (the order Adam's moments are saved in), by the
+# old names: session 0's parameters right after the dynamics, readout before likelihood.
+_ONE_SESSION_ORDER = ("m0", "raw_q0", "raw_q", "dynamics.", "readout.", "likelihood.", "input_readout.",
+                      "input_drive.", "local.", "backward.")
+
+
+def _matches(key: str, names: tuple[str, ...]) -> int | None:
+    """The index of the first of `names` that is `key` or, ending in ".", a prefix of it."""
+    return next((i for i, n in enumerate(names) if key == n or (n.endswith(".") and key.startswith(n))), None)
+
+
+def _session_state(state: dict) -> dict:
+    """A model state_dict in the per-session layout: a single-session model's own keys under
+    sessions.0., and every session without a forecast cap given none (inf: runs saved before the cap,
+    and meta runs, which had none, forecast as they did)."""
+    import torch
+
+    if "readout.weight" in state:
+        state = {(f"sessions.0.{k}" if _matches(k, _SESSION_KEYS) is not None else k): v for k, v in state.items()}
+    out = dict(state)
+    for key, weight in state.items():
+        if key.startswith("sessions.") and key.endswith(".readout.weight"):
+            out.setdefault(key[: -len("readout.weight")] + "rate_ceiling",
+                           torch.full((weight.shape[0],), float("inf"), dtype=weight.dtype))
+    return out
+
+
+def _session_moments(optimizer: dict, old_keys: list[str]) -> dict:
+    """Adam's saved moments (indexed by parameter position) in today's parameter order of a
+    single-session model whose state_dict had old_keys: the same but for a Gaussian likelihood's
+    variance (now after the readout) and the task inputs' terms (now before the encoders)."""
+    names = [k for k in old_keys if k not in _BUFFERS]
+    rank = [_matches(name, _ONE_SESSION_ORDER) for name in names]
+    order = sorted(range(len(names)), key=lambda i: rank[i])  # stable: a module's own order is kept
+    whole = list(range(len(names)))
+    groups = optimizer.get("param_groups") or []
+    if None in rank or order == whole or len(groups) != 1 or list(groups[0].get("params", [])) != whole:
+        return optimizer  # the order is the same (the usual case), or not a whole-model optimizer
+    state = optimizer.get("state", {})
+    return {**optimizer, "state": {new: state[old] for new, old in enumerate(order) if old in state}}
+
+
+def _per_session_layout(raw: dict) -> dict:
+    """Checkpoints from before the one model class (model/xfads.py XFADS with per-session modules): the
+    model and best_model state_dicts in the per-session layout, and last.pt's optimizer moments in the
+    model's parameter order."""
+    model = raw.get("model")
+    if not isinstance(model, dict):
+        return raw
+    out = {**raw, "model": _session_state(model)}
+    if isinstance(raw.get("best_model"), dict):
+        out["best_model"] = _session_state(raw["best_model"])
+    train_state = raw.get("train_state")
+    if "readout.weight" in model and isinstance(train_state, dict) and isinstance(train_state.get("optimizer"), dict):
+        out["train_state"] = {**train_state, "optimizer": _session_moments(train_state["optimizer"], list(model))}
+    return out
+
+
 # The steps that bring a checkpoint of each readable format up to what this version reads, in order.
 # The format string has stayed "xfads-checkpoint/1" (new checkpoints still load in older versions), so
 # its steps recognise what they fix by content and leave a current checkpoint as it is. A layout change
 # that older versions cannot read gets a new format string, and a step here from the previous one.
 MIGRATIONS = {
-    FORMAT: (_meta_hyper_hidden, _drop_removed_keys),
+    FORMAT: (_meta_hyper_hidden, _drop_removed_keys, _per_session_layout),
 }
 
 

@@ -40,7 +40,7 @@ def forecast_nll(model, session: int, y: torch.Tensor, e: torch.Tensor, context:
     y [trial, time, neuron_i] (NaN = missing), e [embed]."""
     s = model.sessions[session]
     gen = torch.Generator(device=y.device).manual_seed(seed)
-    fc = model.forecast(y[:, :context], session, y.shape[1] - context, n_samples=samples, e=e, generator=gen)
+    fc = model.forecast(y[:, :context], y.shape[1] - context, session=session, e=e, n_samples=samples, generator=gen)
     # the likelihood's inverse link of the mean forecast (init_bias maps a mean observation to eta)
     eta = s.likelihood.init_bias(fc.rates.mean(0))
     target = y[:, context:]

@@ -126,10 +126,11 @@ def fit(
     should_stop: Callable[[], bool] | None = None,
     threads: ThreadTuner | None = None,
 ) -> Training:
-    """Training of `model` (XFADS, or MetaXFADS over many sessions) on train [trial, time, neuron] or, per
-    session, train[i] [trial, time, neuron_i] (None or empty: not trained on), early-stopping on the
-    -ELBO per bin of the validation trials (mean over sessions) or on `select`. Iterate it, or `.run()`
-    it for the FitResult (history; the best parameters are then loaded into the model).
+    """Training of `model` (XFADS: one session, or many with a session embedding) on train
+    [trial, time, neuron] or, per session, train[i] [trial, time, neuron_i] (None or empty: not
+    trained on), early-stopping on the -ELBO per bin of the validation trials (mean over sessions) or
+    on `select`. Iterate it, or `.run()` it for the FitResult (history; the best parameters are then
+    loaded into the model).
 
     parameters: what to train (default: every parameter with requires_grad; few-shot adaptation passes
     one session's). dist: this process's rank (train/distributed.py), cfg.batch_size being the global
