@@ -46,7 +46,7 @@ def worker(args) -> None:
         cfg = ModelConfig(latent_dim=8, rank_local=8, rank_backward=4, samples=20, dynamics_hidden=128,
                           encoder_hidden=64, mode="smoother")
         torch.manual_seed(0)
-        model = XFADS(cfg, 45, torch.ones(45, dtype=torch.bool), dt=0.02)
+        model = XFADS.one_session(cfg, 45, torch.ones(45, dtype=torch.bool), dt=0.02)
         model.init_from_data(y)
         res = fit(model, y, None, TrainConfig(max_epochs=args.epochs + 1, batch_size=args.batch, patience=10**9),
                   seed=0, dist=d).run()

@@ -50,7 +50,7 @@ def measure(epochs: int, mode: str, dynamics: str = "mlp") -> dict:
     cfg = ModelConfig(latent_dim=8, rank_local=8, rank_backward=4, samples=20, dynamics_hidden=128,
                       encoder_hidden=64, mode=mode, dynamics=dynamics)
     torch.manual_seed(0)
-    model = XFADS(cfg, 45, torch.ones(45, dtype=torch.bool), dt=0.02)
+    model = XFADS.one_session(cfg, 45, torch.ones(45, dtype=torch.bool), dt=0.02)
     model.init_from_data(y[:160])
     res = fit(model, y[:160], y[160:], reference_train_config(TrainConfig, epochs + 1), seed=0)
     res = res.run() if hasattr(res, "run") else res  # fit returns a Training to iterate since issue 14; before, the FitResult

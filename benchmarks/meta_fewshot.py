@@ -43,7 +43,8 @@ from xfads_cli.config import ModelConfig, TrainConfig
 from xfads_cli.data.simulate import simulate_arrays
 from xfads_cli.errors import RunFailure
 from xfads_cli.commands.embed import spearman
-from xfads_cli.model.meta import MetaSession, MetaXFADS, session_embedding
+from xfads_cli.model.meta import MetaXFADS, session_embedding
+from xfads_cli.model.session import BoundSession
 from xfads_cli.model.xfads import XFADS
 from xfads_cli.scoring import r2_score
 from xfads_cli.train.loop import fit
@@ -144,7 +145,7 @@ def adapt_meta(trained, s, n, acfg, args, key):
                      seed=args.seed + 1, parameters=[p for n, p in model.sessions[i].named_parameters() if n != "embedding"]).run()
             model.eval()
     e = session_embedding(model, y, i)[2]
-    return MetaSession(model, i, e), e.numpy(), fitted
+    return BoundSession(model, i, e), e.numpy(), fitted
 
 
 def fit_single(s, n, mcfg, scfg, args):
@@ -152,7 +153,7 @@ def fit_single(s, n, mcfg, scfg, args):
     y = s["counts"][:n]
     for lr in (scfg.lr, scfg.lr / 3):
         torch.manual_seed(args.seed)
-        model = XFADS(replace(mcfg, kind="xfads"), s["n"], torch.ones(s["n"], dtype=torch.bool), dt=0.02)
+        model = XFADS.one_session(replace(mcfg, kind="xfads"), s["n"], torch.ones(s["n"], dtype=torch.bool), dt=0.02)
         model.init_from_data(y)
         try:
             fit(model, y, None, replace(scfg, lr=lr), seed=args.seed).run()

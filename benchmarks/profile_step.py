@@ -36,7 +36,7 @@ def build():
     cfg = ModelConfig(latent_dim=8, rank_local=8, rank_backward=4, samples=20, dynamics_hidden=128,
                       encoder_hidden=64, mode="smoother")
     torch.manual_seed(0)
-    model = XFADS(cfg, 45, torch.ones(45, dtype=torch.bool), dt=0.02)
+    model = XFADS.one_session(cfg, 45, torch.ones(45, dtype=torch.bool), dt=0.02)
     model.init_from_data(y[:160])
     return model, y[:64]
 
@@ -97,7 +97,7 @@ def main():
     samples.requires_grad_()
 
     def likelihood():
-        model.likelihood.log_prob(model.eta(samples), y).sum(-1).mean(0).sum(-1).sum().backward()
+        model.sessions[0].likelihood.log_prob(model.eta(samples), y).sum(-1).mean(0).sum(-1).sum().backward()
 
     print(f"xfads_cli from {xfads_cli.__file__}, threads={args.threads}")
     parts = {"step (forward + backward)": step, "  encoders": encoders, "  filter": filt,

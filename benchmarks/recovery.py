@@ -60,7 +60,7 @@ def main():
     mcfg = ModelConfig(latent_dim=args.latent, mode=args.mode)
     tcfg = TrainConfig(max_epochs=100000, time_limit_min=args.minutes, drop_local=args.drop, patience=10**9, batch_size=args.batch, lr=args.lr)
     torch.manual_seed(args.seed)
-    model = XFADS(mcfg, args.neurons, torch.ones(args.neurons, dtype=torch.bool), dt=0.02)
+    model = XFADS.one_session(mcfg, args.neurons, torch.ones(args.neurons, dtype=torch.bool), dt=0.02)
     model.init_from_data(y[tr])
     t0 = time.time()
     res = fit(model, y[tr], y[va], tcfg, seed=args.seed).run()

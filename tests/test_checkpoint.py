@@ -119,3 +119,60 @@ def test_resume_from_a_last_pt_without_training_state_is_a_clear_error(run_dir, 
     shutil.copyfile(copy_ / "best.pt", copy_ / "last.pt")
     result = invoke("fit", data, "--out", copy_, "--max-epochs", 2, "--resume", *FAST)
     assert result.exit_code == 2 and "holds no training state" in result.output
+
+
+def test_old_state_dicts_load_in_the_per_session_layout():
+    """Before the one model class, a single-session checkpoint's readout, held-in mask and forecast cap
+    were top-level keys, and meta sessions had no cap: both load (the meta one uncapped), idempotently."""
+    from xfads_cli.model.spec import build_model
+
+    for name in ("single", "meta"):
+        raw = torch.load(REGRESSION / f"{name}_best.pt", weights_only=True)
+        once = migrate(raw)
+        assert migrate(once)["model"].keys() == once["model"].keys()
+        model = build_model(load_config(base=once["config"]), once["spec"])
+        model.load_state_dict(once["model"])  # strict: every key matched
+        if name == "single":
+            assert "readout.weight" in raw["model"] and "readout.weight" not in once["model"]
+            assert torch.equal(model.sessions[0].readout.weight, raw["model"]["readout.weight"])
+            assert torch.equal(model.sessions[0].rate_ceiling, raw["model"]["rate_ceiling"])
+        else:
+            assert all(torch.isinf(s.rate_ceiling).all() for s in model.sessions)
+    last = torch.load(REGRESSION / "single_run" / "last.pt", weights_only=True)
+    moved = migrate(last)
+    assert moved["train_state"]["optimizer"] is last["train_state"]["optimizer"]  # the usual order: untouched
+    assert "sessions.0.readout.weight" in moved["best_model"]
+
+
+def test_old_optimizer_moments_follow_their_parameters():
+    """A single-session model with a Gaussian likelihood and task inputs orders its parameters
+    differently now (session 0's right after the dynamics): last.pt's Adam moments, saved by position
+    in the old order, are moved with them, so a resumed run continues with each parameter's own."""
+    from xfads_cli.config import ModelConfig
+    from xfads_cli.model.task_inputs import InputSpec
+    from xfads_cli.model.xfads import XFADS
+
+    model = XFADS.one_session(ModelConfig(latent_dim=2, dynamics_hidden=4, encoder_hidden=4, likelihood="gaussian"),
+                              3, torch.ones(3, dtype=torch.bool), 0.02, InputSpec(clock_bins=10, n_clock=2))
+    new_names = [k for k, _ in model.named_parameters()]
+    shared = lambda prefix: [k for k in new_names if k.startswith(prefix)]  # noqa: E731
+    old_names = ["m0", "raw_q0", "raw_q", *shared("dynamics."), "likelihood.raw_R", "readout.weight", "readout.bias",
+                 *shared("local."), "input_readout.weight", "input_drive.weight", *shared("backward.")]
+    params = dict(model.named_parameters())
+    old = {k.removeprefix("sessions.0."): v.detach() for k, v in model.state_dict().items()}
+    old_model = {"heldin": old["heldin"], **{k: old[k] for k in old_names}}  # the old state_dict's order
+    as_new = lambda k: k if k in params else f"sessions.0.{k}"  # noqa: E731
+    moments = {i: {"step": torch.tensor(3.0), "exp_avg": torch.full_like(params[as_new(k)], float(i)),
+                   "exp_avg_sq": torch.ones_like(params[as_new(k)])} for i, k in enumerate(old_names)}
+    groups = torch.optim.Adam([params[as_new(k)] for k in old_names], lr=0.01).state_dict()["param_groups"]
+    optimizer = {"state": moments, "param_groups": groups}
+    raw = {"format": FORMAT, "config": {}, "spec": {}, "model": old_model, "train_state": {"optimizer": optimizer}}
+    moved = migrate(raw)["train_state"]["optimizer"]
+    assert new_names != [as_new(k) for k in old_names]  # the orders do differ
+    for j, name in enumerate(new_names):
+        first = moved["state"][j]["exp_avg"].flatten()[0]
+        assert first == old_names.index(name.removeprefix("sessions.0.")), name
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    opt.load_state_dict(moved)
+    sum(p.sum() for p in model.parameters()).backward()
+    opt.step()  # every moment has its parameter's shape

@@ -17,7 +17,7 @@ class PlantedModel:
         self.blow_up, self.base, self.calls = blow_up, base, []
         self.sessions = [type("S", (), {"likelihood": Poisson(neurons, dt=1.0)})()]
 
-    def forecast(self, y_context, session, horizon, *, n_samples, e, generator):
+    def forecast(self, y_context, horizon, *, session, e, n_samples, generator):
         self.calls.append(e.clone())
         B, N, E = y_context.shape[0], y_context.shape[2], len(self.target)
         log_scale = torch.zeros(N, dtype=torch.float64)

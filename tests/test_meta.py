@@ -54,7 +54,7 @@ def test_shapes_of_every_method_for_three_sessions():
         loss = model.batch_loss(y, i)
         assert loss.shape == () and math.isfinite(float(loss.detach()))
         assert model.rates(post.samples, i).shape == (S, B, T, n)
-        fc = model.forecast(y[:, :8], i, H, n_samples=S)
+        fc = model.forecast(y[:, :8], H, session=i, n_samples=S)
         assert fc.latents.shape == (S, B, H, L) and fc.rates.shape == (S, B, H, n)
         assert bool((fc.rates > 0).all())
     # Per-session parameters are disjoint from the shared ones and together cover the model.
@@ -64,7 +64,7 @@ def test_shapes_of_every_method_for_three_sessions():
     assert shared | set().union(*per) == {id(p) for p in model.parameters()}
     y_new = counts(4, T, 6, seed=9)
     j = model.add_session({"name": "new", "n_neurons": 6, "heldin": [True] * 6, "dt": 0.02}, y_new)
-    assert j == 3 and model.forecast(y_new, j, H, n_samples=S).rates.shape == (S, 4, H, 6)
+    assert j == 3 and model.forecast(y_new, H, session=j, n_samples=S).rates.shape == (S, 4, H, 6)
     # The readout bias starts at the log of each neuron's mean rate.
     expected = torch.log(y_new.mean((0, 1)).clamp(min=1e-3) / 0.02)
     assert torch.allclose(model.sessions[j].readout.bias, expected)
@@ -240,7 +240,7 @@ def test_baseline_adaptations_run_with_the_same_shapes(adaptation):
     loss = model.batch_loss(y, 1, drop_local=0.1)
     loss.backward()
     assert math.isfinite(loss.item())
-    fc = model.forecast(y, 1, H, n_samples=6)
+    fc = model.forecast(y, H, session=1, n_samples=6)
     assert fc.latents.shape == (6, B, H, L) and fc.rates.shape == (6, B, H, NEURONS[1])
     z = torch.randn(5, B, L)
     e0, e1 = torch.zeros(B, E), torch.ones(B, E)
@@ -273,7 +273,8 @@ def test_dynamics_are_first_order_sensitive_to_the_embedding_at_the_prior_mean()
 
 
 def test_refined_session_embedding_replaces_the_pooled_mean_and_is_trained():
-    from xfads_cli.model.meta import MetaSession, session_embedding
+    from xfads_cli.model.meta import session_embedding
+    from xfads_cli.model.session import BoundSession
 
     model = make_model()
     y = counts(4, 12, 6, seed=3)
@@ -286,7 +287,7 @@ def test_refined_session_embedding_replaces_the_pooled_mean_and_is_trained():
     refined = model.sessions[i].embedding.detach()
     assert refined.abs().sum() > 0
     assert torch.equal(session_embedding(model, y, i)[2], refined)
-    assert torch.equal(MetaSession.pooled(model, i, y).e, refined)
+    assert torch.equal(BoundSession.pooled(model, i, y).e, refined)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     # the rebuilt model (from the stored specs) has the parameter and loads the state
     rebuilt = MetaXFADS(CFG, model.session_specs)
@@ -306,21 +307,22 @@ def test_one_session_at_the_prior_mean_is_xfads(mode):
     cfg = replace(CFG, embed_dim=1, read_in_dim=n)
     torch.manual_seed(3)
     meta = MetaXFADS(cfg, [{"name": "a", "n_neurons": n, "dt": 0.02}]).double()
-    single = XFADS(replace(cfg, kind="xfads"), n, torch.ones(n, dtype=torch.bool), 0.02).double()
+    single = XFADS.one_session(replace(cfg, kind="xfads"), n, torch.ones(n, dtype=torch.bool), 0.02).double()
     s = meta.sessions[0]
     with torch.no_grad():
         s.read_in.weight.copy_(torch.eye(n))
         s.read_in.bias.zero_()
         s.readout.bias.normal_()  # something other than an initial value on both sides
-    for name in ("local", "backward", "readout"):
-        getattr(single, name).load_state_dict((s if name == "readout" else meta).get_submodule(name).state_dict())
+    for name in ("local", "backward"):
+        getattr(single, name).load_state_dict(meta.get_submodule(name).state_dict())
+    single.sessions[0].readout.load_state_dict(s.readout.state_dict())
     single.dynamics.load_state_dict(meta.dynamics.base.state_dict())
     for name in ("m0", "raw_q0", "raw_q"):
         getattr(single, name).data.copy_(getattr(meta, name).data)
     y = counts(3, 10, n, seed=4).double()
     y[1, 4] = float("nan")
     e = torch.zeros(1, dtype=torch.float64)
-    post_meta = meta.filter_adapted(y, 0, e, mode=mode, n_samples=4, noise=torch.Generator().manual_seed(7))[0]
+    post_meta = meta.filter_session(y, 0, e, mode=mode, n_samples=4, noise=torch.Generator().manual_seed(7))[0]
     post_single = single.posterior(y, mode=mode, n_samples=4, noise=torch.Generator().manual_seed(7))
     for a, b in [(post_meta.mean, post_single.mean), (post_meta.samples, post_single.samples),
                  (post_meta.kl, post_single.kl)]:
@@ -328,28 +330,33 @@ def test_one_session_at_the_prior_mean_is_xfads(mode):
     torch.testing.assert_close(meta.rates(post_meta.samples, 0), single.rates(post_single.samples))
     z = post_meta.samples[:, :, -1]
     torch.manual_seed(11)
-    roll_meta = meta.rollout(z, 6, e)
+    roll_meta = meta.rollout(z, 6, e=e)
     torch.manual_seed(11)
     torch.testing.assert_close(roll_meta, single.rollout(z, 6))
     # and away from e = 0 the dynamics do change
-    assert not torch.allclose(meta.rollout(z, 1, e + 1.0, torch.Generator().manual_seed(1)),
-                              single.rollout(z, 1, torch.Generator().manual_seed(1)))
+    assert not torch.allclose(meta.rollout(z, 1, e=e + 1.0, generator=torch.Generator().manual_seed(1)),
+                              single.rollout(z, 1, generator=torch.Generator().manual_seed(1)))
 
 
 def test_both_model_kinds_serve_a_session_through_one_interface():
-    """XFADS is its own one session; MetaXFADS.session(i) is a MetaSession; both are SessionModels with
-    the same noise shapes, and a session's training draws come from the same function."""
+    """Both kinds are one class; session(i) of either is a BoundSession (without an embedding for the
+    one-session model), a SessionModel with the same noise shapes, and a session's training draws come
+    from the same function."""
     from xfads_cli.model.base import SessionModel
+    from xfads_cli.model.session import BoundSession
     from xfads_cli.model.xfads import XFADS
     from xfads_cli.train.draws import trial_draws
 
     torch.manual_seed(0)
     meta = make_model()
     y = counts(4, 10, NEURONS[1], seed=2)
-    single = XFADS(replace(CFG, kind="xfads"), NEURONS[1], torch.ones(NEURONS[1], dtype=torch.bool), 0.02)
-    view = meta.session(1, lambda: y)
-    assert isinstance(single.session(0), SessionModel) and single.session(0) is single
-    assert isinstance(view, SessionModel) and not isinstance(view, torch.nn.Module)
+    single = XFADS.one_session(replace(CFG, kind="xfads"), NEURONS[1], torch.ones(NEURONS[1], dtype=torch.bool),
+                               0.02)
+    view, own = meta.session(1, lambda: y), single.session(0)
+    assert type(meta) is type(single) is XFADS
+    assert type(view) is type(own) is BoundSession and own.e is None and view.e.shape == (CFG.embed_dim,)
+    assert isinstance(own, SessionModel) and isinstance(view, SessionModel)
+    assert not isinstance(view, torch.nn.Module)
     assert view.noise_shape(4, 10) == single.noise_shape(4, 10)
     assert bool((view.heldin == meta.sessions[1].heldin).all())
     draws = trial_draws(meta, y, [1, 2, 3, 4], drop=0.2, input_drop=0.3, session=1)
@@ -358,3 +365,32 @@ def test_both_model_kinds_serve_a_session_through_one_interface():
     assert trial_draws(single, y, [1, 2, 3, 4]).embed_noise is None
     loss = meta.batch_loss(y, 1, **draws._asdict())  # coordinated dropout and forecast draws work for both
     assert math.isfinite(float(loss))
+
+
+def test_the_per_session_parts_are_one_code_for_both_kinds():
+    """Readout init (bias, 'pca' weights) is the same code for a meta session as for the one-session
+    model; only a session without a read-in caps its forecasts; each kind refuses what it cannot hold."""
+    from xfads_cli.model.readout_init import pca_readout
+    from xfads_cli.model.session import Session
+    from xfads_cli.model.task_inputs import InputSpec
+    from xfads_cli.model.xfads import XFADS
+
+    y = counts(6, 20, 8, seed=5)
+    meta = MetaXFADS(replace(CFG, init="pca"), specs())
+    single = XFADS.one_session(replace(CFG, kind="xfads", init="pca"), 8, torch.ones(8, dtype=torch.bool), 0.02)
+    for model, i in ((meta, 1), (single, 0)):
+        part = model.sessions[i]
+        assert type(part) is Session
+        random = part.readout.weight.detach().clone()
+        model.init_from_data(y, i)
+        mean = y.reshape(-1, 8).mean(0)
+        assert torch.allclose(part.readout.bias, part.likelihood.init_bias(mean))
+        assert torch.equal(part.readout.weight, pca_readout(y, mean, part.likelihood.init_bias, CFG.latent_dim, random))
+    assert torch.isinf(meta.sessions[1].rate_ceiling).all()  # the meta model forecasts uncapped, as it always has
+    assert torch.equal(single.sessions[0].rate_ceiling, 2 * y.reshape(-1, 8).amax(0) + 1)
+    with pytest.raises(ValueError, match="one session"):
+        single.add_session({"n_neurons": 4, "dt": 0.02})
+    with pytest.raises(ValueError, match="one session"):
+        XFADS(replace(CFG, kind="xfads"), specs())
+    with pytest.raises(ValueError, match="task inputs"):
+        MetaXFADS(CFG, [{"n_neurons": 4, "dt": 0.02, "inputs": InputSpec(10, 3).to_dict()}])

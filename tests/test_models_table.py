@@ -36,7 +36,7 @@ def test_short_fit_decreases_loss(dynamics, likelihood, mode):
     y = tiny_data(likelihood)
     cfg = ModelConfig(latent_dim=3, dynamics=dynamics, dynamics_hidden=16, likelihood=likelihood, mode=mode,
                       rank_local=2, rank_backward=1, encoder_hidden=16, samples=4)
-    model = XFADS(cfg, n_neurons=6, heldin=torch.ones(6, dtype=torch.bool), dt=1.0)
+    model = XFADS.one_session(cfg, n_neurons=6, heldin=torch.ones(6, dtype=torch.bool), dt=1.0)
     model.init_from_data(y)
     result = fit(model, y[:10], y[10:], TrainConfig(max_epochs=12, batch_size=5, lr=1e-2, drop_local=0.1, forecast_fraction=0.3), seed=0).run()
     losses = [r["train_loss"] for r in result.history]

@@ -109,8 +109,8 @@ def test_cli_divergence_exits_1_and_keeps_the_last_good_checkpoint(recording, tm
 
     original, calls = XFADS.elbo, {"n": 0}
 
-    def elbo(self, y, **kwargs):
-        terms = original(self, y, **kwargs)
+    def elbo(self, y, *args, **kwargs):
+        terms = original(self, y, *args, **kwargs)
         if self.training and torch.is_grad_enabled():  # training steps only, not validation
             calls["n"] += 1
             if calls["n"] > 3:  # epoch 0 (2 steps of 4 trials) and one step of epoch 1 are fine

@@ -17,7 +17,7 @@ def test_short_fit_recovers_part_of_the_oracle():
     sim = simulate_arrays("vdp", neurons=30, trials=60, bins=40, bin_ms=20.0, seed=3, base_rate_hz=15.0, param=None)
     y = torch.tensor(sim["counts"], dtype=torch.float32)
     torch.manual_seed(0)
-    model = XFADS(ModelConfig(latent_dim=2, samples=10, dynamics_hidden=32, encoder_hidden=32), 30,
+    model = XFADS.one_session(ModelConfig(latent_dim=2, samples=10, dynamics_hidden=32, encoder_hidden=32), 30,
                   torch.ones(30, dtype=torch.bool), dt=0.02)
     model.init_from_data(y[:48])
     fit(model, y[:48], y[48:54], TrainConfig(max_epochs=40, batch_size=12, lr=1e-2), seed=0).run()

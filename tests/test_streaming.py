@@ -35,12 +35,13 @@ def stitched(session, y: torch.Tensor, piece_bins: int, mode: str, noise: torch.
 @pytest.mark.parametrize("piece_bins", [1, 7, 10, 100])
 def test_pieces_equal_one_pass_of_xfads(mode, piece_bins):
     torch.manual_seed(0)
-    model = XFADS(CFG, 4, torch.tensor([True, True, True, False]), 0.02).double().eval()
+    model = XFADS.one_session(CFG, 4, torch.tensor([True, True, True, False]), 0.02).double().eval()
     torch.nn.init.normal_(model.backward.proj.weight, std=0.3)  # backward messages that matter
     y = counts(2, 30, 4)
-    noise = sequence_noise(model, 2, 30, mode=mode, generator=torch.Generator().manual_seed(3))
+    session = model.session(0)
+    noise = sequence_noise(session, 2, 30, mode=mode, generator=torch.Generator().manual_seed(3))
     whole = model.posterior(y, mode=mode, noise=noise)
-    got = stitched(model, y, piece_bins, mode, noise)
+    got = stitched(session, y, piece_bins, mode, noise)
     for name, value in got.items():
         torch.testing.assert_close(value, getattr(whole, name), rtol=1e-10, atol=1e-10, msg=name)
 
@@ -62,7 +63,7 @@ def test_pieces_equal_one_pass_of_a_meta_session():
 
 def test_each_piece_reads_only_its_bins():
     torch.manual_seed(0)
-    model = XFADS(CFG, 3, torch.ones(3, dtype=torch.bool), 0.02).eval()
+    model = XFADS.one_session(CFG, 3, torch.ones(3, dtype=torch.bool), 0.02).eval()
     y = counts(2, 23, 3).float()
     asked = []
 
@@ -70,7 +71,7 @@ def test_each_piece_reads_only_its_bins():
         asked.append((t0, t1))
         return y[:, t0:t1]
 
-    pieces = list(stream_posterior(model, read, 23, piece_bins=10))
+    pieces = list(stream_posterior(model.session(0), read, 23, piece_bins=10))
     assert [p.posterior.mean.shape[1] for p in pieces] == [10, 10, 3]
     assert sorted(set(asked)) == [(0, 10), (10, 20), (20, 23)] and len(asked) == 6  # backward pass + forward pass
     with pytest.raises(ValueError, match="piece_bins"):

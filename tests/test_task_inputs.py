@@ -115,7 +115,7 @@ def _task_counts(seed=0, trials=60, T=30, N=6):
 def _model(inputs, N=6):
     torch.manual_seed(0)
     cfg = ModelConfig(latent_dim=3, rank_local=2, rank_backward=1, dynamics_hidden=16, encoder_hidden=16, samples=4)
-    return XFADS(cfg, N, torch.ones(N, dtype=torch.bool), 0.02, inputs).double()
+    return XFADS.one_session(cfg, N, torch.ones(N, dtype=torch.bool), 0.02, inputs).double()
 
 
 def test_input_readout_fit_recovers_the_condition_average():
@@ -125,7 +125,8 @@ def test_input_readout_fit_recovers_the_condition_average():
     u = torch.as_tensor(task_features(s, 30, len(cond), cond))
     y = torch.as_tensor(counts, dtype=f64)
     model.init_from_data(y, 0, u)
-    fitted = (model.offset(u[:2]) + model.readout.bias).detach().numpy()  # one trial of each condition
+    s0 = model.sessions[0]
+    fitted = (s0.offset(u[:2]) + s0.readout.bias).detach().numpy()  # one trial of each condition
     truth = np.stack([log_rate[cond == c].mean(0) for c in ("a", "b")])
     empirical = np.log(np.stack([counts[cond == c].mean(0) for c in ("a", "b")]) + 1e-3)
     r_fit, r_emp = (np.corrcoef(x.ravel(), truth.ravel())[0, 1] for x in (fitted, empirical))
@@ -133,7 +134,7 @@ def test_input_readout_fit_recovers_the_condition_average():
     # and a model without inputs cannot tell the conditions apart: its bias is one number per neuron
     plain = _model(None)
     plain.init_from_data(y, 0)
-    assert plain.offset(u) == 0.0
+    assert plain.sessions[0].offset(u) == 0.0
 
 
 def test_model_with_inputs_trains_and_forecasts_with_them():
@@ -146,9 +147,10 @@ def test_model_with_inputs_trains_and_forecasts_with_them():
     loss = model.batch_loss(y, 0, u=u, share=1.0)
     loss.backward()
     assert torch.isfinite(loss)
-    assert model.input_drive.weight.grad.abs().sum() > 0 and model.input_readout.weight.grad.abs().sum() > 0
+    s0 = model.sessions[0]
+    assert s0.input_drive.weight.grad.abs().sum() > 0 and s0.input_readout.weight.grad.abs().sum() > 0
     with torch.no_grad():
-        model.input_drive.weight.normal_()
+        s0.input_drive.weight.normal_()
     gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
     with_u = model.forecast(y[:, :10], 20, n_samples=5, generator=gen(), u=u).rates
     swapped = model.forecast(y[:, :10], 20, n_samples=5, generator=gen(), u=u.flip(0)).rates

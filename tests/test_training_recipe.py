@@ -105,7 +105,7 @@ def test_time_limit_is_checked_after_every_step(monkeypatch):
 def test_forecast_draws_cut_trials_and_drop_their_backward_potentials():
     from xfads_cli.model.xfads import XFADS
 
-    model = XFADS(ModelConfig(latent_dim=3, rank_local=2, rank_backward=1, samples=4, encoder_hidden=8,
+    model = XFADS.one_session(ModelConfig(latent_dim=3, rank_local=2, rank_backward=1, samples=4, encoder_hidden=8,
                               dynamics_hidden=8), 5, torch.ones(5, dtype=torch.bool), 0.02)
     y = torch.zeros(40, 20, 5)
     noise0, keep0, back0, _, _ = trial_draws(model, y, list(range(40)), drop=0.2)
@@ -127,7 +127,7 @@ def test_a_trial_without_backward_potentials_is_filtered_causally():
 
     torch.manual_seed(1)
     cfg = ModelConfig(latent_dim=3, rank_local=2, rank_backward=2, samples=5, encoder_hidden=8, dynamics_hidden=8)
-    model = XFADS(cfg, 4, torch.ones(4, dtype=torch.bool), 0.02).double()
+    model = XFADS.one_session(cfg, 4, torch.ones(4, dtype=torch.bool), 0.02).double()
     torch.nn.init.normal_(model.backward.proj.weight, std=0.5)  # backward messages that matter
     y = torch.poisson(torch.full((3, 12, 4), 2.0)).double()
     noise = torch.randn(model.noise_shape(3, 12), dtype=torch.float64)
@@ -166,7 +166,7 @@ def test_input_dropout_hides_entries_from_the_encoder_and_scores_only_them():
     torch.manual_seed(2)
     cfg = ModelConfig(latent_dim=3, rank_local=2, rank_backward=1, samples=4, encoder_hidden=8, dynamics_hidden=8)
     heldin = torch.tensor([True, True, True, True, False])
-    model = XFADS(cfg, 5, heldin, 0.02).double()
+    model = XFADS.one_session(cfg, 5, heldin, 0.02).double()
     y = torch.poisson(torch.full((2, 10, 5), 1.5)).double().requires_grad_(True)
     noise = torch.randn(model.noise_shape(2, 10), dtype=torch.float64)
     dropped = torch.rand(2, 10, 4) < 0.3
@@ -182,7 +182,8 @@ def test_input_dropout_hides_entries_from_the_encoder_and_scores_only_them():
     same = model.elbo(y.detach(), noise=noise, input_dropout=drop)  # deterministic given the draws
     torch.testing.assert_close(terms.elbo, same.elbo)
     # value: the loglik of that posterior, unmasked
-    expect = model.likelihood.log_prob(model.eta(terms.posterior.samples), y.detach()).sum(-1).mean(0).sum(-1)
+    likelihood = model.sessions[0].likelihood
+    expect = likelihood.log_prob(model.eta(terms.posterior.samples), y.detach()).sum(-1).mean(0).sum(-1)
     torch.testing.assert_close(terms.loglik, expect)
     # gradient w.r.t. the readout bias: hidden held-in entries x 1/0.3, shown entries 0, held-out x 1
     model.zero_grad()
@@ -190,15 +191,15 @@ def test_input_dropout_hides_entries_from_the_encoder_and_scores_only_them():
     eta_s = model.eta(terms.posterior.samples.detach())
     w = torch.ones(2, 10, 5, dtype=torch.float64)
     w[..., :4] = dropped.double() / 0.3
-    resid = (y.detach() - model.likelihood.mean(eta_s))  # d log p / d eta for Poisson-exp
+    resid = (y.detach() - likelihood.mean(eta_s))  # d log p / d eta for Poisson-exp
     expect_bias = (resid * w).sum((1, 2)).mean(0)
-    torch.testing.assert_close(model.readout.bias.grad, expect_bias)
+    torch.testing.assert_close(model.sessions[0].readout.bias.grad, expect_bias)
 
 
 def test_input_dropout_draws_are_per_trial_and_leave_the_other_draws_alone():
     from xfads_cli.model.xfads import XFADS
 
-    model = XFADS(ModelConfig(latent_dim=3, rank_local=2, rank_backward=1, samples=4, encoder_hidden=8,
+    model = XFADS.one_session(ModelConfig(latent_dim=3, rank_local=2, rank_backward=1, samples=4, encoder_hidden=8,
                               dynamics_hidden=8), 6, torch.tensor([True] * 5 + [False]), 0.02)
     y = torch.zeros(30, 40, 6)
     plain = trial_draws(model, y, list(range(30)), drop=0.2)
@@ -246,7 +247,7 @@ def test_input_dropout_starts_with_the_epoch_after_its_step_count(monkeypatch):
 
     monkeypatch.setattr(loop, "trial_draws", spy)
     torch.manual_seed(0)
-    model = XFADS(ModelConfig(latent_dim=2, rank_local=1, rank_backward=1, samples=2, encoder_hidden=4,
+    model = XFADS.one_session(ModelConfig(latent_dim=2, rank_local=1, rank_backward=1, samples=2, encoder_hidden=4,
                               dynamics_hidden=4), 3, torch.ones(3, dtype=torch.bool), 0.02)
     y = torch.poisson(torch.ones(12, 6, 3))
     cfg = TrainConfig(batch_size=4, max_epochs=4, input_dropout=0.25, input_dropout_from_step=5, warmup_steps=0)

@@ -215,7 +215,7 @@ def test_backward_messages_of_a_trial_do_not_depend_on_its_padding():
     from xfads_cli.model.xfads import XFADS
 
     torch.manual_seed(0)
-    model = XFADS(ModelConfig(latent_dim=3, rank_local=2, rank_backward=2, samples=4, encoder_hidden=8,
+    model = XFADS.one_session(ModelConfig(latent_dim=3, rank_local=2, rank_backward=2, samples=4, encoder_hidden=8,
                               dynamics_hidden=8), 5, torch.ones(5, dtype=torch.bool), 0.02).double().eval()
     torch.nn.init.normal_(model.backward.proj.weight, std=0.3)
     y = torch.poisson(torch.full((2, 20, 5), 0.8), generator=torch.Generator().manual_seed(1)).double()

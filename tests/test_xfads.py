@@ -11,7 +11,7 @@ def make_model(mode="smoother", n=7, heldin=None, **kw):
     cfg = ModelConfig(latent_dim=3, dynamics_hidden=16, rank_local=2, rank_backward=2, encoder_hidden=16, samples=6,
                       mode=mode, **kw)
     mask = torch.ones(n, dtype=torch.bool) if heldin is None else heldin
-    return XFADS(cfg, n_neurons=n, heldin=mask, dt=0.02)
+    return XFADS.one_session(cfg, n_neurons=n, heldin=mask, dt=0.02)
 
 
 def counts(seed=0, shape=(4, 12, 7)):
@@ -68,18 +68,22 @@ def test_forecast_shapes_and_rates():
 def test_forecast_rates_are_capped_by_the_training_counts():
     """An expansive rollout (here: a readout 50x too large) cannot forecast more than twice the most
     spikes a neuron showed in one training bin, plus one; a checkpoint without the cap loads uncapped."""
+    from xfads_cli.train.checkpoint import FORMAT, migrate
+
     model = make_model()
+    s = model.sessions[0]
     y = counts()
     with torch.no_grad():
         model.init_from_data(y)
-        assert torch.equal(model.rate_ceiling, 2 * y.reshape(-1, 7).amax(0) + 1)
-        model.readout.weight.mul_(50.0)
+        assert torch.equal(s.rate_ceiling, 2 * y.reshape(-1, 7).amax(0) + 1)
+        s.readout.weight.mul_(50.0)
         gen = torch.Generator().manual_seed(3)
         capped = model.forecast(y, horizon=6, n_samples=8, generator=gen).rates
-        assert (capped <= model.rate_ceiling).all() and torch.isfinite(capped).all()
-        old = {k: v for k, v in model.state_dict().items() if k != "rate_ceiling"}
-        model.load_state_dict(old)
-        assert torch.isinf(model.rate_ceiling).all()
+        assert (capped <= s.rate_ceiling).all() and torch.isfinite(capped).all()
+        # a checkpoint from before the cap (and the per-session layout): no cap
+        old = {k.removeprefix("sessions.0."): v for k, v in model.state_dict().items() if k != "sessions.0.rate_ceiling"}
+        model.load_state_dict(migrate({"format": FORMAT, "config": {}, "spec": {}, "model": old})["model"])
+        assert torch.isinf(s.rate_ceiling).all()
         gen = torch.Generator().manual_seed(3)
         uncapped = model.forecast(y, horizon=6, n_samples=8, generator=gen).rates
     assert (uncapped > 2 * y.reshape(-1, 7).amax(0) + 1).any()  # the test would pass without a cap otherwise
@@ -88,7 +92,7 @@ def test_forecast_rates_are_capped_by_the_training_counts():
 def test_pca_readout_spans_the_planted_loadings():
     """Counts from log rates d + C z_t with a planted 2-D C: the 'pca' init's first two readout columns
     span C's column space (small principal angles); the 'mean' init's random columns do not."""
-    from xfads_cli.model.xfads import pca_readout
+    from xfads_cli.model.readout_init import pca_readout
 
     g = torch.Generator().manual_seed(0)
     n, T, N = 60, 80, 40
@@ -99,10 +103,10 @@ def test_pca_readout_spans_the_planted_loadings():
     rates = torch.exp(torch.log(torch.tensor(0.3)) + z @ C.T)
     y = torch.poisson(rates, generator=g)
     cfg = ModelConfig(latent_dim=4, init="pca")
-    m = XFADS(cfg, N, torch.ones(N, dtype=torch.bool), dt=0.02)
-    random = m.readout.weight.detach().clone()
+    m = XFADS.one_session(cfg, N, torch.ones(N, dtype=torch.bool), dt=0.02)
+    random = m.sessions[0].readout.weight.detach().clone()
     m.init_from_data(y)
-    W = m.readout.weight.detach()
+    W = m.sessions[0].readout.weight.detach()
 
     def cos_largest_angle(A, B):
         qa, qb = torch.linalg.qr(A)[0], torch.linalg.qr(B)[0]
@@ -113,10 +117,10 @@ def test_pca_readout_spans_the_planted_loadings():
     # scaled for unit-variance latents: the readout's top component has the smoothed data's spread
     assert 0.2 < W[:, 0].norm() / C.norm() < 2.0
     # the bias is the mean init's either way
-    m2 = XFADS(ModelConfig(latent_dim=4), N, torch.ones(N, dtype=torch.bool), dt=0.02)
+    m2 = XFADS.one_session(ModelConfig(latent_dim=4), N, torch.ones(N, dtype=torch.bool), dt=0.02)
     m2.init_from_data(y)
-    assert torch.equal(m.readout.bias, m2.readout.bias)
+    assert torch.equal(m.sessions[0].readout.bias, m2.sessions[0].readout.bias)
     # missing bins are filled, not propagated
     y_nan = y.clone()
     y_nan[0, :5] = float("nan")
-    assert torch.isfinite(pca_readout(y_nan, y.mean((0, 1)), m.likelihood.init_bias, 4, random)).all()
+    assert torch.isfinite(pca_readout(y_nan, y.mean((0, 1)), m.sessions[0].likelihood.init_bias, 4, random)).all()

@@ -32,7 +32,8 @@ class Session(nn.Module):
         eta_t = C_i z_t[:L_read] + d_i + D_i u_t    readout [neuron_i, L_read]; D_i: task inputs
         B_i u_t                                     the task inputs' drive of the shared dynamics
         y_t | z_t ~ p_i(y_t | eta_t)                likelihood (its own parameters, e.g. Gaussian R_i)
-        forecast rate <= rate_ceiling_i [neuron_i]  (inf: no cap)
+        forecast rate <= rate_ceiling_i [neuron_i]  (inf: no cap; set from the training counts for
+                                                    Poisson sessions without a read-in)
         e_i                                         a refined embedding (adapted sessions): the mean
                                                     of q(e_i) as a parameter [embed]
 
@@ -54,6 +55,9 @@ class Session(nn.Module):
         self.register_buffer("heldin", heldin.clone())
         self.read_dims = read_dims
         self.poisson = cfg.likelihood == "poisson"
+        # Only a session without a read-in sets its forecast cap from data: capping the meta model's
+        # forecasts would change the numbers its fits have always given (tests/test_regression.py).
+        self.caps_forecasts = self.poisson and not read_in
         self.pca_init = cfg.init == "pca"
         self.inputs = InputSpec.from_dict(spec.get("inputs"))
         if self.inputs is not None and read_in:
@@ -164,13 +168,13 @@ class Session(nn.Module):
     @torch.no_grad()
     def init_from_data(self, counts: torch.Tensor, u: torch.Tensor | None = None) -> None:
         """Readout bias from each neuron's mean count per bin (docs/model.md section 1); with cfg.init
-        'pca' also its weights (`pca_readout`); for Poisson counts the forecast's rate ceiling; with task
+        'pca' also its weights (`pca_readout`); the forecast's rate ceiling (`caps_forecasts`); with task
         inputs u [trial, time, input], the input readout D and the bias fitted to the counts with z = 0
         (`fit_input_readout`). counts: [trial, time, neuron_i] (NaN = missing)."""
         counts = counts.to(self.readout.bias.dtype)
         mean = torch.nan_to_num(torch.nanmean(counts.reshape(-1, counts.shape[-1]), dim=0), nan=0.0)
         self.readout.bias.copy_(self.likelihood.init_bias(mean))
-        if self.poisson:  # twice the most spikes seen in one bin, plus one
+        if self.caps_forecasts:  # twice the most spikes seen in one bin, plus one
             top = torch.nan_to_num(counts, nan=0.0).reshape(-1, counts.shape[-1]).amax(0)
             self.rate_ceiling.copy_(2 * top + 1)
         if self.pca_init:

@@ -116,8 +116,9 @@ class XFADS(StateSpaceModel):
 
     @property
     def inputs(self) -> InputSpec | None:
-        """Session 0's task inputs (only the one-session model has any): what fit builds u_t from."""
-        return self.sessions[0].inputs
+        """The task inputs of the one-session model (what fit builds u_t from); a model with a session
+        embedding has none."""
+        return None if self.embed_dim else self.sessions[0].inputs
 
     def session(self, index: int | str = 0, trials=None) -> BoundSession:
         """The model serving one session: bound to it and, with an embedding, to the mean of q(e_i)
