@@ -375,6 +375,58 @@ def adapt(
 
 @app.command()
 @handle_errors
+def stream(
+    run: Annotated[Path, typer.Argument(help="Run directory from 'xfads fit' or 'xfads adapt' (or a .pt checkpoint).")],
+    source: Annotated[str, typer.Option(
+        "--input", "-i", help="- (stdin), a file of NDJSON lines {\"counts\": [...], \"t\": s}, or lsl:NAME "
+                              "(a Lab Streaming Layer stream, one channel per unit; needs pylsl).")] = "-",
+    output: Annotated[str, typer.Option(
+        "--output", "-o", help="- (stdout), a file (complete when the stream ends), or lsl:NAME (an LSL outlet).")] = "-",
+    horizon: Annotated[int, typer.Option("--horizon", help="Also forecast the rates of this many bins ahead.")] = 0,
+    samples: Annotated[Optional[int], typer.Option(help="Posterior samples per bin (default: the run's).")] = None,
+    session: Annotated[Optional[str], typer.Option(help="A multi-session run: the session decoded.")] = None,
+    data: Annotated[Optional[str], typer.Option(
+        "--data", help="A multi-session run: the session's recording, whose training trials give its embedding "
+                       "(an adapted session needs none).")] = None,
+    stats: Annotated[Optional[Path], typer.Option(
+        "--stats", help="Write JSON stats when the stream ends: bins, missing, errors, latency_ms {p50, p99, max}.")] = None,
+    describe: Annotated[bool, typer.Option(
+        "--describe", help="Print the run's sessions, units (the input's order) and bin width, and exit.")] = False,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the filter's draws (default: the run's).")] = None,
+    device: DeviceOpt = "auto",
+    threads: Annotated[Optional[str], typer.Option(
+        "--threads", help="CPU threads (default 1: a bin's small ops gain nothing from more, and waiting threads "
+                          "add latency).")] = None,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+):
+    """Decode a live stream causally, bin by bin: latents, rates and forecasts, one NDJSON line (or LSL
+    sample) per input bin, for closed-loop experiments. Ctrl-C or SIGTERM ends it cleanly."""
+    _fixed_threads(threads or "1")
+    from xfads_cli.commands.stream import describe_run, stream as run_stream
+
+    if describe:
+        from xfads_cli.runs.run import load_run
+
+        info = describe_run(load_run(run, device))
+        if json_out:
+            _print_json(info)
+        else:
+            for s in info["sessions"]:
+                _stderr(f"session {s['name']}: {s['n_units']} units, {info['bin_ms']:g} ms bins")
+                sys.stdout.write(" ".join(map(str, s["units"])) + "\n")
+        return
+    if json_out and output == "-":
+        raise UsageError("--json prints the stats on stdout, where --output - writes the decoded bins; "
+                         "give --output FILE or lsl:NAME, or use --stats FILE")
+    summary = run_stream(run, source=source, output=output, horizon=horizon, samples=samples, session=session,
+                         data=data, stats=stats, overwrite=overwrite, device=device, seed=seed)
+    if json_out:
+        _print_json(summary)
+
+
+@app.command()
+@handle_errors
 def sweep(
     data: Annotated[Optional[list[str]], typer.Argument(help="Recording(s) every trial fits, as for fit.")] = None,
     space: Annotated[Optional[Path], typer.Option(

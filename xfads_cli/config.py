@@ -94,7 +94,7 @@ class ModelConfig:
     mode: Literal["smoother", "two_filter", "filter"] = "smoother"
     # Readout before training: 'mean' (bias = each neuron's mean, random weights) or 'pca' (also the
     # weights: principal axes of the smoothed, link-transformed training counts, scaled for unit latents;
-    # single-session model only). Not the default: see benchmarks/README.md, recipe ablation.
+    # every session, also the meta model's). Not the default: see benchmarks/README.md, recipe ablation.
     init: Literal["mean", "pca"] = "mean"
     # Meta-dynamical model only (kind: meta, docs/model.md section 6).
     embed_dim: int = 2

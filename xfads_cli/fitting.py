@@ -362,7 +362,7 @@ def _build(config: Config, sessions: list, meta: bool, device, resumed_spec: dic
 
 def describe_inputs(model) -> str:
     """One line: the task inputs the model uses (fit prints it; summary.json 'task_inputs')."""
-    inputs = getattr(model, "inputs", None)
+    inputs = model.inputs
     if inputs is None:
         return ("task inputs: none (the autonomous model: data.inputs [auto] adds them on trial-aligned data whose "
                 "trial average predicts held-out trials; --set data.inputs=[clock] forces the clock)")

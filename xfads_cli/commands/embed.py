@@ -40,7 +40,6 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 def embed(run_path: Path, data_paths: list[Path], out: Path, *, overwrite: bool = False, overrides=(),
           device: str = "auto", plot: bool = False) -> dict:
     """Per-session q(e_i) (mean, variance) pooled over each file's trials, and per-trial embeddings."""
-    from xfads_cli.model.meta import session_embedding
     from xfads_cli.outputs.h5 import check_output, write_h5
 
     check_output(out, overwrite, run_inputs(run_path, *data_paths))
@@ -51,7 +50,7 @@ def embed(run_path: Path, data_paths: list[Path], out: Path, *, overwrite: bool 
     for k, path in enumerate(data_paths):
         data = load_data_for_run(path, run)
         index = index_in_run(run, data)
-        mu_t, var_t, mu, var = session_embedding(run.model, as_tensor(data.counts, run), index)
+        mu_t, var_t, mu, var = run.model.session_embedding(as_tensor(data.counts, run), index)
         names.append(data.session)
         means.append(mu.cpu().numpy())
         variances.append(var.cpu().numpy())

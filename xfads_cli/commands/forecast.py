@@ -116,7 +116,7 @@ def _forecast_trials(run, data, data_path: Path, out: Path, *, context: int, hor
 
 def future_inputs(model) -> str:
     """What the forecast knew of the horizon in advance (output attribute `future_inputs`)."""
-    inputs = getattr(model, "inputs", None)
+    inputs = model.inputs
     if inputs is None:
         return "none: the context's counts only (autonomous dynamics)"
     known = [n for n in inputs.names() if not n.startswith("event ")]

@@ -4,7 +4,7 @@ session.
     data = load_data_for_run("x.nwb", run)       # the run's data options; same neurons and bins
     with open_file("x.nwb") as f:                # or several reads of a file opened once
         data, recording = read_data_for_run(f, run), read_recording_for_run(f, run)
-    model = session_model(run, data)             # XFADS, or the meta model bound to data's session
+    model = session_model(run, data)             # the model bound to data's session
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def read_recording_for_run(f, run: Run):
 
 
 def recording_model(run: Run, f):
-    """The model serving the session of the open recording `f` without trials: XFADS itself; a meta
+    """The model serving the session of the open recording `f` without trials: session 0 of a single-session run; a meta
     model's session with its embedding pooled over the session's training windows (read from `f`)."""
     if not run.spec.meta:
         return run.model.session(0)
@@ -132,7 +132,7 @@ def index_in_run(run: Run, data: SpikeData) -> int:
 
 
 def session_model(run: Run, data: SpikeData):
-    """The model serving `data`'s session (`model.session`): XFADS itself, or the meta model bound to
+    """The model serving `data`'s session (`model.session`): the model bound to
     the session with its embedding pooled over the session's training trials (an adapted session's:
     over the shots it was adapted on)."""
     index = index_in_run(run, data)
@@ -151,7 +151,7 @@ def model_inputs(model, data: SpikeData, rows=None, n_time: int | None = None,
     inputs; None for every other model): model/task_inputs.features_for with the model's InputSpec."""
     from xfads_cli.model.task_inputs import features_for
 
-    return features_for(getattr(model, "inputs", None), data, rows, n_time, known_until)
+    return features_for(model.inputs, data, rows, n_time, known_until)
 
 
 def as_tensor(counts: np.ndarray, like) -> torch.Tensor:
