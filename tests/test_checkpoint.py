@@ -1,4 +1,4 @@
-"""The typed checkpoint (train/checkpoint.py): the on-disk layout every command writes, safe loading, and
+"""The typed checkpoint (runs/checkpoint.py): the on-disk layout every command writes, safe loading, and
 the migrations that keep checkpoints written by older versions loadable."""
 
 import copy
@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from xfads_cli.cli import app
 from xfads_cli.config import load_config
 from xfads_cli.errors import UsageError
-from xfads_cli.train.checkpoint import FORMAT, Checkpoint, migrate
+from xfads_cli.runs.checkpoint import FORMAT, Checkpoint, migrate
 
 runner = CliRunner()
 REGRESSION = Path(__file__).resolve().parent / "fixtures" / "regression"

@@ -100,7 +100,7 @@ def test_error_messages_never_spell_out_a_huge_value(section, key):
 
 
 def test_a_truncated_checkpoint_s_message_ends_on_a_whole_sentence(tmp_path):
-    from xfads_cli.train.checkpoint import Checkpoint
+    from xfads_cli.runs.checkpoint import Checkpoint
 
     whole, cut = tmp_path / "whole.pt", tmp_path / "cut.pt"
     torch.save({"format": "xfads-checkpoint/1", "model": {"w": torch.zeros(1000)}}, whole)
@@ -132,7 +132,7 @@ def test_a_run_applied_to_another_recording_names_both_files(tmp_path):
     from xfads_cli.data.load import load_data
     from xfads_cli.runs.rundir import data_provenance
     from xfads_cli.runs import Run, load_data_for_run, model_spec
-    from xfads_cli.train.checkpoint import Checkpoint
+    from xfads_cli.runs.checkpoint import Checkpoint
 
     trained_on, other = write_counts(tmp_path / "day1.h5", 0), write_counts(tmp_path / "day2.h5", 1)
     data = load_data(trained_on, DataConfig())

@@ -68,7 +68,7 @@ def test_forecast_shapes_and_rates():
 def test_forecast_rates_are_capped_by_the_training_counts():
     """An expansive rollout (here: a readout 50x too large) cannot forecast more than twice the most
     spikes a neuron showed in one training bin, plus one; a checkpoint without the cap loads uncapped."""
-    from xfads_cli.train.checkpoint import FORMAT, migrate
+    from xfads_cli.runs.checkpoint import FORMAT, migrate
 
     model = make_model()
     s = model.sessions[0]

@@ -361,7 +361,7 @@ def _apply_override(raw: dict, item: str) -> None:
 
 
 # Keys that older versions accepted -> what to do instead (a one-line error, not "unknown key"). Checkpoints
-# that still hold them are migrated when loaded (train/checkpoint.py).
+# that still hold them are migrated when loaded (runs/checkpoint.py).
 REMOVED_KEYS = {
     "train.device": "the device is chosen per command with --device auto|cpu|cuda[:i]",
 }

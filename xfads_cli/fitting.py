@@ -31,7 +31,7 @@ from xfads_cli.runs import as_tensor, model_spec, bound_sessions
 from xfads_cli.scoring.evaluate import evaluate
 from xfads_cli.scoring.selection import selection_fp_bps, selection_note
 from xfads_cli.scoring.summary import baseline_summary
-from xfads_cli.train.checkpoint import Checkpoint
+from xfads_cli.runs.checkpoint import Checkpoint
 from xfads_cli.train.lock import RunLock
 
 

@@ -153,7 +153,7 @@ def _adapted_checkpoint(run, config, new_spec: dict, data, trials: int):
     """The checkpoint fields of the adapted run: the old sessions plus the new one, and where it came from."""
     from xfads_cli.config import resolved_config
     from xfads_cli.data.provenance import package_versions
-    from xfads_cli.train.checkpoint import Checkpoint
+    from xfads_cli.runs.checkpoint import Checkpoint
 
     spec = ModelSpec(run.spec.sessions + (new_spec,), meta=True).to_dict()
     return Checkpoint(config=resolved_config(config), spec=spec, data=list(run.checkpoint.data) + [data_provenance(data)],

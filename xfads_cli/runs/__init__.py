@@ -7,6 +7,8 @@ command that applies a run to a recording follows.
     inference.py  posterior and forecast arrays block by block (iter_smooth, iter_forecast, iter_recording)
     pipeline.py   open_input -> stream -> finish: what smooth and forecast share
     rundir.py     RUN_DIR as training writes it (checkpoints, metrics.csv, config, summary)
+    checkpoint.py the typed Checkpoint every command writes and reads, and the migrations of old ones
+    decoder.py    causal decoding one bin at a time (xfads stream)
 
     run = load_run("runs/lorenz")
     data = load_data_for_run("x.nwb", run)

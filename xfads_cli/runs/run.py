@@ -14,7 +14,7 @@ from xfads_cli.config import Config, load_config
 from xfads_cli.data.source import is_remote
 from xfads_cli.errors import UsageError
 from xfads_cli.model.spec import ModelSpec, build_model
-from xfads_cli.train.checkpoint import Checkpoint
+from xfads_cli.runs.checkpoint import Checkpoint
 
 
 @dataclass
@@ -46,10 +46,10 @@ READING_KEYS = ("seed", "train.batch_size", "model.mode", "model.samples")
 
 def load_run(run: Path, device: str = "auto", which: str = "best", overrides=()) -> Run:
     """The model of a run directory's checkpoint (`which`.pt, else last.pt) or of a .pt file, rebuilt
-    on `device` from the checkpoint alone (older checkpoints migrated: train/checkpoint.py). overrides:
+    on `device` from the checkpoint alone (older checkpoints migrated: runs/checkpoint.py). overrides:
     a reading command's --set items (READING_SECTIONS and READING_KEYS), applied to the run's config in its one parse."""
     from xfads_cli.data.provenance import file_sha256
-    from xfads_cli.train.checkpoint import resolve_checkpoint
+    from xfads_cli.runs.checkpoint import resolve_checkpoint
     from xfads_cli.train.device import resolve_device
 
     for item in overrides:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from xfads_cli.atomic import atomic_path, check_writable, partial_glob
 from xfads_cli.errors import UsageError
-from xfads_cli.train.checkpoint import Checkpoint
+from xfads_cli.runs.checkpoint import Checkpoint
 from xfads_cli.train.lock import LOCK_NAME
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "summary.json", "config.yaml", "training.png")
