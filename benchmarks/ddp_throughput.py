@@ -35,7 +35,7 @@ def worker(args) -> None:
     from xfads_cli.data.simulate import simulate_arrays
     from xfads_cli.model.xfads import XFADS
     from xfads_cli.train.distributed import detect, process_group
-    from xfads_cli.train.loop import fit
+    from xfads_cli.train.loop import train_model
 
     torch.set_num_threads(args.threads)
     d = detect()
@@ -48,7 +48,7 @@ def worker(args) -> None:
         torch.manual_seed(0)
         model = XFADS.one_session(cfg, 45, torch.ones(45, dtype=torch.bool), dt=0.02)
         model.init_from_data(y)
-        res = fit(model, y, None, TrainConfig(max_epochs=args.epochs + 1, batch_size=args.batch, patience=10**9),
+        res = train_model(model, y, None, TrainConfig(max_epochs=args.epochs + 1, batch_size=args.batch, patience=10**9),
                   seed=0, dist=d).run()
         if d.is_main:
             print("RESULT " + json.dumps({"seconds": [r["seconds"] for r in res.history],

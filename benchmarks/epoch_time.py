@@ -43,16 +43,21 @@ def measure(epochs: int, mode: str, dynamics: str = "mlp") -> dict:
     from xfads_cli.config import ModelConfig, TrainConfig
     from xfads_cli.data.simulate import simulate_arrays
     from xfads_cli.model.xfads import XFADS
-    from xfads_cli.train.loop import fit
+
+    try:  # named train_model since issue 25; fit before (epoch_time_ab.py runs this file on older trees)
+        from xfads_cli.train.loop import train_model
+    except ImportError:
+        from xfads_cli.train.loop import fit as train_model
 
     sim = simulate_arrays("lorenz", neurons=45, trials=200, bins=70, bin_ms=20.0, seed=0, base_rate_hz=10.0, param=None)
     y = torch.tensor(sim["counts"], dtype=torch.float32)
     cfg = ModelConfig(latent_dim=8, rank_local=8, rank_backward=4, samples=20, dynamics_hidden=128,
                       encoder_hidden=64, mode=mode, dynamics=dynamics)
     torch.manual_seed(0)
-    model = XFADS.one_session(cfg, 45, torch.ones(45, dtype=torch.bool), dt=0.02)
+    heldin = torch.ones(45, dtype=torch.bool)  # XFADS(cfg, n, heldin, dt) before the one model class (issue 25)
+    model = XFADS.one_session(cfg, 45, heldin, dt=0.02) if hasattr(XFADS, "one_session") else XFADS(cfg, 45, heldin, 0.02)
     model.init_from_data(y[:160])
-    res = fit(model, y[:160], y[160:], reference_train_config(TrainConfig, epochs + 1), seed=0)
+    res = train_model(model, y[:160], y[160:], reference_train_config(TrainConfig, epochs + 1), seed=0)
     res = res.run() if hasattr(res, "run") else res  # fit returns a Training to iterate since issue 14; before, the FitResult
     return {
         "package": xfads_cli.__file__,

@@ -47,7 +47,7 @@ from xfads_cli.model.meta import MetaXFADS, session_embedding
 from xfads_cli.model.session import BoundSession
 from xfads_cli.model.xfads import XFADS
 from xfads_cli.scoring import r2_score
-from xfads_cli.train.loop import fit
+from xfads_cli.train.loop import train_model
 from xfads_cli.train.embedding_search import search_embedding
 
 PUBLISHED = {"meta": (0.69, 0.78, 0.87), "single": (0.47, 0.79, 0.79)}
@@ -112,7 +112,7 @@ def train_meta(adaptation, train, mcfg, tcfg, args):
         model.init_from_data(s["counts"][n_valid:], i)
     t0 = time.monotonic()
     try:
-        res = fit(model, [s["counts"][n_valid:] for s in train], [s["counts"][:n_valid] for s in train],
+        res = train_model(model, [s["counts"][n_valid:] for s in train], [s["counts"][:n_valid] for s in train],
                        tcfg, seed=args.seed).run()
     except RunFailure as err:  # reported in the output; the retry starts from scratch at half the lr
         print(f"  {LABELS[adaptation]}: {err}; retraining from scratch with lr {tcfg.lr / 2:g}", flush=True)
@@ -130,7 +130,7 @@ def adapt_meta(trained, s, n, acfg, args, key):
     i = model.add_session(spec(s) | {"refine_embedding": args.refine}, y)
     model.freeze_shared()
     model.train()
-    fit(model, [None] * i + [y], [None] * (i + 1), acfg, seed=args.seed,
+    train_model(model, [None] * i + [y], [None] * (i + 1), acfg, seed=args.seed,
              parameters=list(model.session_parameters(i))).run()
     model.eval()
     fitted = session_embedding(model, y, i)[2].numpy().copy()  # before the search (the array would share the parameter)
@@ -141,7 +141,7 @@ def adapt_meta(trained, s, n, acfg, args, key):
             model.sessions[i].embedding.copy_(found.e)
         if args.retune_steps:
             model.train()
-            fit(model, [None] * i + [y], [None] * (i + 1), replace(acfg, max_epochs=args.retune_steps),
+            train_model(model, [None] * i + [y], [None] * (i + 1), replace(acfg, max_epochs=args.retune_steps),
                      seed=args.seed + 1, parameters=[p for n, p in model.sessions[i].named_parameters() if n != "embedding"]).run()
             model.eval()
     e = session_embedding(model, y, i)[2]
@@ -156,7 +156,7 @@ def fit_single(s, n, mcfg, scfg, args):
         model = XFADS.one_session(replace(mcfg, kind="xfads"), s["n"], torch.ones(s["n"], dtype=torch.bool), dt=0.02)
         model.init_from_data(y)
         try:
-            fit(model, y, None, replace(scfg, lr=lr), seed=args.seed).run()
+            train_model(model, y, None, replace(scfg, lr=lr), seed=args.seed).run()
             break
         except RunFailure as err:
             print(f"  single-session fit on {s['name']}, n={n}: {err}; retrying with lr {lr / 3:g}", flush=True)

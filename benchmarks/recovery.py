@@ -19,7 +19,7 @@ from xfads_cli.config import ModelConfig, TrainConfig
 from xfads_cli.data.simulate import simulate_arrays
 from xfads_cli.model.xfads import XFADS
 from xfads_cli.scoring import bits_per_spike
-from xfads_cli.train.loop import fit
+from xfads_cli.train.loop import train_model
 
 
 def smoothed_rates(model, y, batch=64):
@@ -63,7 +63,7 @@ def main():
     model = XFADS.one_session(mcfg, args.neurons, torch.ones(args.neurons, dtype=torch.bool), dt=0.02)
     model.init_from_data(y[tr])
     t0 = time.time()
-    res = fit(model, y[tr], y[va], tcfg, seed=args.seed).run()
+    res = train_model(model, y[tr], y[va], tcfg, seed=args.seed).run()
     secs = time.time() - t0
     model.eval()
 

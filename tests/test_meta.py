@@ -11,7 +11,7 @@ import torch
 from xfads_cli.config import ModelConfig, TrainConfig
 from xfads_cli.data.simulate import simulate_arrays
 from xfads_cli.model.meta import HyperMLPDynamics, MetaXFADS, kl_std_normal, pool_gaussians
-from xfads_cli.train.loop import fit
+from xfads_cli.train.loop import train_model
 
 NEURONS = (5, 8, 11)
 CFG = ModelConfig(kind="meta", latent_dim=4, dynamics_hidden=16, rank_local=3, rank_backward=2,
@@ -172,7 +172,7 @@ def test_fit_of_the_meta_model_decreases_the_loss_and_freezing_keeps_shared_para
     for i, y in enumerate(data):
         model.init_from_data(y, i)
     train, valid = [y[:8] for y in data], [y[8:] for y in data]
-    training = fit(model, train, valid, TRAIN, seed=0)
+    training = train_model(model, train, valid, TRAIN, seed=0)
     seen = [event.record for event in training]
     result = training.result
     losses = [r["train_loss"] for r in result.history]
@@ -198,7 +198,7 @@ def test_fit_of_the_meta_model_decreases_the_loss_and_freezing_keeps_shared_para
     model.freeze_shared()
     assert not any(p.requires_grad for p in model.shared_parameters())
     cfg = TrainConfig(max_epochs=2, batch_size=2, lr=1e-2, patience=100)
-    fit(model, [None] * j + [y_new], [None] * (j + 1), cfg, parameters=model.session_parameters(j)).run()
+    train_model(model, [None] * j + [y_new], [None] * (j + 1), cfg, parameters=model.session_parameters(j)).run()
     after = model.state_dict()
     for k, v in before.items():
         if not k.startswith(prefix):
@@ -209,7 +209,7 @@ def test_fit_of_the_meta_model_decreases_the_loss_and_freezing_keeps_shared_para
 def test_fit_of_the_meta_model_rejects_no_training_data():
     model = make_model()
     with pytest.raises(ValueError):
-        fit(model, [None, None, None], [None] * 3, TRAIN).run()
+        train_model(model, [None, None, None], [None] * 3, TRAIN).run()
 
 
 def test_rebuilds_from_session_specs_and_gaussian_likelihood_reads_raw_values():
@@ -283,7 +283,7 @@ def test_refined_session_embedding_replaces_the_pooled_mean_and_is_trained():
     assert torch.equal(session_embedding(model, y, i)[2], torch.zeros(CFG.embed_dim))  # starts at the prior mean
     before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(f"sessions.{i}.")}
     model.freeze_shared()
-    fit(model, [None] * i + [y], [None] * (i + 1), TRAIN, parameters=list(model.session_parameters(i))).run()
+    train_model(model, [None] * i + [y], [None] * (i + 1), TRAIN, parameters=list(model.session_parameters(i))).run()
     refined = model.sessions[i].embedding.detach()
     assert refined.abs().sum() > 0
     assert torch.equal(session_embedding(model, y, i)[2], refined)

@@ -102,7 +102,7 @@ def test_adapt_refuses_to_move_shared_parameters(meta_run, sessions, tmp_path, m
     import xfads_cli.train.loop as loop
     from xfads_cli.commands.adapt import adapt
 
-    real_fit = loop.fit
+    real_fit = loop.train_model
 
     class LeakyTraining:
         """The Training of fit, moving a shared parameter once it has run."""
@@ -122,7 +122,7 @@ def test_adapt_refuses_to_move_shared_parameters(meta_run, sessions, tmp_path, m
     def leaky_fit(model, *args, **kwargs):
         return LeakyTraining(model, real_fit(model, *args, **kwargs))
 
-    monkeypatch.setattr(loop, "fit", leaky_fit)
+    monkeypatch.setattr(loop, "train_model", leaky_fit)
     _, new = sessions
     with pytest.raises(RuntimeError, match="adapt changed shared parameters"):
         adapt(meta_run, new, tmp_path / "leaky", trials=2, max_epochs=1, refine_embedding=False, device="cpu")

@@ -8,7 +8,7 @@ import torch
 
 from xfads_cli.config import ModelConfig, TrainConfig
 from xfads_cli.model.xfads import XFADS
-from xfads_cli.train.loop import fit
+from xfads_cli.train.loop import train_model
 
 DYNAMICS = ("mlp", "gru", "linear")
 LIKELIHOODS = ("poisson", "gaussian", "bernoulli")
@@ -38,7 +38,7 @@ def test_short_fit_decreases_loss(dynamics, likelihood, mode):
                       rank_local=2, rank_backward=1, encoder_hidden=16, samples=4)
     model = XFADS.one_session(cfg, n_neurons=6, heldin=torch.ones(6, dtype=torch.bool), dt=1.0)
     model.init_from_data(y)
-    result = fit(model, y[:10], y[10:], TrainConfig(max_epochs=12, batch_size=5, lr=1e-2, drop_local=0.1, forecast_fraction=0.3), seed=0).run()
+    result = train_model(model, y[:10], y[10:], TrainConfig(max_epochs=12, batch_size=5, lr=1e-2, drop_local=0.1, forecast_fraction=0.3), seed=0).run()
     losses = [r["train_loss"] for r in result.history]
     assert all(math.isfinite(v) for v in losses)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses

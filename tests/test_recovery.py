@@ -10,7 +10,7 @@ from xfads_cli.config import ModelConfig, TrainConfig
 from xfads_cli.data.simulate import simulate_arrays
 from xfads_cli.model.xfads import XFADS
 from xfads_cli.scoring import bits_per_spike
-from xfads_cli.train.loop import fit
+from xfads_cli.train.loop import train_model
 
 
 def test_short_fit_recovers_part_of_the_oracle():
@@ -20,7 +20,7 @@ def test_short_fit_recovers_part_of_the_oracle():
     model = XFADS.one_session(ModelConfig(latent_dim=2, samples=10, dynamics_hidden=32, encoder_hidden=32), 30,
                   torch.ones(30, dtype=torch.bool), dt=0.02)
     model.init_from_data(y[:48])
-    fit(model, y[:48], y[48:54], TrainConfig(max_epochs=40, batch_size=12, lr=1e-2), seed=0).run()
+    train_model(model, y[:48], y[48:54], TrainConfig(max_epochs=40, batch_size=12, lr=1e-2), seed=0).run()
     model.eval()
     with torch.no_grad():
         rates = model.rates(model.posterior(y[54:]).samples).mean(0).numpy()

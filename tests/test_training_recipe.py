@@ -251,5 +251,5 @@ def test_input_dropout_starts_with_the_epoch_after_its_step_count(monkeypatch):
                               dynamics_hidden=4), 3, torch.ones(3, dtype=torch.bool), 0.02)
     y = torch.poisson(torch.ones(12, 6, 3))
     cfg = TrainConfig(batch_size=4, max_epochs=4, input_dropout=0.25, input_dropout_from_step=5, warmup_steps=0)
-    loop.fit(model, y, None, cfg).run()
+    loop.train_model(model, y, None, cfg).run()
     assert seen == [0.0] * 6 + [0.25] * 6  # 3 steps per epoch: epochs 0-1 before step 5, 2-3 after

@@ -241,9 +241,9 @@ def _train(model, trains: list, valids: list, config: Config, out: Path, meta: b
                   evaluate=evaluate)
     try:
         with catch_preemption() if handle_signals else _no_signals() as stop:
-            from xfads_cli.train.loop import fit
+            from xfads_cli.train.loop import train_model
 
-            training = fit(model, trains, valids, config.train, should_stop=stop, inputs=inputs, **common)
+            training = train_model(model, trains, valids, config.train, should_stop=stop, inputs=inputs, **common)
             for event in training:
                 if isinstance(event, EpochEnd):
                     if writer is not None:

@@ -38,7 +38,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     prior mean), or the frozen embedding encoder's pooled estimate. Writes a new run directory holding the
     old sessions plus the new one, usable by smooth, forecast and embed."""
     from xfads_cli.config import dump_config
-    from xfads_cli.train.loop import fit
+    from xfads_cli.train.loop import train_model
     from xfads_cli.train.threads import configure_threads
 
     _check_budget(trials, max_epochs, time_limit_min)
@@ -72,7 +72,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
     writer = RunWriter(out, base, model)
     t0 = time.monotonic()
     model.train()
-    training = fit(model, [None] * index + [y], [None] * index + [as_tensor(valid.counts, run) if valid.n_trials else None],
+    training = train_model(model, [None] * index + [y], [None] * index + [as_tensor(valid.counts, run) if valid.n_trials else None],
                    train_cfg, seed=config.seed, parameters=list(model.session_parameters(index)),
                    max_epochs=max_epochs, threads=tuner)
     for event in training:  # EpochEnd only: adapt installs no preemption handler

@@ -2,12 +2,12 @@
 stopping on a validation score, a time limit checked after every step, divergence handling,
 preemption, resumable state and data-parallel ranks.
 
-    training = fit(model, train_y, valid_y, cfg, seed=0, evaluate=fn, resume=state)  # or per-session lists
+    training = train_model(model, train_y, valid_y, cfg, seed=0, evaluate=fn, resume=state)  # or per-session lists
     for event in training:            # EpochEnd(record, is_best, state) after every epoch,
         ...                           # Interrupted(state) when a stop was requested mid-epoch
-    result = training.result          # or: result = fit(...).run()
+    result = training.result          # or: result = train_model(...).run()
 
-`fit` trains either model kind (a batch is some trials of one session) by handing `run_epochs` an
+`train_model` trains either model kind (a batch is some trials of one session) by handing `run_epochs` an
 `Objective` (the batches of an epoch, a batch's loss, the validation loss) and the caller's `Hooks`.
 `run_epochs` builds the Training: per epoch `_Loop.train_epoch` (the optimisation steps) then
 `_Loop.end_epoch` (validate, record, select, decide whether to stop); `LoopState` holds the counters a
@@ -109,7 +109,7 @@ def _present(y: torch.Tensor | None) -> bool:
     return y is not None and len(y) > 0
 
 
-def fit(
+def train_model(
     model: torch.nn.Module,
     train: torch.Tensor | Sequence[torch.Tensor | None],
     valid: torch.Tensor | Sequence[torch.Tensor | None] | None,
@@ -147,7 +147,7 @@ def fit(
         raise ValueError(f"{len(trains)} training sessions for a model with {model.n_sessions}")
     sizes = [len(y) if _present(y) else 0 for y in trains]
     if not any(sizes):
-        raise ValueError("fit: no session has training trials")
+        raise ValueError("train_model: no session has training trials")
     offsets = [sum(sizes[:i]) for i in range(len(sizes))]
     train_u, valid_u = inputs if inputs is not None else ([None] * len(trains), [None] * len(valids))
     steps_per_epoch = len(epoch_batches(sizes, cfg.batch_size, seed, 0, SINGLE))
@@ -484,7 +484,7 @@ def run_epochs(
     max_epochs: int | None = None,
     dist: Dist | None = None,
 ) -> Training:
-    """The training `fit` runs, agnostic of what a batch is: returns the Training of `objective` to
+    """The training `train_model` runs, agnostic of what a batch is: returns the Training of `objective` to
     iterate (nothing runs before that), `hooks` called as it goes.
 
     select: the epoch record's key that picks the best epoch and drives early stopping: a loss
