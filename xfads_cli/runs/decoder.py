@@ -1,0 +1,62 @@
+"""Causal decoding one bin at a time (`xfads stream`): the run's filter, its carried state kept from one
+bin to the next (model/filtering.py `filter_state`), so that bin t's posterior is q(z_t | y_{1:t}) of
+the offline causal filter over the whole sequence (the same numbers given the same standard normals).
+
+    decoder = CausalDecoder(session_model, n_samples=20, horizon=10)
+    out = decoder.step(counts)      # counts [neuron] (NaN = missing) -> Decoded (numpy arrays)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from xfads_cli.model.filtering import filter_state, low_rank_filter
+
+
+class Decoded(NamedTuple):
+    """One bin: latent_mean, latent_var [latent] (diagonal of q(z_t | y_{1:t})); rates [neuron], the
+    expected count per bin averaged over the posterior's samples; forecast [horizon, neuron] of the
+    rates in the bins ahead (the dynamics rolled forward from those samples), or None."""
+
+    latent_mean: np.ndarray
+    latent_var: np.ndarray
+    rates: np.ndarray
+    forecast: np.ndarray | None
+
+
+class CausalDecoder:
+    """The causal filter of a session model (model/base.py SessionModel), one bin at a time:
+
+        q(z_t | y_{1:t}) from the samples of q(z_{t-1} | y_{1:t-1}) pushed through f and the local
+        potential of y_t (a missing count: no information from that unit in that bin),
+        rates_t = E_q[E(y_t | z_t)],  forecast_{t+h} = E[E(y_{t+h} | z_{t+h})], z rolled by the prior.
+
+    Task inputs of a run that has them are not streamed: they enter as absent (zero)."""
+
+    def __init__(self, session, *, n_samples: int, horizon: int = 0, generator: torch.Generator | None = None):
+        self.session, self.n_samples, self.horizon, self.generator = session, n_samples, horizon, generator
+        self.f = session.transition(1)  # the session's dynamics (a meta model's adapters built once)
+        self.m0, self.q0, self.q = session.m0, session.q0(), session.q()
+        self.state = None
+        self.bins = 0
+
+    @torch.no_grad()
+    def step(self, counts: np.ndarray, noise: torch.Tensor | None = None) -> Decoded:
+        """counts [neuron] of the next bin (NaN = missing). noise: that bin's standard normals (a slice
+        of `noise_shape` along time, for tests); None draws them from the decoder's generator."""
+        y = torch.as_tensor(counts, dtype=self.m0.dtype, device=self.m0.device).view(1, 1, -1)
+        a, A = self.session.potentials(y)
+        post = low_rank_filter(self.f, self.m0, self.q0, self.q, a, A, n_samples=self.n_samples, mode="filter",
+                               noise=self.generator if noise is None else noise, state=self.state)
+        self.state = filter_state(post)
+        self.bins += 1
+        z = post.samples[:, :, -1]  # [sample, 1, latent]
+        forecast = None
+        if self.horizon:
+            ahead = self.session.model.rollout_through(self.f, z, self.horizon, self.generator)
+            forecast = self.session.rates(ahead).mean(0)[0].cpu().numpy()
+        return Decoded(post.mean[0, -1].cpu().numpy(), post.var[0, -1].cpu().numpy(),
+                       self.session.rates(z).mean(0)[0].cpu().numpy(), forecast)
