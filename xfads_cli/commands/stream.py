@@ -22,7 +22,7 @@ from xfads_cli.errors import UsageError
 
 
 class Stopped(Exception):
-    """SIGTERM: end the stream as Ctrl-C does (cleanly, the stats written)."""
+    """SIGINT or SIGTERM while waiting for a bin: the stream ends cleanly, its stats written."""
 
 
 def describe_run(run) -> dict:
@@ -61,12 +61,13 @@ def stream(run_path: Path, *, source: str = "-", output: str = "-", horizon: int
     generator = torch.Generator(device=run.device).manual_seed(run.config.seed if seed is None else seed)
     decoder = CausalDecoder(model, n_samples=samples or run.config.model.samples, horizon=horizon, generator=generator)
     latency, counts = Latency(), {"bins": 0, "missing": 0, "errors": 0}
-    ended = "input ended"
     log(f"xfads stream: session '{run.spec.names[index]}', {n_units} units, {spec['bin_ms']:g} ms bins, "
         f"reading {source}")
-    with _sink(output, run.config.model.latent_dim, n_units, horizon) as sink, _stop_on_sigterm():
+    stop = _Stop()
+    with _sink(output, run.config.model.latent_dim, n_units, horizon) as sink, _signals(stop):
+        bins = _bins(source, n_units)
         try:
-            for b in _bins(source, n_units):
+            while (b := stop.next_bin(bins)) is not None:
                 if b.error is not None:
                     counts["errors"] += 1
                     log(f"bin {counts['bins']}: {b.error}; treated as missing")
@@ -76,10 +77,11 @@ def stream(run_path: Path, *, source: str = "-", output: str = "-", horizon: int
                 sink.write(record(t, out.latent_mean, out.latent_var, out.rates, out.forecast))
                 latency.add((time.perf_counter() - b.received) * 1000.0)
                 counts["bins"] += 1
-        except KeyboardInterrupt:
-            ended = "interrupted (SIGINT)"
+                if stop.requested:
+                    break
         except Stopped:
-            ended = "terminated (SIGTERM)"
+            pass
+    ended = {"SIGINT": "interrupted (SIGINT)", "SIGTERM": "terminated (SIGTERM)"}.get(stop.requested, "input ended")
     summary = counts | {"latency_ms": latency.summary(), "ended": ended, "session": run.spec.names[index],
                         "bin_ms": spec["bin_ms"]}
     if stats is not None:
@@ -185,18 +187,37 @@ def _sink(output: str, n_latent: int, n_units: int, horizon: int):
         sink.close()
 
 
-@contextmanager
-def _stop_on_sigterm():
-    """SIGTERM raises Stopped in the main thread (restored afterwards); elsewhere nothing changes."""
-    def stop(signum, frame):
-        raise Stopped()
+class _Stop:
+    """SIGINT / SIGTERM: the stream stops at once while it waits for a bin, else after the bin in hand
+    is written, so that its line and the stats' counts always agree."""
 
+    def __init__(self):
+        self.waiting, self.requested = False, None
+
+    def __call__(self, signum, frame):
+        self.requested = signal.Signals(signum).name
+        if self.waiting:
+            raise Stopped()
+
+    def next_bin(self, bins):
+        """The next bin of the iterator `bins`, None at its end (a signal while waiting raises Stopped)."""
+        self.waiting = True
+        try:
+            return next(bins, None)
+        finally:
+            self.waiting = False
+
+
+@contextmanager
+def _signals(handler):
+    """SIGINT and SIGTERM call `handler` (restored afterwards); off the main thread nothing changes."""
     try:
-        previous = signal.signal(signal.SIGTERM, stop)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
