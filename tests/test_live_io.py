@@ -27,6 +27,8 @@ def test_a_good_line_gives_its_counts_and_time():
     ('{"counts": 7}', "got int"),
     ('{"counts": [1, "x", 2]}', 'count 1 is "x"'),
     ('{"counts": [1, true, 2]}', "count 1 is true"),
+    ('{"counts": [1, 2, "3"]}', 'count 2 is "3"'),
+    ('{"counts": [[1], 2, 3]}', "count 0 is [1]"),
     ('{"counts": [1, 1e999, 2]}', "not a number or null"),  # json reads 1e999 as inf
 ])
 def test_a_bad_line_is_an_all_missing_bin_with_its_reason(line, says):
@@ -42,13 +44,13 @@ def test_the_stream_goes_on_after_bad_lines_and_skips_blank_ones():
     assert bins[2].t == 0.02 and bins[2].received >= bins[0].received
 
 
-def test_output_lines_are_json_with_null_for_missing_values():
+def test_output_lines_are_json_with_null_for_missing_and_infinite_values():
     out = io.StringIO()
     sink = NdjsonSink(out)
-    sink.write(record(0.5, np.array([0.1234567891, -1.0]), np.array([1.0, 2.0]), np.array([np.nan, 3.0]),
+    sink.write(record(0.5, np.array([0.1234567891, -1.0]), np.array([1.0, np.inf]), np.array([np.nan, 3.0]),
                       forecast=np.ones((2, 2))))
     line = json.loads(out.getvalue())
-    assert line == {"t": 0.5, "latent_mean": [0.123457, -1.0], "latent_var": [1.0, 2.0], "rates": [None, 3.0],
+    assert line == {"t": 0.5, "latent_mean": [0.123457, -1.0], "latent_var": [1.0, None], "rates": [None, 3.0],
                     "forecast": [[1.0, 1.0], [1.0, 1.0]]}
 
 

@@ -50,15 +50,21 @@ def parse_bin(line: str, n_units: int, received: float | None = None) -> LiveBin
         size = len(counts) if isinstance(counts, list) else type(counts).__name__
         return LiveBin(missing, t, f"counts must be a list of {n_units} numbers (the run's units), got {size}",
                        received)
-    values = np.empty(n_units)
-    for i, value in enumerate(counts):
-        if value is None:
-            values[i] = np.nan
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            values[i] = value
-        else:
-            return LiveBin(missing, t, f"count {i} is {json.dumps(value)[:40]}, not a number or null", received)
+    # exact types (a bool is an int, and numpy would read "1" as a number) before one conversion of the
+    # whole line, in which None (a missing count) becomes NaN
+    values = np.array(counts, dtype=np.float64) if all(type(v) in _SCALARS for v in counts) else None
+    if values is None or np.isinf(values).any():
+        i, value = next((i, v) for i, v in enumerate(counts) if not _count(v))
+        return LiveBin(missing, t, f"count {i} is {json.dumps(value)[:40]}, not a number or null", received)
     return LiveBin(values, t, None, received)
+
+
+_SCALARS = (int, float, type(None))
+
+
+def _count(value) -> bool:
+    """A valid count: null, or a finite number (not a boolean)."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
 
 
 def ndjson_bins(lines: IO[str], n_units: int) -> Iterator[LiveBin]:

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from xfads_cli.model.filter_bin import BinStep, StepNoise, bin_step
+from xfads_cli.model.filter_bin import BinStep, StepNoise, bin_step, filter_step
 from xfads_cli.model.lowrank import kl_lowrank, kl_step, marginal_var, moments
 
 Dynamics = Callable[[Tensor], Tensor]
@@ -296,6 +296,24 @@ def low_rank_filter(
         return _filter(dynamics, full, k, K, d, checkpoint_steps, state, drive)
     causal = bin_step(torch.cat([K_local, k_local.unsqueeze(-1)], -1), d, draws[0], m0, n_samples, fused)
     return _two_filter(dynamics, causal, full, d, n_samples, checkpoint_steps, state, drive)
+
+
+def filter_next(dynamics: Dynamics, z: Optional[Tensor], m0: Tensor, q0: Tensor, q: Tensor, k: Tensor, K: Tensor,
+                eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One bin of the causal filter after the draws z [batch, sample, latent] of the bin before (None:
+    the sequence's first bin): what `low_rank_filter(mode="filter", state=z)` gives for a one-bin
+    piece, without its KL and its bookkeeping over time, for decoding bin by bin (runs/decoder.py).
+    k [batch, latent], K [batch, latent, rank]: the bin's local potential; eps [batch, sample, sample +
+    latent + rank'] its standard normals (bin t, stream 0 of `noise_shape("filter", ...)`).
+    Returns the mean and diag(P) [batch, latent] of q(z_t | y_1..t) and its draws [batch, sample, latent]."""
+    B, L = k.shape
+    S, r = eps.shape[1], K.shape[-1]
+    d = q0 if z is None else q
+    X = torch.cat([K, k.unsqueeze(-1)], -1)
+    mbar, Mt = (m0.expand(B, L), X.new_zeros(B, S, L)) if z is None else moments(propagate(dynamics, z))
+    draws = StepNoise(eps[..., :S], d.sqrt() * eps[..., S:S + L], eps[..., S + L:S + L + r])
+    s = filter_step(mbar, Mt, d, X, draws)
+    return s.mean, marginal_var(d, s.msq, s.wsq), s.z
 
 
 def filter_state(post: Posterior) -> FilterState:

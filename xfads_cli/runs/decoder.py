@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from xfads_cli.model.filtering import filter_state, low_rank_filter
+from xfads_cli.model.filtering import filter_next
 
 
 class Decoded(NamedTuple):
@@ -40,23 +40,27 @@ class CausalDecoder:
         self.session, self.n_samples, self.horizon, self.generator = session, n_samples, horizon, generator
         self.f = session.transition(1)  # the session's dynamics (a meta model's adapters built once)
         self.m0, self.q0, self.q = session.m0, session.q0(), session.q()
-        self.state = None
+        self.z = None  # the draws of the last bin's posterior [1, sample, latent]
         self.bins = 0
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, counts: np.ndarray, noise: torch.Tensor | None = None) -> Decoded:
         """counts [neuron] of the next bin (NaN = missing). noise: that bin's standard normals (a slice
         of `noise_shape` along time, for tests); None draws them from the decoder's generator."""
-        y = torch.as_tensor(counts, dtype=self.m0.dtype, device=self.m0.device).view(1, 1, -1)
+        m0 = self.m0
+        y = torch.as_tensor(counts, dtype=m0.dtype, device=m0.device).view(1, 1, -1)
         a, A = self.session.potentials(y)
-        post = low_rank_filter(self.f, self.m0, self.q0, self.q, a, A, n_samples=self.n_samples, mode="filter",
-                               noise=self.generator if noise is None else noise, state=self.state)
-        self.state = filter_state(post)
+        S, L, r = self.n_samples, a.shape[-1], A.shape[-1]
+        if noise is None:
+            eps = torch.randn((1, S, S + L + r), generator=self.generator, dtype=m0.dtype, device=m0.device)
+        else:
+            eps = noise.to(m0)[0, 0]
+        mean, var, self.z = filter_next(self.f, self.z, m0, self.q0, self.q, a[:, 0], A[:, 0], eps)
         self.bins += 1
-        z = post.samples[:, :, -1]  # [sample, 1, latent]
+        z = self.z.transpose(0, 1)  # [sample, 1, latent]
         forecast = None
         if self.horizon:
             ahead = self.session.model.rollout_through(self.f, z, self.horizon, self.generator)
             forecast = self.session.rates(ahead).mean(0)[0].cpu().numpy()
-        return Decoded(post.mean[0, -1].cpu().numpy(), post.var[0, -1].cpu().numpy(),
-                       self.session.rates(z).mean(0)[0].cpu().numpy(), forecast)
+        return Decoded(mean[0].cpu().numpy(), var[0].cpu().numpy(), self.session.rates(z).mean(0)[0].cpu().numpy(),
+                       forecast)
