@@ -91,7 +91,8 @@ SIM_TRIALS = 20
 # `xfads sweep --status` runs as written.
 SWEEP_TRIALS = 2
 SWEEP_BUDGET = "--set train.max_epochs=2"
-AS_WRITTEN = ("inspect", "smooth", "forecast", "embed")
+AS_WRITTEN = ("inspect", "smooth", "forecast", "embed", "stream")
+OUTPUT_OPTIONS = ("out", "stats")  # path options that name what a command writes (stream's --output is text)
 
 # README lines that cannot run in a test (the line without its trailing comment -> reason).
 EXCLUDED = {
@@ -425,16 +426,17 @@ def analyse(block: Block) -> list[Step]:
             for name, value in params.items():
                 values = value if isinstance(value, (list, tuple)) else [value]
                 for v in values:
+                    if v is None:  # an optional argument not given
+                        continue
                     if name == "data" and "://" in str(v):  # DATA is text: a path or a URL
                         if str(v) in URLS:
                             step.urls.add(str(v))
                         else:
                             step.problems.append(f"xfads {sub} reads the URL '{v}', which URLS does not serve")
-                    elif (isinstance(v, Path) or name == "data") and name != "out":
+                    elif (isinstance(v, Path) or name == "data") and name not in OUTPUT_OPTIONS:
                         classify(step, str(Path(v)), f"xfads {sub}")
             step.xfads.append((sub, params))
-            if isinstance(params.get("out"), Path):
-                written.append(str(params["out"]))
+            written += [str(params[name]) for name in OUTPUT_OPTIONS if isinstance(params.get(name), Path)]
     return steps
 
 
