@@ -11,7 +11,8 @@ without range support), 'truncate' (announces the full length, sends half, close
 request answered with status N), 'fail-get:N' (HEAD answered, every GET
 answered with status N: a failure after the file was opened), 'no-head' (405 for HEAD, as some object
 stores answer a URL signed for GET), 'die-after:K' (answers the first K requests since it started, HEAD
-or GET, then dies: later requests are closed unanswered and new connections refused).
+or GET, then dies: later requests are closed unanswered and new connections refused), 'hang-after:K'
+(answers the first K requests, then accepts GETs and never answers them until the server stops).
 `server.etags` overrides a file's ETag (a changed file on the server).
 """
 
@@ -44,7 +45,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(body=False)
 
     def do_GET(self):
-        if self.server.owner.admit():
+        owner = self.server.owner
+        if owner.admit():
+            if owner.mode.startswith("hang-after:") and owner.admitted > int(owner.mode.split(":")[1]):
+                owner.stopped.wait(60)  # a server that stopped answering: the connection stays open, silent
+                return
             self._answer(body=True)
 
     def _answer(self, body: bool) -> None:
@@ -104,6 +109,7 @@ class RangeServer:
         self.log: list[tuple[str, str, str | None, int]] = []
         self.admitted = 0  # requests received
         self.lock = threading.Lock()
+        self.stopped = threading.Event()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -134,6 +140,7 @@ class RangeServer:
         return not self.dying or n <= self.dying
 
     def stop(self) -> None:
+        self.stopped.set()
         self._server.shutdown()
         self._server.server_close()
 

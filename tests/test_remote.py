@@ -246,3 +246,19 @@ def test_missing_packages_are_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "remfile", None)
     result = runner.invoke(app, ["inspect", "https://127.0.0.1:9/x.nwb"])
     assert result.exit_code == 2 and "pip install 'xfads[remote]'" in result.output, result.output
+
+
+def test_a_server_that_stops_answering_fails_the_read_instead_of_hanging(server, monkeypatch):
+    """remfile's range requests have no timeout of their own: data/remote.py gives them one."""
+    import time
+
+    from xfads_cli.data import remote
+    from xfads_cli.errors import RemoteError
+
+    monkeypatch.setattr(remote, "TIMEOUT_S", 0.5)
+    monkeypatch.setattr("remfile.RemFile._num_request_retries", 1)
+    server.mode = "hang-after:2"  # connect's HEAD and first GET answered, then silence
+    start = time.monotonic()
+    with pytest.raises((RemoteError, UsageError)):
+        load_data(server.url("lorenz_small.nwb"))
+    assert time.monotonic() - start < 20

@@ -29,6 +29,7 @@ from xfads_cli.errors import RemoteError, UsageError
 
 CHUNK = 100 * 1024  # remfile's chunk size (its default), also the size of the cached blocks
 TIMEOUT_S = 60
+CONNECT_TIMEOUT_S = 10
 _VALIDATED: dict[str, "Connection"] = {}  # url -> the last connection made: its ETag and size for provenance
 
 
@@ -161,6 +162,18 @@ def validated(source: RemoteSource) -> Connection:
     return _VALIDATED.get(source.url) or connect(source)
 
 
+def _with_timeouts(session) -> None:
+    """Give every request of a requests.Session (connect, read) timeouts unless it sets its own."""
+    request = session.request
+
+    def timed(method, url, **kwargs):
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = (CONNECT_TIMEOUT_S, TIMEOUT_S)
+        return request(method, url, **kwargs)
+
+    session.request = timed
+
+
 class RemoteFile(io.RawIOBase):
     """A read-only, seekable file over remfile for h5py. The first failure is kept in `failure`, as a
     RemoteError: h5py and pynwb re-raise or wrap what a read raises, `open_remote` reports it as the cause."""
@@ -172,6 +185,10 @@ class RemoteFile(io.RawIOBase):
         self.conn, self.failure, self._pos = conn, None, 0
         self.name = conn.source.url
         self._file = remfile.File(conn.url, disk_cache=conn.cache, _size=conn.size, _min_chunk_size=CHUNK)
+        if getattr(self._file, "session", None) is not None:
+            # remfile's range requests have no timeout: a server that stops answering would hang the
+            # read forever instead of failing into remfile's retries
+            _with_timeouts(self._file.session)
 
     def __repr__(self) -> str:  # h5py names a file object by its repr (File.filename): the URL
         return self.conn.source.url
