@@ -395,8 +395,8 @@ def stream(
     seed: Annotated[Optional[int], typer.Option(help="Seed of the filter's draws (default: the run's).")] = None,
     device: DeviceOpt = "auto",
     threads: Annotated[Optional[str], typer.Option(
-        "--threads", help="CPU threads (default 1: a bin's small ops gain nothing from more, and waiting threads "
-                          "add latency).")] = None,
+        "--threads", help="CPU threads (default 1: 2 threads gave no lower latency per bin in "
+                          "benchmarks/stream_latency.py, and share the cores with the acquisition).")] = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
 ):
