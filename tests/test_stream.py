@@ -130,6 +130,23 @@ def test_a_meta_run_needs_a_session_and_its_recording(tmp_path):
     assert (tmp_path / "o.ndjson").read_text() == ""
 
 
+def test_a_named_pipe_is_an_input(tmp_path):
+    n = n_units(CHECKPOINTS / "single_best.pt")
+    fifo, out = tmp_path / "bins.fifo", tmp_path / "out.ndjson"
+    os.mkfifo(fifo)
+    proc = _xfads("stream", CHECKPOINTS / "single_best.pt", "--input", fifo, "--output", out,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        with open(fifo, "w") as pipe:  # opens once the stream has opened its end
+            for _ in range(4):
+                pipe.write(json.dumps({"counts": [1] * n}) + "\n")
+        _, err = proc.communicate(timeout=60)  # the writer closed: the input ended
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert len(out.read_text().splitlines()) == 4
+
+
 def _xfads(*args, **kwargs) -> subprocess.Popen:
     code = "import sys; from xfads_cli.cli import main; sys.argv = ['xfads'] + sys.argv[1:]; main()"
     return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=dict(os.environ, XFADS_THREADS="1"),

@@ -107,8 +107,10 @@ def _check_endpoints(source: str, output: str, stats: Path | None, overwrite: bo
     """Every path checked before the run is loaded: an input file exists, output files can be written."""
     from xfads_cli.outputs.h5 import check_output
 
-    if not source.startswith("lsl:") and source != "-" and not Path(source).is_file():
-        raise UsageError(f"--input {source}: no such file; give '-' (stdin), a file of NDJSON lines or lsl:NAME")
+    # a named pipe (mkfifo) is as good as a file: an acquisition program can write into it
+    if not source.startswith("lsl:") and source != "-" and (not Path(source).exists() or Path(source).is_dir()):
+        raise UsageError(f"--input {source}: no such file; give '-' (stdin), a file or named pipe of NDJSON lines, "
+                         "or lsl:NAME")
     for given, name in ((source, "--input"), (output, "--output")):
         if given.startswith("lsl:") and not given[4:]:
             raise UsageError(f"{name} lsl: needs a stream name, e.g. {name} lsl:spikes")
