@@ -70,6 +70,15 @@ def test_bin_by_bin_decoding_of_a_meta_session_equals_its_offline_causal_filter(
     assert_bin_by_bin_is_the_offline_filter(meta.session(1, lambda: y), y)
 
 
+def test_stream_forecasts_are_capped_as_offline_forecasts():
+    torch.manual_seed(0)
+    model = XFADS.one_session(CFG, 4, torch.ones(4, dtype=torch.bool), 0.02).double().eval()
+    model.sessions[0].rate_ceiling.fill_(1e-3)
+    decoder = CausalDecoder(model.session(0), n_samples=CFG.samples, horizon=4, generator=torch.Generator())
+    out = decoder.step(np.ones(4))
+    assert out.forecast.max() <= 1e-3 and out.rates.max() > 1e-3  # the cap is the forecast's only
+
+
 def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 

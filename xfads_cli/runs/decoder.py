@@ -32,7 +32,8 @@ class CausalDecoder:
 
         q(z_t | y_{1:t}) from the samples of q(z_{t-1} | y_{1:t-1}) pushed through f and the local
         potential of y_t (a missing count: no information from that unit in that bin),
-        rates_t = E_q[E(y_t | z_t)],  forecast_{t+h} = E[E(y_{t+h} | z_{t+h})], z rolled by the prior.
+        rates_t = E_q[E(y_t | z_t)],  forecast_{t+h} = E[min(E(y_{t+h} | z_{t+h}), cap)], z rolled by
+        the prior, cap the session's rate ceiling (as `xfads forecast`).
 
     Task inputs of a run that has them are not streamed: they enter as absent (zero)."""
 
@@ -41,6 +42,7 @@ class CausalDecoder:
         self.f = session.transition(1)  # the session's dynamics (a meta model's adapters built once)
         self.m0, self.q0, self.q = session.m0, session.q0(), session.q()
         self.z = None  # the draws of the last bin's posterior [1, sample, latent]
+        self.cap = session.model.sessions[session.index].rate_ceiling  # [neuron], the forecast's rate cap
         self.bins = 0
 
     @torch.inference_mode()
@@ -61,6 +63,7 @@ class CausalDecoder:
         forecast = None
         if self.horizon:
             ahead = self.session.model.rollout_through(self.f, z, self.horizon, self.generator)
-            forecast = self.session.rates(ahead).mean(0)[0].cpu().numpy()
+            # capped as offline forecasts are (a rollout that leaves the trained region can explode)
+            forecast = torch.minimum(self.session.rates(ahead), self.cap).mean(0)[0].cpu().numpy()
         return Decoded(mean[0].cpu().numpy(), var[0].cpu().numpy(), self.session.rates(z).mean(0)[0].cpu().numpy(),
                        forecast)
