@@ -43,7 +43,7 @@ from xfads_cli.config import ModelConfig, TrainConfig
 from xfads_cli.data.simulate import simulate_arrays
 from xfads_cli.errors import RunFailure
 from xfads_cli.commands.embed import spearman
-from xfads_cli.model.meta import MetaXFADS, session_embedding
+from xfads_cli.model.meta import MetaXFADS
 from xfads_cli.model.session import BoundSession
 from xfads_cli.model.xfads import XFADS
 from xfads_cli.scoring import r2_score
@@ -133,7 +133,7 @@ def adapt_meta(trained, s, n, acfg, args, key):
     train_model(model, [None] * i + [y], [None] * (i + 1), acfg, seed=args.seed,
              parameters=list(model.session_parameters(i))).run()
     model.eval()
-    fitted = session_embedding(model, y, i)[2].numpy().copy()  # before the search (the array would share the parameter)
+    fitted = model.session_embedding(y, i)[2].numpy().copy()  # before the search (the array would share the parameter)
     if args.refine and args.search and model.adaptation != "none":
         # then the embedding that best forecasts the shots' second halves (train/embedding_search.py)
         found = search_embedding(model, i, y, model.sessions[i].embedding.detach(), seed=args.seed)
@@ -144,7 +144,7 @@ def adapt_meta(trained, s, n, acfg, args, key):
             train_model(model, [None] * i + [y], [None] * (i + 1), replace(acfg, max_epochs=args.retune_steps),
                      seed=args.seed + 1, parameters=[p for n, p in model.sessions[i].named_parameters() if n != "embedding"]).run()
             model.eval()
-    e = session_embedding(model, y, i)[2]
+    e = model.session_embedding(y, i)[2]
     return BoundSession(model, i, e), e.numpy(), fitted
 
 
@@ -245,7 +245,7 @@ def main():
         trained, res, secs = train_meta(m, train, mcfg, tcfg, args)
         print(f"{LABELS[m]}: trained {len(res.history)} epochs in {secs:.0f} s, best epoch {res.best_epoch}, "
               f"valid loss {res.best_score:.4f}", flush=True)
-        train_e = np.stack([session_embedding(trained, s["counts"], i)[2].numpy() for i, s in enumerate(train)])
+        train_e = np.stack([trained.session_embedding(s["counts"], i)[2].numpy() for i, s in enumerate(train)])
         held_e = np.zeros((len(held), train_e.shape[1]))
         held_fitted = np.zeros_like(held_e)
         for h, s in enumerate(held):

@@ -273,20 +273,19 @@ def test_dynamics_are_first_order_sensitive_to_the_embedding_at_the_prior_mean()
 
 
 def test_refined_session_embedding_replaces_the_pooled_mean_and_is_trained():
-    from xfads_cli.model.meta import session_embedding
     from xfads_cli.model.session import BoundSession
 
     model = make_model()
     y = counts(4, 12, 6, seed=3)
     i = model.add_session({"name": "new", "n_neurons": 6, "dt": 0.02, "refine_embedding": True}, y)
     assert model.session_specs[i]["refine_embedding"] is True
-    assert torch.equal(session_embedding(model, y, i)[2], torch.zeros(CFG.embed_dim))  # starts at the prior mean
+    assert torch.equal(model.session_embedding(y, i)[2], torch.zeros(CFG.embed_dim))  # starts at the prior mean
     before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(f"sessions.{i}.")}
     model.freeze_shared()
     train_model(model, [None] * i + [y], [None] * (i + 1), TRAIN, parameters=list(model.session_parameters(i))).run()
     refined = model.sessions[i].embedding.detach()
     assert refined.abs().sum() > 0
-    assert torch.equal(session_embedding(model, y, i)[2], refined)
+    assert torch.equal(model.session_embedding(y, i)[2], refined)
     assert torch.equal(BoundSession.pooled(model, i, y).e, refined)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     # the rebuilt model (from the stored specs) has the parameter and loads the state

@@ -125,7 +125,7 @@ def _check_endpoints(source: str, output: str, stats: Path | None, overwrite: bo
 def _session_model(run, session: str | None, data: str | None):
     """(index, the model serving the session decoded): the run's one session, or a meta run's named
     one with its embedding: an adapted session's own, else pooled over the training trials of `data`."""
-    from xfads_cli.runs.binding import load_data_for_run, session_model
+    from xfads_cli.runs.binding import index_in_run, load_data_for_run, session_model
 
     names = run.spec.names
     if session is None and len(names) > 1:
@@ -135,7 +135,7 @@ def _session_model(run, session: str | None, data: str | None):
     index = 0 if session is None else names.index(session)
     if data is not None:
         recording = load_data_for_run(data, run)
-        if run.spec.names[index] != recording.session and len(names) > 1:
+        if index_in_run(run, recording) != index:  # matched by name or content, as smooth and forecast do
             raise UsageError(f"--data {data} is session '{recording.session}', not '{names[index]}'")
         return index, session_model(run, recording)
     if not run.spec.meta:

@@ -34,10 +34,6 @@ class OpenFile:
     _nwb: tuple | None = field(default=None, repr=False)
     _provenance: dict | None = field(default=None, repr=False)
 
-    @property
-    def name(self) -> str:
-        return self.source.name
-
     @contextmanager
     def nwb(self):
         """(io, nwbfile), read from the open file on first use; inside the block pynwb's warnings are

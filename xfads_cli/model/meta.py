@@ -17,20 +17,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-
 from xfads_cli.config import ModelConfig
 from xfads_cli.model.adapted_dynamics import ADAPTATIONS, HyperMLPDynamics, InputMLPDynamics
-from xfads_cli.model.base import Elbo
 from xfads_cli.model.embedding import EmbeddingEncoder, kl_std_normal, pool_gaussians
-from xfads_cli.model.session import BoundSession, Session
+from xfads_cli.model.session import Session
 from xfads_cli.model.xfads import XFADS
 
-__all__ = ["ADAPTATIONS", "EmbeddingEncoder", "HyperMLPDynamics", "InputMLPDynamics", "MetaElbo", "MetaSession",
-           "MetaXFADS", "Session", "kl_std_normal", "pool_gaussians", "session_embedding"]
-
-MetaElbo = Elbo
-MetaSession = BoundSession
+__all__ = ["ADAPTATIONS", "EmbeddingEncoder", "HyperMLPDynamics", "InputMLPDynamics", "MetaXFADS", "Session",
+           "kl_std_normal", "pool_gaussians"]
 
 
 def MetaXFADS(cfg: ModelConfig, sessions: Sequence[dict], *, adaptation: str = "hyper") -> XFADS:
@@ -38,8 +32,3 @@ def MetaXFADS(cfg: ModelConfig, sessions: Sequence[dict], *, adaptation: str = "
     enters the dynamics: "hyper" (the model), "input" or "none" (the paper's baselines)."""
     return XFADS(cfg, sessions, adaptation=adaptation)
 
-
-def session_embedding(model: XFADS, y: torch.Tensor, session: int | str, batch_size: int = 256):
-    """q(e_i) pooled over all trials y [trial, time, neuron_i]: per-trial (mu, var) [trial, embed] and
-    pooled (mu, var) [embed] (XFADS.session_embedding)."""
-    return model.session_embedding(y, session, batch_size)

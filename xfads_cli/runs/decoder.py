@@ -43,7 +43,6 @@ class CausalDecoder:
         self.m0, self.q0, self.q = session.m0, session.q0(), session.q()
         self.z = None  # the draws of the last bin's posterior [1, sample, latent]
         self.cap = session.model.sessions[session.index].rate_ceiling  # [neuron], the forecast's rate cap
-        self.bins = 0
 
     @torch.inference_mode()
     def step(self, counts: np.ndarray, noise: torch.Tensor | None = None) -> Decoded:
@@ -58,7 +57,6 @@ class CausalDecoder:
         else:
             eps = noise.to(m0)[0, 0]
         mean, var, self.z = filter_next(self.f, self.z, m0, self.q0, self.q, a[:, 0], A[:, 0], eps)
-        self.bins += 1
         z = self.z.transpose(0, 1)  # [sample, 1, latent]
         forecast = None
         if self.horizon:
