@@ -112,6 +112,7 @@ def test_stream_decodes_every_line_and_reports_bad_and_missing_bins(tmp_path):
         assert all(np.isfinite(line["rates"])) and all(v > 0 for v in line["latent_var"])
     summary = json.loads(stats.read_text())
     assert (summary["bins"], summary["missing"], summary["errors"]) == (5, 3, 2)
+    assert summary["checkpoint_sha256"] and summary["seed"] is not None and "torch" in summary["versions"]
     assert summary["latency_ms"]["p50"] > 0 and summary["latency_ms"]["max"] >= summary["latency_ms"]["p99"]
     assert "bin 2: not a JSON line" in result.stderr and f"bin 3: counts must be a list of {n}" in result.stderr
 

@@ -82,8 +82,13 @@ def stream(run_path: Path, *, source: str = "-", output: str = "-", horizon: int
         except Stopped:
             pass
     ended = {"SIGINT": "interrupted (SIGINT)", "SIGTERM": "terminated (SIGTERM)"}.get(stop.requested, "input ended")
+    from xfads_cli.data.provenance import package_versions
+
+    # what reproduces the stream: the checkpoint, the seed of the draws and the software (the input is live)
     summary = counts | {"latency_ms": latency.summary(), "ended": ended, "session": run.spec.names[index],
-                        "bin_ms": spec["bin_ms"]}
+                        "bin_ms": spec["bin_ms"], "checkpoint": str(run.path), "checkpoint_sha256": run.sha256,
+                        "seed": run.config.seed if seed is None else seed, "samples": decoder.n_samples,
+                        "versions": package_versions()}
     if stats is not None:
         from xfads_cli.runs.rundir import atomic_text
 

@@ -62,13 +62,13 @@ def _note_other_recording(run: Run, data, path: Path) -> None:
                       "sha256 differ): the model is applied to a new recording with the same units", stacklevel=2)
 
 
-def load_data_for_run(path: Path, run: Run, window_ms=None) -> SpikeData:
+def load_data_for_run(path: Path, run: Run) -> SpikeData:
     """`read_data_for_run` of the recording at `path` (opened for this one read)."""
     from xfads_cli.data.opened import open_file
 
     path = parse_source(path)
     with about_file(path), open_file(path) as f:
-        return read_data_for_run(f, run, window_ms)
+        return read_data_for_run(f, run)
 
 
 def read_data_for_run(f, run: Run, window_ms=None) -> SpikeData:
@@ -97,8 +97,9 @@ def read_recording_for_run(f, run: Run):
 
 
 def recording_model(run: Run, f):
-    """The model serving the session of the open recording `f` without trials: session 0 of a single-session run; a meta
-    model's session with its embedding pooled over the session's training windows (read from `f`)."""
+    """The model serving the session of the open recording `f` without trials: session 0 of a
+    single-session run; a meta model's session with its embedding pooled over the session's training
+    windows (read from `f`)."""
     if not run.spec.meta:
         return run.model.session(0)
     return session_model(run, read_data_for_run(f, run))
