@@ -224,7 +224,7 @@ def test_rebuilds_from_session_specs_and_gaussian_likelihood_reads_raw_values():
     gauss = MetaXFADS(dataclasses.replace(CFG, likelihood="gaussian"), specs())
     y = torch.randn(3, 10, 8)
     terms = gauss.elbo(y, 1)
-    assert bool(torch.isfinite(terms.elbo).all()) and len(list(gauss.session_parameters(1))) == 5
+    assert bool(torch.isfinite(terms.elbo).all()) and len(list(gauss.session_parameters(1))) == 6  # read-in (2), readout (2), R, embedding offset
 
 
 @pytest.mark.parametrize("adaptation", ["input", "none"])

@@ -18,6 +18,8 @@ regenerated: they stand for runs users already have.)
 Regenerated on 2026-12-03 for the meta case only (the single case's numbers were unchanged): the two
 training paths became one (train/loop.py `fit`), whose Monte Carlo draws are keyed per trial and use
 train.samples, where the meta model's loop drew per chunk and used model.samples.
+Regenerated on 2026-12-06 for the meta case only (the single case's 13 arrays bit-identical): a meta
+fit now starts each session's embedding offset from its data (model/embedding_init.py, issue 27).
 """
 
 from __future__ import annotations

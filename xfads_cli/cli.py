@@ -166,6 +166,10 @@ def _report(summary: dict, title: str, json_out: bool, quiet: bool) -> None:
 
         summary["verdicts"] = verdicts(summary["metrics"], summary.get("baselines"))
     print_verdicts(summary.get("verdicts", []), quiet=quiet)
+    if "embedding" in summary:
+        check = summary["embedding"]
+        log(f"embedding: separation {check['separation']:.3g}, dynamics effect {check['dynamics_effect']:.3g} over "
+            f"{check['dynamics_effect_horizon_bins']} bins (docs/model.md section 6)", quiet)
     for note in summary.get("notes", []):
         log(f"note: {note}", quiet)
     for key in ("run_dir", "out"):

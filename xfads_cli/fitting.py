@@ -120,6 +120,8 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
         else:
             for i, (y, u) in enumerate(zip(trains, inputs[0])):
                 model.init_from_data(y, i, **({} if u is None else {"u": u}))
+            if meta:
+                model.init_embeddings(trains)
         # The input is loaded and valid: only now does anything appear on disk (rank 0 only).
         if d.is_main:
             _open_run_dir(out, lock, overwrite, resume, resumed, config)
@@ -132,6 +134,11 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
                         evaluate=_epoch_scores(model, sessions, config, select, meta) if d.is_main else None)
         if not d.is_main:
             return {"run_dir": str(out), "rank": d.rank, "epochs": len(result.history)}
+        check = None
+        if meta:  # where each training session sits in the embedding: adapt and embed compare with it
+            model.eval()
+            writer.replace_entries(model.keep_fitted_embeddings(trains))
+            check = _embedding_check(model, trains, config)
         metrics = {}
         for view, data in zip(bound_sessions(model, sessions), sessions):
             metrics.update({_key(k, data, meta): v for k, v in evaluate(view, data, config).items()})
@@ -147,9 +154,22 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
         "versions": base.versions,
     }
     summary.update(baseline_summary(sessions, metrics, meta))
-    if note:
-        summary["notes"] = [note]
+    notes = ([note] if note else []) + (check.warnings if check is not None else [])
+    if check is not None:
+        summary["embedding"] = check.to_dict()
+    if notes:
+        summary["notes"] = notes
     return writer.finish(summary, result.history, plot)
+
+
+def _embedding_check(model, trains: list, config: Config):
+    """scoring/embedding.py's check of a meta run's training sessions (their fitted embeddings)."""
+    from xfads_cli.scoring.embedding import check_embedding, default_horizon, smoothed_states
+
+    means, variances = model.fitted_embeddings()
+    z0 = smoothed_states(model, trains, means, seed=config.seed)
+    horizon = default_horizon(max(y.shape[1] for y in trains), config.eval.horizon_bins)
+    return check_embedding(model, means, variances, z0, horizon, seed=config.seed)
 
 
 def training_line(summary: dict) -> str:

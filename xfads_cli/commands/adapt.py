@@ -65,6 +65,10 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
         # read-in/readout and then by a forecast search (benchmarks/README.md: meta_fewshot.py).
         new_spec["refine_embedding"] = True
     index = model.add_session(new_spec, y)
+    fitted = model.fitted_embeddings()
+    if refine_embedding and fitted is not None:
+        with torch.no_grad():  # start among the training sessions, not at the prior mean
+            model.sessions[index].embedding.copy_(fitted[0].mean(0))
     model.freeze_shared()
     valid = data.subset("valid")
     base = _adapted_checkpoint(run, config, new_spec, data, trials)
@@ -163,11 +167,14 @@ def _adapted_checkpoint(run, config, new_spec: dict, data, trials: int):
 
 def _search_embedding(model, index: int, y, writer, seed: int):
     """The ELBO barely constrains e (a smoother needs little from the dynamics): keep the embedding under
-    which the shots' second halves are best forecast from their first halves, and rewrite the checkpoints."""
-    from xfads_cli.train.embedding_search import search_embedding
+    which the shots' second halves are best forecast from their first halves, searched where the
+    training sessions sit (when the run records it), and rewrite the checkpoints."""
+    from xfads_cli.train.embedding_search import search_embedding, training_region
 
     model.eval()
-    search = search_embedding(model, index, y, model.sessions[index].embedding.detach(), seed=seed)
+    fitted = model.fitted_embeddings()
+    region = None if fitted is None else training_region(*fitted)
+    search = search_embedding(model, index, y, model.sessions[index].embedding.detach(), region=region, seed=seed)
     with torch.no_grad():
         model.sessions[index].embedding.copy_(search.e)
     writer.replace_model()

@@ -45,12 +45,15 @@ def embed(run_path: Path, data_paths: list[Path], out: Path, *, overwrite: bool 
     check_output(out, overwrite, run_inputs(run_path, *data_paths))
     run = load_run(run_path, device, overrides=overrides)
     require_meta(run, "embed")
-    names, means, variances, params = [], [], [], []
+    names, means, variances, params, ys, n_time = [], [], [], [], [], 0
     trial_mean, trial_var, trial_session, trial_ids = [], [], [], []
     for k, path in enumerate(data_paths):
         data = load_data_for_run(path, run)
         index = index_in_run(run, data)
-        mu_t, var_t, mu, var = run.model.session_embedding(as_tensor(data.counts, run), index)
+        y = as_tensor(data.counts, run)
+        mu_t, var_t, mu, var = run.model.session_embedding(y, index)
+        ys.append((index, y))
+        n_time = max(n_time, data.n_time)
         names.append(data.session)
         means.append(mu.cpu().numpy())
         variances.append(var.cpu().numpy())
@@ -72,9 +75,16 @@ def embed(run_path: Path, data_paths: list[Path], out: Path, *, overwrite: bool 
             rho = [spearman(arrays["embed_mean"][:, d], values) for d in range(arrays["embed_mean"].shape[1])]
             metrics["rank_correlation"] = max(rho, key=lambda r: abs(r) if np.isfinite(r) else -1)
             metrics["rank_correlation_dim"] = int(np.nanargmax(np.abs(rho)))
+    check, z0 = _check(run, ys, arrays, n_time)
+    if check is not None:
+        metrics.update({k: v for k, v in check.to_dict().items() if k != "warnings"})
     attrs = output_attrs(run, data, "embed", metrics) | {"input_paths": [str(p) for p in data_paths]}
     path = write_h5(out, arrays, attrs, overwrite)
     summary = {"out": str(path), "sessions": names, "embed_mean": arrays["embed_mean"].tolist(), "metrics": metrics}
+    if check is not None:
+        summary["embedding"] = check.to_dict()
+        if check.warnings:
+            summary["notes"] = check.warnings
     if plot:
         from xfads_cli.outputs.plots import plot_embedding
 
@@ -82,4 +92,48 @@ def embed(run_path: Path, data_paths: list[Path], out: Path, *, overwrite: bool 
         summary["plots"] = [str(plot_embedding(arrays["embed_mean"], arrays["embed_var"], names,
                                                arrays["trial_embed_mean"], arrays["trial_session"],
                                                Path(out).with_suffix(".embedding.png"), param=param))]
+        if z0 is not None and arrays["embed_mean"].shape[1] <= 2:
+            summary["plots"].append(str(_plot_flow(run.model, arrays, names, z0, Path(out).with_suffix(".flow.png"))))
     return summary
+
+
+def _check(run, ys: list, arrays: dict, n_time: int):
+    """scoring/embedding.py's check of the given sessions (None for fewer than 2): rollouts of f(.; e_i)
+    from the sessions' smoothed states under their embedding means."""
+    import torch
+
+    from xfads_cli.scoring.embedding import check_embedding, default_horizon, smoothed_states
+
+    if len(ys) < 2:
+        return None, None
+    model = run.model
+    means = torch.as_tensor(arrays["embed_mean"]).to(model.m0)
+    variances = torch.as_tensor(arrays["embed_var"]).to(model.m0)
+    per_index = [None] * model.n_sessions
+    for k, (index, y) in enumerate(ys):
+        per_index[index] = y
+    # smoothed_states takes the sessions by index; the means are in the order of the files given
+    e_by_index = torch.zeros(model.n_sessions, means.shape[1], dtype=means.dtype, device=means.device)
+    for k, (index, _) in enumerate(ys):
+        e_by_index[index] = means[k]
+    z0 = smoothed_states(model, per_index, e_by_index, seed=run.config.seed)
+    horizon = default_horizon(n_time, run.config.eval.horizon_bins)
+    return check_embedding(model, means, variances, z0, horizon, seed=run.config.seed), z0
+
+
+def _plot_flow(model, arrays: dict, names: list[str], z0, out: Path) -> Path:
+    """The flow of f(.; e) at the sessions at both ends and the middle of the embedding's first axis."""
+    import torch
+
+    from xfads_cli.outputs.plots import plot_flow
+    from xfads_cli.scoring.embedding import flow_fields
+
+    means = arrays["embed_mean"]
+    centered = means - means.mean(0)
+    score = centered @ np.linalg.svd(centered, full_matrices=False)[2][0]
+    order = np.argsort(score)
+    picks = [int(order[0]), int(order[len(order) // 2]), int(order[-1])]
+    field = flow_fields(model, torch.as_tensor(means[picks]).to(model.m0), z0)
+    labels = [f"{names[i]}: e = ({', '.join(f'{v:.2g}' for v in means[i])})" for i in picks]
+    return plot_flow(field.grid.cpu().numpy(), [f.cpu().numpy() for f in field.flows], labels,
+                     field.states.cpu().numpy(), out)

@@ -36,6 +36,11 @@ class Session(nn.Module):
                                                     Poisson sessions without a read-in)
         e_i                                         a refined embedding (adapted sessions): the mean
                                                     of q(e_i) as a parameter [embed]
+        fitted_embedding                            read-in sessions: (mean, var) of q(e_i) over the
+                                                    training trials at the end of the fit [2, embed]
+                                                    (zeros: unknown)
+        o_e,i                                       read-in sessions: an offset added to the encoder's
+                                                    pooled mean of q(e_i) (0 for adapted sessions)
 
     D_i, B_i exist only with task inputs (model/task_inputs.py; one-session model only), e_i only for
     a spec with refine_embedding.
@@ -78,6 +83,16 @@ class Session(nn.Module):
         # without bound, and under the exp link one such sample among 20 made a trial's mean forecast
         # 1e9 spikes per bin (fp-bps -1.3e9 on a real recording, benchmarks/README.md).
         self.register_buffer("rate_ceiling", torch.full((self.n_neurons,), float("inf")))
+        if read_in:
+            # q(e_i) pooled over the session's training trials when the fit ended, rows (mean, var)
+            # [2, embed]; zeros (no variance: unknown) until then and for adapted sessions. What `adapt`
+            # places a new session among and `embed` measures the embedding against (docs/model.md section 6).
+            self.register_buffer("fitted_embedding", torch.zeros(2, cfg.embed_dim))
+            # added to the encoder's pooled mean of q(e_i) (model/xfads.py offset_mean); a training
+            # session's starts where model/embedding_init.py places it
+            self.embedding_offset = nn.Parameter(torch.zeros(cfg.embed_dim))
+        else:
+            self.register_parameter("embedding_offset", None)
 
     def add_inputs(self, latent_dim: int) -> None:
         """The task inputs' readout D [neuron, input] and drive B [latent, input], both 0 at first (the

@@ -101,6 +101,8 @@ class XFADS(StateSpaceModel):
         ref = self.m0
         self.sessions.append(Session(self.cfg, spec, self.read_dims, read_in=True).to(device=ref.device, dtype=ref.dtype))
         index = len(self.sessions) - 1
+        # a new session's embedding is the encoder's (or its refined mean), not placed by an offset
+        self.sessions[index].embedding_offset.requires_grad_(False)
         if y is not None:
             self.init_from_data(y, index)
         return index
@@ -190,12 +192,32 @@ class XFADS(StateSpaceModel):
         mu_f, var_f = self.embedding_factors(y, session)
         mu_trial, var_trial = pool_gaussians(mu_f[None], var_f[None])
         mu, var = pool_gaussians(mu_f, var_f)
-        return mu_trial, var_trial, self.refined_mean(session, mu), var
+        return self.offset_mean(session, mu_trial), var_trial, self.refined_mean(session, mu), var
+
+    def offset_mean(self, session: int | str, mu: torch.Tensor) -> torch.Tensor:
+        """The encoder's pooled mean mu [..., embed] plus the session's learned offset (training
+        sessions: it starts where model/embedding_init.py places the session; 0 for adapted ones)."""
+        offset = self.session_module(session).embedding_offset
+        return mu if offset is None else mu + offset.to(mu)
 
     def refined_mean(self, session: int | str, mu: torch.Tensor) -> torch.Tensor:
-        """The session's refined embedding mean if it has one (adapted sessions), else mu [embed]."""
+        """The session's refined embedding mean if it has one (adapted sessions), else mu [embed] plus
+        the session's offset (`offset_mean`)."""
         refined = self.session_module(session).embedding
-        return mu if refined is None else refined.to(mu)
+        return self.offset_mean(session, mu) if refined is None else refined.to(mu)
+
+    @torch.no_grad()
+    def init_embeddings(self, trains: list[torch.Tensor]) -> None:
+        """Each training session's embedding offset from the signature of its counts trains[i] [trial,
+        time, neuron_i] compared across sessions (model/embedding_init.py), so that the sessions start
+        apart, in an order that follows their dynamics where the data show it."""
+        from xfads_cli.model.embedding_init import dynamics_signature, starting_embeddings
+
+        signatures = [dynamics_signature(y.detach().cpu().numpy()) for y in trains]
+        start = torch.as_tensor(starting_embeddings(signatures, self.embed_dim))
+        for s, e in zip(self.sessions, start):
+            if s.embedding_offset is not None:
+                s.embedding_offset.copy_(e.to(s.embedding_offset))
 
     def embedding_sample(self, y: torch.Tensor, session: int | str, noise: torch.Tensor | None = None):
         """e [batch, embed]: one draw of q(e_i) per trial in training (noise [batch, embed]: its standard
@@ -216,7 +238,31 @@ class XFADS(StateSpaceModel):
         mu_f, var_f = torch.cat([f[0] for f in factors]), torch.cat([f[1] for f in factors])
         mu_t, var_t = pool_gaussians(mu_f[None], var_f[None])
         mu, var = pool_gaussians(mu_f, var_f)
-        return mu_t, var_t, self.refined_mean(session, mu).detach(), var
+        return self.offset_mean(session, mu_t), var_t, self.refined_mean(session, mu).detach(), var
+
+    @torch.no_grad()
+    def keep_fitted_embeddings(self, trains: list[torch.Tensor]) -> list[str]:
+        """Store q(e_i) pooled over each read-in session's training trials trains[i] [trial, time,
+        neuron_i] (None: left as it is) in its `fitted_embedding`; returns the state_dict keys set."""
+        keys = []
+        for i, y in enumerate(trains):
+            s = self.sessions[i]
+            if y is None or s.read_in is None or not y.shape[0]:
+                continue
+            _, _, mu, var = self.session_embedding(y, i)
+            s.fitted_embedding.copy_(torch.stack([mu, var]))
+            keys.append(f"sessions.{i}.fitted_embedding")
+        return keys
+
+    def fitted_embeddings(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(means, variances) [session, embed] of the sessions whose fitted embedding is known (see
+        `keep_fitted_embeddings`), or None when none is."""
+        rows = [s.fitted_embedding for s in self.sessions if s.read_in is not None
+                and bool((s.fitted_embedding[1] > 0).all())]
+        if not rows:
+            return None
+        table = torch.stack(rows)
+        return table[:, 0], table[:, 1]
 
     # -- inference ----------------------------------------------------------------------------
     def potentials(self, y: torch.Tensor, session: int | str = 0, input_weight: torch.Tensor | None = None,

@@ -243,6 +243,24 @@ def plot_embedding(means: np.ndarray, variances: np.ndarray, names: list[str], t
     return _save(fig, out)
 
 
+def plot_flow(grid: np.ndarray, flows: list[np.ndarray], labels: list[str], states: np.ndarray, out: Path) -> Path:
+    """The dynamics' flow f(z; e) - z in the latents' principal plane, one panel per embedding value:
+    grid [2, n, n], flows [2, n, n] each, states [start, 2] (the sessions' smoothed states, grey)."""
+    make = _figure_factory()
+    k = len(flows)
+    fig = make(figsize=(3.6 * k, 3.6))
+    for i, (flow, label) in enumerate(zip(flows, labels)):
+        ax = fig.add_subplot(1, k, i + 1)
+        ax.scatter(states[:, 0], states[:, 1], s=2, c="0.8")
+        ax.quiver(grid[0], grid[1], flow[0], flow[1], np.hypot(flow[0], flow[1]), cmap="viridis")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("latent PC 1")
+        if i == 0:
+            ax.set_ylabel("latent PC 2")
+    fig.suptitle("f(z; e) - z at embedding values along the sessions' first axis")
+    return _save(fig, out)
+
+
 # --------------------------------------------------------------------------------------------------
 # matplotlib plumbing
 

@@ -136,17 +136,26 @@ def _matches(key: str, names: tuple[str, ...]) -> int | None:
 
 def _session_state(state: dict) -> dict:
     """A model state_dict in the per-session layout: a single-session model's own keys under
-    sessions.0., and every session without a forecast cap given none (inf: runs saved before the cap,
-    and meta runs, which had none, forecast as they did)."""
+    sessions.0., every session without a forecast cap given none (inf: runs saved before the cap,
+    and meta runs, which had none, forecast as they did), and every read-in session without a fitted
+    embedding an unknown one (zeros)."""
     import torch
 
     if "readout.weight" in state:
         state = {(f"sessions.0.{k}" if _matches(k, _SESSION_KEYS) is not None else k): v for k, v in state.items()}
     out = dict(state)
+    embed = state.get("embedder.proj.weight")
     for key, weight in state.items():
         if key.startswith("sessions.") and key.endswith(".readout.weight"):
             out.setdefault(key[: -len("readout.weight")] + "rate_ceiling",
                            torch.full((weight.shape[0],), float("inf"), dtype=weight.dtype))
+        if embed is not None and key.startswith("sessions.") and key.endswith(".read_in.weight"):
+            # meta runs saved before the fitted embedding was kept: unknown (zero variance), as for adapted sessions
+            out.setdefault(key[: -len("read_in.weight")] + "fitted_embedding",
+                           torch.zeros((2, embed.shape[0] // 2), dtype=weight.dtype))
+            # ... and from before the sessions' embedding offsets: none
+            out.setdefault(key[: -len("read_in.weight")] + "embedding_offset",
+                           torch.zeros(embed.shape[0] // 2, dtype=weight.dtype))
     return out
 
 

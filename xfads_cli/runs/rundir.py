@@ -145,6 +145,24 @@ class RunWriter:
             best_model = self.best_model if ckpt.train_state is not None else None  # last.pt's copy
             replace(ckpt, model=self.best_model, best_model=best_model).save(self.out / name)
 
+    def replace_entries(self, keys: list[str]) -> None:
+        """The best parameters in best.pt and last.pt with these state_dict entries as the model holds
+        them now (quantities computed from the best parameters after training, e.g. the sessions'
+        fitted embeddings); last.pt's own parameters, those a resumed run continues from, are kept."""
+        state = self.model.state_dict()
+        new = {k: state[k].detach().clone() for k in keys}
+        if self.best_model is not None:
+            self.best_model = {**self.best_model, **new}
+        for name in ("best.pt", "last.pt"):
+            if not (self.out / name).exists():
+                continue
+            ckpt = Checkpoint.load(self.out / name)
+            if ckpt.train_state is None:
+                ckpt = replace(ckpt, model={**ckpt.model, **new})
+            elif ckpt.best_model is not None:
+                ckpt = replace(ckpt, best_model={**ckpt.best_model, **new})
+            ckpt.save(self.out / name)
+
     def finish(self, summary: dict, history: list[dict], plot: bool) -> dict:
         atomic_text(self.out / "summary.json", json.dumps(summary, indent=2, default=str))
         if plot:
