@@ -110,6 +110,8 @@ def train_meta(adaptation, train, mcfg, tcfg, args):
     n_valid = args.valid_trials
     for i, s in enumerate(train):
         model.init_from_data(s["counts"][n_valid:], i)
+    # as `xfads fit` starts a meta run (model/embedding_init.py); (b) ignores the embedding anyway
+    model.init_embeddings([s["counts"][n_valid:] for s in train])
     t0 = time.monotonic()
     try:
         res = train_model(model, [s["counts"][n_valid:] for s in train], [s["counts"][:n_valid] for s in train],

@@ -13,7 +13,7 @@ from xfads_cli.data.simulate import simulate_arrays
 from xfads_cli.model.embedding_init import dynamics_signature, starting_embeddings
 from xfads_cli.model.meta import MetaXFADS
 from xfads_cli.scoring.embedding import axis_separation, check_embedding, dynamics_effect
-from xfads_cli.train.embedding_search import search_embedding, training_region
+from xfads_cli.train.embedding_search import search_embedding, training_manifold
 
 CFG = ModelConfig(kind="meta", latent_dim=3, rank_local=2, rank_backward=1, samples=4, dynamics_hidden=16,
                   encoder_hidden=8, embed_dim=2, read_in_dim=4)
@@ -76,20 +76,22 @@ def test_dynamics_effect_is_zero_for_one_embedding_and_grows_with_the_hypernetwo
 
 
 def test_a_new_session_is_searched_where_the_training_sessions_sit():
-    means = torch.tensor([[0.1, 0.0], [0.3, 0.02], [0.5, -0.02]])
-    variances = torch.full((3, 2), 1e-4)
-    center, half = training_region(means, variances)
-    assert torch.allclose(center, torch.tensor([0.3, 0.0]))
-    # half the extent, widened by 0.15 of the extent on each side, plus two posterior sds (0.02)
-    assert float(half[0]) == pytest.approx(0.2 + 0.06 + 0.02, abs=1e-6)
-    assert float(half[1]) == pytest.approx(0.02 + 0.006 + 0.02, abs=1e-6)
+    # four sessions along a bent line; each joined to its two nearest others
+    means = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.5], [3.0, 1.5]])
+    among = training_manifold(means, neighbours=2, points=5)
+    # every candidate lies on a segment between two sessions: inside the sessions' bounding box
+    assert bool((among >= means.min(0).values - 1e-6).all() and (among <= means.max(0).values + 1e-6).all())
+    assert all(bool((among - m).abs().sum(-1).min() < 1e-5) for m in means)  # the sessions themselves
+    assert bool((among - torch.tensor([0.5, 0.0])).abs().sum(-1).min() < 1e-5)  # the midpoint of 0-1
+    assert len(among) == len(torch.unique(among, dim=0))
     model = _model()
     idx = model.add_session({"name": "new", "n_neurons": 6, "dt": 0.02, "refine_embedding": True})
     y = torch.poisson(torch.full((4, 12, 6), 0.5))
-    # an estimate far outside is moved into the box; everything searched stays within one fine step of it
-    found = search_embedding(model, idx, y, torch.tensor([3.0, -3.0]), region=(center, half), points=5, samples=4)
-    assert bool(((found.candidates - center).abs() <= 1.5 * half).all())
-    assert bool(((found.e - center).abs() <= 1.5 * half).all())
+    # an estimate far outside is moved to the nearest candidate; the result is one of the candidates
+    found = search_embedding(model, idx, y, torch.tensor([30.0, 30.0]), among=among, samples=4, confidence=0.0)
+    assert torch.equal(found.candidates, among) and bool((among == found.e).all(-1).any())
+    kept = search_embedding(model, idx, y, torch.tensor([30.0, 30.0]), among=among, samples=4, confidence=1e9)
+    assert torch.equal(kept.e, torch.tensor([3.0, 1.5]))
 
 
 def test_a_search_whose_forecasts_do_not_depend_on_e_keeps_the_estimate_it_started_from():

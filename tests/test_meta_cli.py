@@ -39,7 +39,29 @@ def meta_run(sessions, tmp_path_factory):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["kind"] == "meta" and len(summary["data"]) == 3
+    # the check of the training sessions' embeddings (2 epochs: nothing organised, so both warnings)
+    check = summary["embedding"]
+    assert check["separation"] >= 0 and check["dynamics_effect"] >= 0 and check["dynamics_effect_horizon_bins"] == 5
+    assert check["warnings"] and all(w in summary["notes"] for w in check["warnings"])
     return out
+
+
+def test_fit_keeps_each_sessions_fitted_embedding_in_the_best_model(meta_run, sessions):
+    best = torch.load(meta_run / "best.pt", weights_only=True)
+    fitted = torch.stack([best["model"][f"sessions.{i}.fitted_embedding"] for i in range(3)])  # [session, 2, embed]
+    assert bool((fitted[:, 1] > 0).all())  # known: a positive variance
+    # last.pt's own parameters are what a resumed run continues from; its copy of the best ones has them
+    last = torch.load(meta_run / "last.pt", weights_only=True)
+    assert torch.equal(last["best_model"]["sessions.0.fitted_embedding"], fitted[0])
+    # and they are q(e_i) pooled over the training trials, as the model computes it
+    from pathlib import Path
+
+    from xfads_cli.runs import as_tensor, load_data_for_run, load_run
+
+    run = load_run(Path(meta_run), "cpu")
+    data = load_data_for_run(sorted(sessions[0].glob("*.nwb"))[0], run)
+    _, _, mu, var = run.model.session_embedding(as_tensor(data.subset("train").counts, run), 0)
+    assert torch.allclose(fitted[0, 0], mu, atol=1e-6) and torch.allclose(fitted[0, 1], var, atol=1e-6)
 
 
 def test_embed_writes_sessions_and_trials(meta_run, sessions, tmp_path):
@@ -53,7 +75,8 @@ def test_embed_writes_sessions_and_trials(meta_run, sessions, tmp_path):
         assert (f["embed_var"][()] > 0).all()
         assert f["trial_embed_mean"].shape == (36, 2)
         assert list(f["param_mu"][()]) == [-0.5, 0.5, 1.5]
-    assert "rank_correlation" in json.loads(result.stdout)["metrics"]
+    metrics = json.loads(result.stdout)["metrics"]
+    assert "rank_correlation" in metrics and metrics["separation"] >= 0 and metrics["dynamics_effect"] >= 0
 
 
 def test_adapt_trains_only_the_new_session(meta_run, sessions, tmp_path):
@@ -68,9 +91,15 @@ def test_adapt_trains_only_the_new_session(meta_run, sessions, tmp_path):
     new_keys = [k for k in adapted["model"] if k not in old["model"]]
     assert new_keys and all(k.startswith("sessions.3.") for k in new_keys)
     assert adapted["spec"]["sessions"][-1]["embed_trial_ids"] and len(adapted["spec"]["sessions"]) == 4
-    # the embedding mean is a parameter of the new session, fitted from the prior mean (0)
+    # the embedding mean is a parameter of the new session, fitted from the training sessions' centroid
     assert adapted["spec"]["sessions"][-1]["refine_embedding"] is True
-    assert "sessions.3.embedding" in new_keys and adapted["model"]["sessions.3.embedding"].abs().sum() > 0
+    assert not adapted["model"]["sessions.3.embedding_offset"].any()  # no offset: placed by its own mean
+    from xfads_cli.train.embedding_search import training_manifold
+
+    # placed among the training sessions: on a segment between two of them
+    fitted = torch.stack([old["model"][f"sessions.{i}.fitted_embedding"][0] for i in range(3)])
+    among = training_manifold(fitted)
+    assert bool((among - adapted["model"]["sessions.3.embedding"]).abs().sum(-1).min() < 1e-5)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["shared_parameters_unchanged"] is True
     best = torch.load(out / "best.pt", weights_only=True)

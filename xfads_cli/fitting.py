@@ -134,11 +134,7 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
                         evaluate=_epoch_scores(model, sessions, config, select, meta) if d.is_main else None)
         if not d.is_main:
             return {"run_dir": str(out), "rank": d.rank, "epochs": len(result.history)}
-        check = None
-        if meta:  # where each training session sits in the embedding: adapt and embed compare with it
-            model.eval()
-            writer.replace_entries(model.keep_fitted_embeddings(trains))
-            check = _embedding_check(model, trains, config)
+        check = _keep_embeddings(model, writer, trains, config) if meta else None
         metrics = {}
         for view, data in zip(bound_sessions(model, sessions), sessions):
             metrics.update({_key(k, data, meta): v for k, v in evaluate(view, data, config).items()})
@@ -155,17 +151,19 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
     }
     summary.update(baseline_summary(sessions, metrics, meta))
     notes = ([note] if note else []) + (check.warnings if check is not None else [])
-    if check is not None:
-        summary["embedding"] = check.to_dict()
+    summary.update({"embedding": check.to_dict()} if check is not None else {})
     if notes:
         summary["notes"] = notes
     return writer.finish(summary, result.history, plot)
 
 
-def _embedding_check(model, trains: list, config: Config):
-    """scoring/embedding.py's check of a meta run's training sessions (their fitted embeddings)."""
+def _keep_embeddings(model, writer, trains: list, config: Config):
+    """A meta run's end: each training session's q(e_i) stored with the best model (where `adapt` and
+    `embed` place sessions), and scoring/embedding.py's check of those embeddings."""
     from xfads_cli.scoring.embedding import check_embedding, default_horizon, smoothed_states
 
+    model.eval()
+    writer.replace_entries(model.keep_fitted_embeddings(trains))
     means, variances = model.fitted_embeddings()
     z0 = smoothed_states(model, trains, means, seed=config.seed)
     horizon = default_horizon(max(y.shape[1] for y in trains), config.eval.horizon_bins)

@@ -169,12 +169,12 @@ def _search_embedding(model, index: int, y, writer, seed: int):
     """The ELBO barely constrains e (a smoother needs little from the dynamics): keep the embedding under
     which the shots' second halves are best forecast from their first halves, searched where the
     training sessions sit (when the run records it), and rewrite the checkpoints."""
-    from xfads_cli.train.embedding_search import search_embedding, training_region
+    from xfads_cli.train.embedding_search import search_embedding, training_manifold
 
     model.eval()
     fitted = model.fitted_embeddings()
-    region = None if fitted is None else training_region(*fitted)
-    search = search_embedding(model, index, y, model.sessions[index].embedding.detach(), region=region, seed=seed)
+    among = None if fitted is None else training_manifold(fitted[0])
+    search = search_embedding(model, index, y, model.sessions[index].embedding.detach(), among=among, seed=seed)
     with torch.no_grad():
         model.sessions[index].embedding.copy_(search.e)
     writer.replace_model()

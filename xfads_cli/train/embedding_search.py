@@ -10,10 +10,12 @@ for held-out sessions on both sides of the family (benchmarks/README.md, meta se
 likelihood of the second half of each shot, given its first half, depends on e only through the
 dynamics, which is what the embedding is for.
 
-The search is a coarse grid over the box the training sessions' embeddings occupy, widened (a line
-for a 1-D embedding, Sobol points for more dimensions; the prior's bulk for runs that do not record
-where their sessions sit), plus the current estimate, then a finer grid around the best: the new
-session is placed among the training sessions, on their scale, not anywhere the forecast is flat. Every candidate is scored
+The candidates are points on the segments joining each training session's embedding to its two
+nearest others (`training_manifold`): the new session is placed among the training sessions, on their
+scale and along the curve they trace, not anywhere the forecast is flat. Runs that do not record where
+their sessions sit get a coarse grid over the prior's bulk (a line for a 1-D embedding, Sobol points
+for more dimensions) plus the current estimate, then a finer grid around the best. Either way a
+candidate replaces the current estimate only if it forecasts the shots better beyond chance. Every candidate is scored
 with the same random draws (common random numbers), so the comparison is not swamped by Monte Carlo
 noise. Pure function of the model's parameters; nothing is trained here.
 """
@@ -70,55 +72,64 @@ def _grid(dim: int, center: torch.Tensor, half_width: torch.Tensor, points: int,
     return center[None] + offsets.to(center) * torch.as_tensor(half_width).to(center)
 
 
-def training_region(means: torch.Tensor, variances: torch.Tensor, widen: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
-    """The box a new session's embedding is searched in: the training sessions' embedding means
-    [session, embed] (variances: their q(e_i)'s), widened on each side by `widen` of its extent and by
-    two posterior sds, so that a session a little beyond the family's ends can still be placed past
-    them (further out the dynamics are an extrapolation the shots cannot check).
-    Returns (center, half_width), each [embed]."""
-    lo, hi = means.min(0).values, means.max(0).values
-    half = (hi - lo) / 2 * (1 + 2 * widen) + 2 * variances.median(0).values.sqrt()
-    return (lo + hi) / 2, half
+def training_manifold(means: torch.Tensor, neighbours: int = 2, points: int = 11) -> torch.Tensor:
+    """Where a new session's embedding may go: `points` evenly spaced points on each segment joining a
+    training session's embedding mean (means [session, embed]) to each of its `neighbours` nearest
+    others -> [candidate, embed], duplicates removed. A one-parameter family's sessions lie along a
+    curve; these segments trace it, so a new session is placed among the training sessions (between
+    two of them, or on one), never beyond the family's ends nor off the curve, where the shots cannot
+    tell embeddings apart."""
+    n = means.shape[0]
+    if n == 1:
+        return means.clone()
+    dist = torch.cdist(means, means)
+    dist.fill_diagonal_(float("inf"))
+    near = dist.topk(min(neighbours, n - 1), largest=False).indices  # [session, neighbours]
+    t = torch.linspace(0.0, 1.0, points, dtype=means.dtype, device=means.device)[:, None]
+    pairs = {tuple(sorted((i, int(j)))) for i in range(n) for j in near[i]}
+    segments = [means[i] + t * (means[j] - means[i]) for i, j in sorted(pairs)]
+    return torch.unique(torch.cat(segments).round(decimals=6), dim=0)
 
 
 def search_embedding(model, session: int, y: torch.Tensor, current: torch.Tensor, *, context: int | None = None,
-                     region: tuple[torch.Tensor, torch.Tensor] | None = None, radius: float = 2.5,
-                     points: int | None = None, samples: int = 32, seed: int = 0,
-                     confidence: float = 2.0) -> EmbeddingSearch:
-    """Best forecasting embedding for `session` on its shots y [trial, time, neuron_i], searched over
-    the box region = (center, half_width) [embed] (`training_region`: where the training sessions sit),
-    by default [-radius, radius]^embed (the prior N(0, I)'s bulk), and at `current` [embed] (moved into
-    the box). context: filtered bins per shot (default half the trial; the rest is forecast);
-    points: per grid (coarse, then fine), default 21 on a line and 32 per dimension otherwise.
-    confidence: how many standard errors (over shots) the best candidate must beat `current` by;
-    0 takes the grid's argmin whatever the margin."""
+                     among: torch.Tensor | None = None, radius: float = 2.5, points: int | None = None,
+                     samples: int = 32, seed: int = 0, confidence: float = 2.0) -> EmbeddingSearch:
+    """Best forecasting embedding for `session` on its shots y [trial, time, neuron_i]: among the
+    candidates `among` [candidate, embed] (`training_manifold`: where the training sessions sit), the
+    estimate `current` [embed] moved to the nearest of them; or, for runs that do not record where their
+    sessions sit (among None), over [-radius, radius]^embed (the prior N(0, I)'s bulk) and at `current`,
+    then a finer grid around the best. context: filtered bins per shot (default half the trial; the rest
+    is forecast); points: per grid, default 21 on a line and 32 per dimension otherwise. confidence: how
+    many standard errors (over shots) the best candidate must beat the (moved) estimate by; 0 takes the
+    argmin whatever the margin."""
     T = y.shape[1]
     context = T // 2 if context is None else int(context)
     if not 1 <= context < T:
         raise ValueError(f"context must be in [1, {T - 1}] bins for {T}-bin trials, got {context}")
     dim = current.numel()
-    points = (21 if dim == 1 else 32 * dim) if points is None else points
-    if region is None:
-        region = (torch.zeros_like(current), torch.full_like(current, radius))
-    center, half = (r.to(current).reshape(-1) for r in region)
-    inside = torch.minimum(torch.maximum(current.reshape(-1), center - half), center + half)
-    coarse = torch.cat([_grid(dim, center, half, points, seed), inside.reshape(1, -1)])
     score = lambda c: trial_nll(model, session, y, c, context, samples=samples, seed=seed)
-    per_trial = [score(c) for c in coarse]
-    best = coarse[int(torch.tensor([float(n.sum()) for n, _ in per_trial]).argmin())]
-    # the finer grid spans one coarse spacing on either side of the best point
-    spacing = 2 * half / max(points - 1, 1) if dim == 1 else 2 * half / points ** (1 / dim)
-    fine = _grid(dim, best, spacing, points, seed + 1)
-    per_trial += [score(c) for c in fine]
-    candidates = torch.cat([coarse, fine])
+    if among is not None:
+        candidates = among.to(current)
+        start = int(((candidates - current.reshape(1, -1)) ** 2).sum(-1).argmin())
+        per_trial = [score(c) for c in candidates]
+    else:
+        points = (21 if dim == 1 else 32 * dim) if points is None else points
+        half = torch.full_like(current.reshape(-1), radius)
+        coarse = torch.cat([_grid(dim, torch.zeros_like(half), half, points, seed), current.reshape(1, -1)])
+        per_trial = [score(c) for c in coarse]
+        best = coarse[int(torch.tensor([float(n.sum()) for n, _ in per_trial]).argmin())]
+        # the finer grid spans one coarse spacing on either side of the best point
+        spacing = 2 * half / max(points - 1, 1) if dim == 1 else 2 * half / points ** (1 / dim)
+        fine = _grid(dim, best, spacing, points, seed + 1)
+        per_trial += [score(c) for c in fine]
+        candidates, start = torch.cat([coarse, fine]), points  # `current` is the last coarse row
     observed = per_trial[0][1].sum().clamp(min=1)
     scores_t = torch.tensor([float(n.sum() / observed) for n, _ in per_trial])
     k = int(scores_t.argmin())
     # keep the estimate the search started from unless the best candidate forecasts the shots better
     # beyond chance: paired over shots (the same draws for every candidate), its mean gain more than
-    # `confidence` standard errors. With few short shots the NLL is often flat in e, and the grid's
-    # argmin is then noise that can sit anywhere in the box.
-    start = points  # the index of `inside` in candidates
+    # `confidence` standard errors. With few short shots the NLL is often flat in e, and the argmin is
+    # then noise.
     diff = per_trial[k][0] - per_trial[start][0]
     n = diff.numel()
     if n > 1 and torch.isfinite(diff).all():
