@@ -84,6 +84,8 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
         if progress is not None:
             progress.update(event.record)
     result = training.result
+    # the ELBO-fitted mean, before the search (reported: did the forecasts of the shots move it?)
+    fitted_e = model.sessions[index].embedding.detach().cpu().tolist() if refine_embedding else None
     search = _search_embedding(model, index, y, writer, config.seed) if refine_embedding and y.shape[1] >= 2 else None
     shared_unchanged = same_values(shared_before, model.shared_parameters())
     changed = [k for k, v in model.state_dict().items() if k in before and not torch.equal(v, before[k])]
@@ -101,7 +103,7 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
         "embedding_mean": view.e.detach().cpu().tolist(), "threads": tuner.summary(), "versions": base.versions,
     }
     if search is not None:
-        summary["embedding_search"] = {"forecast_nll": search.nll, "candidates": len(search.scores)}
+        summary["embedding_search"] = {"forecast_nll": search.nll, "candidates": len(search.scores), "fitted": fitted_e}
     return writer.finish(summary, result.history, plot)
 
 
