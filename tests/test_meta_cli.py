@@ -202,3 +202,14 @@ def test_meta_runs_from_before_hyper_hidden_still_load(sessions, tmp_path):
     torch.save(ckpt, out / "best.pt")
     run = load_run(out)
     assert len(run.model.dynamics.hyper) == 3 and run.config.model.hyper_hidden == 16
+
+
+def test_embed_plot_draws_the_embeddings_and_the_flow_field(meta_run, sessions, tmp_path):
+    pytest.importorskip("matplotlib")
+    folder, _ = sessions
+    out = tmp_path / "embed.h5"
+    result = invoke("embed", meta_run, *sorted(folder.glob("*.nwb")), "--out", out, "--plot", "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    plots = json.loads(result.stdout)["plots"]
+    assert plots == [str(out.with_suffix(".embedding.png")), str(out.with_suffix(".flow.png"))]
+    assert all((tmp_path / p).stat().st_size > 1000 for p in plots)

@@ -109,13 +109,11 @@ def _check(run, ys: list, arrays: dict, n_time: int):
     model = run.model
     means = torch.as_tensor(arrays["embed_mean"]).to(model.m0)
     variances = torch.as_tensor(arrays["embed_var"]).to(model.m0)
-    per_index = [None] * model.n_sessions
-    for k, (index, y) in enumerate(ys):
-        per_index[index] = y
     # smoothed_states takes the sessions by index; the means are in the order of the files given
+    per_index = [None] * model.n_sessions
     e_by_index = torch.zeros(model.n_sessions, means.shape[1], dtype=means.dtype, device=means.device)
-    for k, (index, _) in enumerate(ys):
-        e_by_index[index] = means[k]
+    for (index, y), e in zip(ys, means):
+        per_index[index], e_by_index[index] = y, e
     z0 = smoothed_states(model, per_index, e_by_index, seed=run.config.seed)
     horizon = default_horizon(n_time, run.config.eval.horizon_bins)
     return check_embedding(model, means, variances, z0, horizon, seed=run.config.seed), z0
@@ -126,13 +124,11 @@ def _plot_flow(model, arrays: dict, names: list[str], z0, out: Path) -> Path:
     import torch
 
     from xfads_cli.outputs.plots import plot_flow
-    from xfads_cli.scoring.embedding import flow_fields
+    from xfads_cli.scoring.embedding import first_axis, flow_fields
 
     means = arrays["embed_mean"]
-    centered = means - means.mean(0)
-    score = centered @ np.linalg.svd(centered, full_matrices=False)[2][0]
-    order = np.argsort(score)
-    picks = [int(order[0]), int(order[len(order) // 2]), int(order[-1])]
+    order = torch.argsort(first_axis(torch.as_tensor(means))[1]).tolist()
+    picks = [order[0], order[len(order) // 2], order[-1]]
     field = flow_fields(model, torch.as_tensor(means[picks]).to(model.m0), z0)
     labels = [f"{names[i]}: e = ({', '.join(f'{v:.2g}' for v in means[i])})" for i in picks]
     return plot_flow(field.grid.cpu().numpy(), [f.cpu().numpy() for f in field.flows], labels,

@@ -37,14 +37,20 @@ class EmbeddingCheck(NamedTuple):
                 "dynamics_effect_horizon_bins": self.horizon, "warnings": self.warnings}
 
 
+def first_axis(means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sessions' first principal axis [embed] and their scores on it [session] (means [session, embed])."""
+    centered = means - means.mean(0)
+    axis = torch.linalg.svd(centered, full_matrices=False).Vh[0]
+    return axis, centered @ axis
+
+
 def axis_separation(means: torch.Tensor, variances: torch.Tensor) -> float:
     """means, variances [session, embed] of q(e_i) -> the separation above (nan for < 2 sessions)."""
     if means.shape[0] < 2:
         return float("nan")
-    centered = means - means.mean(0)
-    axis = torch.linalg.svd(centered, full_matrices=False).Vh[0]
+    axis, score = first_axis(means)
     sd = (variances * axis**2).sum(-1).sqrt().median()
-    return float((centered @ axis).std() / sd.clamp(min=1e-12))
+    return float(score.std() / sd.clamp(min=1e-12))
 
 
 @torch.no_grad()
