@@ -104,7 +104,7 @@ def gain_ceiling(s, n, args):
     return r2_score(true.reshape(-1, true.shape[-1]), pred.reshape(-1, pred.shape[-1]))
 
 
-def train_meta(adaptation, train, mcfg, tcfg, args):
+def train_meta(adaptation, train, mcfg, tcfg, args, retries=3):
     torch.manual_seed(args.seed)
     model = MetaXFADS(mcfg, [spec(s) for s in train], adaptation=adaptation)
     n_valid = args.valid_trials
@@ -117,8 +117,10 @@ def train_meta(adaptation, train, mcfg, tcfg, args):
         res = train_model(model, [s["counts"][n_valid:] for s in train], [s["counts"][:n_valid] for s in train],
                        tcfg, seed=args.seed).run()
     except RunFailure as err:  # reported in the output; the retry starts from scratch at half the lr
+        if not retries:
+            raise
         print(f"  {LABELS[adaptation]}: {err}; retraining from scratch with lr {tcfg.lr / 2:g}", flush=True)
-        return train_meta(adaptation, train, mcfg, replace(tcfg, lr=tcfg.lr / 2), args)
+        return train_meta(adaptation, train, mcfg, replace(tcfg, lr=tcfg.lr / 2), args, retries - 1)
     model.eval()
     return model, res, time.monotonic() - t0
 

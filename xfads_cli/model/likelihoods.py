@@ -16,6 +16,23 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 
+# Beyond this natural parameter (e^30 Hz) the exp link's rate term in the log-likelihood continues
+# linearly: exp(c) (1 + eta - c). No fit of real data comes near it, but an untrained model can draw a
+# latent that puts eta past float32's exp range (88), and one inf there turns the whole gradient into
+# NaN at any learning rate. Continued linearly, the loss stays finite and its gradient still pulls eta
+# down (then grad_clip bounds the step).
+ETA_MAX = 30.0
+
+
+def _rate_term(eta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(exp(eta) continued linearly beyond ETA_MAX, its derivative exp(min(eta, ETA_MAX)))."""
+    if not bool((eta > ETA_MAX).any()):
+        e = torch.exp(eta)
+        return e, e
+    slope = torch.exp(eta.clamp(max=ETA_MAX))
+    return slope * (1.0 + (eta - ETA_MAX).clamp(min=0.0)), slope
+
+
 def _observed(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mask = torch.isfinite(y)
     return torch.where(mask, y, torch.zeros_like(y)), mask
@@ -40,10 +57,11 @@ class Poisson(nn.Module):
             return _PoissonExpLogProb.apply(eta, y, self.dt)
         y, mask = _observed(y)
         if self.link == "exp":
-            log_rate = eta + math.log(self.dt)
+            log_rate, mean = eta + math.log(self.dt), self.dt * _rate_term(eta)[0]
         else:
-            log_rate = torch.log(self.mean(eta) + 1e-8)
-        lp = y * log_rate - self.mean(eta) - torch.lgamma(y + 1)
+            mean = self.mean(eta)
+            log_rate = torch.log(mean + 1e-8)
+        lp = y * log_rate - mean - torch.lgamma(y + 1)
         return torch.where(mask, lp, torch.zeros_like(lp))
 
     def sample(self, eta: torch.Tensor) -> torch.Tensor:
@@ -57,7 +75,7 @@ class Poisson(nn.Module):
 
 class _PoissonExpLogProb(torch.autograd.Function):
     """Poisson log p(y | eta) with the exp link, y * (eta + log dt) - dt * exp(eta) - lgamma(y + 1),
-    as one autograd node: d/d eta = y - dt * exp(eta).
+    as one autograd node: d/d eta = y - dt * exp(eta) (exp continued linearly beyond ETA_MAX).
 
     The eta here is the [sample, batch, time, neuron] tensor of the training loss, the largest one of a
     step; autograd through the elementwise expression makes about eight passes over it forward and
@@ -69,9 +87,9 @@ class _PoissonExpLogProb(torch.autograd.Function):
     def forward(ctx, eta: torch.Tensor, y: torch.Tensor, dt: float):
         y, mask = _observed(y)
         complete = bool(mask.all())
-        exp_eta = torch.exp(eta)
+        rate, exp_eta = _rate_term(eta)
         # y * eta + (y log dt - lgamma(y + 1)) - dt * exp(eta), the eta-free part computed on y's shape
-        lp = torch.addcmul(y * math.log(dt) - torch.lgamma(y + 1), y, eta).sub_(exp_eta, alpha=dt)
+        lp = torch.addcmul(y * math.log(dt) - torch.lgamma(y + 1), y, eta).sub_(rate, alpha=dt)
         if not complete:
             lp = torch.where(mask, lp, torch.zeros((), dtype=lp.dtype, device=lp.device))
         ctx.save_for_backward(exp_eta, y, None if complete else mask)
