@@ -79,7 +79,9 @@ class DataConfig:
 class ModelConfig:
     """The state-space model (docs/model.md sections 1-3)."""
 
-    kind: Literal["xfads", "meta"] = "xfads"
+    # xfads; meta (several sessions, docs/model.md section 6); or a comparison kind with XFADS's
+    # generative model and another inference network (model/comparison.py, section 12).
+    kind: Literal["xfads", "meta", "dkf", "dvbf", "latent_sde"] = "xfads"
     latent_dim: int = 8
     dynamics: Literal["mlp", "gru", "linear"] = "mlp"
     dynamics_hidden: int = 128

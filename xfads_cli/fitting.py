@@ -141,7 +141,7 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
     note = None if meta else selection_note(result.select, result.best_score, result.best_epoch, config,
                                             sessions[0].subset("valid"))
     summary = {
-        "run_dir": str(out), "kind": "meta" if meta else "xfads", "epochs": len(result.history),
+        "run_dir": str(out), "kind": config.model.kind, "epochs": len(result.history),
         "best_epoch": result.best_epoch, "selected_on": result.select, "best_score": result.best_score,
         "stopped": result.stopped, "seconds": time.monotonic() - t0, "metrics": metrics,
         "data": [data_summary(s) for s in sessions] if meta else data_summary(sessions[0]),
@@ -198,6 +198,9 @@ def load_fit_sessions(paths: list[Path], config: Config) -> tuple[Config, list, 
     from xfads_cli.model.likelihoods import support_problem
 
     sessions = load_sessions(paths, config.data)
+    if len(sessions) > 1 and config.model.kind not in ("xfads", "meta"):
+        raise UsageError(f"model.kind={config.model.kind} fits one recording; give one DATA file, or fit several "
+                         "with model.kind=meta")
     meta = config.model.kind == "meta" or len(sessions) > 1
     if meta and config.model.kind != "meta":
         config = replace(config, model=replace(config.model, kind="meta"))

@@ -55,6 +55,9 @@ def stream(run_path: Path, *, source: str = "-", output: str = "-", horizon: int
         raise UsageError(f"--samples must be >= 1, got {samples}")
     _check_endpoints(source, output, stats, overwrite)
     run = load_run(run_path, device)
+    if run.config.model.kind not in ("xfads", "meta"):
+        raise UsageError(f"{run_path} is a model.kind={run.config.model.kind} run: xfads stream decodes with XFADS's "
+                         "causal filter; stream an XFADS or meta run")
     index, model = _session_model(run, session, data)
     spec = run.spec.sessions[index]
     n_units, bin_s = int(spec["n_neurons"]), float(spec["bin_ms"]) / 1000.0

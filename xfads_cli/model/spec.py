@@ -38,10 +38,15 @@ class ModelSpec:
 
 def build_model(config: Config, spec: dict, device="cpu") -> torch.nn.Module:
     """The model of a checkpoint's spec (ModelSpec's on-disk form): XFADS over its sessions, with a
-    session embedding (the hypernetwork-adapted dynamics) for the meta kind."""
+    session embedding (the hypernetwork-adapted dynamics) for the meta kind; a comparison kind's
+    model (model/comparison.py) for one session."""
+    from xfads_cli.model.comparison import KINDS, ComparisonModel
     from xfads_cli.model.xfads import XFADS
 
     dtype = torch.float64 if config.train.dtype == "float64" else torch.float32
     spec = ModelSpec.of(spec)
-    model = XFADS(config.model, list(spec.sessions), adaptation="hyper" if spec.meta else None)
+    if config.model.kind in KINDS and not spec.meta:
+        model = ComparisonModel(config.model, list(spec.sessions))
+    else:
+        model = XFADS(config.model, list(spec.sessions), adaptation="hyper" if spec.meta else None)
     return model.to(device=device, dtype=dtype)
