@@ -10,7 +10,8 @@ import torch
 
 from xfads_cli.config import ModelConfig
 from xfads_cli.data.simulate import simulate_arrays
-from xfads_cli.model.embedding_init import dynamics_signature, starting_embeddings
+from xfads_cli.model.embedding_init import (LADDER, SIGNATURE_SIZE, dynamics_signature, ladder_row, place_by_signature,
+                                            signature_ladder, starting_embeddings)
 from xfads_cli.model.meta import MetaXFADS
 from xfads_cli.scoring.embedding import axis_separation, check_embedding, dynamics_effect
 from xfads_cli.train.embedding_search import search_embedding, training_manifold
@@ -45,6 +46,28 @@ def test_starting_embeddings_of_one_session_or_identical_ones_are_the_prior_mean
     sig = np.arange(10.0)
     assert not starting_embeddings([sig], 2).any()
     assert not starting_embeddings([sig, sig.copy(), sig.copy()], 2).any()
+
+
+def test_a_new_session_is_placed_between_the_training_sessions_its_signature_falls_between():
+    # signatures on one line (the first axis); embeddings of the 3 sessions along another
+    sigs = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 6.0]])
+    means = np.array([[-1.0, 0.0], [0.0, 1.0], [2.0, 1.0]])
+    # halfway between sessions 1 and 2 in signature -> halfway between their embeddings
+    assert np.allclose(place_by_signature(np.array([2.0, 4.0]), sigs, means), [1.0, 1.0])
+    assert np.allclose(place_by_signature(np.array([1.0, 2.0]), sigs, means), means[1])
+    # beyond either end: that end's session, never extrapolated
+    assert np.allclose(place_by_signature(np.array([9.0, 18.0]), sigs, means), means[2])
+    assert np.allclose(place_by_signature(np.array([-5.0, -10.0]), sigs, means), means[0])
+
+
+def test_signature_ladder_compares_like_with_like():
+    counts = simulate_arrays("ring", neurons=12, trials=20, bins=40, bin_ms=20.0, seed=0, base_rate_hz=10.0)["counts"]
+    ladder = signature_ladder(counts)
+    assert ladder.shape == (len(LADDER), SIGNATURE_SIZE) == (len(LADDER), dynamics_signature(counts).size)
+    # the trial average of few trials holds more noise: its share of the variance falls with n
+    assert ladder[0, -1] > ladder[3, -1] > ladder[-1, -1]
+    assert np.allclose(ladder[-1], dynamics_signature(counts))  # n >= the trials: all of them
+    assert [ladder_row(n) for n in (0, 1, 3, 8, 9, 1000)] == [0, 0, 1, 3, 3, len(LADDER) - 1]
 
 
 def test_axis_separation_is_the_spread_along_the_first_axis_over_the_posterior_sd():

@@ -3,6 +3,7 @@
 import json
 
 import h5py
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -62,6 +63,11 @@ def test_fit_keeps_each_sessions_fitted_embedding_in_the_best_model(meta_run, se
     data = load_data_for_run(sorted(sessions[0].glob("*.nwb"))[0], run)
     _, _, mu, var = run.model.session_embedding(as_tensor(data.subset("train").counts, run), 0)
     assert torch.allclose(fitted[0, 0], mu, atol=1e-6) and torch.allclose(fitted[0, 1], var, atol=1e-6)
+    # the signatures of its training counts at each shot count, where adapt places a new session from
+    from xfads_cli.model.embedding_init import signature_ladder
+
+    ladder = best["model"]["sessions.0.signature_ladder"].double().numpy()
+    assert np.allclose(ladder, signature_ladder(data.subset("train").counts), atol=1e-5)
 
 
 def test_embed_writes_sessions_and_trials(meta_run, sessions, tmp_path):
@@ -91,8 +97,19 @@ def test_adapt_trains_only_the_new_session(meta_run, sessions, tmp_path):
     new_keys = [k for k in adapted["model"] if k not in old["model"]]
     assert new_keys and all(k.startswith("sessions.3.") for k in new_keys)
     assert adapted["spec"]["sessions"][-1]["embed_trial_ids"] and len(adapted["spec"]["sessions"]) == 4
-    # the embedding mean is a parameter of the new session, fitted from the training sessions' centroid
+    # the embedding mean is a parameter of the new session, fitted from where its shots' signature
+    # places it among the training sessions
     assert adapted["spec"]["sessions"][-1]["refine_embedding"] is True
+    from pathlib import Path
+
+    from xfads_cli.data.load import load_data
+    from xfads_cli.runs import as_tensor, load_run
+
+    run = load_run(Path(meta_run), "cpu")
+    shots = load_data(new, run.config.data).subset("train").select(np.arange(4))
+    start = run.model.signature_start(as_tensor(shots.counts, run))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["embedding_search"]["start"] == pytest.approx(start.tolist(), abs=1e-6)
     assert not adapted["model"]["sessions.3.embedding_offset"].any()  # no offset: placed by its own mean
     from xfads_cli.train.embedding_search import training_manifold
 
@@ -100,7 +117,6 @@ def test_adapt_trains_only_the_new_session(meta_run, sessions, tmp_path):
     fitted = torch.stack([old["model"][f"sessions.{i}.fitted_embedding"][0] for i in range(3)])
     among = training_manifold(fitted)
     assert bool((among - adapted["model"]["sessions.3.embedding"]).abs().sum(-1).min() < 1e-5)
-    summary = json.loads((out / "summary.json").read_text())
     assert summary["shared_parameters_unchanged"] is True
     best = torch.load(out / "best.pt", weights_only=True)
     assert summary["embedding_mean"] == pytest.approx(best["model"]["sessions.3.embedding"].tolist(), abs=1e-6)

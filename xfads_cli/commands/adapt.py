@@ -65,10 +65,10 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
         # read-in/readout and then by a forecast search (benchmarks/README.md: meta_fewshot.py).
         new_spec["refine_embedding"] = True
     index = model.add_session(new_spec, y)
-    fitted = model.fitted_embeddings()
-    if refine_embedding and fitted is not None:
-        with torch.no_grad():  # start among the training sessions, not at the prior mean
-            model.sessions[index].embedding.copy_(fitted[0].mean(0))
+    start = _starting_embedding(model, y) if refine_embedding else None
+    if start is not None:
+        with torch.no_grad():
+            model.sessions[index].embedding.copy_(start)
     model.freeze_shared()
     valid = data.subset("valid")
     base = _adapted_checkpoint(run, config, new_spec, data, trials)
@@ -103,8 +103,20 @@ def adapt(run_path: Path, data_path: Path, out: Path, *, trials: int, max_epochs
         "embedding_mean": view.e.detach().cpu().tolist(), "threads": tuner.summary(), "versions": base.versions,
     }
     if search is not None:
-        summary["embedding_search"] = {"forecast_nll": search.nll, "candidates": len(search.scores), "fitted": fitted_e}
+        summary["embedding_search"] = {"forecast_nll": search.nll, "candidates": len(search.scores), "fitted": fitted_e,
+                                       "start": None if start is None else start.cpu().tolist()}
     return writer.finish(summary, result.history, plot)
+
+
+def _starting_embedding(model, y):
+    """Where the new session's embedding starts (not at the prior mean): where its shots' signature
+    places it among the training sessions (model/embedding_init.py); for runs that do not record the
+    training sessions' signatures, their centroid; None when neither is known."""
+    placed = model.signature_start(y)
+    if placed is not None:
+        return placed
+    fitted = model.fitted_embeddings()
+    return None if fitted is None else fitted[0].mean(0)
 
 
 def _check_budget(trials: int, max_epochs: int | None, time_limit_min: float | None) -> None:

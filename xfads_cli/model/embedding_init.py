@@ -26,6 +26,7 @@ import numpy as np
 
 LAGS = (1, 2, 4, 8, 16)
 COMPONENTS = 4
+SIGNATURE_SIZE = COMPONENTS + len(LAGS) + 1
 
 
 def _smooth(x: np.ndarray, sigma: float = 1.0) -> np.ndarray:
@@ -89,3 +90,54 @@ def starting_embeddings(signatures: list[np.ndarray], embed_dim: int) -> np.ndar
     signs = np.sign(scores[np.abs(scores).argmax(0), np.arange(m)])
     out[:, :m] = scores * np.where(signs == 0, 1.0, signs)
     return out
+
+
+# Shot counts at which a training session's signature is kept (`signature_ladder`): a signature depends
+# on how many trials it is computed from (the trial average of 8 trials holds more noise than that of
+# 80), so a new session's few shots are compared with the training sessions' signatures at that count.
+LADDER = (1, 2, 4, 8, 16, 32, 64)
+
+
+def signature_ladder(counts: np.ndarray, draws: int = 16, seed: int = 0) -> np.ndarray:
+    """[len(LADDER), feature]: the mean signature of `draws` random subsets of n trials of counts
+    [trial, time, neuron], for each n in LADDER (all trials, once, where n >= the trial count)."""
+    rng = np.random.default_rng(seed)
+    counts = np.asarray(counts)
+    rows = []
+    for n in LADDER:
+        if n >= counts.shape[0]:
+            rows.append(dynamics_signature(counts))
+            continue
+        rows.append(np.mean([dynamics_signature(counts[rng.choice(counts.shape[0], n, replace=False)])
+                             for _ in range(draws)], axis=0))
+    return np.stack(rows)
+
+
+def ladder_row(n_trials: int) -> int:
+    """The LADDER entry to compare n_trials shots with: the largest n <= n_trials."""
+    return max(i for i, n in enumerate(LADDER) if n <= max(n_trials, 1))
+
+
+def place_by_signature(shots: np.ndarray, signatures: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Where a new session goes among the training sessions, from signatures alone: shots [feature] is
+    its signature, signatures [session, feature] the training sessions' at the same number of trials,
+    means [session, embed] their fitted embeddings. On the first principal axis of the standardised
+    training signatures, the new session's score falls between two neighbouring training sessions
+    (or beyond the last): its embedding is interpolated between theirs (or that last one's)."""
+    mu, sd = signatures.mean(0), signatures.std(0)
+    keep = sd > 1e-8 * np.maximum(np.abs(signatures).max(0), 1.0)
+    if signatures.shape[0] < 2 or not keep.any():
+        return means.mean(0)
+    Z = (signatures[:, keep] - mu[keep]) / sd[keep]
+    axis = np.linalg.svd(Z, full_matrices=False)[2][0]
+    t = Z @ axis
+    h = float(((shots[keep] - mu[keep]) / sd[keep]) @ axis)
+    order = np.argsort(t)
+    ts, ms = t[order], means[order]
+    if h <= ts[0]:
+        return ms[0]
+    if h >= ts[-1]:
+        return ms[-1]
+    k = int(np.searchsorted(ts, h))  # ts[k - 1] < h <= ts[k]
+    w = (h - ts[k - 1]) / max(ts[k] - ts[k - 1], 1e-12)
+    return ms[k - 1] + w * (ms[k] - ms[k - 1])

@@ -15,6 +15,7 @@ from torch import nn
 
 from xfads_cli.config import ModelConfig
 from xfads_cli.model.base import Elbo, Forecast
+from xfads_cli.model.embedding_init import LADDER, SIGNATURE_SIZE
 from xfads_cli.model.filtering import Posterior
 from xfads_cli.model.likelihoods import build_likelihood
 from xfads_cli.model.readout_init import fit_input_readout, pca_readout
@@ -88,6 +89,9 @@ class Session(nn.Module):
             # [2, embed]; zeros (no variance: unknown) until then and for adapted sessions. What `adapt`
             # places a new session among and `embed` measures the embedding against (docs/model.md section 6).
             self.register_buffer("fitted_embedding", torch.zeros(2, cfg.embed_dim))
+            # the signature of the session's training counts at each shot count of LADDER
+            # (model/embedding_init.py); zeros (unknown) for adapted sessions and runs from before it
+            self.register_buffer("signature_ladder", torch.zeros(len(LADDER), SIGNATURE_SIZE))
             # added to the encoder's pooled mean of q(e_i) (model/xfads.py offset_mean); a training
             # session's starts where model/embedding_init.py places it
             self.embedding_offset = nn.Parameter(torch.zeros(cfg.embed_dim))

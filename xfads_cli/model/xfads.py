@@ -213,11 +213,31 @@ class XFADS(StateSpaceModel):
         apart, in an order that follows their dynamics where the data show it."""
         from xfads_cli.model.embedding_init import dynamics_signature, starting_embeddings
 
+        from xfads_cli.model.embedding_init import signature_ladder
+
         signatures = [dynamics_signature(y.detach().cpu().numpy()) for y in trains]
         start = torch.as_tensor(starting_embeddings(signatures, self.embed_dim))
-        for s, e in zip(self.sessions, start):
+        for s, e, y in zip(self.sessions, start, trains):
             if s.embedding_offset is not None:
                 s.embedding_offset.copy_(e.to(s.embedding_offset))
+                s.signature_ladder.copy_(torch.as_tensor(signature_ladder(y.detach().cpu().numpy())))
+
+    @torch.no_grad()
+    def signature_start(self, y: torch.Tensor) -> torch.Tensor | None:
+        """Where a new session with shots y [trial, time, neuron] goes among the training sessions by its
+        counts' signature (model/embedding_init.py place_by_signature): [embed], or None when the run
+        does not record the training sessions' fitted embeddings and signatures."""
+        from xfads_cli.model.embedding_init import dynamics_signature, ladder_row, place_by_signature
+
+        known = [s for s in self.sessions if s.read_in is not None and bool((s.fitted_embedding[1] > 0).all())
+                 and bool(s.signature_ladder.abs().sum() > 0)]
+        if len(known) < 2:
+            return None
+        row = ladder_row(y.shape[0])
+        signatures = torch.stack([s.signature_ladder[row] for s in known]).double().cpu().numpy()
+        means = torch.stack([s.fitted_embedding[0] for s in known]).double().cpu().numpy()
+        placed = place_by_signature(dynamics_signature(y.detach().cpu().numpy()), signatures, means)
+        return torch.as_tensor(placed).to(self.m0)
 
     def embedding_sample(self, y: torch.Tensor, session: int | str, noise: torch.Tensor | None = None):
         """e [batch, embed]: one draw of q(e_i) per trial in training (noise [batch, embed]: its standard

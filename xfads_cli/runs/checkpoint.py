@@ -141,6 +141,8 @@ def _session_state(state: dict) -> dict:
     embedding an unknown one (zeros)."""
     import torch
 
+    from xfads_cli.model.embedding_init import LADDER, SIGNATURE_SIZE
+
     if "readout.weight" in state:
         state = {(f"sessions.0.{k}" if _matches(k, _SESSION_KEYS) is not None else k): v for k, v in state.items()}
     out = dict(state)
@@ -153,6 +155,9 @@ def _session_state(state: dict) -> dict:
             # meta runs saved before the fitted embedding was kept: unknown (zero variance), as for adapted sessions
             out.setdefault(key[: -len("read_in.weight")] + "fitted_embedding",
                            torch.zeros((2, embed.shape[0] // 2), dtype=weight.dtype))
+            # ... and from before the sessions' signatures were kept: unknown
+            out.setdefault(key[: -len("read_in.weight")] + "signature_ladder",
+                           torch.zeros((len(LADDER), SIGNATURE_SIZE), dtype=weight.dtype))
             # ... and from before the sessions' embedding offsets: none
             out.setdefault(key[: -len("read_in.weight")] + "embedding_offset",
                            torch.zeros(embed.shape[0] // 2, dtype=weight.dtype))
