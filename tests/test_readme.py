@@ -85,13 +85,13 @@ URLS = {
 # neither --time-limit nor --max-epochs. `xfads simulate`: a larger `--trials N` becomes SIM_TRIALS, which
 # is appended when --trials is not given. Other subcommands run exactly as written.
 BUDGET = "--max-epochs 2"
-TRAINING = ("fit", "adapt")
+TRAINING = ("fit", "adapt", "compare")  # compare: --time-limit is each kind's budget
 SIM_TRIALS = 20
 # `xfads sweep`: a larger `--trials N` becomes SWEEP_TRIALS and every trial gets SWEEP_BUDGET (its epochs);
 # `xfads sweep --status` runs as written.
 SWEEP_TRIALS = 2
 SWEEP_BUDGET = "--set train.max_epochs=2"
-AS_WRITTEN = ("inspect", "smooth", "forecast", "embed", "stream")
+AS_WRITTEN = ("inspect", "smooth", "forecast", "embed", "stream", "generate")
 OUTPUT_OPTIONS = ("out", "stats")  # path options that name what a command writes (stream's --output is text)
 
 # README lines that cannot run in a test (the line without its trailing comment -> reason).
@@ -609,6 +609,12 @@ def _check_outputs(sub: str, params: dict, cwd: Path, step: Step) -> None:
     where = f"'{step.readme}' should write {out}"
     if sub == "sweep":  # a sweep directory: the study, the trials' run directories, the best one
         assert (path / "journal.log").is_file() and (path / "best" / "summary.json").is_file(), where
+        return
+    if sub == "compare":  # a directory of run directories, one per kind, and summary.json
+        kinds = json.loads((path / "summary.json").read_text())["kinds"]
+        always, _ = run_dir_files()
+        missing = sorted(f"{kind}/{name}" for kind in kinds for name in always if not (path / kind / name).is_file())
+        assert kinds and not missing, f"{where} holding a run directory per kind; missing {missing}"
         return
     if sub in TRAINING:
         always, with_plot = run_dir_files()

@@ -431,6 +431,40 @@ def stream(
 
 @app.command()
 @handle_errors
+def generate(
+    run: Annotated[Path, typer.Argument(help="Run directory from 'xfads fit' or 'xfads adapt' (or a .pt checkpoint).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .nwb (units + trials) or .h5 (plain HDF5 layout).")],
+    trials: Annotated[int, typer.Option("--trials", "-n", help="Number of trials to generate.")] = 100,
+    bins: Annotated[Optional[int], typer.Option(help="Bins per trial (default: the training trials' length).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: the run's; same seed, same file).")] = None,
+    sampler: Annotated[str, typer.Option(help="ancestral (draw from the prior, bin by bin) | ldidp (a diffusion model "
+                                               "over whole latent trajectories, trained first on the run's posterior draws)")] = "ancestral",
+    ldidp_steps: Annotated[int, typer.Option("--ldidp-steps", help="--sampler ldidp: training steps of the diffusion model.")] = 1500,
+    ddim_steps: Annotated[int, typer.Option("--ddim-steps", help="--sampler ldidp: deterministic sampling steps.")] = 10,
+    session: Annotated[Optional[str], typer.Option(help="A multi-session run: the session generated.")] = None,
+    compare: Annotated[Optional[str], typer.Option(
+        "--compare", help="A real recording of the session (e.g. the run's training data): print a posterior-predictive "
+                          "report (rates, PSTH, Fano factors, pairwise correlations, MMD).")] = None,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    plot: Annotated[bool, typer.Option("--plot", help="With --compare: FILE-stem.predictive.png (needs matplotlib).")] = False,
+):
+    """Sample a synthetic recording (latents, rates, spike counts) from a fitted model's generative model."""
+    _fixed_threads(threads)
+    from xfads_cli.commands.generate import generate as run_generate
+
+    summary = run_generate(run, out, trials=trials, bins=bins, seed=seed, sampler=sampler, session=session,
+                           compare=None if compare is None else _source(compare), plot=plot, device=device,
+                           overwrite=overwrite, quiet=quiet, ldidp_steps=ldidp_steps, ddim_steps=ddim_steps)
+    if json_out:
+        _print_json(summary)
+
+
+@app.command()
+@handle_errors
 def sweep(
     data: Annotated[Optional[list[str]], typer.Argument(help="Recording(s) every trial fits, as for fit.")] = None,
     space: Annotated[Optional[Path], typer.Option(
@@ -484,6 +518,50 @@ def sweep(
         _print_json(summary)
     if summary.get("stopped") == "preempted":
         raise typer.Exit(EXIT_PREEMPTED)
+
+
+@app.command()
+@handle_errors
+def compare(
+    data: Annotated[list[str], typer.Argument(
+        help="The recording every kind fits: NWB (.nwb) or HDF5 (.h5), a path or URL (several: --kinds xfads only).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write: DIR/<kind>/ run directories and DIR/summary.json.")],
+    kinds: Annotated[str, typer.Option(
+        "--kinds", help="Model kinds to fit, comma-separated, in this order: xfads, dkf, dvbf, latent_sde.")] = "xfads,dkf,dvbf,latent_sde",
+    time_limit: Annotated[Optional[float], typer.Option(
+        "--time-limit", help="Stop each fit after this many minutes (EACH kind's budget).")] = None,
+    max_epochs: Annotated[Optional[int], typer.Option("--max-epochs", help="Stop each fit after this many epochs.")] = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", help="Fits at once, as subprocesses with cores / K threads each (unless --threads): their "
+                          "timings then compete for the cores. Default 1: one after another.")] = 1,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed of every fit (overrides the config's seed).")] = None,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Fit XFADS and the comparison kinds (dkf, dvbf, latent_sde: the same generative model, another inference
+    network) to one recording with the same config, split, seed and budget; one table of test fp-bps, co-bps,
+    test-retest ratio, epochs, s/epoch and parameters next to the trivial baselines. Exit codes: 0 done,
+    1 a fit failed (the others ran; summary.json says which), 2 bad usage or input, 75 preempted."""
+    from xfads_cli.commands.compare import compare as run_compare, render_comparison
+    from xfads_cli.train.signals import EXIT_PREEMPTED, Preempted
+
+    try:
+        summary = run_compare(_sources(data), out, kinds=kinds, config_path=config, overrides=set_ or [], seed=seed,
+                              max_epochs=max_epochs, time_limit_min=time_limit, workers=workers, device=device,
+                              threads=threads, overwrite=overwrite, quiet=quiet)
+    except Preempted as exc:
+        _stderr(f"preempted: {exc}")
+        raise typer.Exit(EXIT_PREEMPTED) from None
+    render_comparison(summary, quiet=quiet)
+    if json_out:
+        _print_json(summary)
+    if summary.get("failed"):
+        raise typer.Exit(1)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

@@ -20,10 +20,11 @@ from xfads_cli.runs import (
 def regime_parameter(data) -> tuple[str, float] | None:
     """(name, value) of the parameter that set a simulated session's dynamical regime, if known."""
     sim = data.provenance.get("simulation")
-    if not sim:
-        return None
-    from xfads_cli.data.simulate import get_system
+    from xfads_cli.data.simulate import SYSTEMS, get_system
 
+    # files from `xfads generate` carry a simulation record too, of a fitted model: no system, no parameter
+    if not sim or sim.get("system") not in SYSTEMS:
+        return None
     name = get_system(sim["system"]).param_name
     value = sim.get("params", {}).get(name)
     return None if value is None else (name, float(value))

@@ -46,7 +46,9 @@ def evaluate(model, data: SpikeData, config: Config, splits=EVAL_SPLITS, forecas
     out: dict = {}
     base = baselines_for(data) if baselines else None
     decode_behavior = decode and data.behavior is not None
-    need = set(splits) | ({"train"} if decode_behavior else set())
+    # in a fixed order: smoothing draws from the global RNG, and a set's order of strings changes with
+    # PYTHONHASHSEED (the same fit scored differently from one process to the next)
+    need = list(dict.fromkeys([*splits, *(["train"] if decode_behavior else [])]))
     rates = {}
     for split in need:
         sub = data.subset(split)
