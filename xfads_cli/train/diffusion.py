@@ -18,7 +18,7 @@ class DiffusionFit(NamedTuple):
     seconds: float
 
 
-def fit_trajectory_diffusion(z: torch.Tensor, *, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3,
+def fit_trajectory_diffusion(z: torch.Tensor, *, steps: int = 1500, batch_size: int = 64, lr: float = 5e-3,
                              levels: int = 200, hidden: int = 32, seed: int = 0) -> DiffusionFit:
     """Train a TrajectoryDiffusion on trajectories z [trajectory, time, latent] (e.g. posterior draws of
     the training trials): Adam, a cosine learning-rate decay to 0 over `steps`, gradients clipped at 1."""
