@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from xfads_cli.config import ModelConfig
-from xfads_cli.model.encoders import InputDropout
+from xfads_cli.model.encoders import InputDropout, encoder_input
 from xfads_cli.model.filtering import Posterior
 from xfads_cli.model.xfads import XFADS
 
@@ -66,16 +66,9 @@ class SequenceEncoder(nn.Module):
 
     def forward(self, y: torch.Tensor, keep: torch.Tensor | None, input_weight: torch.Tensor | None = None,
                 extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        observed = torch.isfinite(y).all(-1)
+        x, observed = encoder_input(y, self.log_inputs, input_weight, extra)
         if keep is not None:
             observed = observed & keep
-        x = torch.where(torch.isfinite(y), y, torch.zeros_like(y))
-        if self.log_inputs:
-            x = torch.log1p(x.clamp(min=0))
-        if input_weight is not None:
-            x = x * input_weight
-        if extra is not None:
-            x = torch.cat([x, extra], -1)
         w = observed[..., None].to(x.dtype)
         feat = self.net(x) * w
         ctx, _ = self.gru(torch.cat([feat, w], -1).flip(1))

@@ -28,6 +28,22 @@ class InputDropout(NamedTuple):
         return (~self.dropped).to(dtype) / (1.0 - self.rate)
 
 
+def encoder_input(y: torch.Tensor, log_inputs: bool, input_weight: torch.Tensor | None = None,
+                  extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What an encoder reads of y [batch, time, neuron]: missing entries zeroed, log1p of counts (if
+    log_inputs), times coordinated dropout's input_weight, extra [batch, time, n_extra] appended; and
+    observed [batch, time] (every neuron finite)."""
+    observed = torch.isfinite(y).all(dim=-1)
+    x = torch.where(torch.isfinite(y), y, torch.zeros_like(y))
+    if log_inputs:
+        x = torch.log1p(x.clamp(min=0))
+    if input_weight is not None:
+        x = x * input_weight
+    if extra is not None:
+        x = torch.cat([x, extra], dim=-1)
+    return x, observed
+
+
 class LocalEncoder(nn.Module):
     """MLP on one bin's observations: y_t -> (a_t, A_t). Missing bins (any NaN) give a zero potential."""
 
@@ -48,14 +64,7 @@ class LocalEncoder(nn.Module):
         """y: [batch, time, neuron] -> a [batch, time, latent], A [batch, time, latent, rank],
         observed [batch, time] bool. input_weight [batch, time, neuron] multiplies the (log) inputs:
         coordinated dropout's 0 / 1 / (1 - p) mask during training. extra: [batch, time, n_extra]."""
-        observed = torch.isfinite(y).all(dim=-1)
-        x = torch.where(torch.isfinite(y), y, torch.zeros_like(y))
-        if self.log_inputs:
-            x = torch.log1p(x.clamp(min=0))
-        if input_weight is not None:
-            x = x * input_weight
-        if extra is not None:
-            x = torch.cat([x, extra], dim=-1)
+        x, observed = encoder_input(y, self.log_inputs, input_weight, extra)
         out = self.net(x)
         a = out[..., : self.latent_dim]
         A = out[..., self.latent_dim :].unflatten(-1, (self.latent_dim, self.rank))
