@@ -92,6 +92,9 @@ class ModelConfig:
     rank_local: int = 8
     rank_backward: int = 4
     encoder_hidden: int = 64
+    # The backward encoder (docs/model.md section 2): a reverse-time GRU, or a diagonal linear state-space
+    # layer computed by FFT over all bins at once (model/s4d.py).
+    backward_encoder: Literal["gru", "s4d"] = "gru"
     samples: int = 20
     mode: Literal["smoother", "two_filter", "filter"] = "smoother"
     # Readout before training: 'mean' (bias = each neuron's mean, random weights) or 'pca' (also the

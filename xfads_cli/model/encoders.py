@@ -123,6 +123,10 @@ class BackwardEncoder(nn.Module):
         hs, h = self.gru(torch.flip(x, dims=[1]), h)
         return self.proj(torch.flip(hs, dims=[1])), h
 
+    def state_output(self, h: torch.Tensor) -> torch.Tensor:
+        """out of the bin whose GRU state is h [layers, batch, hidden] (read_backwards' second result)."""
+        return self.proj(h[-1])
+
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """out [..., latent * (rank + 1)] -> b [..., latent], B [..., latent, rank]."""
         return out[..., : self.latent_dim], out[..., self.latent_dim :].unflatten(-1, (self.latent_dim, self.rank))

@@ -4,7 +4,7 @@
         piece.start, piece.posterior           # bins [start, start + piece_time) of the sequence
 
 The posterior of bin t depends on the whole sequence through two messages: the filter's draws of
-q(z_{t-1}) (forward) and the backward encoder's GRU state summarising y_{t+1:T} (backward). Both are
+q(z_{t-1}) (forward) and the backward encoder's state (GRU or S4D) summarising y_{t+1:T} (backward). Both are
 carried across piece boundaries, so the result is the single-pass posterior of the whole sequence:
 the same numbers (to float round-off) given the same standard normals. Two passes:
 
@@ -55,7 +55,7 @@ def _backward_potentials(session, a: torch.Tensor, A: torch.Tensor, h_after):
     """beta_t of a piece: out[t + 1], where the bin after the piece's last is the state h_after (zero
     potentials after the sequence's last bin), as BackwardEncoder.forward's shift."""
     out, _ = session.backward.read_backwards(a, A, h_after)
-    last = torch.zeros_like(out[:, :1]) if h_after is None else session.backward.proj(h_after[-1])[:, None]
+    last = torch.zeros_like(out[:, :1]) if h_after is None else session.backward.state_output(h_after)[:, None]
     return session.backward.split(torch.cat([out[:, 1:], last], dim=1))
 
 

@@ -74,7 +74,12 @@ class XFADS(StateSpaceModel):
             self.dynamics = build_adapted_dynamics(cfg, adaptation)
             self.embedder = EmbeddingEncoder(cfg.read_in_dim, cfg.embed_dim, cfg.encoder_hidden)
             self.local = LocalEncoder(cfg.read_in_dim, L, cfg.rank_local, cfg.encoder_hidden, log_inputs=False)
-        self.backward = BackwardEncoder(L, cfg.rank_local, cfg.rank_backward, cfg.encoder_hidden)
+        if cfg.backward_encoder == "s4d":
+            from xfads_cli.model.s4d import S4DBackwardEncoder
+
+            self.backward = S4DBackwardEncoder(L, cfg.rank_local, cfg.rank_backward, cfg.encoder_hidden)
+        else:
+            self.backward = BackwardEncoder(L, cfg.rank_local, cfg.rank_backward, cfg.encoder_hidden)
         self.init_prior(L)
         if adaptation is not None:
             self.sessions = nn.ModuleList()
