@@ -1,5 +1,5 @@
-"""`xfads generate` (ancestral sampler): the time to generate 1000 trials from a run, written as HDF5 and as
-NWB, and the posterior-predictive distances (scoring/predictive.py) of the generated trials against the
+"""`xfads generate`: the time to generate 1000 trials from a run, ancestral sampler (HDF5 and NWB) and
+LDIDP sampler (HDF5; its diffusion model's training timed apart), and the posterior-predictive distances (scoring/predictive.py) of the generated trials against the
 run's recording, next to the same distances between two halves of the recording (the floor that
 sampling noise alone gives: a model cannot be told apart from the data better than the data from itself).
 
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None, help="folder for the quick run and outputs (default: temporary)")
+    parser.add_argument("--samplers", default="ancestral,ldidp", help="comma-separated: ancestral, ldidp")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -81,24 +82,39 @@ def main() -> None:
         if data is None:
             data = Path(torch.load(run / "best.pt", weights_only=True)["data"]["path"])
         rows = []
-        for suffix in (".h5", ".nwb"):
+        cases = [(sampler, suffix) for sampler in args.samplers.split(",")
+                 for suffix in ((".h5", ".nwb") if sampler == "ancestral" else (".h5",))]
+        for sampler, suffix in cases:
             start = time.perf_counter()
-            summary = generate(run, work / f"generated{suffix}", trials=args.trials, seed=args.seed, overwrite=True,
+            path = work / f"generated_{sampler}{suffix}"
+            summary = generate(run, path, trials=args.trials, seed=args.seed, overwrite=True, sampler=sampler,
                                quiet=True, compare=data if suffix == ".h5" else None, device="cpu")
-            rows.append({"format": suffix[1:], "wall_s": time.perf_counter() - start, "seconds": summary["seconds"],
-                         "trials": summary["trials"], "bins": summary["bins"], "neurons": summary["neurons"],
-                         "mb": (work / f"generated{suffix}").stat().st_size / 1e6, "summary": summary})
+            train_s = None
+            if sampler == "ldidp":
+                import h5py
+
+                with h5py.File(path, "r") as f:
+                    record = f.attrs["ldidp"]
+                    train_s = (json.loads(record) if isinstance(record, str) else record)["train_seconds"]
+            rows.append({"sampler": sampler, "format": suffix[1:], "wall_s": time.perf_counter() - start,
+                         "seconds": summary["seconds"], "train_s": train_s, "trials": summary["trials"],
+                         "bins": summary["bins"], "neurons": summary["neurons"], "mb": path.stat().st_size / 1e6,
+                         "summary": summary})
         floor = half_split_floor(run, data, args.seed)
     if args.json:
         print(json.dumps({"timings": rows, "floor": floor}, indent=2, default=str))
         return
     first = rows[0]
-    print(f"xfads generate --sampler ancestral: {first['trials']} trials x {first['bins']} bins x {first['neurons']} "
-          f"neurons, {args.threads} thread(s)")
+    print(f"xfads generate: {first['trials']} trials x {first['bins']} bins x {first['neurons']} neurons, "
+          f"{args.threads} thread(s)")
     for row in rows:
-        print(f"  {row['format']:>4}: {row['seconds']:.2f} s in generate ({row['wall_s']:.2f} s with loading), "
-              f"{row['mb']:.1f} MB")
-    print("\n".join(report_lines(rows[0]["summary"]["predictive"])))
+        trained = "" if row["train_s"] is None else f", after {row['train_s']:.1f} s training its diffusion model"
+        print(f"  {row['sampler']:>9} {row['format']:>4}: {row['seconds']:.2f} s in generate ({row['wall_s']:.2f} s "
+              f"with loading{trained}), {row['mb']:.1f} MB")
+    for row in rows:
+        if row["summary"].get("predictive") is not None:
+            print(f"{row['sampler']}:")
+            print("\n".join(report_lines(row["summary"]["predictive"])))
     print("reference, half of the recording's trials against the other half (sampling noise alone):")
     print("\n".join(report_lines(floor)[1:]))
 

@@ -48,7 +48,7 @@ from xfads_cli.model.session import BoundSession
 from xfads_cli.model.xfads import XFADS
 from xfads_cli.scoring import r2_score
 from xfads_cli.train.loop import train_model
-from xfads_cli.train.embedding_search import search_embedding
+from xfads_cli.train.embedding_search import search_embedding, training_manifold
 
 PUBLISHED = {"meta": (0.69, 0.78, 0.87), "single": (0.47, 0.79, 0.79)}
 LABELS = {"hyper": "meta (hypernetwork)", "none": "(b) shared, no embedding",
@@ -111,7 +111,8 @@ def train_meta(adaptation, train, mcfg, tcfg, args, retries=3):
     for i, s in enumerate(train):
         model.init_from_data(s["counts"][n_valid:], i)
     # as `xfads fit` starts a meta run (model/embedding_init.py); (b) ignores the embedding anyway
-    model.init_embeddings([s["counts"][n_valid:] for s in train])
+    if args.init_embeddings:
+        model.init_embeddings([s["counts"][n_valid:] for s in train])
     t0 = time.monotonic()
     try:
         res = train_model(model, [s["counts"][n_valid:] for s in train], [s["counts"][:n_valid] for s in train],
@@ -122,6 +123,8 @@ def train_meta(adaptation, train, mcfg, tcfg, args, retries=3):
         print(f"  {LABELS[adaptation]}: {err}; retraining from scratch with lr {tcfg.lr / 2:g}", flush=True)
         return train_meta(adaptation, train, mcfg, replace(tcfg, lr=tcfg.lr / 2), args, retries - 1)
     model.eval()
+    # as `xfads fit` ends a meta run: each session's q(e_i), where `adapt` places new sessions
+    model.keep_fitted_embeddings([s["counts"][n_valid:] for s in train])
     return model, res, time.monotonic() - t0
 
 
@@ -132,15 +135,22 @@ def adapt_meta(trained, s, n, acfg, args, key):
     y = s["counts"][:n]
     # the embedding mean is fitted with the read-in/readout from the prior mean (`xfads adapt`'s default)
     i = model.add_session(spec(s) | {"refine_embedding": args.refine}, y)
+    params = list(model.session_parameters(i))
+    start = model.signature_start(y) if args.refine and args.init_embeddings else None
+    if start is not None:  # as `xfads adapt`: placed by the shots' signature, held while the read-in trains
+        with torch.no_grad():
+            model.sessions[i].embedding.copy_(start)
+        params = [p for name, p in model.sessions[i].named_parameters() if name != "embedding"]
     model.freeze_shared()
     model.train()
-    train_model(model, [None] * i + [y], [None] * (i + 1), acfg, seed=args.seed,
-             parameters=list(model.session_parameters(i))).run()
+    train_model(model, [None] * i + [y], [None] * (i + 1), acfg, seed=args.seed, parameters=params).run()
     model.eval()
     fitted = model.session_embedding(y, i)[2].numpy().copy()  # before the search (the array would share the parameter)
     if args.refine and args.search and model.adaptation != "none":
         # then the embedding that best forecasts the shots' second halves (train/embedding_search.py)
-        found = search_embedding(model, i, y, model.sessions[i].embedding.detach(), seed=args.seed)
+        kept = model.fitted_embeddings() if args.init_embeddings else None
+        among = None if kept is None else training_manifold(kept[0])  # as `xfads adapt`
+        found = search_embedding(model, i, y, model.sessions[i].embedding.detach(), among=among, seed=args.seed)
         with torch.no_grad():
             model.sessions[i].embedding.copy_(found.e)
         if args.retune_steps:
@@ -202,6 +212,8 @@ def main():
     p.add_argument("--retune-steps", type=int, default=0,
                    help="after the search, steps of read-in/readout training with the embedding fixed")
     p.add_argument("--hyper-hidden", type=int, default=0, help="hypernetwork hidden units (0: linear)")
+    p.add_argument("--no-init-embeddings", dest="init_embeddings", action="store_false",
+                   help="start the training sessions' embeddings at 0 and adapt from the prior mean (before issue 27)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="1: two threads thrash when another job shares the 2 cores")
     args = p.parse_args()
