@@ -46,6 +46,21 @@ def test_pieces_equal_one_pass_of_xfads(mode, piece_bins):
         torch.testing.assert_close(value, getattr(whole, name), rtol=1e-10, atol=1e-10, msg=name)
 
 
+@pytest.mark.parametrize("piece_bins", [1, 7])
+def test_pieces_equal_one_pass_with_the_s4d_backward_encoder(piece_bins):
+    torch.manual_seed(0)
+    model = XFADS.one_session(replace(CFG, backward_encoder="s4d"), 4, torch.tensor([True, True, True, False]),
+                              0.02).double().eval()
+    torch.nn.init.normal_(model.backward.proj.weight, std=0.3)
+    y = counts(2, 30, 4)
+    session = model.session(0)
+    noise = sequence_noise(session, 2, 30, mode="smoother", generator=torch.Generator().manual_seed(3))
+    whole = model.posterior(y, mode="smoother", noise=noise)
+    got = stitched(session, y, piece_bins, "smoother", noise)
+    for name, value in got.items():  # FFT round-off instead of the GRU's identical steps
+        torch.testing.assert_close(value, getattr(whole, name), rtol=1e-8, atol=1e-8, msg=name)
+
+
 def test_pieces_equal_one_pass_of_a_meta_session():
     torch.manual_seed(0)
     cfg = replace(CFG, kind="meta", embed_dim=2, read_in_dim=4)
