@@ -216,9 +216,7 @@ class XFADS(StateSpaceModel):
         """Each training session's embedding offset from the signature of its counts trains[i] [trial,
         time, neuron_i] compared across sessions (model/embedding_init.py), so that the sessions start
         apart, in an order that follows their dynamics where the data show it."""
-        from xfads_cli.model.embedding_init import dynamics_signature, starting_embeddings
-
-        from xfads_cli.model.embedding_init import signature_ladder
+        from xfads_cli.model.embedding_init import dynamics_signature, signature_ladder, starting_embeddings
 
         signatures = [dynamics_signature(y.detach().cpu().numpy()) for y in trains]
         start = torch.as_tensor(starting_embeddings(signatures, self.embed_dim))
