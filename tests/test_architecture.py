@@ -43,6 +43,7 @@ ALLOWED: dict[str, set[str]] = {
     "fitting": BELOW_COMMANDS,  # `xfads fit` as a library function, which the sweep runs too
     "commands": BELOW_COMMANDS | {"fitting"},
     "sweep": BELOW_COMMANDS | {"fitting"},  # beside the commands, never importing them
+    "api": BELOW_COMMANDS | {"fitting", "commands"},  # the Python API (the package `xfads`): above the commands
     "cli": BELOW_COMMANDS | {"commands", "sweep", "fitting"},
     "__main__": {"cli"},
 }

@@ -65,7 +65,7 @@ def forecast(run_path: Path, data_path: Path, out: Path, *, context: int | None 
         bin_ms = (recording if times is not None else data).bin_ms
         context, horizon = _bins(context, context_ms, bin_ms, "context"), _bins(horizon, horizon_ms, bin_ms, "horizon")
         if times is None and context + horizon > data.n_time:
-            data = _extend_windows(f, run, data, context + horizon)
+            data = extend_windows(f, run, data, context + horizon)
     if times is not None:
         return _forecast_at(run, recording, model, out, times, context=context, horizon=horizon, **options)
     return _forecast_trials(run, data, data_path, out, context=context, horizon=horizon, split=split, plot=plot,
@@ -135,7 +135,7 @@ def _bins(bins: int | None, ms: float | None, bin_ms: float, name: str) -> int:
     return value
 
 
-def _extend_windows(f, run: Run, data: SpikeData, n_bins: int) -> SpikeData:
+def extend_windows(f, run: Run, data: SpikeData, n_bins: int) -> SpikeData:
     """Context + horizon longer than the trial window: read the extra bins from the open recording `f`
     when it has spike times (NWB); otherwise it is an error."""
     if data.provenance.get("format") != "nwb" or data.start_s is None:
