@@ -42,7 +42,7 @@ def _read_module(path: Path, name: str) -> dict:
             module = io.read().processing[name]
             out = {"description": module.description}
             for key, ts in module.data_interfaces.items():
-                out[key] = (np.asarray(ts.data[:]), np.asarray(ts.timestamps[:]), ts.unit)
+                out[key] = (np.asarray(ts.data[:]), np.asarray(ts.get_timestamps()), ts.unit)  # evenly spaced: a rate
     return out
 
 

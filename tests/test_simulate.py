@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 import warnings
 
 import h5py
@@ -37,6 +38,7 @@ def read_nwb(path):
             gt = nwb.processing["ground_truth"]
             return {
                 "identifier": nwb.identifier,
+                "subject_id": nwb.subject.subject_id,
                 "session_description": nwb.session_description,
                 "unit_ids": np.asarray(nwb.units.id[:]),
                 "spike_times": [np.asarray(nwb.units.get_unit_spike_times(i)) for i in range(len(nwb.units))],
@@ -182,7 +184,8 @@ def test_nwb_roundtrip(tmp_path, system):
     k, t, n, bin_s = SMALL["trials"], SMALL["bins"], SMALL["neurons"], 0.02
 
     assert summary["path"] == str(path) and summary["spikes"] == int(a["counts"].sum())
-    assert f["identifier"] == f"xfads-simulate-{system}-seed3"
+    assert str(uuid.UUID(f["identifier"])) == f["identifier"]  # a fresh uuid4 per file (tests/test_nwb_inspector.py)
+    assert f["subject_id"] == f"xfads-simulate-{system}-seed3"
     assert system in f["session_description"]
     np.testing.assert_array_equal(f["unit_ids"], np.arange(n))
     np.testing.assert_allclose(f["trial_start"], np.arange(k) * (t + 10) * bin_s)

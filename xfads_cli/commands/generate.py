@@ -21,11 +21,14 @@ each block's latents come from its deterministic DDIM sampler (--ddim-steps netw
 at once), and rates and counts from the same readout and likelihood.
 
 Files, laid out as `xfads simulate`'s (so `xfads inspect` and `xfads fit` read them back):
-  .nwb       units (spike times drawn uniformly inside their bins; the run's unit ids, or 0..N-1 with a
+  .nwb       units (spike times: samples of a 30 kHz clock drawn uniformly inside their bins, the table's
+             `resolution` its period; the run's unit ids, or 0..N-1 with a
              `unit_name` column when they are not integers), a trials table (trials back to back,
              TRIAL_GAP_BINS apart), and a `ground_truth` module: TimeSeries true_latents, true_rates (Hz),
              retest_counts (a second draw from the same rates). Its description is JSON: bin_ms and the
-             provenance below. Spike counts only: a Gaussian-likelihood run writes .h5.
+             provenance below. Spike counts only: a Gaussian-likelihood run writes .h5. NWB metadata
+             as `xfads simulate` writes it (commands/simulate.py): a fresh uuid4 identifier, a Subject
+             marked synthetic, keywords, experiment_description.
   .h5/.hdf5  plain layout: spikes [trial, time, neuron], trial_ids, unit_ids, truth/{latents, rates
              (expected counts per bin), retest_counts}; root attributes: bin_ms and the provenance.
 Provenance: command, sampler, seed, trials, bins, session, config (resolved YAML), checkpoint and its
@@ -432,7 +435,13 @@ def write_generated_nwb(path: Path, arrays: dict, unit_ids, meta: dict) -> None:
     from hdmf.backends.hdf5.h5_utils import H5DataIO
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 
-    from xfads_cli.data.simulate import SESSION_START, TRIAL_GAP_BINS, spike_times_from_counts
+    from xfads_cli.data.simulate import (
+        SESSION_START,
+        TRIAL_GAP_BINS,
+        spike_sample_rate_hz,
+        spike_times_from_counts,
+        synthetic_nwb_metadata,
+    )
 
     counts = arrays["spikes"]
     n_trial, n_time, n_neuron = counts.shape
@@ -441,12 +450,16 @@ def write_generated_nwb(path: Path, arrays: dict, unit_ids, meta: dict) -> None:
     nwb = NWBFile(
         session_description=f"xfads generate: {n_trial} trials sampled ({meta['sampler']}) from session "
                             f"'{meta['session']}' of {meta['checkpoint']} (seed {meta['seed']})",
-        identifier=f"xfads-generate-{meta['checkpoint_sha256'][:12]}-seed{meta['seed']}",
-        session_start_time=SESSION_START, file_create_date=SESSION_START,  # fixed: reproducible files
+        session_start_time=SESSION_START, file_create_date=SESSION_START,  # fixed: same seed, same data
         trials=trials_table(start_s, start_s + n_time * bin_s),
+        experiment_description=f"Trials sampled with `xfads generate` from the generative model of a fitted "
+                               f"latent state-space model (checkpoint sha256 {meta['checkpoint_sha256']}); "
+                               "no animal was recorded.",
+        **synthetic_nwb_metadata(f"xfads-generate-{meta['checkpoint_sha256'][:12]}-seed{meta['seed']}",
+                                 "not an animal: trials sampled from a fitted model (xfads generate)"),
     )
     spikes = spike_times_from_counts(counts, start_s, bin_s, np.random.default_rng([meta["seed"], 1]))
-    nwb.units = units_table(spikes, unit_ids)
+    nwb.units = units_table(spikes, unit_ids, 1.0 / spike_sample_rate_hz(bin_s))
     centres = (start_s[:, None] + (np.arange(n_time) + 0.5) * bin_s).ravel()
     flat = lambda a, dtype: H5DataIO(a.reshape(n_trial * n_time, -1).astype(dtype), compression="gzip",  # noqa: E731
                                      shuffle=True)
@@ -474,10 +487,11 @@ def trials_table(start_s: np.ndarray, stop_s: np.ndarray) -> object:
                          id=ElementIdentifiers(name="id", data=np.arange(len(start_s), dtype=np.int64)))
 
 
-def units_table(spikes: list[np.ndarray], unit_ids) -> object:
+def units_table(spikes: list[np.ndarray], unit_ids, resolution: float) -> object:
     """The NWB units table of spike times [spike] per unit, its columns built whole (add_unit per unit
     makes hdmf convert a million spike times one by one: 40 s for 1000 trials of 50 units). Ids: the
-    run's when they are integers, else 0..N-1 with the run's in a `unit_name` column."""
+    run's when they are integers, else 0..N-1 with the run's in a `unit_name` column. resolution: of the
+    spike times (s), the smallest possible difference between two."""
     from hdmf.common import ElementIdentifiers, VectorData, VectorIndex
     from pynwb.misc import Units
 
@@ -491,7 +505,7 @@ def units_table(spikes: list[np.ndarray], unit_ids) -> object:
         columns.append(VectorData(name="unit_name", description="the unit's id in the run", data=np.array(ids, dtype=object)))
     number = np.array([int(u) for u in ids] if numeric else range(len(ids)), dtype=np.int64)
     return Units(name="units", description="units sampled from the model", columns=columns,
-                 id=ElementIdentifiers(name="id", data=number))
+                 id=ElementIdentifiers(name="id", data=number), resolution=resolution)
 
 
 def _summary(run, target: Target, meta: dict, result: dict, out: Path, fmt: str, seconds: float) -> dict:

@@ -4,6 +4,12 @@
              TimeSeries `true_latents`, `true_rates` (Hz) and `retest_counts`. The trials table's
              `condition` column is 0 throughout, except for the `task` system: its condition (0..3),
              and its events as columns `stimulus_time`, `go_time` (seconds, on the file's clock).
+             The metadata NWB's best practices ask for (nwbinspector, which DANDI runs): a fresh uuid4
+             identifier per file (the system and seed are in session_description and subject_id), a
+             Subject marked synthetic, keywords, experiment_description, and the Units `resolution`
+             (spike times are samples of a 30 kHz clock, data/simulate.py spike_times_from_counts).
+             The module keeps its name `ground_truth` (readers find it by that name; nwbinspector only
+             suggests the schema's modality names, ecephys/behavior/misc..., which do not fit).
   .h5/.hdf5  the plain layout: `spikes` [trial, time, neuron] and `truth/{latents,rates,retest_counts}`
              (rates in expected counts per bin); for `task` also `conditions` [trial] and
              `events/stimulus_time`, `events/go_time` [trial] (seconds from each trial's start).
@@ -17,7 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from xfads_cli.atomic import atomic_path, check_writable
-from xfads_cli.data.simulate import SESSION_START, simulate_arrays, simulated_spike_times
+from xfads_cli.data.simulate import (
+    DESCRIPTIONS,
+    SESSION_START,
+    simulate_arrays,
+    simulated_spike_times,
+    spike_sample_rate_hz,
+    synthetic_nwb_metadata,
+)
 from xfads_cli.errors import UsageError
 from xfads_cli.scoring.bits import bits_per_spike
 
@@ -37,6 +50,7 @@ def describe(sim: dict, neurons: int, trials: int, bins: int) -> dict:
 def write_nwb(path: Path, sim: dict) -> None:
     from hdmf.backends.hdf5.h5_utils import H5DataIO
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+    from pynwb.misc import Units
 
     n_trial, n_time, n_neuron = sim["counts"].shape
     bin_s = sim["bin_ms"] / 1000.0
@@ -44,9 +58,12 @@ def write_nwb(path: Path, sim: dict) -> None:
     params = ", ".join(f"{k}={v:g}" for k, v in sim["params"].items() if isinstance(v, float))
     nwb = NWBFile(
         session_description=f"xfads simulated '{sim['system']}' recording ({params}; seed {sim['seed']})",
-        identifier=f"xfads-simulate-{sim['system']}-seed{sim['seed']}",
         session_start_time=SESSION_START,
-        file_create_date=SESSION_START,  # a fixed date keeps files reproducible
+        file_create_date=SESSION_START,  # a fixed date: the same seed gives the same data (the identifier is new)
+        experiment_description=f"Simulated with `xfads simulate {sim['system']}`: {DESCRIPTIONS[sim['system']]}. "
+                               "Spike counts are Poisson draws from known rates; no animal was recorded.",
+        **synthetic_nwb_metadata(f"xfads-simulate-{sim['system']}-seed{sim['seed']}",
+                                 "not an animal: a simulated population (xfads simulate)"),
     )
 
     events = sim.get("events", {})
@@ -62,6 +79,8 @@ def write_nwb(path: Path, sim: dict) -> None:
         nwb.add_trial(start_time=float(start), stop_time=float(start + n_time * bin_s), condition=condition, **extra)
 
     spikes = simulated_spike_times(sim)
+    nwb.units = Units(name="units", description="simulated units (spike times drawn within their bins)",
+                      resolution=1.0 / spike_sample_rate_hz(bin_s))
     nwb.add_unit_column(name="readout_weight", description="row of C: log-rate = C z + d, z = true_latents")
     nwb.add_unit_column(name="readout_bias", description="d: log expected count per bin at z = 0")
     for j in range(n_neuron):

@@ -49,8 +49,12 @@ DESCRIPTIONS = {
 
 # Gap between consecutive trials in the NWB file, in bins: trials are separate windows of time.
 TRIAL_GAP_BINS = 10
-# Spikes are kept strictly inside their bin so that re-binning never moves one across an edge.
-SPIKE_MARGIN = 0.001
+# Spike times are samples of a 30 kHz clock (a typical extracellular acquisition rate), finer for bins
+# under 4 samples; the Units table's `resolution` is 1 / this rate (spike_sample_rate_hz).
+SPIKE_SAMPLE_RATE_HZ = 30_000.0
+# Spikes are kept strictly inside their bin (this many samples from either edge at least) so that
+# re-binning never moves one across an edge.
+SPIKE_MARGIN_SAMPLES = 0.25
 # Standard deviation over time of each neuron's log-rate modulation, drawn per neuron.
 MODULATION_STD = (0.5, 1.0)
 # Per-neuron spread of mean firing rates around base_rate_hz (log-normal sd).
@@ -466,16 +470,26 @@ def simulate_arrays(
     } | extras
 
 
+def spike_sample_rate_hz(bin_s: float) -> float:
+    """The clock (Hz) spike_times_from_counts puts spike times on: 30 kHz, or 4 samples per bin for
+    bins shorter than that. The NWB Units table's `resolution` is its inverse."""
+    return max(SPIKE_SAMPLE_RATE_HZ, 4.0 / float(bin_s))
+
+
 def spike_times_from_counts(counts: np.ndarray, start_s: np.ndarray, bin_s: float, rng) -> list[np.ndarray]:
-    """Sorted spike times (seconds) per neuron: each count becomes a uniform time strictly inside
-    its bin. counts: [trial, time, neuron]; start_s: [trial]."""
+    """Sorted spike times (seconds) per neuron: each count becomes a uniformly drawn sample of the
+    spike_sample_rate_hz clock strictly inside its bin (two spikes may share a sample).
+    counts: [trial, time, neuron]; start_s: [trial]."""
     n_trial, n_time, n_neuron = counts.shape
+    rate = spike_sample_rate_hz(bin_s)
     bin_start = (np.asarray(start_s, dtype=np.float64)[:, None] + np.arange(n_time) * bin_s).ravel()
+    first = np.ceil(bin_start * rate + SPIKE_MARGIN_SAMPLES).astype(np.int64)  # first sample inside each bin
+    last = np.floor((bin_start + bin_s) * rate - SPIKE_MARGIN_SAMPLES).astype(np.int64)
     times = []
     for j in range(n_neuron):
         c = counts[:, :, j].ravel()
-        t = np.repeat(bin_start, c) + rng.uniform(SPIKE_MARGIN, 1.0 - SPIKE_MARGIN, size=int(c.sum())) * bin_s
-        times.append(np.sort(t))
+        samples = rng.integers(np.repeat(first, c), np.repeat(last, c) + 1)
+        times.append(np.sort(samples / rate))
     return times
 
 
@@ -486,5 +500,25 @@ def spike_times_from_counts(counts: np.ndarray, start_s: np.ndarray, bin_s: floa
 
 def simulated_spike_times(sim: dict) -> list[np.ndarray]:
     """Spike times [spike] per neuron of a `simulate_arrays` result, drawn from its own seeded stream
-    (so a written NWB file is a function of the seed alone)."""
+    (so the data of a written NWB file are a function of the seed alone; its identifier is new each time)."""
     return spike_times_from_counts(sim["counts"], sim["start_s"], sim["bin_ms"] / 1000.0, _rng(sim["seed"], "spike_times"))
+
+
+# NCBI Taxonomy 32630, "synthetic construct": the taxon for things made, not sampled from an organism.
+# NWB's species must be a Latin binomial or an NCBI Taxonomy link; simulated data have no organism.
+SYNTHETIC_SPECIES = "http://purl.obolibrary.org/obo/NCBITaxon_32630"
+
+
+def synthetic_nwb_metadata(subject_id: str, subject_description: str) -> dict:
+    """NWBFile keyword arguments that the NWB best practices (nwbinspector) ask of every file, for a
+    file of simulated or model-generated data: a fresh uuid4 identifier, keywords, and a Subject that
+    says it is not an animal (species "synthetic construct", sex "O" = other, age P0D: made at
+    session start). session_description / experiment_description are the caller's."""
+    import uuid
+
+    from pynwb.file import Subject
+
+    subject = Subject(subject_id=subject_id, description=subject_description, species=SYNTHETIC_SPECIES,
+                      sex="O", age="P0D")
+    return {"identifier": str(uuid.uuid4()), "subject": subject,
+            "keywords": ["xfads", "simulated data", "latent dynamics", "spike trains"]}

@@ -1,16 +1,34 @@
 """Write model results into a NEW NWB file: a byte copy of the input plus one processing module.
 
-The input is never opened for writing: its bytes are copied to a temporary file next to the output,
-pynwb appends the module to that copy, and the copy is renamed into place. A failure at any step
-removes the temporary file, so the output name only ever holds a complete file.
+The input is never opened for writing: its bytes are copied to a temporary file next to the output
+(hashed on the way), the copy gets a NEW identifier (uuid4: an NWB identifier names one file, and
+nwbinspector, which DANDI runs, reports files that share one as CRITICAL), pynwb appends the module to
+that copy, and the copy is renamed into place. A failure at any step removes the temporary file, so the output name only ever
+holds a complete file. Nothing else of the input is changed: its subject, units and metadata are the
+input's, so nwbinspector reports on the output what it reports on the input, plus at most suggestions
+(BEST_PRACTICE_SUGGESTION) about the module, except in the cases noted below.
 
 Layout of the module `module_name` (e.g. 'xfads_smooth', 'xfads_forecast'):
   - one TimeSeries per entry of `series`, data [trial * time, dim] (trial-major: row k * n_time + i is
     bin i of trial k), timestamps = bin centres in seconds, shared by the series on the same bins
     (the first holds them, the others link to it, as in `xfads simulate`'s ground truth); a forecast's
     context_counts cover the bins before the forecast and have their own timestamps;
+  - series whose bin centres are evenly spaced (one trial, or windows of a continuous recording
+    back to back) are stored with starting_time and rate instead of timestamps, as NWB's best
+    practices ask (nwbinspector check_regular_timestamps): read them with TimeSeries.get_timestamps();
   - the module's description is JSON: {"description", "bin_ms", "n_trials", "n_time", "series",
-    "attrs"} where attrs is the caller's provenance (resolved config, checkpoint and input sha256 ...).
+    "source", "attrs"} where source is {"file", "identifier", "sha256"} of the input file (its name,
+    its NWB identifier, the sha256 of its bytes) and attrs is the caller's provenance (resolved
+    config, checkpoint and input sha256 ...).
+
+The module is named 'xfads_<command>', not one of the schema's modality names (ecephys, behavior,
+misc ...) that nwbinspector suggests (a BEST_PRACTICE_SUGGESTION only): model results are no
+modality, and the fixed name is how readers find them and how an earlier output is recognised.
+Cases in which the output has a message the input has not: overlapping windows of a continuous
+recording (data.overlap_ms > 0) or trials out of time order give rows whose timestamps are not
+ascending (check_timestamps_ascending, BEST_PRACTICE_VIOLATION), since rows are trial-major; a
+series with fewer rows (trials x bins) than columns is reported as possibly transposed
+(check_data_orientation, CRITICAL).
 
 A source that already has a module of that name (typically an earlier xfads output given as input)
 is refused with a UsageError rather than written under a suffixed name: readers find results by the
@@ -24,9 +42,9 @@ to the original one. The copy stays valid against the current schema and holds t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 import warnings
 from pathlib import Path
 
@@ -37,6 +55,7 @@ from xfads_cli.errors import UsageError, first_line
 from xfads_cli.outputs.h5 import jsonable
 
 NWB_SUFFIX = ".nwb"  # the temporary copy keeps it: pynwb warns about other names
+_CHUNK = 1 << 20  # 1 MiB: constant memory while copying (and hashing) multi-GB inputs
 
 
 def write_nwb_copy(
@@ -87,7 +106,8 @@ def write_nwb_copy(
                                for name, a in series.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, NWB_SUFFIX) as tmp:
-        shutil.copyfile(source, tmp)  # copies bytes only: the input's read-only mode is not carried over
+        sha256 = _copy_hashing(source, tmp)  # copies bytes only: the input's read-only mode is not carried over
+        meta["source"] = {"file": source.name, "identifier": _renew_identifier(tmp), "sha256": sha256}
         _append_module(tmp, source.name, module_name, json.dumps(meta), series, start_s, bin_ms, units or {}, offsets)
     return out
 
@@ -156,6 +176,32 @@ def _check_module_free(source: Path, module_name: str) -> None:
 # Writing
 
 
+def _copy_hashing(source: Path, dest: Path) -> str:
+    """Copy the bytes of `source` to `dest`; returns their sha256 (one read of the input)."""
+    digest = hashlib.sha256()
+    with open(source, "rb") as src, open(dest, "wb") as dst:
+        for chunk in iter(lambda: src.read(_CHUNK), b""):
+            digest.update(chunk)
+            dst.write(chunk)
+    return digest.hexdigest()
+
+
+def _renew_identifier(path: Path) -> str | None:
+    """Give the copy at `path` a new uuid4 identifier (the root dataset `identifier`, edited with h5py
+    before pynwb opens the file: pynwb does not change an identifier it has read). Returns the old
+    one, or None when there is none (not an NWB file: pynwb's read then says so)."""
+    import uuid
+
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        if not isinstance(f.get("identifier"), h5py.Dataset):
+            return None
+        old = f["identifier"][()]
+        f["identifier"][()] = str(uuid.uuid4())
+    return old.decode("utf-8", "replace") if isinstance(old, bytes) else str(old)
+
+
 def _append_module(path: Path, source_name: str, module_name: str, description: str, series, start_s, bin_ms, units,
                    offsets):
     """Open the copy at `path` with pynwb in append mode and add the module. pynwb's warnings are
@@ -185,21 +231,21 @@ def _append_module(path: Path, source_name: str, module_name: str, description: 
 def _timeseries(series: dict[str, np.ndarray], start_s, bin_ms: float, units: dict[str, str],
                 offsets: dict[str, int]) -> list:
     """One pynwb TimeSeries per series, data [trial * time, dim]; the first series of each time base
-    (bins, offset) holds its timestamps (bin centres, s) and the others link to it, stored once."""
+    (bins, offset) holds its timestamps (bin centres, s) and the others link to it, stored once; evenly
+    spaced bin centres are stored as starting_time and rate instead (module docstring)."""
     from hdmf.backends.hdf5.h5_utils import H5DataIO
     from pynwb import TimeSeries
 
     bin_s = float(bin_ms) / 1000.0
-    out, holders = [], {}
+    out, timings = [], {}
     for name, arr in series.items():
         n_trial, n_time = np.shape(arr)[:2]
         offset = offsets.get(name, 0)
         base = (n_time, offset)
-        if base not in holders:
+        if base not in timings:
             centres = (np.asarray(start_s, dtype=np.float64)[:, None] + (np.arange(n_time) + offset + 0.5) * bin_s).ravel()
-            timestamps = H5DataIO(centres, compression="gzip")
-        else:
-            timestamps = holders[base]
+            timings[base] = ({"starting_time": float(centres[0]), "rate": 1.0 / bin_s} if _evenly_spaced(centres)
+                             else {"timestamps": H5DataIO(centres, compression="gzip")})
         layout = {"n_trials": int(n_trial), "n_time": int(n_time), "bin_ms": float(bin_ms)}
         if offset:
             layout["offset_bins"] = offset
@@ -208,13 +254,20 @@ def _timeseries(series: dict[str, np.ndarray], start_s, bin_ms: float, units: di
             name=name,
             data=H5DataIO(data, compression="gzip", shuffle=True),
             unit=units.get(name, "a.u."),
-            timestamps=timestamps,
+            **timings[base],
             description=(
                 f"xfads '{name}' [trial * time, {data.shape[1]}]: row k * {n_time} + i is bin i of trial k;"
-                " timestamps are bin centres (s)"
+                " its time is the bin's centre (s)"
             ),
             comments=json.dumps(layout),
         )
-        holders.setdefault(base, ts)
+        if "timestamps" in timings[base] and not isinstance(timings[base]["timestamps"], TimeSeries):
+            timings[base] = {"timestamps": ts}  # the next series on these bins link to this one's
         out.append(ts)
     return out
+
+
+def _evenly_spaced(times: np.ndarray) -> bool:
+    """Whether nwbinspector's check_regular_timestamps would call `times` regular (over 2 of them, all
+    steps equal to 9 decimals), so that they are better written as starting_time and rate."""
+    return len(times) > 2 and len(np.unique(np.diff(times).round(decimals=9))) == 1
