@@ -1,4 +1,4 @@
-"""README.md's shell command blocks run as written (issue 13), on fixtures and with tiny budgets.
+"""README.md's shell command blocks and ```python blocks run as written (issues 13, 29), on fixtures and with tiny budgets.
 
 Every fenced block of shell commands in README.md (``` without a language, ```bash, ```sh, ...) runs
 line by line in its own temporary directory (later lines use what earlier lines wrote) through
@@ -20,12 +20,19 @@ The whole file takes about 55 s of CPU on one thread (the commands run one after
 The ```yaml sessions manifest is written to a file next to placeholder recordings and read by the
 manifest loader that `xfads fit` uses (xfads_cli/data/sessions.py).
 
+Each ```python block (the Python API, docs/api.md) runs as one script in its own temporary directory with
+the same environment, changed as the tables say: the file names it reads (string literals that look
+like paths, before a call of the block writes them: `xfads.simulate(_, OUT)`, `xfads.fit(_, OUT)`) come
+from PLACEHOLDERS; `time_limit=N` becomes PY_BUDGET and a simulation's `trials=N` at most SIM_TRIALS,
+and a fit call without `time_limit` or `max_epochs` is a coverage problem.
+
 test_every_readme_command_is_covered fails when README.md gains a block, a line, a subcommand, an option,
 a placeholder file or a budget that these tables do not cover, so the README cannot escape the test.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -92,6 +99,10 @@ SIM_TRIALS = 20
 SWEEP_TRIALS = 2
 SWEEP_BUDGET = "--set train.max_epochs=2"
 AS_WRITTEN = ("inspect", "smooth", "forecast", "embed", "stream", "generate")
+# ```python blocks: the budget of a fit call (`time_limit=N` -> PY_BUDGET), and the API's calls that write a
+# path (xfads.NAME -> the position of that argument, also given as out=)
+PY_BUDGET = "max_epochs=2"
+PY_WRITERS = {"simulate": 1, "fit": 1}
 OUTPUT_OPTIONS = ("out", "stats")  # path options that name what a command writes (stream's --output is text)
 
 # README lines that cannot run in a test (the line without its trailing comment -> reason).
@@ -102,6 +113,8 @@ EXCLUDED = {
     "make test": "a fresh install, then this very test suite",
     "xfads inspect dandi://000128/sub-Jenkins/sub-Jenkins_ses-full_desc-train_behavior+ecephys.nwb":
         "needs the network (the DANDI archive) and pip install 'xfads[dandi]'",
+    "tensorboard --logdir run": "TensorBoard's web server, which runs until stopped; tests/test_tracking.py reads "
+                                "the event files back with TensorBoard's own reader",
 }
 
 # Blocks without a language that are not shell commands (first line -> what it is).
@@ -545,7 +558,7 @@ def test_every_readme_command_is_covered():
     problems = []
     blocks = readme_blocks()
     for block in blocks:
-        if block.lang not in SHELL_LANGS | {"yaml", "yml"}:
+        if block.lang not in SHELL_LANGS | {"yaml", "yml", "python"}:
             problems.append(f"README.md:{block.lineno}: a ```{block.lang} block: is it shell? add its language to "
                             f"SHELL_LANGS or decide how to test it")
     for block in shell_blocks():
@@ -555,7 +568,10 @@ def test_every_readme_command_is_covered():
     problems += [f"EXCLUDED names '{line}', which README.md no longer holds" for line in EXCLUDED if line not in texts]
     firsts = [b.text.strip().splitlines()[0].strip() for b in shell_blocks() if b.text.strip()]
     problems += [f"NOT_COMMANDS names '{line}', which README.md no longer holds" for line in NOT_COMMANDS if line not in firsts]
+    for block in python_blocks():
+        problems += [f"README.md:{block.lineno} ({block.heading}): {p}" for p in analyse_python(block).problems]
     used = {p for b in shell_blocks() for s in analyse(b) for p in s.placeholders} | set(_manifest_files())
+    used |= {p for b in python_blocks() for p in analyse_python(b).placeholders}
     problems += [f"PLACEHOLDERS row '{name}' is used by no README block" for name in PLACEHOLDERS if name not in used]
     read = {u for b in shell_blocks() for s in analyse(b) for u in s.urls}
     problems += [f"URLS row '{url}' is read by no README line" for url in URLS if url not in read]
@@ -565,7 +581,7 @@ def test_every_readme_command_is_covered():
     problems += [f"METRIC_CLAIMS names '{name}', which no README command writes" for name in METRIC_CLAIMS if name not in outs]
     assert not problems, "README.md has commands this test does not cover:\n  " + "\n  ".join(problems)
     # the guard sees the blocks it should: the commands of every section, run below
-    assert runnable_blocks() and manifest_blocks()
+    assert runnable_blocks() and manifest_blocks() and python_blocks()
 
 
 def _manifest_files() -> list[str]:
@@ -706,3 +722,113 @@ def test_readme_manifest_loads(block, tmp_path, placeholders):
         window = (entry.get("data") or {}).get("window_ms")
         if window:
             assert data.counts.shape[1] == round((window[1] - window[0]) / source.data.bin_ms)
+
+
+# ---------------------------------------------------------------------------------------------------
+# ```python blocks: the Python API, one script per block
+# ---------------------------------------------------------------------------------------------------
+
+PATH_TEXT = re.compile(r"[\w.-]+(/[\w.-]*)+|[\w.-]+\.(?:h5|hdf5|nwb|csv|json|yaml|yml|pt|png)")
+
+
+def python_blocks() -> list[Block]:
+    return [b for b in readme_blocks() if b.lang == "python"]
+
+
+def substitute_python(text: str) -> str:
+    """The block as the test runs it: fit budgets and simulated trials as in the shell blocks."""
+    text = re.sub(r"\btime_limit\s*=\s*[\d.]+", PY_BUDGET, text)
+    return re.sub(r"\btrials\s*=\s*(\d+)", lambda m: f"trials={min(int(m.group(1)), SIM_TRIALS)}", text)
+
+
+def _api_call(node) -> str | None:
+    """'fit' for a call xfads.fit(...), else None."""
+    func = node.func
+    if isinstance(func, ast.Attribute) and getattr(func.value, "id", None) == "xfads":
+        return func.attr
+    return None
+
+
+@dataclass
+class PythonBlock:
+    code: str
+    placeholders: set = field(default_factory=set)
+    repo_paths: set = field(default_factory=set)
+    problems: list = field(default_factory=list)
+
+
+def analyse_python(block: Block) -> PythonBlock:
+    """The paths a ```python block reads (placeholders, repository files) and what is not covered."""
+    found = PythonBlock(substitute_python(block.text))
+    try:
+        tree, ran = ast.parse(block.text), ast.parse(found.code)
+    except SyntaxError as exc:
+        found.problems.append(f"not valid Python: {exc}")
+        return found
+    written: list[str] = []
+    calls = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Call)), key=lambda n: (n.lineno, n.col_offset))
+    for call in calls:
+        args = list(call.args) + [k.value for k in call.keywords]
+        out = None
+        if _api_call(call) in PY_WRITERS:
+            position = PY_WRITERS[_api_call(call)]
+            given = call.args[position] if len(call.args) > position else next(
+                (k.value for k in call.keywords if k.arg == "out"), None)
+            out = given.value if isinstance(given, ast.Constant) and isinstance(given.value, str) else None
+        for arg in args:
+            if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)) or arg.value == out:
+                continue
+            path = arg.value
+            if not PATH_TEXT.fullmatch(path) or any(path == w or path.startswith(w.rstrip("/") + "/") for w in written):
+                continue
+            if placeholder_for(path):
+                found.placeholders.add(placeholder_for(path))
+            elif (ROOT / path).exists() and not Path(path).is_absolute():
+                found.repo_paths.add(Path(path).parts[0])
+            else:
+                found.problems.append(f"reads '{path}', which no earlier call of the block writes, no PLACEHOLDERS "
+                                      "row provides and the repository does not hold")
+        if out is not None:
+            written.append(out)
+    for call in (n for n in ast.walk(ran) if isinstance(n, ast.Call) and _api_call(n) == "fit"):
+        budget = {k.arg for k in call.keywords} & {"max_epochs", "time_limit"}
+        if budget != {"max_epochs"}:
+            found.problems.append(f"line {call.lineno}: xfads.fit without time_limit= or max_epochs= (the test budget)")
+    return found
+
+
+def test_python_substitutions_are_the_tables():
+    code = 'xfads.simulate("vdp", "v.nwb", trials=150)\nrun = xfads.fit("v.nwb", "runs/v", time_limit=5)\n'
+    assert substitute_python(code) == code.replace("trials=150", "trials=20").replace("time_limit=5", "max_epochs=2")
+    block = Block("python", "t", 1, code + 'run.smooth("v.nwb"); xfads.load_run("runs/v"); run.smooth("mc_maze.nwb")\n')
+    found = analyse_python(block)
+    assert found.placeholders == {"mc_maze.nwb"} and not found.problems  # v.nwb and runs/v are written first
+    assert analyse_python(Block("python", "t", 1, 'xfads.load_run("runs/x")\n')).problems
+    assert analyse_python(Block("python", "t", 1, 'xfads.fit("recording.nwb", "r")\n')).problems  # no budget
+
+
+@pytest.mark.parametrize("block", python_blocks(), ids=lambda b: b.id)
+def test_readme_python_block_runs(block, tmp_path, placeholders):
+    found = analyse_python(block)
+    assert not found.problems, "not covered by the tables (see test_every_readme_command_is_covered):\n" + \
+        "\n".join(found.problems)
+    missing_real = [n for n in found.placeholders if any(s.startswith("real ") for s in
+                                                          _placeholder_sources(PLACEHOLDERS[n]))
+                    and not (REAL / PLACEHOLDERS[n].split(" ", 1)[1]).is_file()]
+    if missing_real:
+        pytest.skip(f"{REAL} holds no {', '.join(missing_real)}")
+    for name in sorted(found.placeholders):
+        placeholders.provide(name, tmp_path)
+    for part in found.repo_paths:
+        (tmp_path / part).symlink_to(ROOT / part)
+    (tmp_path / "block.py").write_text(found.code)
+    env = _env() | {"MPLBACKEND": "Agg", "XFADS_CACHE": str(tmp_path / ".xfads_cache")}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "block.py"], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (f"README.md:{block.lineno} ({block.heading}): exit code {result.returncode}\n"
+                                    f"--- ran ---\n{found.code}\n--- stdout ---\n{result.stdout[-4000:]}\n"
+                                    f"--- stderr ---\n{result.stderr[-4000:]}")
+    if "print(" in block.text:
+        assert result.stdout.strip(), "the block prints nothing"
+    print(f"{block.id}: python block in {time.monotonic() - started:.1f} s")

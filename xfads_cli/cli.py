@@ -120,7 +120,7 @@ def simulate(
     trials: Annotated[int, typer.Option(help="Number of trials.")] = 100,
     bins: Annotated[int, typer.Option(help="Bins per trial.")] = 100,
     bin_ms: Annotated[float, typer.Option(help="Bin width in ms.")] = 20.0,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data; an .nwb file gets a new identifier each time).")] = 0,
     base_rate: Annotated[float, typer.Option(help="Typical firing rate in Hz.")] = 10.0,
     param: Annotated[Optional[float], typer.Option(help="Regime parameter (duffing alpha, hopf mu, vdp mu; task: the go cue's jitter in s, 0-0.5).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
@@ -147,6 +147,8 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or ta
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 PlotOpt = Annotated[bool, typer.Option("--plot", help="Also save PNG plots next to the outputs (needs matplotlib).")]
 FormatOpt = Annotated[str, typer.Option("--format", help="h5 (default) or nwb (a NEW NWB file: the input plus results).")]
+LogOpt = Annotated[Optional[list[str]], typer.Option("--log", help="Log losses, scores, lr, config and plot to a tracker (repeatable): "
+    "tensorboard (RUN_DIR/tensorboard), mlflow ($MLFLOW_TRACKING_URI, else RUN_DIR/mlflow.db) or csv (metrics.csv, always written).")]
 
 
 def _fixed_threads(spec: Optional[str]) -> None:
@@ -208,6 +210,7 @@ def fit(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     plot: PlotOpt = False,
+    log: LogOpt = None,
 ):
     """Fit an XFADS model; writes config.yaml, last.pt, best.pt, metrics.csv and summary.json to --out.
 
@@ -221,8 +224,10 @@ def fit(
     from xfads_cli.progress import EpochProgress
     from xfads_cli.train.distributed import detect
     from xfads_cli.fitting import run_fit, training_line
+    from xfads_cli.runs.tracking import check_loggers
     from xfads_cli.train.signals import EXIT_PREEMPTED, Preempted
 
+    loggers = check_loggers(log)  # a missing extra: one line, before anything is loaded
     if resume and resume_auto:
         raise UsageError("--resume and --resume-auto are exclusive: --resume-auto already resumes when it can")
     dist = detect(distributed)
@@ -238,7 +243,7 @@ def fit(
     try:
         with EpochProgress(cfg.train.max_epochs, quiet=quiet) as progress:
             summary = run_fit(_sources(data), cfg, out, device=device, overwrite=overwrite,
-                              resume="auto" if resume_auto else resume, max_epochs=max_epochs,
+                              resume="auto" if resume_auto else resume, max_epochs=max_epochs, log=loggers,
                               progress=progress, plot=plot, deterministic=deterministic, dist=dist, threads=threads)
     except Preempted as exc:
         if dist.is_main:
@@ -436,7 +441,7 @@ def generate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .nwb (units + trials) or .h5 (plain HDF5 layout).")],
     trials: Annotated[int, typer.Option("--trials", "-n", help="Number of trials to generate.")] = 100,
     bins: Annotated[Optional[int], typer.Option(help="Bins per trial (default: the training trials' length).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: the run's; same seed, same file).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: the run's; same seed, same data).")] = None,
     sampler: Annotated[str, typer.Option(help="ancestral (draw from the prior, bin by bin) | ldidp (a diffusion model "
                                                "over whole latent trajectories, trained first on the run's posterior draws)")] = "ancestral",
     ldidp_steps: Annotated[int, typer.Option("--ldidp-steps", help="--sampler ldidp: training steps of the diffusion model.")] = 1500,
@@ -486,6 +491,7 @@ def sweep(
     threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
     plot: Annotated[bool, typer.Option("--plot", help="With --status: history.png and importances.png in the sweep directory.")] = False,
+    log: Annotated[Optional[list[str]], typer.Option("--log", help="As fit --log, one run per trial (mlflow: SWEEP_DIR/mlflow.db).")] = None,
 ):
     """Hyperparameter search: N fits over a search space, each a run directory SWEEP_DIR/trials/NNNN.
 
@@ -507,7 +513,7 @@ def sweep(
             raise UsageError("xfads sweep needs DATA... --space FILE --out DIR --trials N (or --status DIR)")
         summary = run_sweep(_local_sources(data or []), space, out, trials=trials, workers=workers, worker=worker,
                             worker_index=worker_index, time_limit_min=time_limit, config_path=config,
-                            overrides=set_ or [], seed=seed, device=device, threads=threads)
+                            overrides=set_ or [], seed=seed, device=device, threads=threads, log=log or [])
     if worker:  # one of many: one line (the table is `xfads sweep --status`)
         _stderr(f"worker stopped ({summary['stopped']}): {summary['finished']}/{summary['n_trials']} trials finished")
     else:

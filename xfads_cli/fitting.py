@@ -32,6 +32,7 @@ from xfads_cli.scoring.evaluate import evaluate
 from xfads_cli.scoring.selection import selection_fp_bps, selection_note
 from xfads_cli.scoring.summary import baseline_summary
 from xfads_cli.runs.checkpoint import Checkpoint
+from xfads_cli.runs.tracking import Target, Tracking
 from xfads_cli.train.lock import RunLock
 
 
@@ -60,7 +61,7 @@ def deterministic_mode(enabled: bool):
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
-def run_fit(paths: list[Path], config: Config, out: Path, **options) -> dict:
+def run_fit(paths: list[Path], config: Config, out: Path, *, log=(), target: Target | None = None, **options) -> dict:
     """Fit XFADS to one recording, or the meta-dynamical model to several (model.kind: meta, or more
     than one DATA), and write RUN_DIR; returns the summary (also in summary.json).
 
@@ -69,17 +70,26 @@ def run_fit(paths: list[Path], config: Config, out: Path, **options) -> dict:
     train.time_limit_min, which is this invocation's budget. dist: this process's rank
     (train.distributed.detect()); None: one process. handle_signals: SIGTERM/SIGUSR1 during training
     save a resumable last.pt and raise train.signals.Preempted. threads: 'auto' / N / None ($XFADS_THREADS
-    or auto), see train/threads.py. One process writes RUN_DIR at a time (train/lock.py)."""
+    or auto), see train/threads.py. One process writes RUN_DIR at a time (train/lock.py). log: the
+    experiment trackers (tensorboard, mlflow, csv; runs/tracking.py), target: where a sweep trial logs."""
+    tracking = Tracking(log, out, target)  # an unknown or missing tracker: a UsageError here
     lock = RunLock(Path(out))
     try:
-        return _fit(paths, config, out, lock=lock, **options)
+        summary = _fit(paths, config, out, lock=lock, tracking=tracking, **options)
+    except BaseException as exc:
+        tracking.close(exc)
+        raise
+    else:
+        tracking.close()
+        return summary
     finally:
         lock.release()
 
 
 def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "auto", overwrite: bool = False,
          resume: bool | str = False, max_epochs: int | None = None, progress=None, plot: bool = False,
-         deterministic: bool = False, dist=None, handle_signals: bool = True, threads: str | None = None) -> dict:
+         deterministic: bool = False, dist=None, handle_signals: bool = True, threads: str | None = None,
+         tracking=None) -> dict:
     import torch
 
     from xfads_cli.train.distributed import SINGLE, process_group, rank_device
@@ -126,7 +136,7 @@ def _fit(paths: list[Path], config: Config, out: Path, *, lock, device: str = "a
         if d.is_main:
             _open_run_dir(out, lock, overwrite, resume, resumed, config)
         base = _base_checkpoint(config, spec, sessions, meta)
-        writer = RunWriter(out, base, model, ckpt.train_state if ckpt else None) if d.is_main else None
+        writer = RunWriter(out, base, model, ckpt.train_state if ckpt else None, tracking) if d.is_main else None
         t0 = time.monotonic()
         result = _train(model, trains, valids, config, out, meta, inputs=inputs, select=select, resume=ckpt,
                         max_epochs=max_epochs,

@@ -6,6 +6,7 @@
     RUN_DIR/best.pt       the model of the epoch train.select picked so far
     RUN_DIR/metrics.csv   one row per epoch
     RUN_DIR/summary.json  final metrics, provenance, versions
+    RUN_DIR/tensorboard/, tracking.json, mlflow.db, mlartifacts/   with --log (runs/tracking.py)
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from xfads_cli.atomic import atomic_path, check_writable, partial_glob
 from xfads_cli.errors import UsageError
 from xfads_cli.runs.checkpoint import Checkpoint
+from xfads_cli.runs.tracking import STATE_FILE, TENSORBOARD_DIR, TRACKING_FILES
 from xfads_cli.train.lock import LOCK_NAME
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "summary.json", "config.yaml", "training.png")
@@ -52,8 +55,8 @@ def check_out(out: Path, overwrite: bool, resume: bool | str) -> bool:
             return True
         # Nothing to resume: start afresh. A run killed before its first epoch ended leaves only
         # config.yaml (and maybe a temporary file); anything else needs --overwrite.
-        others = sorted(p.name for p in out.iterdir() if p.name != "config.yaml" and not p.name.startswith(".")) \
-            if out.is_dir() else []
+        others = sorted(p.name for p in out.iterdir() if p.name not in ("config.yaml", *TRACKING_FILES)
+                        and not p.name.startswith(".")) if out.is_dir() else []
         if others and not overwrite:
             raise UsageError(f"--resume-auto: {out} holds no last.pt but other files ({', '.join(others[:3])}); "
                              "pass --overwrite to replace them or choose another --out")
@@ -70,13 +73,16 @@ def check_out(out: Path, overwrite: bool, resume: bool | str) -> bool:
 
 def create_out(out: Path, fresh: bool) -> None:
     """Make the run directory; a fresh run first removes a previous run's files (and temporary files
-    left by a killed writer)."""
+    left by a killed writer), its TensorBoard events included (an MLflow store in it is kept: a new
+    run is added to it)."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
+    for name in (*RUN_FILES, STATE_FILE):
         for tmp in out.glob(partial_glob(out / name)):
             tmp.unlink(missing_ok=True)
         if fresh and (out / name).exists():
             (out / name).unlink()
+    if fresh:
+        shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)
 
 
 def prepare_out(out: Path, overwrite: bool, resume: bool) -> None:
@@ -108,12 +114,15 @@ def data_provenance(data) -> dict:
 class RunWriter:
     """Writes a run directory as training goes: best.pt when the validation loss improves, last.pt
     and metrics.csv after every epoch (all atomically), summary.json (and plots) at the end. `base`:
-    the checkpoint fields that stay the same all run (config, spec, data, versions, adapted_from)."""
+    the checkpoint fields that stay the same all run (config, spec, data, versions, adapted_from);
+    tracking: the experiment trackers (runs/tracking.py), started here and given each epoch's record."""
 
-    def __init__(self, out: Path, base: Checkpoint, model, state: dict | None = None):
-        self.out, self.base, self.model = out, base, model
+    def __init__(self, out: Path, base: Checkpoint, model, state: dict | None = None, tracking=None):
+        self.out, self.base, self.model, self.tracking = out, base, model, tracking
         # The best parameters also travel inside last.pt, so a resumed run can still return them.
         self.best_model = state.get("best_model") if state else None
+        if tracking:
+            tracking.start(base.config, len(state.get("history", [])) if state else None)
 
     def on_epoch(self, record: dict, is_best: bool, train_state) -> None:
         st = train_state()
@@ -122,6 +131,8 @@ class RunWriter:
             replace(self.base, model=self.best_model, epoch=record["epoch"], best=st["best"]).save(self.out / "best.pt")
         self._save_last(st, record["epoch"])
         atomic_text(self.out / "metrics.csv", metrics_csv(st["history"]))
+        if self.tracking:
+            self.tracking.on_epoch(record)
 
     def on_interrupt(self, train_state) -> None:
         """last.pt with the exact (possibly mid-epoch) state when training is preempted; best.pt and
@@ -169,6 +180,8 @@ class RunWriter:
             from xfads_cli.outputs.plots import plot_training
 
             summary["plots"] = [str(plot_training(history, self.out / "training.png"))]
+        if self.tracking:
+            self.tracking.finish(summary)
         return summary
 
 

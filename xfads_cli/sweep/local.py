@@ -23,7 +23,7 @@ def available_cores() -> int:
 
 
 def worker_args(paths: list[Path], space: Path, out: Path, n_trials: int, *, config_path: Path | None,
-                overrides: list[str], device: str, threads: str) -> list[str]:
+                overrides: list[str], device: str, threads: str, log: tuple[str, ...] = ()) -> list[str]:
     """The command line of one worker (without --worker-index and --time-limit)."""
     args = [*map(str, paths), "--space", str(space), "--out", str(out), "--trials", str(n_trials), "--worker",
             "--device", device, "--threads", threads]
@@ -31,6 +31,8 @@ def worker_args(paths: list[Path], space: Path, out: Path, n_trials: int, *, con
         args += ["--config", str(config_path)]
     for item in overrides:
         args += ["--set", item]
+    for name in log:
+        args += ["--log", name]
     return args
 
 

@@ -10,14 +10,16 @@ from xfads_cli.atomic import check_writable
 from xfads_cli.errors import UsageError
 from xfads_cli.sweep.space import load_space, space_dict
 from xfads_cli.sweep.study import open_or_create, require_optuna
-from xfads_cli.sweep.trial import Setup
+from xfads_cli.sweep.trial import Setup, experiment_name
 
 BPS_KEYS = ("valid_co_bps", "valid_fp_bps")
 
 
 def prepare(paths: list[Path], space: Path, out: Path, n_trials: int, *, config_path: Path | None = None,
-            overrides: list[str] = (), device: str = "auto", threads: str | None = None) -> Setup:
-    """The validated Setup of a sweep; creates SWEEP_DIR and the study (or checks the existing one)."""
+            overrides: list[str] = (), device: str = "auto", threads: str | None = None,
+            log: tuple[str, ...] = ()) -> Setup:
+    """The validated Setup of a sweep; creates SWEEP_DIR and the study (or checks the existing one), and
+    with --log mlflow the experiment the trials log to."""
     from xfads_cli.config import load_config, resolved_config
 
     require_optuna()
@@ -36,8 +38,15 @@ def prepare(paths: list[Path], space: Path, out: Path, n_trials: int, *, config_
             "config": resolved_config(config), "selected_on": select,
             "direction": "maximize" if select in BPS_KEYS else "minimize"}
     open_or_create(Path(out), meta, n_trials)
+    if "mlflow" in log:  # once, under the lock: workers starting together would race to create it
+        from xfads_cli.runs.tracking import prepare_mlflow
+        from xfads_cli.sweep.locks import exclusive
+        from xfads_cli.sweep.study import ASK_LOCK
+
+        with exclusive(Path(out) / ASK_LOCK):
+            prepare_mlflow(Path(out), experiment_name(Path(out)))
     return Setup(dir=Path(out), paths=[Path(p) for p in paths], params=params, base=meta["config"],
-                 select=select, n_trials=n_trials, device=device, threads=threads)
+                 select=select, n_trials=n_trials, device=device, threads=threads, log=tuple(log))
 
 
 def objective_key(paths: list[Path], config) -> str:

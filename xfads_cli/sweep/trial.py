@@ -41,6 +41,7 @@ class Setup:
     n_trials: int
     device: str = "auto"
     threads: str | None = None
+    log: tuple[str, ...] = ()  # the experiment trackers of every trial (fit --log)
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Stop:
 
 class _Pruned(Exception):
     """Raised from the progress callback when the pruner stops the trial (after the epoch was saved)."""
+
+    tracking_status = "KILLED"  # its MLflow run's status (runs/tracking.py)
 
 
 class _Reporter:
@@ -99,7 +102,8 @@ def run_trial(study, trial, setup: Setup, stop: Stop) -> str:
     reporter, started = _Reporter(trial, stop), time.monotonic()
     before = float(trial.user_attrs.get("seconds_before") or 0.0)
     try:
-        kind, detail = fit_trial(setup, config, setup.dir / rel, reporter, resume=resume_dir is not None)
+        kind, detail = fit_trial(setup, config, setup.dir / rel, reporter, resume=resume_dir is not None,
+                                 values=values)
     except (UsageError, KeyboardInterrupt) as exc:
         # not the trial's fault (the data do not fit, another process holds the directory) or Ctrl-C:
         # the trial goes back to the queue and the worker stops
@@ -126,16 +130,20 @@ def run_trial(study, trial, setup: Setup, stop: Stop) -> str:
     return finish(study, trial, setup, TrialState.COMPLETE, score=float(score), **common)
 
 
-def fit_trial(setup: Setup, config, run_dir: Path, reporter: _Reporter, resume: bool) -> tuple[str, object]:
+def fit_trial(setup: Setup, config, run_dir: Path, reporter: _Reporter, resume: bool,
+              values: dict | None = None) -> tuple[str, object]:
     """run_fit, its ending as ("done", summary), ("pruned", message), ("fail", message) or ("requeue",
-    reason). UsageError and KeyboardInterrupt propagate."""
+    reason). UsageError and KeyboardInterrupt propagate. values: the sampled ones (logged with --log)."""
     from xfads_cli.fitting import run_fit
+    from xfads_cli.runs.tracking import Target
     from xfads_cli.train.signals import Preempted
 
+    target = Target(store=setup.dir, experiment=experiment_name(setup.dir), run_name=f"trial {run_dir.name}",
+                    params=dict(values or {}), tags={"sweep": str(setup.dir.resolve()), "trial": run_dir.name})
     try:
         summary = run_fit(setup.paths, config, run_dir, device=setup.device, overwrite=False,
                           resume="auto" if resume else False, progress=reporter, plot=False, handle_signals=True,
-                          threads=setup.threads)
+                          threads=setup.threads, log=setup.log, target=target)
     except _Pruned as exc:
         return "pruned", str(exc)
     except Preempted:
@@ -145,6 +153,11 @@ def fit_trial(setup: Setup, config, run_dir: Path, reporter: _Reporter, resume: 
     except Exception as exc:  # noqa: BLE001 - any failure of the fit is the trial's outcome, the study goes on
         return "fail", f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
     return "done", summary
+
+
+def experiment_name(sweep_dir: Path) -> str:
+    """The MLflow experiment of a sweep's trials (unless $MLFLOW_EXPERIMENT_NAME): its directory's name."""
+    return Path(sweep_dir).resolve().name
 
 
 def finish(study, trial, setup: Setup, state, *, score: float | None = None, error: str | None = None,
