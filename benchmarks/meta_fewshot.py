@@ -214,6 +214,8 @@ def main():
     p.add_argument("--hyper-hidden", type=int, default=0, help="hypernetwork hidden units (0: linear)")
     p.add_argument("--no-init-embeddings", dest="init_embeddings", action="store_false",
                    help="start the training sessions' embeddings at 0 and adapt from the prior mean (before issue 27)")
+    p.add_argument("--drop-local", type=float, default=0.2,
+                   help="train.drop_local of the shared model's training and of the adaptation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="1: two threads thrash when another job shares the 2 cores")
     args = p.parse_args()
@@ -229,10 +231,10 @@ def main():
                        rank_backward=2, samples=args.train_samples, embed_dim=args.embed_dim, read_in_dim=16,
                        hyper_rank=2, hyper_hidden=args.hyper_hidden)
     tcfg = TrainConfig(max_epochs=args.epochs, batch_size=16, lr=args.lr, schedule="exponential", lr_decay=0.995, warmup_steps=args.warmup,
-                       patience=10**9, drop_local=0.2, time_limit_min=args.minutes)
+                       patience=10**9, drop_local=args.drop_local, time_limit_min=args.minutes)
     # few shots: one batch per epoch (batch >= 16), so epochs = steps; no validation set (n = 1 has none)
     acfg = TrainConfig(max_epochs=args.adapt_steps, batch_size=max(args.shots), lr=args.adapt_lr, schedule="exponential", lr_decay=0.99,
-                       patience=10**9, drop_local=0.2)
+                       patience=10**9, drop_local=args.drop_local)
     scfg = replace(acfg, max_epochs=args.single_steps, lr=1e-2)
 
     train, held = make_family(args)
