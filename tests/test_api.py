@@ -41,7 +41,7 @@ def same(ours: np.ndarray, written: np.ndarray) -> None:
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
     data = xfads.simulate("lorenz", root / "lorenz.nwb", neurons=12, trials=24, bins=50, seed=1)
-    run = xfads.fit(data, root / "run", overrides=TINY, max_epochs=2, seed=0, threads=1)
+    run = xfads.fit(data, root / "run", overrides=TINY, max_epochs=2, seed=0, threads=1, log=("tensorboard",))
     return data, run
 
 
@@ -66,6 +66,11 @@ def test_fit_returns_the_run_with_its_record(fitted):
     assert run.summary["epochs"] == 2 and [row["epoch"] for row in run.metrics] == [0.0, 1.0]
     assert run.config.model.latent_dim == 3 and run.config.seed == 0
     assert run.config.train.max_epochs == 2
+    # log= is fit --log: the epochs reached TensorBoard's event files
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = accumulator.EventAccumulator(str(run.path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("lr")] == [0, 1]
 
 
 @pytest.mark.parametrize("split", ["all", "test"])

@@ -131,15 +131,11 @@ def forecast_trials(run, data, name: str, *, context: int, horizon: int, split: 
     from xfads_cli.runs.inference import iter_forecast
     from xfads_cli.runs.pipeline import stream
     from xfads_cli.scoring.baselines import baselines_for
-    from xfads_cli.scoring.streamed import ForecastScores
+    from xfads_cli.scoring.streamed import forecast_scoring
 
     rows = rows_of(data, split, name)
-    base = baselines_for(data)
     rows_index = np.arange(data.n_trials) if split == "all" else np.flatnonzero(data.split == split)
-    score = ForecastScores(rows, context, horizon, fp_baseline=base.fp_source(rows_index, context, horizon))
-    inputs = {"counts": rows.counts[:, context : context + horizon], "context_counts": rows.counts[:, :context]}
-    if "rates" in rows.truth:
-        inputs["true_rates"] = rows.truth["rates"][:, context : context + horizon]
+    score, inputs = forecast_scoring(baselines_for(data), rows, rows_index, context, horizon)
     sink = MemorySink(Padding(rows.lengths, context, skip={"context_counts"}))
     with seeded(run):
         model = session_model(run, data)

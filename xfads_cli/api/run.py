@@ -159,14 +159,15 @@ def load_run(path: PathLike, *, device: str = "auto", overrides: Overrides = Non
 def fit(data: PathLike | Sequence[PathLike], out: PathLike, *, config: PathLike | None = None,
         overrides: Overrides = None, seed: int | None = None, max_epochs: int | None = None,
         time_limit: float | None = None, device: str = "auto", threads: int | str | None = None,
-        overwrite: bool = False, resume: bool | str = False, progress: bool = False) -> Run:
+        overwrite: bool = False, resume: bool | str = False, progress: bool = False,
+        log: Sequence[str] = ()) -> Run:
     """`xfads fit DATA --out OUT`: fit XFADS to a recording (a path or URL; several, or model.kind=meta:
     the multi-session model) and write the run directory `out`; returns the fitted Run.
 
     config: a YAML config file; overrides: {'section.key': value} applied after it (--set); seed,
     max_epochs, time_limit (minutes) as the CLI's options; threads: 'auto', N, or None ($XFADS_THREADS,
     else auto); resume: True / 'auto' as --resume / --resume-auto; progress: show the progress bar
-    (stderr). Raises xfads_cli.errors.UsageError on bad input (nothing written) and RunFailure when
+    (stderr); log: experiment trackers as --log ('tensorboard', 'mlflow', 'csv'; README "Experiment tracking"). Raises xfads_cli.errors.UsageError on bad input (nothing written) and RunFailure when
     training fails."""
     from xfads_cli.config import load_config
     from xfads_cli.data.source import parse_source
@@ -180,7 +181,7 @@ def fit(data: PathLike | Sequence[PathLike], out: PathLike, *, config: PathLike 
                                                   ("train.time_limit_min", time_limit)) if value is not None]
     cfg = load_config(config, items)
     with EpochProgress(cfg.train.max_epochs, quiet=not progress) as bar:
-        run_fit([parse_source(str(p)) for p in paths], cfg, Path(out), device=device, overwrite=overwrite,
+        run_fit([parse_source(str(p)) for p in paths], cfg, Path(out), log=tuple(log), device=device, overwrite=overwrite,
                 resume=resume, max_epochs=max_epochs, progress=bar, threads=None if threads is None else str(threads),
                 handle_signals=False)
     return load_run(out, device=device)

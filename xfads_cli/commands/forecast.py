@@ -27,7 +27,7 @@ from xfads_cli.runs.run import Run, run_inputs
 from xfads_cli.scoring.baselines import baselines_for
 from xfads_cli.scoring.bits import BitsPerSpike
 from xfads_cli.scoring.evaluate import grid_scores
-from xfads_cli.scoring.streamed import ForecastScores
+from xfads_cli.scoring.streamed import forecast_scoring
 from xfads_cli.scoring.summary import judge, trial_labels
 
 
@@ -79,11 +79,8 @@ def _forecast_trials(run, data, data_path: Path, out: Path, *, context: int, hor
         raise UsageError(f"{source_name(data_path)} has no '{split}' trials; use --split all")
     base = baselines_for(data)
     rows_index = np.arange(data.n_trials) if split == "all" else np.flatnonzero(data.split == split)
-    scores = ForecastScores(rows, context, horizon, fp_baseline=base.fp_source(rows_index, context, horizon))
     # per-trial inputs written next to the results, block by block (views of the recording, no copies)
-    inputs = {"counts": rows.counts[:, context : context + horizon], "context_counts": rows.counts[:, :context]}
-    if "rates" in rows.truth:
-        inputs["true_rates"] = rows.truth["rates"][:, context : context + horizon]
+    scores, inputs = forecast_scoring(base, rows, rows_index, context, horizon)
     start_s = None if rows.start_s is None else rows.start_s + context * rows.bin_ms / 1000.0
     # start_s is the first forecast bin's; the context counts come before it
     with open_output(out, fmt, rows, overwrite, "xfads_forecast", start_s, {"context_counts": -context},

@@ -101,6 +101,20 @@ class ForecastScores:
         return out
 
 
+def forecast_scoring(base, rows: SpikeData, rows_index: np.ndarray, context: int, horizon: int
+                     ) -> tuple[ForecastScores, dict]:
+    """What `xfads forecast` and the Python API's Run.forecast score and store beside the forecasts of
+    the trials `rows` (rows_index: their positions in the recording, whose Baselines are `base`) after
+    their first `context` bins: the scores (fp-bps next to the trial-average baseline) and the per-trial
+    inputs (counts [trial, horizon, neuron], context_counts [trial, context, neuron], true_rates when
+    simulated), views of the recording."""
+    inputs = {"counts": rows.counts[:, context : context + horizon], "context_counts": rows.counts[:, :context]}
+    if "rates" in rows.truth:
+        inputs["true_rates"] = rows.truth["rates"][:, context : context + horizon]
+    scores = ForecastScores(rows, context, horizon, fp_baseline=base.fp_source(rows_index, context, horizon))
+    return scores, inputs
+
+
 def _baseline_block(source, start: int, stop: int, trials: np.ndarray | None, shape) -> np.ndarray:
     """Baseline rates for trials start..stop-1 shaped like the model's block; only the trials of the
     `trials` mask are computed (the others are passed over by the scores: ones)."""
