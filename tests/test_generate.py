@@ -19,6 +19,8 @@ from xfads_cli.scoring.predictive import (
     mmd_test,
     pairwise_correlations,
     pearson,
+    pearson_columns,
+    psth_noise_ceiling,
     report_lines,
 )
 
@@ -185,6 +187,35 @@ def test_compare_reports_the_predictive_statistics(fitted, tmp_path):
         assert (tmp_path / "gen.predictive.png").is_file()
 
 
+def test_a_run_with_condition_inputs_generates_trials_of_each_condition(tmp_path):
+    """Condition inputs: each generated trial gets a label, the compared recording's in turn (so both mix
+    the conditions alike), else the run's labels in turn; the labels are written where the loaders read
+    conditions (.h5 `conditions`, .nwb trials `condition`), so the generated file fits with them again."""
+    from xfads_cli.data.load import load_data
+
+    data = tmp_path / "task.h5"
+    assert invoke("simulate", "task", "--out", data, "--neurons", NEURONS, "--trials", 24, "--bins", BINS).exit_code == 0
+    real = load_data(data)
+    assert real.conditions is not None and len(set(real.conditions)) > 1
+    run = tmp_path / "run"
+    result = invoke("fit", data, "--out", run, "--max-epochs", 1, "--quiet", *SMALL, "--set", "data.inputs=[clock,condition]")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "gen.h5"
+    result = invoke("generate", run, "--trials", 30, "--out", out, "--compare", data, "--json")
+    assert result.exit_code == 0, result.output
+    labels = [str(c) for c in real.conditions]
+    with h5py.File(out, "r") as f:
+        written = [c.decode() if isinstance(c, bytes) else str(c) for c in f["conditions"][()]]
+        assert "compared recording" in str(f.attrs["conditions_from"])
+    assert written == [labels[k % len(labels)] for k in range(30)]
+    assert [str(c) for c in load_data(out).conditions] == written
+    nwb = tmp_path / "gen.nwb"
+    assert invoke("generate", run, "--trials", 8, "--out", nwb).exit_code == 0
+    balanced = [str(c) for c in load_data(nwb).conditions]
+    names = sorted(set(labels))
+    assert balanced == [names[k % len(names)] for k in range(8)]
+
+
 # ------------------------------------------------------------------------------------------------ statistics
 
 
@@ -250,3 +281,18 @@ def test_stats_accumulate_by_blocks_and_skip_missing_trials():
     assert whole.trial_sums.shape == (9, 2) and whole.n_trials == 10
     observed = counts[:, :4]
     assert whole.mean_rate == pytest.approx(np.nanmean(observed.reshape(-1, 2), axis=0))
+
+
+def test_the_psth_noise_ceiling_is_what_the_true_rates_score():
+    """A generator that knew the true rates would score r(true PSTH, real PSTH) against the real trials:
+    the split-half estimate from the real counts alone must match it (Monte Carlo over recordings)."""
+    rng = np.random.default_rng(3)
+    shape = 0.3 + 0.25 * (1 + np.sin(np.arange(40)[:, None] / 4 + rng.uniform(0, 6, 12)))  # [bin, neuron]
+    truth, estimates = [], []
+    for seed in range(20):
+        counts = poisson_counts(shape, trials=60, bins=40, seed=seed)
+        truth.append(np.median(pearson_columns(shape, counts.mean(0))))
+        estimates.append(psth_noise_ceiling(counts, 40, seed=seed))
+    assert np.mean(estimates) == pytest.approx(np.mean(truth), abs=0.03)
+    assert 0.5 < np.mean(truth) < 0.95  # a setting where the ceiling binds
+    assert np.isnan(psth_noise_ceiling(poisson_counts(shape, trials=3, bins=40), 40))

@@ -12,8 +12,10 @@ values is reported). Every kind with XFADS's generative model works: xfads and t
 (dkf, dvbf, latent_sde), and one session of a meta run (`--session NAME`), whose embedding e is the
 run's own: an adapted session's refined mean, else the mean of q(e_i) stored when the fit ended
 (`fitted_embedding`). Task inputs: the clock is known (the bins since the trial's start) and used;
-condition or event inputs would need a trial design that a generated trial has not, so such runs are
-refused. Trials are drawn in blocks (memory ~ block x bins x neurons, whatever --trials).
+with condition inputs each generated trial gets a condition label (`trial_conditions`: the compared
+recording's trials' labels in turn, else the run's labels in turn), written as the trials' `condition`
+column (.nwb) or `conditions` dataset (.h5); event inputs would need event times that a generated trial
+has not, so such runs are refused. Trials are drawn in blocks (memory ~ block x bins x neurons, whatever --trials).
 
 Sampler `ldidp` (docs/model.md section 13): a diffusion model over whole latent trajectories is first
 trained on posterior draws of the session's training trials (the run's own inference network), then
@@ -65,6 +67,7 @@ class Target:
     e_source: str | None = None
     diffusion: object = None  # --sampler ldidp: the trained TrajectoryDiffusion (model/ldidp.py)
     ddim_steps: int = 20
+    conditions: object = None  # [trial] condition label of each generated trial (runs with condition inputs)
 
 
 def generate(run_path: Path, out: Path, *, trials: int = 100, bins: int | None = None, seed: int | None = None,
@@ -96,7 +99,10 @@ def generate(run_path: Path, out: Path, *, trials: int = 100, bins: int | None =
     bins, bins_from = (bins, "--bins") if bins is not None else default_bins(run, target)
     seed = int(run.config.seed if seed is None else seed)
     real, window = _real_stats(run, target, compare, bins)
+    target, conditions_from = trial_conditions(target, trials, None if real is None else real["conditions"])
     meta = provenance(run, target, seed=seed, sampler=sampler, trials=trials, bins=bins) | {"bins_from": bins_from}
+    if conditions_from is not None:
+        meta["conditions_from"] = conditions_from
     if sampler == "ldidp":
         target, meta["ldidp"] = ldidp_target(run, target, compare, bins, seed, ldidp_steps, ddim_steps,
                                              lambda text: log(text, quiet))
@@ -163,9 +169,10 @@ def _check_generative(run, target: Target, fmt: str) -> None:
     from xfads_cli.model.likelihoods import Gaussian
 
     inputs = target.part.inputs
-    if inputs is not None and (inputs.conditions or inputs.events):
-        raise UsageError(f"this run uses task inputs ({', '.join(inputs.names())}) that a generated trial has no "
-                         "design for; generate from a run fitted with --set data.inputs=[clock] or data.inputs=[]")
+    if inputs is not None and inputs.events:
+        raise UsageError(f"this run uses event inputs ({', '.join(inputs.names())}) that a generated trial has no "
+                         "times for; generate from a run fitted with --set data.inputs=[clock,condition] or "
+                         "data.inputs=[]")
     if fmt == "nwb" and isinstance(target.part.likelihood, Gaussian):
         raise UsageError("this run's Gaussian likelihood generates continuous values, which an NWB units table "
                          "cannot hold; write .h5")
@@ -199,7 +206,7 @@ def _real_stats(run, target: Target, compare, bins: int):
     from xfads_cli.data.source import source_name
     from xfads_cli.runs.binding import index_in_run, load_data_for_run
     from xfads_cli.scoring.baselines import trial_aligned
-    from xfads_cli.scoring.predictive import CountStats
+    from xfads_cli.scoring.predictive import CountStats, psth_noise_ceiling
 
     data = load_data_for_run(compare, run)
     if index_in_run(run, data) != target.index:
@@ -207,7 +214,26 @@ def _real_stats(run, target: Target, compare, bins: int):
                          "compare with a recording of the session generated")
     window = min(bins, data.n_time)
     return {"stats": CountStats.of(data.counts, window), "trial_aligned": trial_aligned(data.provenance),
+            "psth_ceiling": psth_noise_ceiling(data.counts, window),
+            "conditions": None if data.conditions is None else [str(c) for c in data.conditions],
             "source": {"path": str(data.provenance.get("path", compare)), "sha256": data.provenance.get("sha256")}}, window
+
+
+def trial_conditions(target: Target, trials: int, real: list | None) -> tuple[Target, str | None]:
+    """The target with each generated trial's condition label, and where the labels come from, for a run
+    whose model takes condition inputs (else unchanged, None). The labels follow the compared recording's
+    trials in turn (those the model knows), so that generated and real trials mix the conditions in the
+    same proportions; without one, the run's labels in turn (balanced)."""
+    from dataclasses import replace
+
+    inputs = target.part.inputs
+    if inputs is None or not inputs.conditions:
+        return target, None
+    known = [c for c in (real or []) if c in set(inputs.conditions)]
+    labels, source = (known, "the compared recording's trials, in turn") if known else \
+        (list(inputs.conditions), "the run's condition labels, in turn")
+    chosen = np.array([labels[k % len(labels)] for k in range(trials)], dtype=object)
+    return replace(target, conditions=chosen), source
 
 
 def provenance(run, target: Target, *, seed: int, sampler: str, trials: int, bins: int) -> dict:
@@ -241,11 +267,11 @@ def iter_blocks(run, target: Target, trials: int, bins: int, generator):
 
     n_out = max(target.part.n_neurons, run.config.model.latent_dim)
     block = int(max(1, min(trials, BLOCK_VALUES // (bins * n_out))))
-    u = _clock(run, target, bins, block)
     with torch.no_grad():
         for start in range(0, trials, block):
             n = min(block, trials - start)
-            yield sample_block(run.model, target, n, bins, generator, None if u is None else u[:n])
+            labels = None if target.conditions is None else target.conditions[start : start + n]
+            yield sample_block(run.model, target, n, bins, generator, _task_inputs(run, target, bins, n, labels))
 
 
 def sample_block(model, target: Target, n: int, bins: int, generator, u=None) -> dict:
@@ -300,7 +326,7 @@ def ldidp_target(run, target: Target, compare, bins: int, seed: int, steps: int,
         raise UsageError(f"--sampler ldidp generates trials as long as the training ones ({train.n_time} bins); "
                          f"drop --bins {bins}, or use --sampler ancestral")
     y = as_tensor(train.counts, run)
-    u = _clock(run, target, bins, y.shape[0])
+    u = _task_inputs(run, target, bins, y.shape[0], train.conditions)
     draws, noise = [], torch.Generator(device=run.device).manual_seed(seed)
     with torch.no_grad():
         for start in range(0, y.shape[0], 64):
@@ -328,15 +354,17 @@ def _training_recording(run, target: Target):
     return path
 
 
-def _clock(run, target: Target, bins: int, n: int):
-    """The task inputs of n generated (or training) trials: clock only (others are refused)."""
+def _task_inputs(run, target: Target, bins: int, n: int, conditions=None):
+    """The task inputs of n generated (or training) trials: the clock and, for a run with condition
+    inputs, each trial's condition label in `conditions` [trial] (event inputs are refused)."""
     if target.part.inputs is None:
         return None
     import torch
 
     from xfads_cli.model.task_inputs import task_features
 
-    return torch.as_tensor(task_features(target.part.inputs, bins, n), dtype=run.dtype, device=run.device)
+    u = task_features(target.part.inputs, bins, n, None if conditions is None else [str(c) for c in conditions])
+    return torch.as_tensor(u, dtype=run.dtype, device=run.device)
 
 
 def observe(likelihood, rates, generator) -> np.ndarray:
@@ -379,7 +407,8 @@ def _write(out: Path, fmt: str, run, target: Target, meta: dict, generator, wind
             from xfads_cli.scoring.predictive import compare as compare_stats, figure_arrays
 
             result["predictive"] = compare_stats(stats, real["stats"], bin_ms=meta["bin_ms"],
-                                                 trial_aligned=real["trial_aligned"], seed=meta["seed"])
+                                                 trial_aligned=real["trial_aligned"], seed=meta["seed"],
+                                                 psth_ceiling=real["psth_ceiling"])
             result["figure"] = figure_arrays(stats, real["stats"])
             # headline numbers only: an HDF5 attribute holds 64 kB, and per-neuron lists of 1000 neurons exceed it
             headline = {k: v for k, v in result["predictive"].items() if k != "per_neuron"}
@@ -387,6 +416,8 @@ def _write(out: Path, fmt: str, run, target: Target, meta: dict, generator, wind
         meta = meta | {"rate_capped_fraction": n_capped / float(meta["trials"] * meta["bins"] * len(unit_ids))}
         sink.write("trial_ids", np.arange(meta["trials"], dtype=np.int64))
         sink.write("unit_ids", unit_ids)
+        if target.conditions is not None:  # read back as the file's conditions (data.condition: auto)
+            sink.write("conditions", np.asarray(target.conditions).astype(str))
         sink.set_attrs(meta)
     result["rate_capped_fraction"] = meta["rate_capped_fraction"]
     return result
@@ -425,13 +456,14 @@ class NwbGather:
         if self.path.exists() and not self.overwrite:
             raise UsageError(f"{self.path} appeared while trials were generated; pass --overwrite to replace it")
         with atomic_path(self.path) as tmp:
-            write_generated_nwb(tmp, arrays, self.extra["unit_ids"], self.attrs)
+            write_generated_nwb(tmp, arrays, self.extra["unit_ids"], self.attrs, self.extra.get("conditions"))
         return False
 
 
-def write_generated_nwb(path: Path, arrays: dict, unit_ids, meta: dict) -> None:
+def write_generated_nwb(path: Path, arrays: dict, unit_ids, meta: dict, conditions=None) -> None:
     """The NWB file (module docstring) of arrays spikes, truth/latents, truth/rates, truth/retest_counts
-    [trial, time, ...] (rates per bin), with `meta` (provenance, bin_ms) as the ground_truth module's JSON."""
+    [trial, time, ...] (rates per bin), with `meta` (provenance, bin_ms) as the ground_truth module's JSON;
+    conditions [trial]: each trial's label, in the trials table's `condition` column."""
     from hdmf.backends.hdf5.h5_utils import H5DataIO
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 
@@ -451,7 +483,7 @@ def write_generated_nwb(path: Path, arrays: dict, unit_ids, meta: dict) -> None:
         session_description=f"xfads generate: {n_trial} trials sampled ({meta['sampler']}) from session "
                             f"'{meta['session']}' of {meta['checkpoint']} (seed {meta['seed']})",
         session_start_time=SESSION_START, file_create_date=SESSION_START,  # fixed: same seed, same data
-        trials=trials_table(start_s, start_s + n_time * bin_s),
+        trials=trials_table(start_s, start_s + n_time * bin_s, conditions),
         experiment_description=f"Trials sampled with `xfads generate` from the generative model of a fitted "
                                f"latent state-space model (checkpoint sha256 {meta['checkpoint_sha256']}); "
                                "no animal was recorded.",
@@ -476,13 +508,17 @@ def write_generated_nwb(path: Path, arrays: dict, unit_ids, meta: dict) -> None:
         io.write(nwb)
 
 
-def trials_table(start_s: np.ndarray, stop_s: np.ndarray) -> object:
-    """The NWB trials table, its columns built whole (as units_table's)."""
+def trials_table(start_s: np.ndarray, stop_s: np.ndarray, conditions=None) -> object:
+    """The NWB trials table, its columns built whole (as units_table's); conditions [trial]: a `condition`
+    column of labels."""
     from hdmf.common import ElementIdentifiers, VectorData
     from pynwb.epoch import TimeIntervals
 
     columns = [VectorData(name="start_time", description="Start time of epoch, in seconds", data=np.asarray(start_s, float)),
                VectorData(name="stop_time", description="Stop time of epoch, in seconds", data=np.asarray(stop_s, float))]
+    if conditions is not None:
+        columns.append(VectorData(name="condition", description="the condition label the trial was generated for",
+                                  data=[str(c) for c in conditions]))
     return TimeIntervals(name="trials", description="trials sampled from the model", columns=columns,
                          id=ElementIdentifiers(name="id", data=np.arange(len(start_s), dtype=np.int64)))
 

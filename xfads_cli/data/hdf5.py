@@ -270,6 +270,8 @@ def _load_plain(f, path: Path, cfg: DataConfig) -> SpikeData:
         raise BadFile(f"'heldout' in {path.name} marks all {n_neuron} neurons as held out, leaving none for the"
                       " encoder; mark only the neurons to score without reading them")
     conditions = optional("conditions", per_trial, dtype=None)
+    if conditions is not None and conditions.dtype.kind in "SO":  # h5py gives stored strings as bytes
+        conditions = np.array([_text(c) for c in conditions], dtype=object)
     split = optional("split", per_trial, dtype=None)
     behavior = optional("behavior", per_bin, dtype=np.float32)
     names = []

@@ -181,10 +181,32 @@ def _subsample(a: np.ndarray, limit: int, rng) -> np.ndarray:
 # The report
 
 
+def psth_noise_ceiling(counts: np.ndarray, window: int, *, repeats: int = 20, seed: int = 0) -> float:
+    """The PSTH r a perfect generator could reach against these real trials, counts [trial, time, neuron]
+    over the first `window` bins: the real PSTH is itself an estimate from finitely many trials. Per
+    neuron, r_half = Pearson r across bins between the PSTHs of two random halves of the trials (mean over
+    `repeats` splits); the reliability of the whole-sample PSTH is 2 r_half / (1 + r_half) (Spearman-Brown),
+    and its correlation with the population's PSTH, which a generator with many trials estimates, is the
+    square root of that. Median over neurons; NaN with fewer than 4 trials."""
+    y = np.asarray(counts, dtype=np.float64)[:, :window]
+    if len(y) < 4:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    halves = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for _ in range(repeats):
+            order = rng.permutation(len(y))
+            halves.append(pearson_columns(np.nanmean(y[order[::2]], 0), np.nanmean(y[order[1::2]], 0)))
+        r_half = np.nanmean(np.stack(halves), axis=0) if halves else np.full(y.shape[-1], np.nan)
+        reliability = np.clip(2 * r_half / (1 + r_half), 0.0, None)
+    return _median(np.sqrt(reliability))
+
+
 def compare(generated: CountStats, real: CountStats, *, bin_ms: float, trial_aligned: bool = True,
-            permutations: int = MMD_PERMUTATIONS, seed: int = 0) -> dict:
+            permutations: int = MMD_PERMUTATIONS, seed: int = 0, psth_ceiling: float = math.nan) -> dict:
     """The posterior-predictive report of `generated` against `real` (same window and neurons): plain
-    JSON-able data, headline numbers at the top level and the per-neuron values under "per_neuron"."""
+    JSON-able data, headline numbers at the top level and the per-neuron values under "per_neuron".
+    psth_ceiling: `psth_noise_ceiling` of the real trials (NaN: not computed)."""
     if generated.window != real.window:
         raise ValueError(f"windows differ: {generated.window} and {real.window} bins")
     g_rate, r_rate = generated.mean_rate, real.mean_rate
@@ -209,7 +231,8 @@ def compare(generated: CountStats, real: CountStats, *, bin_ms: float, trial_ali
         "rate_ratio_median": _median(ratio),
         "rates_within_10pct": float(np.mean(np.abs(ratio[known] - 1.0) <= RATE_TOLERANCE)) if known.any() else math.nan,
         "neurons_compared": int(known.sum()),
-        "psth_r_median": _median(psth_r), "psth_trial_aligned": bool(trial_aligned),
+        "psth_r_median": _median(psth_r), "psth_r_ceiling": float(psth_ceiling),
+        "psth_trial_aligned": bool(trial_aligned),
         "fano_generated_median": _median(g_fano), "fano_real_median": _median(r_fano),
         "fano_ratio_median": _median(rate_ratio(g_fano, r_fano)),
         "pairwise_r": pearson(g_pairs, r_pairs), "pairs_compared": int(both.sum()),
@@ -244,7 +267,9 @@ def report_lines(report: dict) -> list[str]:
         f"{'nan' if within is None or math.isnan(within) else f'{100 * within:.0f}%'} of {report['neurons_compared']} "
         "neurons within 10%",
         f"  PSTH           Pearson r across bins, median over neurons {f(report['psth_r_median'])}"
-        + ("" if report["psth_trial_aligned"] else " (windows of a continuous recording: not meaningful)"),
+        + ("" if report["psth_trial_aligned"] else " (windows of a continuous recording: not meaningful)")
+        + ("" if not math.isfinite(report.get("psth_r_ceiling", math.nan)) else
+           f" (noise ceiling of the real PSTH, split-half: {f(report['psth_r_ceiling'])})"),
         f"  Fano factor    median {f(report['fano_generated_median'])} generated, {f(report['fano_real_median'])} real "
         f"(ratio {f(report['fano_ratio_median'])})",
         f"  pairwise corr  r(generated, real) {f(report['pairwise_r'])} over {report['pairs_compared']} pairs "
