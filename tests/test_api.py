@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 import xfads
-from writers import new_nwb, save_nwb
+import writers
 from xfads_cli.cli import app
 
 TINY = {"model.latent_dim": 3, "model.dynamics_hidden": 16, "model.encoder_hidden": 16, "model.rank_local": 2,
@@ -160,15 +160,7 @@ GAP = (9.0, 11.0)  # no unit observed: two segments
 
 
 def write_continuous(path, n_units: int = 6, duration: float = 20.0, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    nwb = new_nwb("continuous", "cont")
-    t = np.arange(0, duration, 0.001)
-    for j in range(n_units):
-        rate = 8.0 * (1 + np.sin(2 * np.pi * 0.3 * t + j))
-        spikes = t[rng.random(t.size) < rate * 0.001]
-        spikes = spikes[(spikes < GAP[0]) | (spikes >= GAP[1])]
-        nwb.add_unit(spike_times=spikes, obs_intervals=[[0.0, GAP[0]], [GAP[1], duration]])
-    return save_nwb(nwb, path)
+    return writers.write_continuous(path, n_units=n_units, duration=duration, gap=GAP, seed=seed)
 
 
 @pytest.fixture(scope="module")

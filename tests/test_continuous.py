@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from writers import new_nwb, save_nwb
+import writers
 from xfads_cli.cli import app
 
 DURATION = 40.0
@@ -23,15 +23,7 @@ TINY = ["--set", "model.latent_dim=2", "--set", "model.dynamics_hidden=8", "--se
 
 def write_continuous(path: Path, n_units: int = 8, seed: int = 0) -> Path:
     """Units driven by a slow oscillation, observed in [0, 18) and [21.5, 40) s (no trials table)."""
-    rng = np.random.default_rng(seed)
-    nwb = new_nwb("continuous", "cont")
-    t = np.arange(0, DURATION, 0.001)
-    for j in range(n_units):
-        rate = 8.0 * (1 + np.sin(2 * np.pi * 0.3 * t + j))
-        spikes = t[rng.random(t.size) < rate * 0.001]
-        spikes = spikes[(spikes < GAP[0]) | (spikes >= GAP[1])]
-        nwb.add_unit(spike_times=spikes, obs_intervals=[[0.0, GAP[0]], [GAP[1], DURATION]])
-    return save_nwb(nwb, path)
+    return writers.write_continuous(path, n_units=n_units, duration=DURATION, gap=GAP, seed=seed)
 
 
 def invoke(*args) -> dict:

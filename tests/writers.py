@@ -50,6 +50,20 @@ def save_nwb(nwb, path: Path) -> Path:
     return path
 
 
+def write_continuous(path: Path, *, n_units: int, duration: float, gap: tuple[float, float], seed: int = 0) -> Path:
+    """An NWB recording without trials: units driven by a slow oscillation (8 Hz mean, 0.3 Hz), observed
+    in [0, gap[0]) and [gap[1], duration) s (so two segments)."""
+    rng = np.random.default_rng(seed)
+    nwb = new_nwb("continuous", "cont")
+    t = np.arange(0, duration, 0.001)
+    for j in range(n_units):
+        rate = 8.0 * (1 + np.sin(2 * np.pi * 0.3 * t + j))
+        spikes = t[rng.random(t.size) < rate * 0.001]
+        spikes = spikes[(spikes < gap[0]) | (spikes >= gap[1])]
+        nwb.add_unit(spike_times=spikes, obs_intervals=[[0.0, gap[0]], [gap[1], duration]])
+    return save_nwb(nwb, path)
+
+
 def replace(f, name: str, data, dtype=None):
     """Replace dataset `name` with `data`, keeping its attributes (neurodata_type, object_id, ...)."""
     attrs = {k: f[name].attrs[k] for k in f[name].attrs} if name in f else {}
