@@ -445,7 +445,7 @@ def generate(
     sampler: Annotated[str, typer.Option(help="ancestral (draw from the prior, bin by bin) | ldidp (a diffusion model "
                                                "over whole latent trajectories, trained first on the run's posterior draws)")] = "ancestral",
     ldidp_steps: Annotated[int, typer.Option("--ldidp-steps", help="--sampler ldidp: training steps of the diffusion model.")] = 1500,
-    ddim_steps: Annotated[int, typer.Option("--ddim-steps", help="--sampler ldidp: deterministic sampling steps.")] = 20,
+    ddim_steps: Annotated[int, typer.Option("--ddim-steps", help="--sampler ldidp: deterministic sampling steps.")] = 50,
     session: Annotated[Optional[str], typer.Option(help="A multi-session run: the session generated.")] = None,
     compare: Annotated[Optional[str], typer.Option(
         "--compare", help="A real recording of the session (e.g. the run's training data): print a posterior-predictive "

@@ -66,14 +66,14 @@ class Target:
     e: object = None
     e_source: str | None = None
     diffusion: object = None  # --sampler ldidp: the trained TrajectoryDiffusion (model/ldidp.py)
-    ddim_steps: int = 20
+    ddim_steps: int = 50
     conditions: object = None  # [trial] condition label of each generated trial (runs with condition inputs)
 
 
 def generate(run_path: Path, out: Path, *, trials: int = 100, bins: int | None = None, seed: int | None = None,
              sampler: str = "ancestral", session: str | None = None, compare=None, plot: bool = False,
              device: str = "auto", overwrite: bool = False, quiet: bool = False, ldidp_steps: int = 1500,
-             ddim_steps: int = 20) -> dict:
+             ddim_steps: int = 50) -> dict:
     """Sample `trials` trials of `bins` bins (default: the training trials' length) from the run's model
     and write them to `out` (.nwb or .h5); with `compare` (a recording of the session, e.g. the run's
     training data) also the posterior-predictive report. Returns a plain summary; logs to stderr."""
