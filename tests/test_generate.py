@@ -214,6 +214,15 @@ def test_a_run_with_condition_inputs_generates_trials_of_each_condition(tmp_path
     balanced = [str(c) for c in load_data(nwb).conditions]
     names = sorted(set(labels))
     assert balanced == [names[k % len(names)] for k in range(8)]
+    # --conditions: those labels only, compared with the real trials of those labels
+    one = tmp_path / "one.h5"
+    result = invoke("generate", run, "--trials", 6, "--out", one, "--conditions", names[0], "--compare", data, "--json")
+    assert result.exit_code == 0, result.output
+    assert [str(c) for c in load_data(one).conditions] == [names[0]] * 6
+    assert json.loads(result.stdout)["predictive"]["trials_real"] == labels.count(names[0])
+    bad = invoke("generate", run, "--trials", 6, "--out", tmp_path / "bad.h5", "--conditions", "nope")
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1 and "not among the run's" in bad.output
+    assert not (tmp_path / "bad.h5").exists()
 
 
 # ------------------------------------------------------------------------------------------------ statistics

@@ -447,6 +447,7 @@ def generate(
     ldidp_steps: Annotated[int, typer.Option("--ldidp-steps", help="--sampler ldidp: training steps of the diffusion model.")] = 1500,
     ddim_steps: Annotated[int, typer.Option("--ddim-steps", help="--sampler ldidp: deterministic sampling steps.")] = 50,
     session: Annotated[Optional[str], typer.Option(help="A multi-session run: the session generated.")] = None,
+    conditions: Annotated[Optional[str], typer.Option(help="A run with condition inputs: generate these labels only (comma-separated).")] = None,
     compare: Annotated[Optional[str], typer.Option(
         "--compare", help="A real recording of the session (e.g. the run's training data): print a posterior-predictive "
                           "report (rates, PSTH, Fano factors, pairwise correlations, MMD).")] = None,
@@ -463,7 +464,7 @@ def generate(
 
     summary = run_generate(run, out, trials=trials, bins=bins, seed=seed, sampler=sampler, session=session,
                            compare=None if compare is None else _source(compare), plot=plot, device=device,
-                           overwrite=overwrite, quiet=quiet, ldidp_steps=ldidp_steps, ddim_steps=ddim_steps)
+                           overwrite=overwrite, quiet=quiet, ldidp_steps=ldidp_steps, ddim_steps=ddim_steps, conditions=conditions)
     if json_out:
         _print_json(summary)
 

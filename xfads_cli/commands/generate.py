@@ -73,10 +73,12 @@ class Target:
 def generate(run_path: Path, out: Path, *, trials: int = 100, bins: int | None = None, seed: int | None = None,
              sampler: str = "ancestral", session: str | None = None, compare=None, plot: bool = False,
              device: str = "auto", overwrite: bool = False, quiet: bool = False, ldidp_steps: int = 1500,
-             ddim_steps: int = 50) -> dict:
+             ddim_steps: int = 50, conditions: str | None = None) -> dict:
     """Sample `trials` trials of `bins` bins (default: the training trials' length) from the run's model
     and write them to `out` (.nwb or .h5); with `compare` (a recording of the session, e.g. the run's
-    training data) also the posterior-predictive report. Returns a plain summary; logs to stderr."""
+    training data) also the posterior-predictive report. conditions: comma-separated condition labels to
+    generate (a run with condition inputs; the compared trials are then those of these labels). Returns a
+    plain summary; logs to stderr."""
     import torch
 
     from xfads_cli.data.source import source_name
@@ -96,10 +98,11 @@ def generate(run_path: Path, out: Path, *, trials: int = 100, bins: int | None =
     run = load_run(run_path, device)
     target = choose_session(run, session)
     _check_generative(run, target, fmt)
+    chosen = chosen_conditions(target, conditions)
     bins, bins_from = (bins, "--bins") if bins is not None else default_bins(run, target)
     seed = int(run.config.seed if seed is None else seed)
-    real, window = _real_stats(run, target, compare, bins)
-    target, conditions_from = trial_conditions(target, trials, None if real is None else real["conditions"])
+    real, window = _real_stats(run, target, compare, bins, chosen)
+    target, conditions_from = trial_conditions(target, trials, None if real is None else real["conditions"], chosen)
     meta = provenance(run, target, seed=seed, sampler=sampler, trials=trials, bins=bins) | {"bins_from": bins_from}
     if conditions_from is not None:
         meta["conditions_from"] = conditions_from
@@ -198,9 +201,9 @@ def default_bins(run, target: Target) -> tuple[int, str]:
                      f"'{target.name}' next to it); pass --bins T")
 
 
-def _real_stats(run, target: Target, compare, bins: int):
+def _real_stats(run, target: Target, compare, bins: int, chosen: list[str] | None = None):
     """({stats: CountStats of the real recording over the common window, trial_aligned, source}, window),
-    or (None, bins) without a recording to compare with."""
+    or (None, bins) without a recording to compare with; chosen: only the trials of these conditions."""
     if compare is None:
         return None, bins
     from xfads_cli.data.source import source_name
@@ -213,25 +216,49 @@ def _real_stats(run, target: Target, compare, bins: int):
         raise UsageError(f"--compare {source_name(compare)} is session '{data.session}', not '{target.name}'; "
                          "compare with a recording of the session generated")
     window = min(bins, data.n_time)
-    return {"stats": CountStats.of(data.counts, window), "trial_aligned": trial_aligned(data.provenance),
-            "psth_ceiling": psth_noise_ceiling(data.counts, window),
-            "conditions": None if data.conditions is None else [str(c) for c in data.conditions],
+    labels = None if data.conditions is None else [str(c) for c in data.conditions]
+    counts = data.counts
+    if chosen is not None and labels is not None:
+        keep = [k for k, c in enumerate(labels) if c in set(chosen)]
+        if not keep:
+            raise UsageError(f"--compare {source_name(compare)} has no trials of --conditions {','.join(chosen)}")
+        counts, labels = counts[keep], [labels[k] for k in keep]
+    return {"stats": CountStats.of(counts, window), "trial_aligned": trial_aligned(data.provenance),
+            "psth_ceiling": psth_noise_ceiling(counts, window), "conditions": labels,
             "source": {"path": str(data.provenance.get("path", compare)), "sha256": data.provenance.get("sha256")}}, window
 
 
-def trial_conditions(target: Target, trials: int, real: list | None) -> tuple[Target, str | None]:
+def chosen_conditions(target: Target, text: str | None) -> list[str] | None:
+    """--conditions A,B: the labels to generate, checked against the run's (UsageError otherwise)."""
+    if text is None:
+        return None
+    inputs = target.part.inputs
+    known = list(inputs.conditions) if inputs is not None else []
+    if not known:
+        raise UsageError("--conditions: this run's model takes no condition inputs; drop the option")
+    chosen = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in known]
+    if unknown or not chosen:
+        raise UsageError(f"--conditions {text}: {', '.join(unknown) or 'no label'} not among the run's conditions "
+                         f"({', '.join(known)})")
+    return chosen
+
+
+def trial_conditions(target: Target, trials: int, real: list | None, chosen: list[str] | None = None
+                     ) -> tuple[Target, str | None]:
     """The target with each generated trial's condition label, and where the labels come from, for a run
     whose model takes condition inputs (else unchanged, None). The labels follow the compared recording's
-    trials in turn (those the model knows), so that generated and real trials mix the conditions in the
-    same proportions; without one, the run's labels in turn (balanced)."""
+    trials in turn (those the model knows, and among `chosen` if given), so that generated and real trials
+    mix the conditions in the same proportions; without one, `chosen` or the run's labels in turn."""
     from dataclasses import replace
 
     inputs = target.part.inputs
     if inputs is None or not inputs.conditions:
         return target, None
-    known = [c for c in (real or []) if c in set(inputs.conditions)]
+    allowed = set(chosen or inputs.conditions)
+    known = [c for c in (real or []) if c in allowed]
     labels, source = (known, "the compared recording's trials, in turn") if known else \
-        (list(inputs.conditions), "the run's condition labels, in turn")
+        (list(chosen or inputs.conditions), "--conditions, in turn" if chosen else "the run's condition labels, in turn")
     chosen = np.array([labels[k % len(labels)] for k in range(trials)], dtype=object)
     return replace(target, conditions=chosen), source
 
