@@ -220,7 +220,7 @@ def fit(
     diverging; last.pt keeps the last good epoch), 2 bad usage or input, 75 preempted.
     Multi-GPU: torchrun --nproc-per-node K -m xfads_cli fit ... (train.batch_size is the global batch).
     """
-    from xfads_cli.config import load_config
+    from xfads_cli.config import load_config, option_items
     from xfads_cli.progress import EpochProgress
     from xfads_cli.train.distributed import detect
     from xfads_cli.fitting import run_fit, training_line
@@ -232,14 +232,7 @@ def fit(
         raise UsageError("--resume and --resume-auto are exclusive: --resume-auto already resumes when it can")
     dist = detect(distributed)
     quiet = quiet or not dist.is_main  # only rank 0 talks
-    overrides = list(set_ or [])
-    if seed is not None:
-        overrides.append(f"seed={seed}")
-    if max_epochs is not None:
-        overrides.append(f"train.max_epochs={max_epochs}")
-    if time_limit is not None:
-        overrides.append(f"train.time_limit_min={time_limit}")
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, [*(set_ or []), *option_items(seed, max_epochs, time_limit)])
     try:
         with EpochProgress(cfg.train.max_epochs, quiet=quiet) as progress:
             summary = run_fit(_sources(data), cfg, out, device=device, overwrite=overwrite,

@@ -240,6 +240,14 @@ def _check_ranges(config: "Config") -> None:
             raise UsageError(f"{key} must be {bound}, got {value}; e.g. --set {key}={example}")
 
 
+def option_items(seed: int | None = None, max_epochs: int | None = None,
+                 time_limit_min: float | None = None) -> list[str]:
+    """The `--set` items of the commands' --seed, --max-epochs and --time-limit options (None: not given),
+    applied last, after the config file and the --set items: seed, train.max_epochs, train.time_limit_min."""
+    items = (("seed", seed), ("train.max_epochs", max_epochs), ("train.time_limit_min", time_limit_min))
+    return [f"{key}={value}" for key, value in items if value is not None]
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),
                 base: dict | None = None) -> Config:
     """Defaults <- `base` (e.g. a checkpoint's resolved config) <- YAML file <- `section.key=value`

@@ -79,7 +79,7 @@ def smooth_trials(run, data, name: str, *, split: str, mode: str | None, samples
     model = session_model(run, data)
     with seeded(run):
         base = baselines_for(data)
-        rows_index = np.arange(data.n_trials) if split == "all" else np.flatnonzero(data.split == split)
+        rows_index = data.split_index(split)
         score = SmoothedScores(rows, co_baseline=base.co_source(rows_index))
         sink = MemorySink(Padding(rows.lengths))
         parts = iter_smooth(model, rows.counts, mode=mode, n_samples=samples, batch_size=run.config.train.batch_size,
@@ -134,7 +134,7 @@ def forecast_trials(run, data, name: str, *, context: int, horizon: int, split: 
     from xfads_cli.scoring.streamed import forecast_scoring
 
     rows = rows_of(data, split, name)
-    rows_index = np.arange(data.n_trials) if split == "all" else np.flatnonzero(data.split == split)
+    rows_index = data.split_index(split)
     score, inputs = forecast_scoring(baselines_for(data), rows, rows_index, context, horizon)
     sink = MemorySink(Padding(rows.lengths, context, skip={"context_counts"}))
     with seeded(run):

@@ -169,17 +169,14 @@ def fit(data: PathLike | Sequence[PathLike], out: PathLike, *, config: PathLike 
     else auto); resume: True / 'auto' as --resume / --resume-auto; progress: show the progress bar
     (stderr); log: experiment trackers as --log ('tensorboard', 'mlflow', 'csv'; README "Experiment tracking"). Raises xfads_cli.errors.UsageError on bad input (nothing written) and RunFailure when
     training fails."""
-    from xfads_cli.config import load_config
+    from xfads_cli.config import load_config, option_items
     from xfads_cli.data.source import parse_source
     from xfads_cli.fitting import run_fit
     from xfads_cli.progress import EpochProgress
 
     paths = [data] if isinstance(data, (str, Path)) else list(data)
-    items = set_items(overrides)
     # as cli.py's fit: the options are --set items applied last
-    items += [f"{key}={value}" for key, value in (("seed", seed), ("train.max_epochs", max_epochs),
-                                                  ("train.time_limit_min", time_limit)) if value is not None]
-    cfg = load_config(config, items)
+    cfg = load_config(config, [*set_items(overrides), *option_items(seed, max_epochs, time_limit)])
     with EpochProgress(cfg.train.max_epochs, quiet=not progress) as bar:
         run_fit([parse_source(str(p)) for p in paths], cfg, Path(out), log=tuple(log), device=device, overwrite=overwrite,
                 resume=resume, max_epochs=max_epochs, progress=bar, threads=None if threads is None else str(threads),

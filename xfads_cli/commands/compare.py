@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xfads_cli.atomic import check_writable
-from xfads_cli.config import load_config, resolved_config
+from xfads_cli.config import load_config, option_items, resolved_config
 from xfads_cli.errors import RunFailure, UsageError, closest, first_line
 from xfads_cli.progress import log
 
@@ -88,9 +88,7 @@ def compare(paths: list, out: Path, *, kinds: str | list[str] = ",".join(KINDS),
     (the run's test-split scores). Bad input raises UsageError before anything is written."""
     kinds = parse_kinds(kinds)
     _check_budget(max_epochs, time_limit_min, workers)
-    overrides = list(overrides) + ([f"seed={seed}"] if seed is not None else []) + \
-        ([f"train.max_epochs={max_epochs}"] if max_epochs is not None else []) + \
-        ([f"train.time_limit_min={time_limit_min}"] if time_limit_min is not None else [])
+    overrides = [*overrides, *option_items(seed, max_epochs, time_limit_min)]
     configs = {kind: load_config(config_path, [*overrides, f"model.kind={kind}"]) for kind in kinds}
     _check_recordings(paths, configs)
     out = Path(out)

@@ -78,7 +78,7 @@ def _forecast_trials(run, data, data_path: Path, out: Path, *, context: int, hor
     if rows.n_trials == 0:
         raise UsageError(f"{source_name(data_path)} has no '{split}' trials; use --split all")
     base = baselines_for(data)
-    rows_index = np.arange(data.n_trials) if split == "all" else np.flatnonzero(data.split == split)
+    rows_index = data.split_index(split)
     # per-trial inputs written next to the results, block by block (views of the recording, no copies)
     scores, inputs = forecast_scoring(base, rows, rows_index, context, horizon)
     start_s = None if rows.start_s is None else rows.start_s + context * rows.bin_ms / 1000.0

@@ -107,7 +107,8 @@ def generate(run_path: Path, out: Path, *, trials: int = 100, bins: int | None =
     if conditions_from is not None:
         meta["conditions_from"] = conditions_from
     if sampler == "ldidp":
-        target, meta["ldidp"] = ldidp_target(run, target, compare, bins, seed, ldidp_steps, ddim_steps,
+        target, meta["ldidp"] = ldidp_target(run, target, None if real is None else real["data"], bins, seed,
+                                             ldidp_steps, ddim_steps,
                                              lambda text: log(text, quiet))
     t0 = time.monotonic()
     generator = torch.Generator(device=run.device).manual_seed(seed)
@@ -202,8 +203,9 @@ def default_bins(run, target: Target) -> tuple[int, str]:
 
 
 def _real_stats(run, target: Target, compare, bins: int, chosen: list[str] | None = None):
-    """({stats: CountStats of the real recording over the common window, trial_aligned, source}, window),
-    or (None, bins) without a recording to compare with; chosen: only the trials of these conditions."""
+    """({stats: CountStats of the real recording over the common window, trial_aligned, psth_ceiling,
+    conditions, source, data: the recording read}, window), or (None, bins) without a recording to
+    compare with; chosen: only the trials of these conditions."""
     if compare is None:
         return None, bins
     from xfads_cli.data.source import source_name
@@ -225,7 +227,8 @@ def _real_stats(run, target: Target, compare, bins: int, chosen: list[str] | Non
         counts, labels = counts[keep], [labels[k] for k in keep]
     return {"stats": CountStats.of(counts, window), "trial_aligned": trial_aligned(data.provenance),
             "psth_ceiling": psth_noise_ceiling(counts, window), "conditions": labels,
-            "source": {"path": str(data.provenance.get("path", compare)), "sha256": data.provenance.get("sha256")}}, window
+            "source": {"path": str(data.provenance.get("path", compare)), "sha256": data.provenance.get("sha256")},
+            "data": data}, window
 
 
 def chosen_conditions(target: Target, text: str | None) -> list[str] | None:
@@ -335,10 +338,11 @@ def _observe_block(part, z, generator, u=None) -> dict:
             "truth/retest_counts": draw(), "n_capped": int((mean > part.rate_ceiling).sum())}
 
 
-def ldidp_target(run, target: Target, compare, bins: int, seed: int, steps: int, ddim_steps: int, log):
+def ldidp_target(run, target: Target, compared, bins: int, seed: int, steps: int, ddim_steps: int, log):
     """The target with the LDIDP sampler's diffusion model (docs/model.md section 13), trained on
     posterior draws (8 per trial, the run's own inference network) of the session's training trials,
-    read from `compare` or else the recording the run was trained on; and what to record of it."""
+    those of `compared` (the --compare recording, already read) or else of the recording the run was
+    trained on; and what to record of it."""
     from dataclasses import replace
 
     import torch
@@ -347,8 +351,8 @@ def ldidp_target(run, target: Target, compare, bins: int, seed: int, steps: int,
     from xfads_cli.runs.binding import load_data_for_run
     from xfads_cli.train.diffusion import fit_trajectory_diffusion
 
-    source = compare if compare is not None else _training_recording(run, target)
-    train = load_data_for_run(source, run).subset("train")
+    recording = compared if compared is not None else load_data_for_run(_training_recording(run, target), run)
+    train = recording.subset("train")
     if train.n_time != bins:
         raise UsageError(f"--sampler ldidp generates trials as long as the training ones ({train.n_time} bins); "
                          f"drop --bins {bins}, or use --sampler ancestral")
@@ -366,7 +370,7 @@ def ldidp_target(run, target: Target, compare, bins: int, seed: int, steps: int,
     fit = fit_trajectory_diffusion(z, steps=steps, seed=seed)
     record = {"training_steps": steps, "ddim_steps": ddim_steps, "trajectories": int(z.shape[0]),
               "train_seconds": fit.seconds, "final_loss": float(np.mean(fit.losses[-50:])),
-              "data": str(getattr(source, "path", source))}
+              "data": str(recording.provenance.get("path", ""))}
     return replace(target, diffusion=fit.model, ddim_steps=ddim_steps), record
 
 

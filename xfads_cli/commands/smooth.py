@@ -82,7 +82,7 @@ def _smooth_trials(run, data, data_path: Path, out: Path, *, split: str, mode: s
     model = session_model(run, data)
     torch.manual_seed(run.config.seed)  # the posterior draws: the same file from the same run and data
     base = baselines_for(data)
-    rows_index = np.arange(data.n_trials) if split == "all" else np.flatnonzero(data.split == split)
+    rows_index = data.split_index(split)
     scores = {"": SmoothedScores(rows, co_baseline=base.co_source(rows_index))}
     # --split all also reports evaluate's per-split scores; the decoders among them need whole arrays
     decoders = split == "all" and (data.behavior is not None or data.conditions is not None)

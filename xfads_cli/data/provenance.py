@@ -6,17 +6,21 @@ reading avoids: its provenance records the URL, the server's ETag and the size i
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from pathlib import Path
 
 _CHUNK = 1 << 20  # 1 MiB: constant memory on multi-GB recordings
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+def file_sha256(path: str | Path, copy_to: str | Path | None = None) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks; copy_to: also write the bytes there (one
+    read of the file for both: outputs/nwb.py hashes the input it copies)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open(path, "rb") as handle, (open(copy_to, "wb") if copy_to is not None else nullcontext()) as copy:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
+            if copy is not None:
+                copy.write(chunk)
     return digest.hexdigest()
 
 

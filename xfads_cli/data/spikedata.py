@@ -125,6 +125,10 @@ class SpikeData:
             return self
         return self.select(self.split == split)
 
+    def split_index(self, split: str) -> np.ndarray:
+        """[trial] positions in this container of the trials subset(split) holds ('all': every trial)."""
+        return np.arange(self.n_trials) if split == "all" else np.flatnonzero(self.split == split)
+
     def summary(self) -> dict:
         """Plain-data description (used by `inspect --json` and output attributes)."""
         total = float(np.nansum(self.counts))

@@ -42,7 +42,6 @@ to the original one. The copy stays valid against the current schema and holds t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -51,11 +50,11 @@ from pathlib import Path
 import numpy as np
 
 from xfads_cli.atomic import atomic_path
+from xfads_cli.data.provenance import file_sha256
 from xfads_cli.errors import UsageError, first_line
 from xfads_cli.outputs.h5 import jsonable
 
 NWB_SUFFIX = ".nwb"  # the temporary copy keeps it: pynwb warns about other names
-_CHUNK = 1 << 20  # 1 MiB: constant memory while copying (and hashing) multi-GB inputs
 
 
 def write_nwb_copy(
@@ -106,7 +105,7 @@ def write_nwb_copy(
                                for name, a in series.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, NWB_SUFFIX) as tmp:
-        sha256 = _copy_hashing(source, tmp)  # copies bytes only: the input's read-only mode is not carried over
+        sha256 = file_sha256(source, copy_to=tmp)  # copies bytes only: the input's read-only mode is not carried over
         meta["source"] = {"file": source.name, "identifier": _renew_identifier(tmp), "sha256": sha256}
         _append_module(tmp, source.name, module_name, json.dumps(meta), series, start_s, bin_ms, units or {}, offsets)
     return out
@@ -174,16 +173,6 @@ def _check_module_free(source: Path, module_name: str) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Writing
-
-
-def _copy_hashing(source: Path, dest: Path) -> str:
-    """Copy the bytes of `source` to `dest`; returns their sha256 (one read of the input)."""
-    digest = hashlib.sha256()
-    with open(source, "rb") as src, open(dest, "wb") as dst:
-        for chunk in iter(lambda: src.read(_CHUNK), b""):
-            digest.update(chunk)
-            dst.write(chunk)
-    return digest.hexdigest()
 
 
 def _renew_identifier(path: Path) -> str | None:

@@ -212,7 +212,7 @@ class TensorBoard:
         from torch.utils.tensorboard.summary import hparams
 
         chosen = flatten(params) if params is not None else flat
-        _, session_start, _ = hparams({k: v for k, v in chosen.items()}, {})
+        _, session_start, _ = hparams(chosen, {})
         # only the session's start: TensorBoard's HPARAMS tab then lists every scalar tag as a metric
         self.writer.file_writer.add_summary(session_start)
         self.writer.add_text("config", "```\n" + text + "```", 0)

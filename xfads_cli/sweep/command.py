@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from xfads_cli.config import option_items
 from xfads_cli.errors import UsageError
 
 
@@ -40,7 +41,7 @@ def sweep(paths: list[Path], space: Path, out: Path, *, trials: int, workers: in
         raise UsageError("--worker runs one worker of a sweep; drop --workers (or drop --worker to start K here)")
     if time_limit_min is not None and time_limit_min <= 0:
         raise UsageError(f"--time-limit must be positive minutes, got {time_limit_min}")
-    overrides = [*overrides, *([f"seed={seed}"] if seed is not None else [])]
+    overrides = [*overrides, *option_items(seed)]
     if workers > 1 and threads is None:
         threads = str(max(1, available_cores() // workers))  # the workers share the cores, never oversubscribe
     setup = prepare(paths, space, out, trials, config_path=config_path, overrides=overrides, device=device,
